@@ -1,0 +1,441 @@
+"""The `vaekit` command line: train, sample, reconstruct, encode, decode, info.
+
+Settings come from the config dataclasses: defaults, then a config file (--config, TOML or YAML),
+then flags. A user error prints one line and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import time
+import typing
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig, read_config_file, to_dict
+from vaekit.errors import VaekitError
+
+# Flag name for each config field where it is not simply the field name with dashes.
+FLAG_NAMES = {("model", "kind"): "model", ("data", "name"): "data", ("model", "channels"): "conv-channels",
+              ("data", "channels"): "image-channels", ("train", "samples"): "samples"}
+
+HELP = {
+    "model.kind": "vae (encoder returns q(z|x) = N(mu, sigma^2), loss = recon + KL) or ae (deterministic code, "
+                  "reconstruction only)",
+    "model.arch": "network family: mlp, conv, or auto (MLP for small grey images, conv otherwise)",
+    "model.latent_dim": "size of z (0: 8 for 8x8 images, 20 up to 32x32 grey, else 64)",
+    "model.hidden": "MLP hidden widths, comma-separated, e.g. 400 or 512,256 (default from the image size)",
+    "model.channels": "conv channels per stride-2 layer, comma-separated, e.g. 32,64 (default from the size)",
+    "model.likelihood": "decoder likelihood p(x|z): bernoulli (logits, for grey levels in [0, 1]) or gaussian",
+    "model.gaussian_scale": "fixed sigma of the Gaussian decoder; 0 learns one shared sigma",
+    "model.beta": "weight of the KL term (1: the VAE; other values: beta-VAE)",
+    "model.free_bits": "nats per latent dimension of KL left unpenalised (against posterior collapse)",
+    "model.logvar_min": "lower clamp of log sigma^2",
+    "model.logvar_max": "upper clamp of log sigma^2",
+    "model.image_shape": "set from the data; not a flag",
+    "data.name": "fashion-mnist (default), mnist, digits (8x8, shipped), folder:PATH, npz:PATH or npy:PATH",
+    "data.data_dir": "where data sets are cached (default $VAEKIT_DATA or ~/.cache/vaekit)",
+    "data.image_size": "resize folder images to N x N (needed when their sizes differ)",
+    "data.channels": "1 (grey) or 3 (RGB) for folder images; 0 decides from the images",
+    "data.val_fraction": "part of the training images held out for validation",
+    "data.test_fraction": "part held out for testing, for sets without an official test split",
+    "data.binarize": "dynamic binarization: resample binary pixels x ~ Bernoulli(grey level) per batch",
+    "data.download": "allow downloading a missing data set from its official source (checksums verified)",
+    "data.max_in_memory_gb": "image folders larger than this stream from disk instead of loading into memory",
+    "data.workers": "DataLoader worker processes for streamed folders",
+    "train.epochs": "passes over the training set",
+    "train.batch_size": "images per step (per process under torchrun)",
+    "train.lr": "learning rate",
+    "train.optimizer": "adam or adamw (fused where supported)",
+    "train.weight_decay": "weight decay",
+    "train.schedule": "learning-rate schedule: constant or cosine",
+    "train.lr_warmup_steps": "linear learning-rate warm-up steps",
+    "train.kl_warmup_epochs": "KL weight ramps from 0 to beta over this many epochs (0: off)",
+    "train.grad_clip": "clip the global gradient norm to this value (0: off)",
+    "train.patience": "early stopping after this many epochs without validation gain (0: off)",
+    "train.seed": "random seed (weights, batch order, reparameterization noise)",
+    "train.device": "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps",
+    "train.bf16": "bf16 autocast on GPU",
+    "train.checkpoint_every": "also checkpoint every N steps within an epoch (0: once per epoch)",
+    "train.max_bad_steps": "stop after this many consecutive steps with a non-finite loss or gradient",
+    "train.eval_batch_size": "batch size for validation and test",
+    "train.samples": "images drawn from N(0, I) into samples.png at the end",
+}
+
+SECTIONS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+
+
+def parse_int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per config field, defaulting to 'not given' so that config files can fill them."""
+    for section, cls in SECTIONS.items():
+        group = parser.add_argument_group(f"{section} settings ([{section}] in a config file)")
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if (section, f.name) == ("model", "image_shape"):
+                continue
+            flag = "--" + FLAG_NAMES.get((section, f.name), f.name.replace("_", "-"))
+            kwargs: dict[str, Any] = {"dest": f"{section}.{f.name}", "default": argparse.SUPPRESS,
+                                      "help": f"{HELP[f'{section}.{f.name}']} (default: {_show(f.default)})"}
+            tp = hints[f.name]
+            if tp is bool:
+                kwargs["action"] = argparse.BooleanOptionalAction
+            elif typing.get_origin(tp) is tuple:
+                kwargs.update(type=parse_int_list, metavar="N,N")
+            else:
+                kwargs.update(type=tp, metavar=f.name.split("_")[-1].upper())
+            group.add_argument(flag, **kwargs)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(map(str, value)) or "auto"
+    return str(value)
+
+
+def run_config_from_args(args: argparse.Namespace) -> RunConfig:
+    """Defaults < config file < flags."""
+    data: dict[str, dict[str, Any]] = read_config_file(args.config) if args.config else {}
+    where = str(args.config) if args.config else "config"
+    RunConfig.from_dict(data, where)  # validate the file on its own first, so errors name it
+    for key, value in vars(args).items():
+        if "." in key:
+            section, name = key.split(".")
+            data.setdefault(section, {})[name] = list(value) if isinstance(value, tuple) else value
+    return RunConfig.from_dict(data, "flags")
+
+
+def default_out(run: RunConfig) -> Path:
+    data = run.data.name.split(":")[0].replace("/", "-")
+    return Path("runs") / f"{run.model.kind}-{data}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+# --- commands -------------------------------------------------------------------------------------------
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from vaekit.training import train
+
+    run = run_config_from_args(args)
+    if args.resume and args.out is None:
+        raise VaekitError("--resume needs --out RUN_FOLDER (the run to continue)")
+    out = Path(args.out) if args.out else default_out(run)
+    summary = train(run, out, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet)
+    if args.quiet:
+        print(json.dumps({"run": str(out), **summary}))
+    else:
+        print(f"run folder: {out}")
+    return 0
+
+
+def load_model(path: str, device: str):
+    from vaekit.models import AE
+    from vaekit.training.distributed import pick_device
+
+    dev = pick_device(device)
+    model = AE.from_pretrained(path, map_location=dev)
+    model.eval()
+    return model, dev
+
+
+def check_output(path: Path, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise VaekitError(f"{path}: exists; pass --overwrite to replace it")
+
+
+def batch_ranges(n: int, batch: int) -> list[tuple[int, int]]:
+    return [(i, min(n, i + batch)) for i in range(0, n, batch)]
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm.auto import tqdm
+
+    from vaekit.images import save_files, save_grid
+
+    if args.n < 1:
+        raise VaekitError(f"-n must be at least 1, got {args.n}")
+    if args.out is None and args.files is None:
+        args.out = "samples.png"
+    if args.out and args.n > 1024:
+        raise VaekitError(f"{args.n} images are too many for one grid; write them with --files DIR (no grid)")
+    model, device = load_model(args.checkpoint, args.device)
+    if args.out:
+        check_output(Path(args.out), args.overwrite)
+    generator = torch.Generator(device).manual_seed(args.seed)
+    kept = []
+    with torch.no_grad():
+        for start, stop in tqdm(batch_ranges(args.n, args.batch_size), desc="sampling", leave=False,
+                                disable=args.n <= args.batch_size):
+            images = model.sample(stop - start, generator=generator)
+            if args.files:
+                save_files(images, args.files, start)
+            if args.out:
+                kept.append(images.cpu())
+    if args.out:
+        save_grid(torch.cat(kept), args.out)
+        print(f"{args.n} samples from N(0, I) -> {args.out}")
+    if args.files:
+        print(f"{args.n} PNG files -> {args.files}")
+    return 0
+
+
+def images_for(model, args: argparse.Namespace):
+    """The images a command works on: a split of the checkpoint's own data set, or of --data."""
+    from vaekit.config import from_dict
+    from vaekit.data import load_dataset
+
+    stored = model.meta.get("data") or {}
+    config = from_dict(DataConfig, stored, "checkpoint data config") if stored else DataConfig()
+    if args.data:
+        config = dataclasses.replace(config, name=args.data)
+    data = load_dataset(config)
+    if data.shape != tuple(model.config.image_shape):
+        raise VaekitError(f"{config.name}: images are {data.shape}, the model wants {tuple(model.config.image_shape)}")
+    return data.split(args.split), config
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    import torch
+
+    from vaekit.data import Batches
+    from vaekit.images import save_grid
+
+    model, device = load_model(args.checkpoint, args.device)
+    check_output(Path(args.out), args.overwrite)
+    images, _ = images_for(model, args)
+    n = min(args.n, len(images))
+    x = next(iter(Batches(images.subset(torch.arange(n)), n, device)))
+    with torch.no_grad():
+        recon = model.reconstruct(x)
+    cols = min(8, n)
+    rows = []  # a row of originals above the row of their reconstructions
+    for i in range(0, n, cols):
+        rows += [x[i:i + cols], recon[i:i + cols]]
+    save_grid(torch.cat(rows), args.out, nrow=cols)
+    err = model.likelihood.nll(x, model.decode(model.embed(x))).mean().item()
+    print(f"{n} images (top rows) and their reconstructions (rows below) -> {args.out}; "
+          f"-log p(x|z) at the code: {err:.2f} nats/image")
+    return 0
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+    from tqdm.auto import tqdm
+
+    from vaekit.data import Batches
+
+    model, device = load_model(args.checkpoint, args.device)
+    out = Path(args.out)
+    check_output(out, args.overwrite)
+    images, _ = images_for(model, args)
+    tmp = out.with_name(f".{out.name}.tmp.npy")
+    codes = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(images), model.latent_dim))
+    i = 0
+    with torch.no_grad():
+        for x in tqdm(Batches(images, args.batch_size, device), desc="encoding", leave=False):
+            q = model.encode(x)
+            z = q.sample() if args.sample and model.kind == "vae" else model.embed(x)
+            codes[i:i + len(x)] = z.cpu().numpy()
+            i += len(x)
+    codes.flush()
+    del codes
+    tmp.replace(out)
+    what = "samples z = mu + sigma * eps" if args.sample and model.kind == "vae" else \
+        ("posterior means mu(x)" if model.kind == "vae" else "codes z = E(x)")
+    print(f"{len(images)} {what} ({model.latent_dim} dims) -> {out}")
+    if args.labels and images.labels is not None:
+        np.save(args.labels, images.labels.cpu().numpy())
+        print(f"labels -> {args.labels}")
+    return 0
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+    from tqdm.auto import tqdm
+
+    from vaekit.images import save_files, save_grid
+
+    model, device = load_model(args.checkpoint, args.device)
+    try:
+        codes = np.load(args.codes, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise VaekitError(f"{args.codes}: not a readable .npy array ({e})") from None
+    if codes.ndim != 2 or codes.shape[1] != model.latent_dim:
+        raise VaekitError(f"{args.codes}: expected codes shaped (N, {model.latent_dim}), got {codes.shape}")
+    if codes.dtype.kind not in "fiu":
+        raise VaekitError(f"{args.codes}: expected numbers, got dtype {codes.dtype}")
+    if args.out is None and args.files is None:
+        args.out = "decoded.png"
+    if args.out and len(codes) > 1024:
+        raise VaekitError(f"{len(codes)} codes are too many for one grid; write them with --files DIR")
+    if args.out:
+        check_output(Path(args.out), args.overwrite)
+    kept = []
+    with torch.no_grad():
+        for start, stop in tqdm(batch_ranges(len(codes), args.batch_size), desc="decoding", leave=False):
+            z = torch.from_numpy(np.array(codes[start:stop], dtype=np.float32)).to(device)
+            if not torch.isfinite(z).all():
+                raise VaekitError(f"{args.codes}: contains NaN or infinite values (rows {start}-{stop - 1})")
+            images = model.generate(z)
+            if args.files:
+                save_files(images, args.files, start)
+            if args.out:
+                kept.append(images.cpu())
+    if args.out:
+        save_grid(torch.cat(kept), args.out)
+        print(f"{len(codes)} decoded images -> {args.out}")
+    if args.files:
+        print(f"{len(codes)} PNG files -> {args.files}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from vaekit.models.autoencoder import resolve_checkpoint
+
+    model, _ = load_model(args.checkpoint, "cpu")
+    folder = resolve_checkpoint(args.checkpoint)
+    summary_file = Path(args.checkpoint) / "summary.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else None
+    info = {"checkpoint": str(folder), "model": model.kind, "config": to_dict(model.config),
+            "parameters": sum(p.numel() for p in model.parameters()), "dataset": model.meta.get("dataset"),
+            "progress": model.meta.get("progress"), "metrics": model.meta.get("metrics"), "summary": summary}
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    c = model.config
+    lines = [f"checkpoint   {folder}",
+             f"model        {model.kind.upper()}  {c.arch}  latent {c.latent_dim}  "
+             f"{'hidden ' + ','.join(map(str, c.hidden)) if c.arch == 'mlp' else 'channels ' + ','.join(map(str, c.channels))}"
+             f"  {c.likelihood} likelihood  {info['parameters']:,} parameters",
+             f"objective    recon{'' if model.kind == 'ae' else f' + {c.beta:g} * KL'}"
+             f"{f'  free bits {c.free_bits:g}' if c.free_bits else ''}",
+             f"data         {info['dataset'] or 'unknown'}  image {'x'.join(map(str, c.image_shape))}"]
+    progress = info["progress"] or {}
+    if progress:
+        lines.append(f"trained      {progress.get('epoch')} epochs, {progress.get('step')} steps")
+    metrics = info["metrics"] or {}
+    if "val_nelbo" in metrics:
+        lines.append(f"validation   -ELBO {metrics['val_nelbo']:.2f} nats (recon {metrics['val_recon']:.2f} + KL "
+                     f"{metrics['val_kl']:.2f}), {metrics['val_bpd']:.4f} bits/dim")
+    if summary:
+        t = summary["test"]
+        lines.append(f"test         -ELBO {t['nelbo']:.2f} nats (recon {t['recon']:.2f} + KL {t['kl']:.2f}), "
+                     f"{t['bpd']:.4f} bits/dim on {t['images']} images")
+    print("\n".join(lines))
+    return 0
+
+
+# --- parser ---------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vaekit", description="Train, evaluate and compare Variational AutoEncoders and plain AutoEncoders.",
+        epilog="Run 'vaekit COMMAND --help' for a command's options.")
+    from vaekit import __version__
+
+    parser.add_argument("--version", action="version", version=f"vaekit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, fn: Callable[[argparse.Namespace], int], help: str, description: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=description,
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        p.set_defaults(fn=fn)
+        return p
+
+    p = command("train", cmd_train, "train a VAE or an AE",
+                "Train a VAE (default) or a plain AE on a data set, writing a run folder with checkpoints, "
+                "metrics.jsonl/csv, summary.json (test negative ELBO) and samples.png (decoded z ~ N(0, I)).")
+    p.add_argument("--config", help="TOML or YAML file with [model], [data], [train] sections; flags override it")
+    p.add_argument("--out", help="run folder (default: runs/KIND-DATA-TIMESTAMP)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint "
+                   "(--epochs may raise the total)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bars; print the summary as JSON")
+    add_config_flags(p)
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("checkpoint", help="run folder (its best checkpoint) or checkpoint folder")
+    common.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    common.add_argument("--overwrite", action="store_true", help="replace existing output files")
+
+    def inference(name, fn, help, description):
+        p = sub.add_parser(name, help=help, description=description, parents=[common],
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        p.set_defaults(fn=fn)
+        return p
+
+    p = inference("sample", cmd_sample, "generate images by decoding z ~ N(0, I)",
+                  "Generation from scratch: draw z ~ N(0, I) and decode it. Works for a VAE; for a plain AE, "
+                  "whose codes were never pulled towards N(0, I), it usually gives poor images.")
+    p.add_argument("-n", type=int, default=64, help="number of images")
+    p.add_argument("--out", help="PNG grid to write (default samples.png unless --files is given)")
+    p.add_argument("--files", help="also write one PNG per image into this folder")
+    p.add_argument("--seed", type=int, default=0, help="seed of the z draws")
+    p.add_argument("--batch-size", type=int, default=1000, help="images decoded at a time")
+
+    data_flags = argparse.ArgumentParser(add_help=False)
+    data_flags.add_argument("--data", help="data set to take images from (default: the one the model was trained on)")
+    data_flags.add_argument("--split", default="test", choices=["train", "val", "test"], help="which split")
+
+    p = sub.add_parser("reconstruct", parents=[common, data_flags], help="reconstruct images through the model",
+                       description="Encode images and decode their codes (the VAE's posterior mean): originals "
+                                   "above, reconstructions below.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.set_defaults(fn=cmd_reconstruct)
+    p.add_argument("-n", type=int, default=16, help="number of images")
+    p.add_argument("--out", default="reconstructions.png", help="PNG to write")
+
+    p = sub.add_parser("encode", parents=[common, data_flags], help="images to latent codes (.npy)",
+                       description="Write the codes of a split's images to an .npy array (N, latent): the VAE's "
+                                   "posterior means mu(x) (or samples with --sample), the AE's z = E(x).",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.set_defaults(fn=cmd_encode)
+    p.add_argument("--out", default="codes.npy", help=".npy file to write")
+    p.add_argument("--sample", action="store_true", help="VAE: draw z = mu + sigma * eps instead of mu")
+    p.add_argument("--labels", help="also write the images' labels to this .npy")
+    p.add_argument("--batch-size", type=int, default=1000, help="images encoded at a time")
+
+    p = inference("decode", cmd_decode, "latent codes (.npy) to images",
+                  "Decode an .npy array of codes shaped (N, latent) into images.")
+    p.add_argument("codes", help=".npy file of codes")
+    p.add_argument("--out", help="PNG grid to write (default decoded.png unless --files is given)")
+    p.add_argument("--files", help="also write one PNG per image into this folder")
+    p.add_argument("--batch-size", type=int, default=1000, help="codes decoded at a time")
+
+    p = sub.add_parser("info", help="what a checkpoint is", description="Show a checkpoint's model, data, "
+                       "training progress and metrics.")
+    p.set_defaults(fn=cmd_info)
+    p.add_argument("checkpoint", help="run folder or checkpoint folder")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except VaekitError as e:
+        print(f"vaekit: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vaekit: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""Batches of float images in [0, 1], drawn from uint8 image sets.
+
+The order of an epoch is a permutation seeded by (seed, epoch), so it needs no saved state: a
+resumed run, or every rank of a distributed run, computes the same order and takes its own part.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+
+from vaekit.data.sets import FileImages, ImageSet, TensorImages
+
+
+def epoch_batches(n: int, batch_size: int, *, shuffle: bool, seed: int = 0, epoch: int = 0, rank: int = 0,
+                  world: int = 1) -> list[Tensor]:
+    """Index batches of one epoch. With `world` > 1 each step takes `batch_size * world` images and
+    rank r gets its own `batch_size`; the ragged end is dropped so every rank takes the same steps."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)) if shuffle \
+        else torch.arange(n)
+    step = batch_size * world
+    n_steps = n // step if world > 1 else -(-n // batch_size)
+    return [order[i * step + rank * batch_size: i * step + (rank + 1) * batch_size] for i in range(n_steps)]
+
+
+class Batches:
+    """Iterate an image set in batches of float32 images in [0, 1] on `device`."""
+
+    def __init__(self, images: ImageSet, batch_size: int, device: torch.device | str = "cpu", *,
+                 shuffle: bool = False, seed: int = 0, binarize: bool = False, rank: int = 0, world: int = 1,
+                 workers: int = 0):
+        self.device = torch.device(device)
+        self.images = images.to(self.device) if isinstance(images, TensorImages) else images
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.binarize, self.rank, self.world, self.workers = binarize, rank, world, workers
+
+    def __len__(self) -> int:
+        return len(self.indices(0))
+
+    def indices(self, epoch: int) -> list[Tensor]:
+        return epoch_batches(len(self.images), self.batch_size, shuffle=self.shuffle, seed=self.seed, epoch=epoch,
+                             rank=self.rank, world=self.world)
+
+    def __iter__(self) -> Iterator[Tensor]:
+        return self.epoch(0)
+
+    def epoch(self, epoch: int, skip: int = 0) -> Iterator[Tensor]:
+        """The batches of `epoch`, leaving out the first `skip` (already seen before a resume)."""
+        for raw in self.raw_batches(self.indices(epoch)[skip:]):
+            yield self.to_float(raw)
+
+    def raw_batches(self, batches: list[Tensor]) -> Iterator[Tensor]:
+        if isinstance(self.images, TensorImages):
+            images = self.images.images
+            for idx in batches:
+                yield images[idx.to(images.device)]
+        else:
+            assert isinstance(self.images, FileImages)
+            loader = torch.utils.data.DataLoader(self.images, batch_sampler=[b.tolist() for b in batches],
+                                                 num_workers=self.workers, pin_memory=self.device.type == "cuda")
+            for raw in loader:
+                yield raw.to(self.device, non_blocking=True)
+
+    def to_float(self, raw: Tensor) -> Tensor:
+        x = raw.float().div_(255.0)
+        if self.binarize:  # dynamic binarization: a fresh binary image each time x is drawn
+            x = torch.bernoulli(x)
+        return x

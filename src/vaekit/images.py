@@ -1,0 +1,56 @@
+"""Writing images: PNG grids and single files, each written atomically."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def to_uint8(images: Tensor) -> np.ndarray:
+    """Float images (N, C, H, W) in [0, 1] (values outside are clipped) -> uint8 (N, H, W, C)."""
+    return (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def grid(images: Tensor, nrow: int | None = None, pad: int = 2) -> np.ndarray:
+    """Tile images into one uint8 array (H, W, C) with `nrow` images per row and a white border."""
+    pixels = to_uint8(images)
+    n, h, w, c = pixels.shape
+    nrow = nrow or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / nrow)
+    canvas = np.full((rows * (h + pad) + pad, nrow * (w + pad) + pad, c), 255, dtype=np.uint8)
+    for i in range(n):
+        r, col = divmod(i, nrow)
+        canvas[pad + r * (h + pad): pad + r * (h + pad) + h, pad + col * (w + pad): pad + col * (w + pad) + w] = pixels[i]
+    return canvas
+
+
+def save_png(array: np.ndarray, path: str | Path, scale: int = 1) -> Path:
+    """Save (H, W, C) uint8 as PNG; written to a temporary name and renamed, so no half-written file."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
+    if scale > 1:
+        img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
+    tmp = path.with_name(f".{path.name}.tmp")
+    img.save(tmp, format="PNG")
+    os.replace(tmp, path)
+    return path
+
+
+def save_grid(images: Tensor, path: str | Path, nrow: int | None = None) -> Path:
+    """A PNG grid of images, enlarged so that small (8x8, 28x28) images are visible."""
+    h = images.shape[-2]
+    return save_png(grid(images, nrow), path, scale=max(1, 64 // h) if h < 64 else 1)
+
+
+def save_files(images: Tensor, folder: str | Path, start: int = 0) -> None:
+    """One PNG per image, numbered from `start`."""
+    for i, pixels in enumerate(to_uint8(images)):
+        save_png(pixels, Path(folder) / f"{start + i:06d}.png")

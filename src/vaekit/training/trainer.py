@@ -1,0 +1,271 @@
+"""The training loop: plain PyTorch, readable top to bottom.
+
+for each epoch:
+    for each batch x:        loss = recon + kl_weight * beta * KL   (the model's forward)
+                             backward, clip, skip the step if the gradient is not finite, Adam step
+    validation ELBO, metrics row, checkpoint (best and latest), early stopping
+then: test metrics of the best checkpoint, and samples from N(0, I).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm.auto import tqdm
+
+from vaekit.config import RunConfig, to_dict
+from vaekit.data import Batches, Dataset, load_dataset
+from vaekit.errors import VaekitError
+from vaekit.images import save_grid
+from vaekit.models import AE, build_model
+from vaekit.models.autoencoder import write_json_atomic
+from vaekit.training import distributed
+from vaekit.training.checkpoint import load_checkpoint, restore_training_state, save_checkpoint
+
+RUN_FILE = "run.json"
+
+
+def make_optimizer(model: AE, run: RunConfig) -> torch.optim.Optimizer:
+    """Adam or AdamW, fused (one kernel for all parameters) where this PyTorch supports it."""
+    t = run.train
+    optimizers = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+    if t.optimizer not in optimizers:
+        raise VaekitError(f"unknown optimizer {t.optimizer!r} (choose from {', '.join(optimizers)})")
+    try:
+        return optimizers[t.optimizer](model.parameters(), lr=t.lr, weight_decay=t.weight_decay, fused=True)
+    except (RuntimeError, TypeError):
+        return optimizers[t.optimizer](model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+
+
+def lr_at(step: int, total_steps: int, run: RunConfig) -> float:
+    """Linear warm-up, then constant or cosine decay to zero; a function of the step alone, so a
+    resumed run needs no scheduler state."""
+    t = run.train
+    if step < t.lr_warmup_steps:
+        return t.lr * (step + 1) / t.lr_warmup_steps
+    if t.schedule == "cosine":
+        progress = min(1.0, (step - t.lr_warmup_steps) / max(1, total_steps - t.lr_warmup_steps))
+        return t.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return t.lr
+
+
+@torch.no_grad()
+def evaluate_loss(model: AE, batches: Batches, info: distributed.Dist | None = None) -> dict[str, float]:
+    """Mean reconstruction, KL and negative ELBO per image (nats) and bits/dim over a whole split."""
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(3, dtype=torch.float64, device=batches.device)
+    for x in batches:
+        loss = model(x)
+        sums += torch.stack([loss.recon.sum(), loss.kl.sum(), torch.tensor(float(len(x)), device=x.device)]).double()
+    if info is not None:
+        info.sum(sums)
+    model.train(was_training)
+    recon, kl, n = sums.tolist()
+    dims = math.prod(model.config.image_shape)
+    nelbo = (recon + kl) / n
+    return {"recon": recon / n, "kl": kl / n, "nelbo": nelbo, "bpd": nelbo / (dims * math.log(2)), "images": int(n)}
+
+
+def prepare_run_dir(out: Path, overwrite: bool) -> None:
+    """A new run never writes into an existing run's folder unless told to."""
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise VaekitError(f"{out}: run folder exists and is not empty; use --resume to continue it or "
+                              "--overwrite to replace it")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+class MetricsLog:
+    """One row per epoch, to metrics.jsonl and metrics.csv (and TensorBoard when installed)."""
+
+    def __init__(self, out: Path, keep_until_step: int):
+        self.jsonl, self.csv = out / "metrics.jsonl", out / "metrics.csv"
+        self.rows: list[dict[str, Any]] = []
+        if self.jsonl.is_file():  # resuming: drop rows written after the checkpoint
+            rows = [json.loads(line) for line in self.jsonl.read_text().splitlines() if line.strip()]
+            self.rows = [r for r in rows if r["step"] <= keep_until_step]
+        self._write()
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(out / "tensorboard"))
+        except ImportError:
+            self.tb = None
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        self._write()
+        if self.tb is not None:
+            for k, v in row.items():
+                if isinstance(v, float):
+                    self.tb.add_scalar(k, v, row["step"])
+            self.tb.flush()
+
+    def _write(self) -> None:
+        tmp = self.jsonl.with_name(".metrics.jsonl.tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in self.rows), encoding="utf-8")
+        tmp.replace(self.jsonl)
+        if self.rows:
+            tmp = self.csv.with_name(".metrics.csv.tmp")
+            with open(tmp, "w", newline="", encoding="utf-8") as f:
+                writer = csv.DictWriter(f, fieldnames=list(self.rows[-1]))
+                writer.writeheader()
+                writer.writerows(self.rows)
+            tmp.replace(self.csv)
+
+
+def train(run: RunConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False,
+          quiet: bool = False, dataset: Dataset | None = None) -> dict[str, Any]:
+    """Train the model described by `run`, writing everything into the run folder `out`.
+
+    Returns the summary (test metrics of the best checkpoint) that is also written to summary.json."""
+    out = Path(out)
+    info, device = distributed.setup(run.train.device)
+    try:
+        if resume:
+            if not (out / RUN_FILE).is_file():
+                raise VaekitError(f"{out}: nothing to resume (no {RUN_FILE})")
+            stored = RunConfig.from_dict(json.loads((out / RUN_FILE).read_text()), f"{out / RUN_FILE}")
+            stored.train.epochs = run.train.epochs  # the one setting a resume may change: train longer
+            run = stored
+        elif info.is_main:
+            prepare_run_dir(out, overwrite)
+        info.barrier()
+        return _train(run, out, info, device, resume, quiet or not info.is_main, dataset)
+    finally:
+        distributed.teardown()
+
+
+def _train(run: RunConfig, out: Path, info: distributed.Dist, device: torch.device, resume: bool, quiet: bool,
+           dataset: Dataset | None) -> dict[str, Any]:
+    t = run.train
+    if t.epochs < 1 or t.batch_size < 1 or t.lr <= 0:
+        raise VaekitError("epochs and batch_size must be at least 1 and lr positive")
+    torch.manual_seed(t.seed + info.rank)
+    data = dataset or load_dataset(run.data)
+    run.model.image_shape = data.shape
+    model = build_model(run.model).to(device)
+    run.model = model.config  # with the defaults filled in, so run.json says exactly what was built
+    optimizer = make_optimizer(model, run)
+    if info.is_main:
+        write_json_atomic(out / RUN_FILE, run.to_dict())
+
+    train_batches = Batches(data.train, t.batch_size, device, shuffle=True, seed=t.seed, binarize=run.data.binarize,
+                            rank=info.rank, world=info.world, workers=run.data.workers)
+    val_batches = Batches(data.val, t.eval_batch_size, device, binarize=run.data.binarize, workers=run.data.workers,
+                          rank=info.rank, world=info.world)
+    steps_per_epoch = len(train_batches)
+    total_steps = t.epochs * steps_per_epoch
+    progress = {"epoch": 0, "step": 0, "batch": 0, "best_val": math.inf, "bad_epochs": 0}
+    if resume:
+        folder, state, tensors = load_checkpoint(out)
+        model.load_state_dict(AE.from_pretrained(folder).state_dict())
+        progress = restore_training_state(state, tensors, optimizer)
+        if info.rank > 0:  # only rank 0's RNG is stored; other ranks continue from a derived seed
+            torch.manual_seed(t.seed + info.rank + 7919 * progress["step"])
+    log = MetricsLog(out, keep_until_step=progress["step"]) if info.is_main else None
+    meta = {"data": to_dict(run.data), "train": to_dict(run.train), "dataset": data.spec, "classes": data.classes}
+    ddp_model = DDP(model) if info.world > 1 else model
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.bf16 and device.type == "cuda")
+    kl_warmup_steps = t.kl_warmup_epochs * steps_per_epoch
+    params = [p for p in model.parameters()]
+    bad_steps = 0
+    if not quiet:
+        tqdm.write(f"{model.kind.upper()} ({model.config.arch}, latent {model.latent_dim}, "
+                   f"{sum(p.numel() for p in params):,} parameters) on {data.describe()}, device {device}"
+                   + (f", {info.world} processes" if info.world > 1 else ""))
+
+    def checkpoint(is_best: bool, metrics: dict[str, Any] | None = None) -> None:
+        if info.is_main:
+            save_checkpoint(out, model, optimizer, dict(progress), {**meta, "metrics": metrics or {}}, is_best)
+        info.barrier()
+
+    model.train()
+    while progress["epoch"] < t.epochs and progress["bad_epochs"] < (t.patience or math.inf):
+        epoch = progress["epoch"]
+        started = time.perf_counter()
+        sums = torch.zeros(3, device=device)  # recon, kl, images: accumulated on the device, no per-step sync
+        bar = tqdm(total=steps_per_epoch, initial=progress["batch"], desc=f"epoch {epoch + 1}/{t.epochs}",
+                   disable=quiet, leave=False, dynamic_ncols=True)
+        for x in train_batches.epoch(epoch, skip=progress["batch"]):
+            step = progress["step"]
+            lr = lr_at(step, total_steps, run)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            kl_weight = min(1.0, step / kl_warmup_steps) if kl_warmup_steps > 0 else 1.0
+            with autocast:
+                loss = ddp_model(x, kl_weight)
+            optimizer.zero_grad(set_to_none=True)
+            loss.objective.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, t.grad_clip or math.inf)
+            if not torch.isfinite(grad_norm):  # a NaN/inf loss or gradient: skip this update (vdvae)
+                bad_steps += 1
+                if bad_steps >= t.max_bad_steps:
+                    raise VaekitError(f"training diverged: {bad_steps} steps in a row with a non-finite loss or "
+                                      f"gradient at step {step}; the last good checkpoint is in {out / 'checkpoints'};"
+                                      " try a lower --lr or --grad-clip")
+            else:
+                bad_steps = 0
+                optimizer.step()
+            sums += torch.stack([loss.recon.detach().sum(), loss.kl.detach().sum(),
+                                 torch.tensor(float(len(x)), device=device)]).float()
+            progress["step"] += 1
+            progress["batch"] += 1
+            bar.update()
+            if not quiet and (progress["batch"] % 20 == 0 or progress["batch"] == steps_per_epoch):
+                r, k, n = sums.tolist()
+                bar.set_postfix(loss=f"{(r + k) / n:.2f}", recon=f"{r / n:.2f}", kl=f"{k / n:.2f}", refresh=False)
+            if t.checkpoint_every and progress["step"] % t.checkpoint_every == 0 \
+                    and progress["batch"] < steps_per_epoch:
+                checkpoint(is_best=False)
+        bar.close()
+        seconds = time.perf_counter() - started
+        r, k, n = info.sum(sums.double()).tolist()
+        val = evaluate_loss(model, val_batches, info)
+        row = {"epoch": epoch + 1, "step": progress["step"], "train_loss": (r + k) / max(n, 1),
+               "train_recon": r / max(n, 1), "train_kl": k / max(n, 1), **{f"val_{k}": v for k, v in val.items()},
+               "lr": lr_at(progress["step"] - 1, total_steps, run), "seconds": seconds,
+               "images_per_s": n / seconds if seconds > 0 else 0.0}
+        is_best = val["nelbo"] < progress["best_val"]
+        progress.update(epoch=epoch + 1, batch=0, best_val=min(val["nelbo"], progress["best_val"]),
+                        bad_epochs=0 if is_best else progress["bad_epochs"] + 1)
+        if log is not None:
+            log.add(row)
+        if not quiet:
+            tqdm.write(f"epoch {epoch + 1}/{t.epochs}: train loss {row['train_loss']:.2f}  val -ELBO "
+                       f"{val['nelbo']:.2f} nats (recon {val['recon']:.2f} + KL {val['kl']:.2f}, "
+                       f"{val['bpd']:.3f} bits/dim)  {seconds:.1f}s{'  *best' if is_best else ''}")
+        checkpoint(is_best, row)
+    if progress["bad_epochs"] >= (t.patience or math.inf) and not quiet:
+        tqdm.write(f"early stop: no validation gain for {t.patience} epochs")
+    return finish(out, run, data, device, info, quiet)
+
+
+def finish(out: Path, run: RunConfig, data: Dataset, device: torch.device, info: distributed.Dist,
+           quiet: bool) -> dict[str, Any]:
+    """Test metrics of the best checkpoint, samples from N(0, I), summary.json."""
+    best = AE.from_pretrained(out, map_location=device)
+    test = evaluate_loss(best, Batches(data.test, run.train.eval_batch_size, device, binarize=run.data.binarize,
+                                       rank=info.rank, world=info.world, workers=run.data.workers), info)
+    summary = {"model": best.kind, "dataset": data.spec, "epochs": best.meta["progress"]["epoch"],
+               "step": best.meta["progress"]["step"], "test": test}
+    if info.is_main:
+        with torch.no_grad():
+            samples = best.sample(run.train.samples, generator=torch.Generator(device).manual_seed(run.train.seed))
+        save_grid(samples, out / "samples.png")
+        write_json_atomic(out / "summary.json", summary)
+        if not quiet:
+            tqdm.write(f"test -ELBO {test['nelbo']:.2f} nats/image ({test['bpd']:.3f} bits/dim); samples from "
+                       f"N(0, I) in {out / 'samples.png'}")
+    return summary
