@@ -15,14 +15,18 @@ from vaekit.data.sets import FileImages, ImageSet, TensorImages
 
 
 def epoch_batches(n: int, batch_size: int, *, shuffle: bool, seed: int = 0, epoch: int = 0, rank: int = 0,
-                  world: int = 1) -> list[Tensor]:
-    """Index batches of one epoch. With `world` > 1 each step takes `batch_size * world` images and
-    rank r gets its own `batch_size`; the ragged end is dropped so every rank takes the same steps."""
+                  world: int = 1, lockstep: bool = True) -> list[Tensor]:
+    """Index batches of one epoch for this rank.
+
+    lockstep (training under DDP): each step takes `batch_size * world` images, rank r its own
+    `batch_size`, and the ragged end is dropped so that every rank takes the same number of steps.
+    Otherwise (evaluation): rank r takes every world-th image, so each image is seen exactly once."""
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)) if shuffle \
         else torch.arange(n)
+    if world == 1 or not lockstep:
+        return list(torch.split(order[rank::world], batch_size))
     step = batch_size * world
-    n_steps = n // step if world > 1 else -(-n // batch_size)
-    return [order[i * step + rank * batch_size: i * step + (rank + 1) * batch_size] for i in range(n_steps)]
+    return [order[i * step + rank * batch_size: i * step + (rank + 1) * batch_size] for i in range(n // step)]
 
 
 class Batches:
@@ -30,18 +34,18 @@ class Batches:
 
     def __init__(self, images: ImageSet, batch_size: int, device: torch.device | str = "cpu", *,
                  shuffle: bool = False, seed: int = 0, binarize: bool = False, rank: int = 0, world: int = 1,
-                 workers: int = 0):
+                 lockstep: bool = False, workers: int = 0):
         self.device = torch.device(device)
         self.images = images.to(self.device) if isinstance(images, TensorImages) else images
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
-        self.binarize, self.rank, self.world, self.workers = binarize, rank, world, workers
+        self.binarize, self.rank, self.world, self.lockstep, self.workers = binarize, rank, world, lockstep, workers
 
     def __len__(self) -> int:
         return len(self.indices(0))
 
     def indices(self, epoch: int) -> list[Tensor]:
         return epoch_batches(len(self.images), self.batch_size, shuffle=self.shuffle, seed=self.seed, epoch=epoch,
-                             rank=self.rank, world=self.world)
+                             rank=self.rank, world=self.world, lockstep=self.lockstep)
 
     def __iter__(self) -> Iterator[Tensor]:
         return self.epoch(0)

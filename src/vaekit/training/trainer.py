@@ -162,7 +162,7 @@ def _train(run: RunConfig, out: Path, info: distributed.Dist, device: torch.devi
         write_json_atomic(out / RUN_FILE, run.to_dict())
 
     train_batches = Batches(data.train, t.batch_size, device, shuffle=True, seed=t.seed, binarize=run.data.binarize,
-                            rank=info.rank, world=info.world, workers=run.data.workers)
+                            rank=info.rank, world=info.world, lockstep=True, workers=run.data.workers)
     val_batches = Batches(data.val, t.eval_batch_size, device, binarize=run.data.binarize, workers=run.data.workers,
                           rank=info.rank, world=info.world)
     steps_per_epoch = len(train_batches)

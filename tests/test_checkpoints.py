@@ -1,0 +1,140 @@
+"""Checkpoints: safetensors + JSON round trips, refusal of pickles and mismatches, exact resume."""
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vaekit import AE, VAE, ModelConfig, RunConfig, load
+from vaekit.config import DataConfig, TrainConfig
+from vaekit.errors import VaekitError
+from vaekit.training import train
+
+
+@pytest.mark.parametrize("config", [
+    ModelConfig(kind="vae", image_shape=(1, 8, 8)),
+    ModelConfig(kind="ae", image_shape=(1, 28, 28), arch="conv"),
+    ModelConfig(kind="vae", image_shape=(3, 32, 32), likelihood="gaussian"),  # learned sigma
+    ModelConfig(kind="vae", image_shape=(1, 8, 8), likelihood="gaussian", gaussian_scale=0.2, beta=4.0),
+])
+def test_save_and_load_give_identical_outputs(tmp_path, config):
+    torch.manual_seed(0)
+    model = VAE(config) if config.kind == "vae" else AE(config)
+    if config.likelihood == "gaussian" and not config.gaussian_scale:
+        with torch.no_grad():
+            model.likelihood.log_scale.fill_(-0.7)
+    model.save_pretrained(tmp_path / "m", meta={"note": "hello"})
+    loaded = AE.from_pretrained(tmp_path / "m")
+    assert type(loaded) is type(model) and loaded.config == model.config and loaded.meta["note"] == "hello"
+    x = torch.rand(4, *config.image_shape)
+    z = torch.randn(4, model.latent_dim)
+    torch.testing.assert_close(loaded.embed(x), model.embed(x), rtol=0, atol=0)
+    torch.testing.assert_close(loaded.decode(z), model.decode(z), rtol=0, atol=0)
+    torch.manual_seed(5)
+    a = model(x).objective
+    torch.manual_seed(5)
+    assert torch.equal(loaded(x).objective, a)
+
+
+def test_files_are_safetensors_and_json(tmp_path):
+    VAE(ModelConfig(image_shape=(1, 8, 8))).save_pretrained(tmp_path)
+    assert set(load_file(str(tmp_path / "model.safetensors"))) >= {"encoder.1.weight"}
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["kind"] == "vae" and config["model"]["image_shape"] == [1, 8, 8]
+
+
+class Boom:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def test_pickled_checkpoints_are_refused_without_executing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    VAE(ModelConfig(image_shape=(1, 8, 8))).save_pretrained(tmp_path / "m")
+    (tmp_path / "m" / "model.safetensors").write_bytes(pickle.dumps({"w": Boom()}))
+    with pytest.raises(VaekitError, match="not a readable safetensors file"):
+        VAE.from_pretrained(tmp_path / "m")
+    (tmp_path / "model.pt").write_bytes(pickle.dumps(Boom()))
+    with pytest.raises(VaekitError, match="never loads pickled"):
+        load(str(tmp_path / "model.pt"))
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_config_that_does_not_match_the_weights_is_refused(tmp_path):
+    VAE(ModelConfig(image_shape=(1, 8, 8), latent_dim=4)).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["model"]["latent_dim"] = 6
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(VaekitError, match="weights do not match the config"):
+        load(str(tmp_path))
+    config["model"]["latent_dim"] = "six"
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(VaekitError, match="latent_dim: expected an integer"):
+        load(str(tmp_path))
+
+
+def test_an_ae_file_is_not_a_vae(tmp_path):
+    AE(ModelConfig(kind="ae", image_shape=(1, 8, 8))).save_pretrained(tmp_path)
+    with pytest.raises(VaekitError, match="holds a AE, not a VAE"):
+        VAE.from_pretrained(tmp_path)
+    assert type(AE.from_pretrained(tmp_path)) is AE
+
+
+def digits_run(epochs, **train):
+    return RunConfig(model=ModelConfig(kind="vae"), data=DataConfig(name="digits"),
+                     train=TrainConfig(epochs=epochs, batch_size=64, samples=4, **train))
+
+
+def weights(folder):
+    return load_file(str(folder / "checkpoints" / (folder / "checkpoints" / "latest").read_text().strip()
+                         / "model.safetensors"))
+
+
+def assert_same_weights(a, b):
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), f"{k} differs"
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
+    train(digits_run(3, kl_warmup_epochs=2), tmp_path / "straight", quiet=True)
+    train(digits_run(1, kl_warmup_epochs=2), tmp_path / "resumed", quiet=True)
+    summary = train(digits_run(3), tmp_path / "resumed", resume=True, quiet=True)
+    assert summary["epochs"] == 3
+    assert_same_weights(tmp_path / "straight", tmp_path / "resumed")
+    rows = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+
+
+def test_resume_after_sigkill_mid_epoch(tmp_path):
+    """A real process killed with SIGKILL between step checkpoints resumes to bitwise-identical weights."""
+    args = ["--data", "digits", "--epochs", "3", "--batch-size", "8", "--hidden", "1024,1024",
+            "--checkpoint-every", "7", "--samples", "4", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "vaekit", "train", *args]
+    subprocess.run(cmd + ["--out", str(tmp_path / "straight")], check=True, env=env, capture_output=True)
+
+    proc = subprocess.Popen(cmd + ["--out", str(tmp_path / "killed")], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    latest = tmp_path / "killed" / "checkpoints" / "latest"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if latest.is_file() and int(latest.read_text().strip().split("-")[1]) >= 60:
+            break
+        time.sleep(0.005)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = int(latest.read_text().strip().split("-")[1])
+    steps_per_epoch = -(-1437 // 8)
+    assert killed_at < 3 * steps_per_epoch
+    subprocess.run(cmd + ["--out", str(tmp_path / "killed"), "--resume"], check=True, env=env, capture_output=True)
+    assert_same_weights(tmp_path / "straight", tmp_path / "killed")

@@ -1,0 +1,109 @@
+"""The command line, end to end, as a user runs it: real processes, real files."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def test_train_sample_reconstruct_encode_decode_info_on_digits(run_cli, tmp_path):
+    run_cli("train", "--data", "digits", "--epochs", "4", "--out", "run", "--samples", "16")
+    run = tmp_path / "run"
+    for name in ("run.json", "metrics.jsonl", "metrics.csv", "summary.json", "samples.png"):
+        assert (run / name).is_file(), name
+    summary = json.loads((run / "summary.json").read_text())
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and rows[-1]["val_nelbo"] < rows[0]["val_nelbo"]  # it learned something
+    assert summary["test"]["images"] == 180 and summary["test"]["nelbo"] > 0
+
+    run_cli("sample", "run", "-n", "10", "--out", "grid.png", "--files", "each", "--seed", "3")
+    grid = np.asarray(Image.open(tmp_path / "grid.png"))
+    assert grid.ndim == 2 and grid.shape[0] > 64 and grid.std() > 1  # a real picture, not a blank
+    assert len(list((tmp_path / "each").glob("*.png"))) == 10
+    assert Image.open(tmp_path / "each" / "000000.png").size == (8, 8)
+
+    out = run_cli("reconstruct", "run", "-n", "8", "--out", "rec.png").stdout
+    assert "reconstructions" in out and (tmp_path / "rec.png").is_file()
+
+    run_cli("encode", "run", "--out", "codes.npy", "--labels", "labels.npy")
+    codes = np.load(tmp_path / "codes.npy")
+    assert codes.shape == (180, 8) and np.isfinite(codes).all()
+    assert np.load(tmp_path / "labels.npy").shape == (180,)
+    run_cli("decode", "run", "codes.npy", "--out", "dec.png")
+    assert Image.open(tmp_path / "dec.png").size[0] > 8
+
+    info = json.loads(run_cli("info", "run", "--json").stdout)
+    assert info["model"] == "vae" and info["progress"]["epoch"] == 4 and info["dataset"] == "digits"
+    text = run_cli("info", "run").stdout
+    assert "VAE" in text and "test" in text and "bits/dim" in text
+
+
+def test_sampling_is_reproducible_by_seed(run_cli, tmp_path):
+    run_cli("train", "--data", "digits", "--model", "ae", "--epochs", "1", "--out", "ae")
+    for name, seed in (("a.png", 1), ("b.png", 1), ("c.png", 2)):
+        run_cli("sample", "ae", "-n", "9", "--out", name, "--seed", seed)
+    a, b, c = (np.asarray(Image.open(tmp_path / n)) for n in ("a.png", "b.png", "c.png"))
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_config_file_and_flags(run_cli, tmp_path):
+    (tmp_path / "c.toml").write_text('[model]\nkind = "ae"\nlatent_dim = 3\n[data]\nname = "digits"\n'
+                                     '[train]\nepochs = 1\nbatch_size = 32\n')
+    run_cli("train", "--config", "c.toml", "--latent-dim", "5", "--out", "r")
+    stored = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert stored["model"]["kind"] == "ae" and stored["model"]["latent_dim"] == 5  # the flag wins
+    assert stored["train"]["batch_size"] == 32
+    (tmp_path / "c.yaml").write_text("model:\n  kind: vae\ndata:\n  name: digits\ntrain:\n  epochs: 1\n")
+    run_cli("train", "--config", "c.yaml", "--out", "y")
+    assert json.loads((tmp_path / "y" / "run.json").read_text())["model"]["kind"] == "vae"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--data", "digits", "--config", "bad.toml"], "bad.toml: model: unknown setting 'latnt_dim'"),
+    (["train", "--data", "digits", "--config", "type.toml"], "type.toml: train.epochs: expected an integer"),
+    (["train", "--data", "nowhere/"], "unknown data set 'nowhere/'"),
+    (["train", "--data", "digits", "--model", "gan", "--epochs", "1", "--out", "g"], "unknown model kind 'gan'"),
+    (["train", "--data", "digits", "--out", "exists"], "exists: run folder exists and is not empty"),
+    (["train", "--resume", "--out", "nothing"], "nothing: nothing to resume"),
+    (["sample", "nowhere"], "nowhere: no such checkpoint or run folder"),
+    (["sample", "notes.txt"], "notes.txt: expected a checkpoint folder"),
+    (["sample", "exists"], "exists: not a vaekit checkpoint or run folder"),
+])
+def test_bad_input_gives_one_line_and_exit_2(run_cli, tmp_path, args, message):
+    (tmp_path / "bad.toml").write_text("[model]\nlatnt_dim = 3\n")
+    (tmp_path / "type.toml").write_text("[train]\nepochs = 'ten'\n")
+    (tmp_path / "exists").mkdir()
+    (tmp_path / "exists" / "keep.txt").write_text("precious")
+    (tmp_path / "notes.txt").write_text("hi")
+    proc = run_cli(*args, check=False)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vaekit: error: "), proc.stderr
+    assert message in lines[0], lines[0]
+    assert "Traceback" not in proc.stderr
+    assert (tmp_path / "exists" / "keep.txt").read_text() == "precious"
+
+
+def test_decode_refuses_bad_codes_and_outputs_are_not_overwritten(run_cli, tmp_path):
+    run_cli("train", "--data", "digits", "--epochs", "1", "--out", "run")
+    np.save(tmp_path / "wrong.npy", np.zeros((4, 3), dtype=np.float32))
+    proc = run_cli("decode", "run", "wrong.npy", check=False)
+    assert proc.returncode == 2 and "expected codes shaped (N, 8)" in proc.stderr
+    nan = np.zeros((4, 8), dtype=np.float32)
+    nan[2, 1] = np.nan
+    np.save(tmp_path / "nan.npy", nan)
+    proc = run_cli("decode", "run", "nan.npy", check=False)
+    assert proc.returncode == 2 and "NaN" in proc.stderr
+    (tmp_path / "mine.png").write_bytes(b"my picture")
+    proc = run_cli("sample", "run", "--out", "mine.png", check=False)
+    assert proc.returncode == 2 and "--overwrite" in proc.stderr
+    assert (tmp_path / "mine.png").read_bytes() == b"my picture"
+
+
+def test_help_explains_each_option(run_cli):
+    text = run_cli("train", "--help").stdout
+    for flag in ("--beta", "--free-bits", "--kl-warmup-epochs", "--likelihood", "--resume", "--config", "--binarize"):
+        assert flag in text
+    assert "reparameterization" in text or "q(z|x)" in text
+    assert "N(0, I)" in run_cli("sample", "--help").stdout

@@ -1,0 +1,132 @@
+"""AE and VAE: shapes on several image sizes, shared networks, and the loss the seed describes."""
+
+import math
+
+import pytest
+import torch
+
+from vaekit import AE, VAE, ModelConfig
+from vaekit.models import DiagonalGaussian, build_model
+from vaekit.errors import VaekitError
+
+SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32)]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("arch", ["mlp", "conv"])
+@pytest.mark.parametrize("cls", [AE, VAE])
+def test_shapes(cls, arch, shape):
+    torch.manual_seed(0)
+    model = cls(ModelConfig(image_shape=shape, arch=arch, latent_dim=5))
+    x = torch.rand(3, *shape)
+    z = model.embed(x)
+    assert z.shape == (3, 5)
+    assert model.decode(z).shape == (3, *shape)
+    assert model.reconstruct(x).shape == (3, *shape)
+    samples = model.sample(4)
+    assert samples.shape == (4, *shape) and samples.min() >= 0 and samples.max() <= 1
+    loss = model(x)
+    assert loss.recon.shape == loss.kl.shape == (3,) and loss.objective.ndim == 0
+
+
+@pytest.mark.parametrize("arch", ["mlp", "conv"])
+def test_ae_and_vae_share_networks_except_the_encoder_head(arch):
+    config = ModelConfig(image_shape=(1, 28, 28), arch=arch)
+    ae, vae = AE(config), VAE(config)
+    ae_shapes = {k: v.shape for k, v in ae.state_dict().items()}
+    vae_shapes = {k: v.shape for k, v in vae.state_dict().items()}
+    assert ae_shapes.keys() == vae_shapes.keys()
+    differing = sorted(k for k in ae_shapes if ae_shapes[k] != vae_shapes[k])
+    last = list(ae.encoder.state_dict())[-2:]  # the encoder's last weight and bias
+    assert differing == sorted(f"encoder.{k}" for k in last)
+    assert vae_shapes[differing[0]][0] == 2 * ae_shapes[differing[0]][0]
+
+
+def test_defaults_follow_the_image_size():
+    fmnist = VAE(ModelConfig(image_shape=(1, 28, 28))).config
+    assert (fmnist.arch, fmnist.hidden, fmnist.latent_dim) == ("mlp", (400,), 20)  # pytorch/examples' 784-400-20
+    rgb = VAE(ModelConfig(image_shape=(3, 32, 32))).config
+    assert rgb.arch == "conv" and rgb.channels == (32, 64, 128)
+    assert VAE(ModelConfig(image_shape=(1, 8, 8))).config.latent_dim == 8
+
+
+def test_vae_encoder_returns_a_distribution_and_the_ae_a_point():
+    x = torch.rand(2, 1, 8, 8)
+    q = VAE(ModelConfig(image_shape=(1, 8, 8))).encode(x)
+    assert isinstance(q, DiagonalGaussian)
+    ae = AE(ModelConfig(image_shape=(1, 8, 8)))
+    assert torch.equal(ae.encode(x), ae.encode(x))
+
+
+def test_vae_loss_is_reconstruction_plus_beta_kl():
+    torch.manual_seed(0)
+    x = torch.rand(6, 1, 8, 8)
+    model = VAE(ModelConfig(image_shape=(1, 8, 8), beta=2.5))
+    torch.manual_seed(1)
+    loss = model(x, kl_weight=0.4)
+    torch.manual_seed(1)
+    q = model.encode(x)
+    z = q.sample()
+    recon = model.likelihood.nll(x, model.decode(z))
+    torch.testing.assert_close(loss.recon, recon)
+    torch.testing.assert_close(loss.kl, q.kl())
+    torch.testing.assert_close(loss.objective, recon.mean() + 0.4 * 2.5 * q.kl().mean())
+    torch.testing.assert_close(loss.nelbo, recon + q.kl())
+
+
+def test_free_bits_leave_small_kl_unpenalised():
+    torch.manual_seed(0)
+    x = torch.rand(6, 1, 8, 8)
+    model = VAE(ModelConfig(image_shape=(1, 8, 8), free_bits=1000.0))
+    loss = model(x)
+    # every dimension is under the 1000-nat floor: the penalty is the floor, with no gradient to the encoder
+    torch.testing.assert_close(loss.objective, loss.recon.mean() + 1000.0 * model.latent_dim)
+    # with no floor the batch is penalised by its true KL
+    model.config.free_bits = 0.0
+    torch.manual_seed(3)
+    plain = model(x)
+    torch.testing.assert_close(plain.objective, plain.recon.mean() + plain.kl.mean())
+
+
+def test_ae_loss_is_reconstruction_only():
+    x = torch.rand(4, 1, 8, 8)
+    model = AE(ModelConfig(kind="ae", image_shape=(1, 8, 8)))
+    loss = model(x)
+    assert torch.all(loss.kl == 0)
+    torch.testing.assert_close(loss.objective, model.likelihood.nll(x, model.decode(model.encode(x))).mean())
+
+
+def test_gradients_reach_the_encoder_through_the_sampled_z():
+    torch.manual_seed(0)
+    model = VAE(ModelConfig(image_shape=(1, 8, 8), beta=0.0))  # no KL: the encoder learns only through z
+    model(torch.rand(8, 1, 8, 8)).objective.backward()
+    head_w = list(model.encoder.parameters())[-2]
+    d = model.latent_dim
+    assert head_w.grad[:d].abs().sum() > 0, "no gradient to mu"
+    assert head_w.grad[d:].abs().sum() > 0, "no gradient to log sigma^2"
+
+
+def test_build_model_and_bad_configs():
+    assert type(build_model(ModelConfig(kind="ae", image_shape=(1, 8, 8)))) is AE
+    with pytest.raises(VaekitError, match="unknown model kind"):
+        build_model(ModelConfig(kind="gan"))
+    with pytest.raises(VaekitError, match="unknown likelihood"):
+        VAE(ModelConfig(likelihood="poisson"))
+    with pytest.raises(VaekitError, match="too small"):
+        VAE(ModelConfig(image_shape=(1, 4, 4), arch="conv", channels=(8, 8, 8)))
+    with pytest.raises(VaekitError, match="1 or 3 channels"):
+        VAE(ModelConfig(image_shape=(2, 8, 8)))
+
+
+def test_bits_per_dim_convention():
+    """nats per image / (D ln 2): the unit used in every report."""
+    from vaekit.training.trainer import evaluate_loss
+    from vaekit.data import Batches, TensorImages
+
+    torch.manual_seed(0)
+    model = VAE(ModelConfig(image_shape=(1, 8, 8)))
+    images = TensorImages((torch.rand(50, 1, 8, 8) * 255).to(torch.uint8))
+    m = evaluate_loss(model, Batches(images, 16))
+    assert m["images"] == 50
+    assert abs(m["bpd"] - m["nelbo"] / (64 * math.log(2))) < 1e-9
+    assert abs(m["nelbo"] - (m["recon"] + m["kl"])) < 1e-6
