@@ -1,0 +1,94 @@
+"""A small classifier trained on the data set's labels, for sample quality without downloads.
+
+Its penultimate features stand in for Inception's: the Frechet distance between features of real
+test images and of generated ones measures how far the samples are from the data, and the mean
+softmax confidence how recognisable they are. Trained once per data set and cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from vaekit.data import Batches, Dataset
+
+
+class FeatureClassifier(nn.Module):
+    """MLP classifier: image -> 256 -> 128 features -> classes."""
+
+    def __init__(self, shape: tuple[int, int, int], n_classes: int):
+        super().__init__()
+        self.shape, self.n_classes = tuple(shape), n_classes
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(shape), 256), nn.ReLU(), nn.Linear(256, 128),
+                                  nn.ReLU())
+        self.head = nn.Linear(128, n_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.body(x))
+
+    @torch.no_grad()
+    def features_and_confidence(self, images: Tensor, batch_size: int = 2000) -> tuple[Tensor, Tensor]:
+        """Penultimate features and max softmax probability per image (images as floats in [0, 1])."""
+        self.eval()
+        feats, conf = [], []
+        for x in images.split(batch_size):
+            h = self.body(x.to(next(self.parameters()).device))
+            feats.append(h.cpu())
+            conf.append(F.softmax(self.head(h), -1).max(-1).values.cpu())
+        return torch.cat(feats), torch.cat(conf)
+
+
+def cache_key(data: Dataset) -> str:
+    return hashlib.sha1(f"{data.spec}|{data.shape}|{len(data.train)}|v1".encode()).hexdigest()[:12]
+
+
+def train_classifier(data: Dataset, epochs: int = 5, device: str | torch.device = "cpu", seed: int = 0,
+                     quiet: bool = False) -> tuple[FeatureClassifier, float]:
+    """Train on the training split; returns the classifier and its test accuracy."""
+    generator_state = torch.get_rng_state()
+    torch.manual_seed(seed)
+    n_classes = int(data.train.labels.max()) + 1
+    model = FeatureClassifier(data.shape, n_classes).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    batches = Batches(data.train, 128, device, shuffle=True, seed=seed)
+    labels = data.train.labels.to(device)
+    for epoch in tqdm(range(epochs), desc="feature classifier", disable=quiet, leave=False):
+        for idx in batches.indices(epoch):
+            x = batches.to_float(data.train.images[idx].to(device))
+            loss = F.cross_entropy(model(x), labels[idx.to(device)])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    test = next(iter(Batches(data.test, len(data.test), device)))
+    with torch.no_grad():
+        accuracy = (model(test).argmax(-1).cpu() == data.test.labels.cpu()).float().mean().item()
+    torch.set_rng_state(generator_state)  # leave the caller's random stream untouched
+    return model.eval(), accuracy
+
+
+def load_or_train_classifier(data: Dataset, cache_dir: Path, quiet: bool = False) -> tuple[FeatureClassifier, float]:
+    """The cached classifier for this data set, trained on first use (safetensors + JSON)."""
+    from safetensors.torch import load_file, save_file
+
+    folder = cache_dir / "classifiers" / cache_key(data)
+    weights, meta_file = folder / "model.safetensors", folder / "meta.json"
+    if weights.is_file() and meta_file.is_file():
+        meta = json.loads(meta_file.read_text())
+        model = FeatureClassifier(tuple(meta["shape"]), meta["n_classes"])
+        model.load_state_dict(load_file(str(weights)))
+        return model.eval(), meta["accuracy"]
+    model, accuracy = train_classifier(data, quiet=quiet)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / ".model.safetensors.tmp"
+    save_file({k: v.cpu() for k, v in model.state_dict().items()}, str(tmp))
+    tmp.replace(weights)
+    meta_file.write_text(json.dumps({"spec": data.spec, "shape": list(model.shape), "n_classes": model.n_classes,
+                                     "accuracy": accuracy}))
+    return model, accuracy

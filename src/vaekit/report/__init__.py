@@ -1,0 +1,1 @@
+"""Reports: the AE vs VAE comparison (HTML + JSON) and its figures."""

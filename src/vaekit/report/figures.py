@@ -1,0 +1,116 @@
+"""Figures for the comparison report, as PNG bytes (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from vaekit.images import grid
+
+COLOURS = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974",
+           "#64b5cd"]
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def png_bytes(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    _plt().close(fig)
+    return buf.getvalue()
+
+
+def image_grid_png(images: Tensor, nrow: int, scale: int | None = None) -> bytes:
+    from PIL import Image
+
+    array = grid(images, nrow)
+    h = images.shape[-2]
+    scale = scale or (max(1, 56 // h) if h < 56 else 1)
+    img = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
+    img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def project_2d(codes: Tensor) -> tuple[np.ndarray, np.ndarray, str]:
+    """The codes themselves for a 2-D latent, else their first two principal components.
+
+    The projection is orthonormal, so the prior N(0, I) projects to N(0, I_2) around the projected origin."""
+    z = codes.double().numpy()
+    if z.shape[1] == 2:
+        return z, np.zeros(2), "z1, z2"
+    mean = z.mean(0)
+    _, _, vt = np.linalg.svd(z - mean, full_matrices=False)
+    basis = vt[:2].T
+    return z @ basis, np.zeros(z.shape[1]) @ basis, "PC1, PC2"
+
+
+def latent_maps(codes: dict[str, Tensor], labels: Tensor | None, classes: list[str]) -> bytes:
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(codes), figsize=(5.2 * len(codes), 4.8))
+    for ax, (name, z) in zip(np.atleast_1d(axes), codes.items()):
+        xy, origin, axis_names = project_2d(z)
+        colours = [COLOURS[int(c) % 10] for c in labels.tolist()] if labels is not None else COLOURS[0]
+        ax.scatter(xy[:, 0], xy[:, 1], s=3, c=colours, alpha=0.5, linewidths=0)
+        for r in (1, 2, 3):
+            ax.add_patch(plt.Circle(origin, r, fill=False, color="black", lw=1.2, ls="--" if r > 1 else "-"))
+        ax.set_title(f"{name}: test codes ({axis_names}) and N(0, I) at 1, 2, 3 sigma")
+        ax.set_aspect("equal", adjustable="datalim")
+    if labels is not None and classes:
+        handles = [plt.Line2D([], [], marker="o", ls="", color=COLOURS[i % 10], label=c) for i, c in enumerate(classes)]
+        fig.legend(handles=handles, loc="lower center", ncol=min(10, len(classes)), fontsize=8, frameon=False)
+    return png_bytes(fig)
+
+
+def code_histograms(codes: dict[str, Tensor], dims: int = 8) -> bytes:
+    plt = _plt()
+    dims = min(dims, min(z.shape[1] for z in codes.values()))
+    fig, axes = plt.subplots(len(codes), dims, figsize=(1.9 * dims, 1.9 * len(codes)), squeeze=False)
+    t = np.linspace(-4, 4, 200)
+    pdf = np.exp(-t ** 2 / 2) / math.sqrt(2 * math.pi)
+    for row, (name, z) in enumerate(codes.items()):
+        for d in range(dims):
+            ax = axes[row, d]
+            ax.hist(z[:, d].numpy(), bins=50, density=True, color=COLOURS[row], alpha=0.7)
+            ax.plot(t, pdf, color="black", lw=1)
+            ax.set_yticks([])
+            ax.set_title(f"{name} z{d + 1}", fontsize=8)
+            ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    return png_bytes(fig)
+
+
+def training_curves(histories: dict[str, list[dict]]) -> bytes:
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for i, (name, rows) in enumerate(histories.items()):
+        epochs = [r["epoch"] for r in rows]
+        axes[0].plot(epochs, [r["val_recon"] for r in rows], marker="o", color=COLOURS[i], label=f"{name} reconstruction")
+        if any(r["val_kl"] > 0 for r in rows):
+            axes[0].plot(epochs, [r["val_nelbo"] for r in rows], marker="s", ls="--", color=COLOURS[i],
+                         label=f"{name} -ELBO")
+            axes[1].plot(epochs, [r["val_kl"] for r in rows], marker="o", color=COLOURS[i], label=f"{name} KL")
+    axes[0].set(xlabel="epoch", ylabel="nats / image", title="validation")
+    axes[1].set(xlabel="epoch", ylabel="nats / image", title="validation KL(q(z|x) || N(0, I))")
+    for ax in axes:
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return png_bytes(fig)
+
+
+def interpolate(z0: Tensor, z1: Tensor, steps: int) -> Tensor:
+    t = torch.linspace(0, 1, steps).unsqueeze(1)
+    return (1 - t) * z0 + t * z1
