@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
 # Install vaekit into the current Python environment, with the data its default run and tests read.
 #   bash scripts/setup.sh          the library and the `vaekit` command
-#   bash scripts/setup.sh --test   also the test tools
+#   bash scripts/setup.sh --test   also the test tools (pytest, Playwright with Debian's Chromium)
 # PyTorch is pinned here (not in pyproject, which keeps torch>=2.2 open) to the CPU build that this
 # project's machines carry on disk; any other resolution would download a multi-GB CUDA build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install -q "torch==2.13.0" || python3 -c "import torch" \
   || { echo "setup: could not install torch==2.13.0; install PyTorch (>= 2.2) first" >&2; exit 1; }
+debian=()
+# Fashion-MNIST (the default data set) from Debian's package; without apt, vaekit downloads it on first use.
+[[ -d /usr/share/datasets/fashion-mnist ]] || debian+=(dataset-fashion-mnist)
 if [[ "${1:-}" == "--test" ]]; then
   python3 -m pip install -q -e ".[test]"
+  # The report's browser test drives Debian's Chromium with Playwright (no browser download).
+  command -v chromium >/dev/null || debian+=(chromium)
 else
   python3 -m pip install -q -e .
 fi
-# Fashion-MNIST from Debian's package when apt is usable; elsewhere vaekit downloads it on first use.
-if [[ ! -d /usr/share/datasets/fashion-mnist ]] && command -v apt-get >/dev/null && [[ $(id -u) == 0 ]]; then
-  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1 \
-    || echo "setup: could not install dataset-fashion-mnist; vaekit will try to download it" >&2
+if (( ${#debian[@]} )) && command -v apt-get >/dev/null && [[ $(id -u) == 0 ]]; then
+  (apt-get update -qq && apt-get install -y -qq "${debian[@]}") >/dev/null 2>&1 \
+    || echo "setup: could not install ${debian[*]} with apt-get" >&2
 fi

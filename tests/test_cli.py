@@ -107,3 +107,25 @@ def test_help_explains_each_option(run_cli):
         assert flag in text
     assert "reparameterization" in text or "q(z|x)" in text
     assert "N(0, I)" in run_cli("sample", "--help").stdout
+
+
+def test_evaluate_and_compare_from_checkpoints_on_digits(run_cli, tmp_path):
+    run_cli("train", "--data", "digits", "--model", "ae", "--epochs", "3", "--out", "ae")
+    run_cli("train", "--data", "digits", "--model", "vae", "--epochs", "3", "--out", "vae")
+    out = run_cli("evaluate", "vae", "--quick", "--json", "eval.json").stdout
+    assert "IS-NLL, K=100" in out and "active units" in out and "Frechet distance" in out
+    m = json.loads((tmp_path / "eval.json").read_text())
+    assert m["is_nll"]["nll"] < m["is_nll"]["nelbo_same_images"] + 3 * m["is_nll"]["stderr"]
+    assert "is_nll" not in json.loads(run_cli("evaluate", "ae", "--quick", "--json", "ae.json").stdout and
+                                      (tmp_path / "ae.json").read_text())
+
+    run_cli("compare", "--data", "digits", "--ae", "ae", "--vae", "vae", "--quick", "--out", "cmp")
+    metrics = json.loads((tmp_path / "cmp" / "metrics.json").read_text())
+    assert metrics["data"] == "digits" and metrics["same_networks"]
+    assert "<img" in (tmp_path / "cmp" / "report.html").read_text()
+
+    swapped = run_cli("compare", "--data", "digits", "--ae", "vae", "--vae", "ae", "--quick", "--out", "bad",
+                      check=False)
+    assert swapped.returncode == 2 and "expected an AE checkpoint, found a VAE" in swapped.stderr
+    half = run_cli("compare", "--ae", "ae", check=False)
+    assert half.returncode == 2 and "--ae and --vae go together" in half.stderr

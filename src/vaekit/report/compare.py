@@ -225,7 +225,9 @@ def render(m: dict, models: dict[str, AE], evals: dict[str, Evaluation], data: D
     codes = {"AE": evals["ae"].test_codes, "VAE": evals["vae"].test_codes}
     body = img(figures.latent_maps(codes, labels, data.classes), "latent maps")
     la, lv = m["ae"]["latent"], m["vae"]["latent"]
-    words = [f"Inside the prior's 99% ball (radius of the chi distribution with {ae.latent_dim} degrees of freedom) lie "
+    words = ["Each point is a test image's code, coloured by class; the circles mark 1, 2 and 3 standard deviations "
+             "of N(0, I), where generation draws z from.",
+             f"Inside the prior's 99% ball (radius of the chi distribution with {ae.latent_dim} degrees of freedom) lie "
              f"{100 * lv['inside_prior_99']:.1f}% of the VAE's test codes and {100 * la['inside_prior_99']:.1f}% of "
              "the AE's.",
              f"The AE's codes have per-dimension standard deviations from {min(la['std']):.2f} to {max(la['std']):.2f} "
@@ -241,8 +243,10 @@ def render(m: dict, models: dict[str, AE], evals: dict[str, Evaluation], data: D
              f"keeps {lv['active_units']} of {vae.latent_dim} dimensions active (Burda et al.: variance of mu(x) over "
              f"the data above 0.01); the AE {la['active_units']} of {ae.latent_dim}."]
     if kl:
-        words.append(f"KL per dimension ranges from {min(kl):.2f} to {max(kl):.2f} nats; the inactive dimensions "
-                     "carry no information about x and decode from the prior as they should.")
+        words.append(f"The VAE's KL per dimension ranges from {min(kl):.2f} to {max(kl):.2f} nats"
+                     + ("." if lv["active_units"] == vae.latent_dim else
+                        f"; its {vae.latent_dim - lv['active_units']} inactive dimensions carry almost no information "
+                        "about x (their q(z|x) stays close to N(0, 1)), a mild form of posterior collapse."))
     sections.append(("Codes against N(0, 1)", body, words))
 
     # 6. interpolation

@@ -66,7 +66,7 @@ def latent_maps(codes: dict[str, Tensor], labels: Tensor | None, classes: list[s
         ax.scatter(xy[:, 0], xy[:, 1], s=3, c=colours, alpha=0.5, linewidths=0)
         for r in (1, 2, 3):
             ax.add_patch(plt.Circle(origin, r, fill=False, color="black", lw=1.2, ls="--" if r > 1 else "-"))
-        ax.set_title(f"{name}: test codes ({axis_names}) and N(0, I) at 1, 2, 3 sigma")
+        ax.set_title(f"{name} test codes ({axis_names})")
         ax.set_aspect("equal", adjustable="datalim")
     if labels is not None and classes:
         handles = [plt.Line2D([], [], marker="o", ls="", color=COLOURS[i % 10], label=c) for i, c in enumerate(classes)]

@@ -1,0 +1,78 @@
+"""`vaekit compare --quick` on the real Fashion-MNIST: the report exists, opens in Chromium, and the data say
+what the seed claims (an AE decoding z ~ N(0, I) is worse than a VAE)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import require_fashion_mnist
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory):
+    require_fashion_mnist()
+    root = tmp_path_factory.mktemp("compare")
+    env = {**os.environ, "VAEKIT_DATA": str(root / "cache")}
+    proc = subprocess.run([sys.executable, "-m", "vaekit", "compare", "--quick", "--out", str(root / "cmp")],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return root / "cmp"
+
+
+def test_quick_compare_writes_json_and_html(quick_report):
+    m = json.loads((quick_report / "metrics.json").read_text())
+    assert m["same_networks"] and m["quick"]
+    assert (quick_report / "report.html").stat().st_size > 50_000  # images are embedded
+    assert (quick_report / "ae" / "summary.json").is_file() and (quick_report / "vae" / "summary.json").is_file()
+    assert m["classifier_accuracy"] > 0.8
+    for kind in ("ae", "vae"):
+        for sampler in ("prior", "gmm"):
+            assert np.isfinite(m[kind]["samples"][sampler]["frechet"])
+    assert "is_nll" in m["vae"] and "is_nll" not in m["ae"]
+
+
+def test_the_seed_claim_holds_on_real_data(quick_report):
+    m = json.loads((quick_report / "metrics.json").read_text())
+    ae, vae, floor = m["ae"]["samples"], m["vae"]["samples"], m["real_floor"]
+    assert ae["prior"]["frechet"] > vae["prior"]["frechet"], "AE from N(0, I) should be worse than the VAE"
+    assert floor["frechet"] < min(ae["gmm"]["frechet"], vae["gmm"]["frechet"], vae["prior"]["frechet"])
+    assert m["vae"]["latent"]["inside_prior_99"] > m["ae"]["latent"]["inside_prior_99"]
+    i = m["vae"]["is_nll"]
+    assert i["nll"] <= i["nelbo_same_images"] + 3 * i["stderr"] / 10  # IS-NLL below the -ELBO on the same images
+
+
+def test_report_opens_in_headless_chromium_and_shows_every_image(quick_report, tmp_path):
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed; .ci/run should install it")
+        pytest.skip("Debian's chromium is not installed")
+    from playwright.sync_api import sync_playwright
+
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+        page.on("request", lambda r: errors.append(f"network request: {r.url}") if not r.url.startswith(("file:", "data:")) else None)
+        page.goto((quick_report / "report.html").as_uri())
+        page.wait_for_load_state("load")
+        images = page.evaluate("Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth])")
+        headings = page.evaluate("Array.from(document.querySelectorAll('h2')).map(h => h.textContent)")
+        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        browser.close()
+    assert not errors, errors
+    assert len(images) >= 9 and all(complete and width > 0 for _, complete, width in images), images
+    assert {"Metrics", "Generation from scratch", "The latent space", "Interpolation"} <= set(headings)
+    shot = np.asarray(Image.open(tmp_path / "report.png").convert("L"))
+    assert shot.shape[0] > 2000 and shot.std() > 20  # a long page with pictures, not a blank

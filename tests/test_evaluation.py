@@ -1,0 +1,94 @@
+"""Evaluation metrics on cases with known answers."""
+
+import math
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+
+from vaekit import VAE, ModelConfig, RunConfig
+from vaekit.config import DataConfig, TrainConfig
+from vaekit.data import Batches, load_dataset
+from vaekit.evaluation import active_units, frechet_distance, importance_sampled_nll
+from vaekit.training import train
+
+
+def test_frechet_distance_of_a_set_with_itself_is_zero():
+    x = np.random.default_rng(0).normal(size=(2000, 16))
+    assert abs(frechet_distance(x, x)) < 1e-8
+
+
+def test_frechet_distance_matches_the_closed_form_for_two_gaussians():
+    rng = np.random.default_rng(1)
+    mu_a, mu_b = np.zeros(4), np.array([1.0, -2.0, 0.5, 0.0])
+    var_a, var_b = np.array([1.0, 4.0, 0.25, 1.0]), np.array([2.0, 1.0, 1.0, 9.0])
+    a = mu_a + np.sqrt(var_a) * rng.normal(size=(400_000, 4))
+    b = mu_b + np.sqrt(var_b) * rng.normal(size=(400_000, 4))
+    exact = ((mu_a - mu_b) ** 2).sum() + ((np.sqrt(var_a) - np.sqrt(var_b)) ** 2).sum()
+    assert abs(frechet_distance(a, b) - exact) < 0.02 * exact
+
+
+def test_frechet_distance_agrees_with_scipy_sqrtm_on_full_covariances():
+    rng = np.random.default_rng(2)
+    a = rng.normal(size=(500, 6)) @ rng.normal(size=(6, 6))
+    b = rng.normal(size=(500, 6)) @ rng.normal(size=(6, 6)) + 0.3
+    s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean = scipy.linalg.sqrtm(s_a @ s_b).real
+    reference = ((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(s_a + s_b - 2 * covmean)
+    assert abs(frechet_distance(a, b) - reference) < 1e-6 * max(1.0, reference)
+
+
+def test_active_units_count_a_dead_dimension_as_inactive():
+    g = torch.Generator().manual_seed(0)
+    means = torch.randn(1000, 5, generator=g)
+    means[:, 2] = 0.3  # the posterior mean ignores x: a collapsed dimension
+    means[:, 4] = 0.001 * torch.randn(1000, generator=g)  # varies, but below the 0.01 threshold
+    n, activity = active_units(means)
+    assert n == 3 and activity[2] == 0 and activity[4] < 0.01
+
+
+@pytest.fixture(scope="module")
+def trained_digits_vae(tmp_path_factory):
+    out = tmp_path_factory.mktemp("is") / "vae"
+    run = RunConfig(data=DataConfig(name="digits"), train=TrainConfig(epochs=8, samples=4))
+    train(run, out, quiet=True)
+    return VAE.from_pretrained(out), load_dataset(DataConfig(name="digits"))
+
+
+def test_importance_sampled_nll_never_exceeds_the_negative_elbo(trained_digits_vae):
+    model, data = trained_digits_vae
+    x = next(iter(Batches(data.test, 180)))
+    torch.manual_seed(0)
+    nll = importance_sampled_nll(model, x, k=500)
+    # the -ELBO averaged over many draws of z, with its Monte-Carlo standard error per image
+    with torch.no_grad():
+        draws = torch.stack([model(x).nelbo for _ in range(400)]).double()
+    nelbo, stderr = draws.mean(0), draws.std(0) / math.sqrt(len(draws))
+    gap = nelbo - nll
+    assert torch.all(gap > -4 * stderr - 0.02), (gap / stderr).min()  # per image, beyond Monte-Carlo noise
+    assert gap.mean() > 0.1  # and a strictly tighter bound on average for a trained model
+
+
+def test_importance_sampled_nll_tightens_with_k(trained_digits_vae):
+    model, data = trained_digits_vae
+    x = next(iter(Batches(data.test, 100)))
+    torch.manual_seed(1)
+    estimates = [importance_sampled_nll(model, x, k=k).mean().item() for k in (1, 10, 1000)]
+    assert estimates[0] > estimates[1] > estimates[2]
+    torch.manual_seed(2)
+    # K = 1 is an unbiased estimate of the -ELBO
+    with torch.no_grad():
+        one = torch.stack([importance_sampled_nll(model, x, k=1) for _ in range(300)]).mean().item()
+        elbo = torch.stack([model(x).nelbo for _ in range(300)]).mean().item()
+    assert abs(one - elbo) < 0.5
+
+
+def test_importance_sampled_nll_is_independent_of_chunking(trained_digits_vae):
+    model, data = trained_digits_vae
+    x = next(iter(Batches(data.test, 20)))
+    torch.manual_seed(3)
+    big = importance_sampled_nll(model, x, k=64, chunk=10_000)
+    torch.manual_seed(3)
+    small = importance_sampled_nll(model, x, k=64, chunk=20 * 8)  # 8 samples per decode
+    torch.testing.assert_close(big, small, rtol=1e-5, atol=1e-4)
