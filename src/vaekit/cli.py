@@ -157,15 +157,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from vaekit.data import load_dataset
     from vaekit.data.sources import data_home
     from vaekit.evaluation.classifier import load_or_train_classifier
     from vaekit.evaluation.evaluate import EvalSettings, can_score_samples, evaluate_model, real_reference
 
     model, _ = load_model(args.checkpoint, args.device)
-    args.split = "test"
-    _, config = images_for(model, args)
-    data = load_dataset(config)
+    data, config = dataset_for(model, args)
     settings = EvalSettings.quick() if args.quick else EvalSettings()
     if args.k is not None:
         if args.k < 1:
@@ -221,41 +218,54 @@ def batch_ranges(n: int, batch: int) -> list[tuple[int, int]]:
     return [(i, min(n, i + batch)) for i in range(0, n, batch)]
 
 
-def cmd_sample(args: argparse.Namespace) -> int:
+MAX_GRID = 1024  # images in one PNG grid; more go to --files
+
+
+def write_images(args: argparse.Namespace, n: int, what: str, default_out: str,
+                 make: Callable[[int, int], Any]) -> None:
+    """Shared by `sample` and `decode`: images made batch by batch (bounded memory) by `make(start, stop)`,
+    written to a PNG grid (--out) and/or one file each (--files)."""
     import torch
     from tqdm.auto import tqdm
 
     from vaekit.images import save_files, save_grid
 
-    if args.n < 1:
-        raise VaekitError(f"-n must be at least 1, got {args.n}")
     if args.out is None and args.files is None:
-        args.out = "samples.png"
-    if args.out and args.n > 1024:
-        raise VaekitError(f"{args.n} images are too many for one grid; write them with --files DIR (no grid)")
-    model, device = load_model(args.checkpoint, args.device)
+        args.out = default_out
+    if args.out and n > MAX_GRID:
+        raise VaekitError(f"{n} images are too many for one grid; write them with --files DIR (no grid)")
     if args.out:
         check_output(Path(args.out), args.overwrite)
-    generator = torch.Generator(device).manual_seed(args.seed)
     kept = []
     with torch.no_grad():
-        for start, stop in tqdm(batch_ranges(args.n, args.batch_size), desc="sampling", leave=False,
-                                disable=args.n <= args.batch_size):
-            images = model.sample(stop - start, generator=generator)
+        for start, stop in tqdm(batch_ranges(n, args.batch_size), desc=what, leave=False,
+                                disable=n <= args.batch_size):
+            images = make(start, stop)
             if args.files:
                 save_files(images, args.files, start)
             if args.out:
                 kept.append(images.cpu())
     if args.out:
         save_grid(torch.cat(kept), args.out)
-        print(f"{args.n} samples from N(0, I) -> {args.out}")
+        print(f"{n} {what} -> {args.out}")
     if args.files:
-        print(f"{args.n} PNG files -> {args.files}")
+        print(f"{n} PNG files -> {args.files}")
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import torch
+
+    if args.n < 1:
+        raise VaekitError(f"-n must be at least 1, got {args.n}")
+    model, device = load_model(args.checkpoint, args.device)
+    generator = torch.Generator(device).manual_seed(args.seed)
+    write_images(args, args.n, "samples from N(0, I)", "samples.png",
+                 lambda start, stop: model.sample(stop - start, generator=generator))
     return 0
 
 
-def images_for(model, args: argparse.Namespace):
-    """The images a command works on: a split of the checkpoint's own data set, or of --data."""
+def dataset_for(model, args: argparse.Namespace):
+    """The data set a command works on: the checkpoint's own, or --data (same loading settings)."""
     from vaekit.config import from_dict
     from vaekit.data import load_dataset
 
@@ -266,7 +276,7 @@ def images_for(model, args: argparse.Namespace):
     data = load_dataset(config)
     if data.shape != tuple(model.config.image_shape):
         raise VaekitError(f"{config.name}: images are {data.shape}, the model wants {tuple(model.config.image_shape)}")
-    return data.split(args.split), config
+    return data, config
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
@@ -277,7 +287,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
     model, device = load_model(args.checkpoint, args.device)
     check_output(Path(args.out), args.overwrite)
-    images, _ = images_for(model, args)
+    images = dataset_for(model, args)[0].split(args.split)
     n = min(args.n, len(images))
     x = next(iter(Batches(images.subset(torch.arange(n)), n, device)))
     with torch.no_grad():
@@ -303,7 +313,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     model, device = load_model(args.checkpoint, args.device)
     out = Path(args.out)
     check_output(out, args.overwrite)
-    images, _ = images_for(model, args)
+    images = dataset_for(model, args)[0].split(args.split)
     tmp = out.with_name(f".{out.name}.tmp.npy")
     codes = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(images), model.latent_dim))
     i = 0
@@ -328,9 +338,6 @@ def cmd_encode(args: argparse.Namespace) -> int:
 def cmd_decode(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
-    from tqdm.auto import tqdm
-
-    from vaekit.images import save_files, save_grid
 
     model, device = load_model(args.checkpoint, args.device)
     try:
@@ -341,28 +348,14 @@ def cmd_decode(args: argparse.Namespace) -> int:
         raise VaekitError(f"{args.codes}: expected codes shaped (N, {model.latent_dim}), got {codes.shape}")
     if codes.dtype.kind not in "fiu":
         raise VaekitError(f"{args.codes}: expected numbers, got dtype {codes.dtype}")
-    if args.out is None and args.files is None:
-        args.out = "decoded.png"
-    if args.out and len(codes) > 1024:
-        raise VaekitError(f"{len(codes)} codes are too many for one grid; write them with --files DIR")
-    if args.out:
-        check_output(Path(args.out), args.overwrite)
-    kept = []
-    with torch.no_grad():
-        for start, stop in tqdm(batch_ranges(len(codes), args.batch_size), desc="decoding", leave=False):
-            z = torch.from_numpy(np.array(codes[start:stop], dtype=np.float32)).to(device)
-            if not torch.isfinite(z).all():
-                raise VaekitError(f"{args.codes}: contains NaN or infinite values (rows {start}-{stop - 1})")
-            images = model.generate(z)
-            if args.files:
-                save_files(images, args.files, start)
-            if args.out:
-                kept.append(images.cpu())
-    if args.out:
-        save_grid(torch.cat(kept), args.out)
-        print(f"{len(codes)} decoded images -> {args.out}")
-    if args.files:
-        print(f"{len(codes)} PNG files -> {args.files}")
+
+    def decode(start: int, stop: int) -> torch.Tensor:
+        z = torch.from_numpy(np.array(codes[start:stop], dtype=np.float32)).to(device)
+        if not torch.isfinite(z).all():
+            raise VaekitError(f"{args.codes}: contains NaN or infinite values (rows {start}-{stop - 1})")
+        return model.generate(z)
+
+    write_images(args, len(codes), "decoded images", "decoded.png", decode)
     return 0
 
 
@@ -414,20 +407,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"vaekit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def command(name: str, fn: Callable[[argparse.Namespace], int], help: str, description: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help, description=description,
+    def command(name: str, fn: Callable[[argparse.Namespace], int], help: str, description: str,
+                parents: Sequence[argparse.ArgumentParser] = ()) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=description, parents=list(parents),
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         p.set_defaults(fn=fn)
         return p
 
+    run_flags = argparse.ArgumentParser(add_help=False)  # commands that create a run folder
+    run_flags.add_argument("--config", help="TOML or YAML file with [model], [data], [train] sections; flags "
+                           "override it")
+    run_flags.add_argument("--out", help="run folder (default: runs/NAME-DATA-TIMESTAMP)")
+    run_flags.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+
     p = command("train", cmd_train, "train a VAE or an AE",
                 "Train a VAE (default) or a plain AE on a data set, writing a run folder with checkpoints, "
-                "metrics.jsonl/csv, summary.json (test negative ELBO) and samples.png (decoded z ~ N(0, I)).")
-    p.add_argument("--config", help="TOML or YAML file with [model], [data], [train] sections; flags override it")
-    p.add_argument("--out", help="run folder (default: runs/KIND-DATA-TIMESTAMP)")
+                "metrics.jsonl/csv, summary.json (test negative ELBO) and samples.png (decoded z ~ N(0, I)).",
+                [run_flags])
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint "
                    "(--epochs may raise the total)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.add_argument("--quiet", action="store_true", help="no progress bars; print the summary as JSON")
     add_config_flags(p)
 
@@ -435,14 +433,11 @@ def build_parser() -> argparse.ArgumentParser:
                 "Train an AE and a VAE with identical networks, data, seed and epochs (or take two checkpoints), "
                 "evaluate both (reconstruction, -ELBO, importance-sampled NLL, latent diagnostics, Frechet "
                 "distance and confidence of a feature classifier for samples from N(0, I) and from a Gaussian "
-                "mixture fitted to the codes) and write metrics.json and a self-contained report.html.")
+                "mixture fitted to the codes) and write metrics.json and a self-contained report.html.", [run_flags])
     p.add_argument("--quick", action="store_true", help="about a minute on 2 CPU cores: 2 epochs, K=100, "
                    "2000 samples")
     p.add_argument("--ae", help="an AE checkpoint or run folder to use instead of training one")
     p.add_argument("--vae", help="a VAE checkpoint or run folder to use instead of training one")
-    p.add_argument("--config", help="TOML or YAML file with [model], [data], [train] sections; flags override it")
-    p.add_argument("--out", help="run folder (default: runs/compare-DATA-TIMESTAMP)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_config_flags(p, skip={("model", "kind")})
 
@@ -451,15 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     common.add_argument("--overwrite", action="store_true", help="replace existing output files")
 
-    def inference(name, fn, help, description):
-        p = sub.add_parser(name, help=help, description=description, parents=[common],
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-        p.set_defaults(fn=fn)
-        return p
-
-    p = inference("sample", cmd_sample, "generate images by decoding z ~ N(0, I)",
-                  "Generation from scratch: draw z ~ N(0, I) and decode it. Works for a VAE; for a plain AE, "
-                  "whose codes were never pulled towards N(0, I), it usually gives poor images.")
+    p = command("sample", cmd_sample, "generate images by decoding z ~ N(0, I)",
+                "Generation from scratch: draw z ~ N(0, I) and decode it. Works for a VAE; for a plain AE, "
+                "whose codes were never pulled towards N(0, I), it usually gives poor images.", [common])
     p.add_argument("-n", type=int, default=64, help="number of images")
     p.add_argument("--out", help="PNG grid to write (default samples.png unless --files is given)")
     p.add_argument("--files", help="also write one PNG per image into this folder")
@@ -470,44 +459,37 @@ def build_parser() -> argparse.ArgumentParser:
     data_flags.add_argument("--data", help="data set to take images from (default: the one the model was trained on)")
     data_flags.add_argument("--split", default="test", choices=["train", "val", "test"], help="which split")
 
-    p = sub.add_parser("reconstruct", parents=[common, data_flags], help="reconstruct images through the model",
-                       description="Encode images and decode their codes (the VAE's posterior mean): originals "
-                                   "above, reconstructions below.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.set_defaults(fn=cmd_reconstruct)
+    p = command("reconstruct", cmd_reconstruct, "reconstruct images through the model",
+                "Encode images and decode their codes (the VAE's posterior mean): originals above, "
+                "reconstructions below.", [common, data_flags])
     p.add_argument("-n", type=int, default=16, help="number of images")
     p.add_argument("--out", default="reconstructions.png", help="PNG to write")
 
-    p = sub.add_parser("encode", parents=[common, data_flags], help="images to latent codes (.npy)",
-                       description="Write the codes of a split's images to an .npy array (N, latent): the VAE's "
-                                   "posterior means mu(x) (or samples with --sample), the AE's z = E(x).",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.set_defaults(fn=cmd_encode)
+    p = command("encode", cmd_encode, "images to latent codes (.npy)",
+                "Write the codes of a split's images to an .npy array (N, latent): the VAE's posterior means "
+                "mu(x) (or samples with --sample), the AE's z = E(x).", [common, data_flags])
     p.add_argument("--out", default="codes.npy", help=".npy file to write")
     p.add_argument("--sample", action="store_true", help="VAE: draw z = mu + sigma * eps instead of mu")
     p.add_argument("--labels", help="also write the images' labels to this .npy")
     p.add_argument("--batch-size", type=int, default=1000, help="images encoded at a time")
 
-    p = inference("decode", cmd_decode, "latent codes (.npy) to images",
-                  "Decode an .npy array of codes shaped (N, latent) into images.")
+    p = command("decode", cmd_decode, "latent codes (.npy) to images",
+                "Decode an .npy array of codes shaped (N, latent) into images.", [common])
     p.add_argument("codes", help=".npy file of codes")
     p.add_argument("--out", help="PNG grid to write (default decoded.png unless --files is given)")
     p.add_argument("--files", help="also write one PNG per image into this folder")
     p.add_argument("--batch-size", type=int, default=1000, help="codes decoded at a time")
 
-    p = sub.add_parser("evaluate", parents=[common], help="measure a checkpoint on its test set",
-                       description="Test -ELBO split into reconstruction and KL, importance-sampled NLL (VAE), "
-                                   "latent diagnostics, and sample quality from N(0, I) and from a fitted mixture.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.set_defaults(fn=cmd_evaluate)
+    p = command("evaluate", cmd_evaluate, "measure a checkpoint on its test set",
+                "Test -ELBO split into reconstruction and KL, importance-sampled NLL (VAE), latent diagnostics, "
+                "and sample quality from N(0, I) and from a fitted mixture.", [common])
     p.add_argument("--data", help="data set (default: the one the model was trained on)")
     p.add_argument("-k", type=int, help="importance samples per image (default 1000, 100 with --quick)")
     p.add_argument("--quick", action="store_true", help="fewer samples: seconds instead of minutes")
     p.add_argument("--json", help="also write the metrics to this JSON file")
 
-    p = sub.add_parser("info", help="what a checkpoint is", description="Show a checkpoint's model, data, "
-                       "training progress and metrics.")
-    p.set_defaults(fn=cmd_info)
+    p = command("info", cmd_info, "what a checkpoint is",
+                "Show a checkpoint's model, data, training progress and metrics.")
     p.add_argument("checkpoint", help="run folder or checkpoint folder")
     p.add_argument("--json", action="store_true", help="print JSON")
     return parser

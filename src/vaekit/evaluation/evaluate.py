@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from vaekit.data import Batches, Dataset, ImageSet, TensorImages
 from vaekit.evaluation.classifier import FeatureClassifier
 from vaekit.evaluation.metrics import active_units, code_statistics, frechet_distance, importance_sampled_nll
-from vaekit.models import AE, VAE
+from vaekit.models import AE, VAE, DiagonalGaussian
 from vaekit.training.trainer import evaluate_loss
 
 
@@ -116,13 +116,20 @@ def evaluate_model(model: AE, data: Dataset, settings: EvalSettings, classifier:
                              "stderr": (nll.std() / math.sqrt(len(nll))).item()}
     steps.update()
 
-    codes = embed_all(model, data.test, s.batch_size)
+    codes, kl = [], []
+    with torch.no_grad():
+        for xb in Batches(data.test, s.batch_size, device):
+            q = model.encode(xb)  # the VAE's posterior, or the AE's code itself
+            if isinstance(q, DiagonalGaussian):
+                codes.append(q.mean.cpu())
+                kl.append(q.kl_per_dim().cpu())
+            else:
+                codes.append(q.cpu())
+    codes = torch.cat(codes)
     n_active, activity = active_units(codes)
     latent: dict[str, Any] = {"active_units": n_active, "activity": activity.tolist(), **code_statistics(codes)}
-    if isinstance(model, VAE):
-        with torch.no_grad():
-            kl = torch.cat([model.encode(xb).kl_per_dim().cpu() for xb in Batches(data.test, s.batch_size, device)])
-        latent["kl_per_dim"] = kl.mean(0).tolist()
+    if kl:
+        latent["kl_per_dim"] = torch.cat(kl).mean(0).tolist()
     radius = math.sqrt(float(_chi2_ppf(0.99, model.latent_dim)))
     latent["inside_prior_99"] = (codes.norm(dim=1) <= radius).float().mean().item()
     metrics["latent"] = latent
