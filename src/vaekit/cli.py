@@ -14,11 +14,13 @@ import sys
 import time
 import typing
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig, read_config_file, to_dict
 from vaekit.errors import VaekitError
+from vaekit.files import atomic_write
 
 # Flag name for each config field where it is not simply the field name with dashes.
 FLAG_NAMES = {("model", "kind"): "model", ("data", "name"): "data", ("model", "channels"): "conv-channels",
@@ -46,6 +48,7 @@ HELP = {
     "data.test_fraction": "part held out for testing, for sets without an official test split",
     "data.binarize": "dynamic binarization: resample binary pixels x ~ Bernoulli(grey level) per batch",
     "data.download": "allow downloading a missing data set from its official source (checksums verified)",
+    "data.skip_bad_images": "skip unreadable images in a folder with a warning instead of stopping",
     "data.max_in_memory_gb": "image folders larger than this stream from disk instead of loading into memory",
     "data.workers": "DataLoader worker processes for streamed folders",
     "train.epochs": "passes over the training set",
@@ -70,6 +73,10 @@ HELP = {
 SECTIONS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
 
 
+def flag_name(section: str, name: str) -> str:
+    return "--" + FLAG_NAMES.get((section, name), name.replace("_", "-"))
+
+
 def parse_int_list(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(v) for v in text.split(",") if v.strip())
@@ -85,7 +92,7 @@ def add_config_flags(parser: argparse.ArgumentParser, skip: set[tuple[str, str]]
         for f in dataclasses.fields(cls):
             if (section, f.name) == ("model", "image_shape") or (section, f.name) in skip:
                 continue
-            flag = "--" + FLAG_NAMES.get((section, f.name), f.name.replace("_", "-"))
+            flag = flag_name(section, f.name)
             kwargs: dict[str, Any] = {"dest": f"{section}.{f.name}", "default": argparse.SUPPRESS,
                                       "help": f"{HELP[f'{section}.{f.name}']} (default: {_show(f.default)})"}
             tp = hints[f.name]
@@ -127,11 +134,20 @@ def default_out(run: RunConfig) -> Path:
 def cmd_train(args: argparse.Namespace) -> int:
     from vaekit.training import train
 
-    run = run_config_from_args(args)
-    if args.resume and args.out is None:
-        raise VaekitError("--resume needs --out RUN_FOLDER (the run to continue)")
-    out = Path(args.out) if args.out else default_out(run)
-    summary = train(run, out, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet)
+    if args.resume:
+        if args.out is None:
+            raise VaekitError("--resume needs --out RUN_FOLDER (the run to continue)")
+        changed = sorted(k for k in vars(args) if "." in k and k != "train.epochs")
+        if changed or args.config:
+            what = "--config" if args.config else flag_name(*changed[0].split("."))
+            raise VaekitError(f"--resume continues with the run's stored settings; only --epochs may change "
+                              f"(got {what})")
+        out = Path(args.out)
+        summary = train(None, out, resume=True, epochs=vars(args).get("train.epochs"), quiet=args.quiet)
+    else:
+        run = run_config_from_args(args)
+        out = Path(args.out) if args.out else default_out(run)
+        summary = train(run, out, overwrite=args.overwrite, quiet=args.quiet)
     if args.quiet:
         print(json.dumps({"run": str(out), **summary}))
     else:
@@ -221,23 +237,31 @@ def batch_ranges(n: int, batch: int) -> list[tuple[int, int]]:
 MAX_GRID = 1024  # images in one PNG grid; more go to --files
 
 
-def write_images(args: argparse.Namespace, n: int, what: str, default_out: str,
+def write_images(args: argparse.Namespace, n: int, shape: Sequence[int], what: str, default_out: str,
                  make: Callable[[int, int], Any]) -> None:
-    """Shared by `sample` and `decode`: images made batch by batch (bounded memory) by `make(start, stop)`,
-    written to a PNG grid (--out) and/or one file each (--files)."""
+    """Shared by `sample` and `decode`: images made batch by batch by `make(start, stop)`, so memory stays
+    bounded for any N, written to a PNG grid (--out), one PNG each (--files) and/or a uint8 array (--npy)."""
+    import numpy as np
     import torch
     from tqdm.auto import tqdm
 
-    from vaekit.images import save_files, save_grid
+    from vaekit.images import save_files, save_grid, to_uint8
 
-    if args.out is None and args.files is None:
+    if args.out is None and args.files is None and args.npy is None:
         args.out = default_out
     if args.out and n > MAX_GRID:
-        raise VaekitError(f"{n} images are too many for one grid; write them with --files DIR (no grid)")
-    if args.out:
-        check_output(Path(args.out), args.overwrite)
+        raise VaekitError(f"{n} images are too many for one grid; write them with --files DIR or --npy FILE")
+    for path in (args.out, args.npy):
+        if path:
+            check_output(Path(path), args.overwrite)
+    if args.files and Path(args.files).is_dir() and any(Path(args.files).iterdir()) and not args.overwrite:
+        raise VaekitError(f"{args.files}: folder is not empty; pass --overwrite to write into it")
     kept = []
-    with torch.no_grad():
+    with ExitStack() as stack, torch.no_grad():
+        array = None
+        if args.npy:  # (N, C, H, W) uint8, what `--data npy:FILE` reads back
+            tmp = stack.enter_context(atomic_write(args.npy))
+            array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, *shape))
         for start, stop in tqdm(batch_ranges(n, args.batch_size), desc=what, leave=False,
                                 disable=n <= args.batch_size):
             images = make(start, stop)
@@ -245,11 +269,18 @@ def write_images(args: argparse.Namespace, n: int, what: str, default_out: str,
                 save_files(images, args.files, start)
             if args.out:
                 kept.append(images.cpu())
+            if array is not None:
+                array[start:stop] = to_uint8(images).transpose(0, 3, 1, 2)
+        if array is not None:
+            array.flush()
+            del array
     if args.out:
         save_grid(torch.cat(kept), args.out)
         print(f"{n} {what} -> {args.out}")
     if args.files:
         print(f"{n} PNG files -> {args.files}")
+    if args.npy:
+        print(f"{n} images as uint8 (N, C, H, W) -> {args.npy}")
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -259,7 +290,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise VaekitError(f"-n must be at least 1, got {args.n}")
     model, device = load_model(args.checkpoint, args.device)
     generator = torch.Generator(device).manual_seed(args.seed)
-    write_images(args, args.n, "samples from N(0, I)", "samples.png",
+    write_images(args, args.n, model.config.image_shape, "samples from N(0, I)", "samples.png",
                  lambda start, stop: model.sample(stop - start, generator=generator))
     return 0
 
@@ -312,25 +343,26 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
     model, device = load_model(args.checkpoint, args.device)
     out = Path(args.out)
-    check_output(out, args.overwrite)
+    for path in (args.out, args.labels):
+        if path:
+            check_output(Path(path), args.overwrite)
     images = dataset_for(model, args)[0].split(args.split)
-    tmp = out.with_name(f".{out.name}.tmp.npy")
-    codes = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(images), model.latent_dim))
-    i = 0
-    with torch.no_grad():
+    with atomic_write(out) as tmp, torch.no_grad():  # streamed into a memory-mapped file: any N fits
+        codes = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(images), model.latent_dim))
+        i = 0
         for x in tqdm(Batches(images, args.batch_size, device), desc="encoding", leave=False):
             q = model.encode(x)
             z = q.sample() if args.sample and model.kind == "vae" else model.embed(x)
             codes[i:i + len(x)] = z.cpu().numpy()
             i += len(x)
-    codes.flush()
-    del codes
-    tmp.replace(out)
+        codes.flush()
+        del codes
     what = "samples z = mu + sigma * eps" if args.sample and model.kind == "vae" else \
         ("posterior means mu(x)" if model.kind == "vae" else "codes z = E(x)")
     print(f"{len(images)} {what} ({model.latent_dim} dims) -> {out}")
     if args.labels and images.labels is not None:
-        np.save(args.labels, images.labels.cpu().numpy())
+        with atomic_write(args.labels) as tmp:
+            np.save(tmp, images.labels.cpu().numpy())
         print(f"labels -> {args.labels}")
     return 0
 
@@ -355,7 +387,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
             raise VaekitError(f"{args.codes}: contains NaN or infinite values (rows {start}-{stop - 1})")
         return model.generate(z)
 
-    write_images(args, len(codes), "decoded images", "decoded.png", decode)
+    write_images(args, len(codes), model.config.image_shape, "decoded images", "decoded.png", decode)
     return 0
 
 
@@ -450,8 +482,9 @@ def build_parser() -> argparse.ArgumentParser:
                 "Generation from scratch: draw z ~ N(0, I) and decode it. Works for a VAE; for a plain AE, "
                 "whose codes were never pulled towards N(0, I), it usually gives poor images.", [common])
     p.add_argument("-n", type=int, default=64, help="number of images")
-    p.add_argument("--out", help="PNG grid to write (default samples.png unless --files is given)")
+    p.add_argument("--out", help="PNG grid to write (default samples.png unless --files or --npy is given)")
     p.add_argument("--files", help="also write one PNG per image into this folder")
+    p.add_argument("--npy", help="also write all images to this .npy as uint8 (N, C, H, W), streamed")
     p.add_argument("--seed", type=int, default=0, help="seed of the z draws")
     p.add_argument("--batch-size", type=int, default=1000, help="images decoded at a time")
 
@@ -476,8 +509,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("decode", cmd_decode, "latent codes (.npy) to images",
                 "Decode an .npy array of codes shaped (N, latent) into images.", [common])
     p.add_argument("codes", help=".npy file of codes")
-    p.add_argument("--out", help="PNG grid to write (default decoded.png unless --files is given)")
+    p.add_argument("--out", help="PNG grid to write (default decoded.png unless --files or --npy is given)")
     p.add_argument("--files", help="also write one PNG per image into this folder")
+    p.add_argument("--npy", help="also write all images to this .npy as uint8 (N, C, H, W), streamed")
     p.add_argument("--batch-size", type=int, default=1000, help="codes decoded at a time")
 
     p = command("evaluate", cmd_evaluate, "measure a checkpoint on its test set",

@@ -50,6 +50,7 @@ class DataConfig:
     test_fraction: float = 0.1  # for sets without an official test split
     binarize: bool = False  # dynamic binarization: x ~ Bernoulli(pixel) each time a batch is drawn
     download: bool = True  # allowed to download when no local copy exists
+    skip_bad_images: bool = False  # skip unreadable files in image folders (with a warning) instead of stopping
     max_in_memory_gb: float = 4.0  # larger folders stream from disk through a DataLoader
     workers: int = 2  # DataLoader workers for streamed folders
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from vaekit.files import atomic_write
 
 
 def to_uint8(images: Tensor) -> np.ndarray:
@@ -33,15 +34,12 @@ def save_png(array: np.ndarray, path: str | Path, scale: int = 1) -> Path:
     """Save (H, W, C) uint8 as PNG; written to a temporary name and renamed, so no half-written file."""
     from PIL import Image
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     img = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
-    tmp = path.with_name(f".{path.name}.tmp")
-    img.save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    with atomic_write(path) as tmp:
+        img.save(tmp, format="PNG")
+    return Path(path)
 
 
 def save_grid(images: Tensor, path: str | Path, nrow: int | None = None) -> Path:

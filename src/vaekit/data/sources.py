@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from vaekit.config import DataConfig
 from vaekit.data.idx import read_idx
 from vaekit.data.sets import Dataset, FileImages, ImageSet, TensorImages, from_arrays, split_indices
-from vaekit.errors import VaekitError
+from vaekit.errors import VaekitError, warn
 
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
@@ -214,14 +214,19 @@ def scan_folder(root: Path, config: DataConfig) -> tuple[list[Path], Tensor | No
     if all(len(parts) > 1 for parts in subdirs):
         classes = sorted({parts[0] for parts in subdirs})
         labels = torch.tensor([classes.index(parts[0]) for parts in subdirs])
-    sizes, colour = set(), False
-    for f in files:
+    sizes, colour, readable = set(), False, []
+    for i, f in enumerate(files):
         try:
             with Image.open(f) as img:  # reads the header only
                 sizes.add(img.size)
                 colour |= img.mode not in ("1", "L", "LA", "I", "I;16", "F")
+            readable.append(i)
         except (UnidentifiedImageError, OSError, SyntaxError) as e:
-            raise VaekitError(f"{f}: not a readable image ({e})") from None
+            bad_image(VaekitError(f"{f}: not a readable image ({e})"), config)
+    files = [files[i] for i in readable]
+    labels = None if labels is None else labels[readable]
+    if not files:
+        raise VaekitError(f"{root}: none of the images is readable")
     if config.image_size:
         h = w = config.image_size
     elif len(sizes) == 1:
@@ -234,13 +239,28 @@ def scan_folder(root: Path, config: DataConfig) -> tuple[list[Path], Tensor | No
     return files, labels, classes, (c, h, w)
 
 
+def bad_image(error: VaekitError, config: DataConfig) -> None:
+    """Stop on an unreadable image, or skip it with a warning when the user asked for that."""
+    if not config.skip_bad_images:
+        raise VaekitError(f"{error} (use --skip-bad-images to skip such files)")
+    warn(f"{error}; skipped")
+
+
 def load_folder(path: str, config: DataConfig) -> Dataset:
     root = Path(path)
     files, labels, classes, shape = scan_folder(root, config)
     full: ImageSet = FileImages(files, labels, shape)
     if len(files) * np.prod(shape) <= config.max_in_memory_gb * 2**30:
-        images = torch.stack([load_image(f, shape) for f in tqdm(files, desc=f"reading {root.name}", leave=False)])
-        full = TensorImages(images, labels)
+        images, keep = [], []
+        for i, f in enumerate(tqdm(files, desc=f"reading {root.name}", leave=False)):
+            try:
+                images.append(load_image(f, shape))
+                keep.append(i)
+            except VaekitError as e:  # a header that reads but data that does not (a truncated file)
+                bad_image(e, config)
+        if not images:
+            raise VaekitError(f"{root}: none of the images is readable")
+        full = TensorImages(torch.stack(images), None if labels is None else labels[keep])
     return three_way(full, config, f"folder:{root}", classes)
 
 

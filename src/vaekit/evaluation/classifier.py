@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from vaekit.data import Batches, Dataset
+from vaekit.files import atomic_write, write_json
 
 
 class FeatureClassifier(nn.Module):
@@ -86,9 +87,8 @@ def load_or_train_classifier(data: Dataset, cache_dir: Path, quiet: bool = False
         return model.eval(), meta["accuracy"]
     model, accuracy = train_classifier(data, quiet=quiet)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / ".model.safetensors.tmp"
-    save_file({k: v.cpu() for k, v in model.state_dict().items()}, str(tmp))
-    tmp.replace(weights)
-    meta_file.write_text(json.dumps({"spec": data.spec, "shape": list(model.shape), "n_classes": model.n_classes,
-                                     "accuracy": accuracy}))
+    with atomic_write(weights) as tmp:
+        save_file({k: v.cpu() for k, v in model.state_dict().items()}, str(tmp))
+    write_json(meta_file, {"spec": data.spec, "shape": list(model.shape), "n_classes": model.n_classes,
+                                  "accuracy": accuracy})
     return model, accuracy

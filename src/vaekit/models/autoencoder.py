@@ -10,7 +10,6 @@ that gives plausible images is what the comparison measures.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from torch import Tensor, nn
 
 from vaekit.config import ModelConfig, from_dict, to_dict
 from vaekit.errors import VaekitError
+from vaekit.files import atomic_write, write_json
 from vaekit.models.likelihoods import LIKELIHOODS
 from vaekit.models.networks import ARCHS, with_defaults
 from vaekit.models.posterior import DiagonalGaussian
@@ -105,10 +105,9 @@ class AE(nn.Module):
         path.mkdir(parents=True, exist_ok=True)
         weights = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         config = {"format": "vaekit", "version": FORMAT_VERSION, "kind": self.kind, "model": to_dict(self.config), **(meta or {})}
-        tmp = path / f".{WEIGHTS_FILE}.tmp"
-        save_file(weights, str(tmp))
-        _fsync_replace(tmp, path / WEIGHTS_FILE)
-        write_json_atomic(path / CONFIG_FILE, config)
+        with atomic_write(path / WEIGHTS_FILE) as tmp:
+            save_file(weights, str(tmp))
+        write_json(path / CONFIG_FILE, config)
         return path
 
     @classmethod
@@ -203,19 +202,6 @@ def _state_mismatch(model: nn.Module, weights: dict[str, Tensor]) -> tuple[list[
 
 
 # --- files ------------------------------------------------------------------------------------------
-
-
-def _fsync_replace(tmp: Path, final: Path) -> None:
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON so that a crash leaves either the old file or the new one, never half of one."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    _fsync_replace(tmp, path)
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

@@ -25,7 +25,7 @@ from vaekit.evaluation.classifier import load_or_train_classifier
 from vaekit.evaluation.evaluate import (EvalSettings, Evaluation, can_score_samples, evaluate_model, real_reference,
                                         test_tensor)
 from vaekit.models import AE
-from vaekit.models.autoencoder import write_json_atomic
+from vaekit.files import write_json, write_text
 from vaekit.report import figures
 from vaekit.training import train
 from vaekit.training.trainer import prepare_run_dir
@@ -81,11 +81,9 @@ def compare(run: RunConfig, out: Path, *, quick: bool = False, checkpoints: tupl
             kind: classifier.features_and_confidence(imgs[:, 1:-1].flatten(0, 1))[1].mean().item()
             for kind, imgs in interpolations.items()}
     metrics["seconds"] = time.perf_counter() - started
-    write_json_atomic(out / "metrics.json", metrics)
+    write_json(out / "metrics.json", metrics)
     page = render(metrics, models, evals, data, histories, settings, interpolations)
-    tmp = out / ".report.html.tmp"
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(out / "report.html")
+    write_text(out / "report.html", page)
     say(summary_line(metrics) + f"\nreport: {out / 'report.html'}")
     return metrics
 

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from vaekit.errors import VaekitError
+from vaekit.files import fsync_dir, write_text
 from vaekit.models.autoencoder import AE
 
 STATE_TENSORS = "state.safetensors"
@@ -89,10 +90,10 @@ def save_checkpoint(run_dir: Path, model: AE, optimizer: torch.optim.Optimizer, 
     if final.exists():  # the same step again (a resumed run re-saving): replace it
         shutil.rmtree(final)
     os.replace(tmp, final)
-    _fsync_dir(folder)
-    _write_pointer(folder / "latest", name)
+    fsync_dir(folder)
+    write_text(folder / "latest", name + "\n")
     if is_best:
-        _write_pointer(folder / "best", name)
+        write_text(folder / "best", name + "\n")
     _prune(folder, keep)
     return final
 
@@ -118,22 +119,6 @@ def restore_training_state(state: dict[str, Any], tensors: dict[str, Tensor], op
     optimizer.load_state_dict(unpack(state["optimizer"], tensors))
     set_rng_state(unpack(state["rng"], tensors))
     return state["progress"]
-
-
-def _write_pointer(path: Path, name: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(name + "\n", encoding="utf-8")
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _prune(folder: Path, keep: int) -> None:

@@ -27,7 +27,7 @@ from vaekit.data import Batches, Dataset, load_dataset
 from vaekit.errors import VaekitError
 from vaekit.images import save_grid
 from vaekit.models import AE, build_model
-from vaekit.models.autoencoder import write_json_atomic
+from vaekit.files import atomic_write, write_json, write_text
 from vaekit.training import distributed
 from vaekit.training.checkpoint import load_checkpoint, restore_training_state, save_checkpoint
 
@@ -113,33 +113,36 @@ class MetricsLog:
             self.tb.flush()
 
     def _write(self) -> None:
-        tmp = self.jsonl.with_name(".metrics.jsonl.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in self.rows), encoding="utf-8")
-        tmp.replace(self.jsonl)
+        write_text(self.jsonl, "".join(json.dumps(r) + "\n" for r in self.rows))
         if self.rows:
-            tmp = self.csv.with_name(".metrics.csv.tmp")
-            with open(tmp, "w", newline="", encoding="utf-8") as f:
+            with atomic_write(self.csv) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
                 writer = csv.DictWriter(f, fieldnames=list(self.rows[-1]))
                 writer.writeheader()
                 writer.writerows(self.rows)
-            tmp.replace(self.csv)
 
 
-def train(run: RunConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False,
-          quiet: bool = False, dataset: Dataset | None = None) -> dict[str, Any]:
+def train(run: RunConfig | None, out: str | Path, *, resume: bool = False, epochs: int | None = None,
+          overwrite: bool = False, quiet: bool = False, dataset: Dataset | None = None) -> dict[str, Any]:
     """Train the model described by `run`, writing everything into the run folder `out`.
 
-    Returns the summary (test metrics of the best checkpoint) that is also written to summary.json."""
+    With `resume`, the run's stored settings are used (`run` may be None) and training continues from
+    its latest checkpoint, or from the start if it was stopped before the first one; `epochs` may
+    raise the total. Returns the summary (test metrics of the best checkpoint), also in summary.json."""
     out = Path(out)
+    if resume:
+        if not (out / RUN_FILE).is_file():
+            raise VaekitError(f"{out}: nothing to resume (no {RUN_FILE})")
+        try:
+            stored = json.loads((out / RUN_FILE).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise VaekitError(f"{out / RUN_FILE}: unreadable ({e})") from None
+        run = RunConfig.from_dict(stored, str(out / RUN_FILE))
+        run.train.epochs = epochs or run.train.epochs
+    elif run is None:
+        raise ValueError("train() needs a RunConfig unless it resumes")
     info, device = distributed.setup(run.train.device)
     try:
-        if resume:
-            if not (out / RUN_FILE).is_file():
-                raise VaekitError(f"{out}: nothing to resume (no {RUN_FILE})")
-            stored = RunConfig.from_dict(json.loads((out / RUN_FILE).read_text()), f"{out / RUN_FILE}")
-            stored.train.epochs = run.train.epochs  # the one setting a resume may change: train longer
-            run = stored
-        elif info.is_main:
+        if not resume and info.is_main:
             prepare_run_dir(out, overwrite)
         info.barrier()
         return _train(run, out, info, device, resume, quiet or not info.is_main, dataset)
@@ -159,7 +162,7 @@ def _train(run: RunConfig, out: Path, info: distributed.Dist, device: torch.devi
     run.model = model.config  # with the defaults filled in, so run.json says exactly what was built
     optimizer = make_optimizer(model, run)
     if info.is_main:
-        write_json_atomic(out / RUN_FILE, run.to_dict())
+        write_json(out / RUN_FILE, run.to_dict())
 
     train_batches = Batches(data.train, t.batch_size, device, shuffle=True, seed=t.seed, binarize=run.data.binarize,
                             rank=info.rank, world=info.world, lockstep=True, workers=run.data.workers)
@@ -168,7 +171,7 @@ def _train(run: RunConfig, out: Path, info: distributed.Dist, device: torch.devi
     steps_per_epoch = len(train_batches)
     total_steps = t.epochs * steps_per_epoch
     progress = {"epoch": 0, "step": 0, "batch": 0, "best_val": math.inf, "bad_epochs": 0}
-    if resume:
+    if resume and (out / "checkpoints" / "latest").is_file():
         folder, state, tensors = load_checkpoint(out)
         model.load_state_dict(AE.from_pretrained(folder).state_dict())
         progress = restore_training_state(state, tensors, optimizer)
@@ -264,7 +267,7 @@ def finish(out: Path, run: RunConfig, data: Dataset, device: torch.device, info:
         with torch.no_grad():
             samples = best.sample(run.train.samples, generator=torch.Generator(device).manual_seed(run.train.seed))
         save_grid(samples, out / "samples.png")
-        write_json_atomic(out / "summary.json", summary)
+        write_json(out / "summary.json", summary)
         if not quiet:
             tqdm.write(f"test -ELBO {test['nelbo']:.2f} nats/image ({test['bpd']:.3f} bits/dim); samples from "
                        f"N(0, I) in {out / 'samples.png'}")
