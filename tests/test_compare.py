@@ -9,9 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import require_fashion_mnist
+from PIL import Image
 
 CHROMIUM = "/usr/bin/chromium"
 

@@ -6,9 +6,9 @@ import hashlib
 import numpy as np
 import pytest
 import torch
+from conftest import require_fashion_mnist
 from PIL import Image
 
-from conftest import FASHION_MNIST, require_fashion_mnist
 from vaekit.config import DataConfig
 from vaekit.data import Batches, epoch_batches, load_dataset
 from vaekit.data.idx import read_idx, write_idx

@@ -7,7 +7,7 @@ import pytest
 import scipy.linalg
 import torch
 
-from vaekit import VAE, ModelConfig, RunConfig
+from vaekit import VAE, RunConfig
 from vaekit.config import DataConfig, TrainConfig
 from vaekit.data import Batches, load_dataset
 from vaekit.evaluation import active_units, frechet_distance, importance_sampled_nll

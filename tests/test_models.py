@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from vaekit import AE, VAE, ModelConfig
-from vaekit.models import DiagonalGaussian, build_model
 from vaekit.errors import VaekitError
+from vaekit.models import DiagonalGaussian, build_model
 
 SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32)]
 
@@ -120,8 +120,8 @@ def test_build_model_and_bad_configs():
 
 def test_bits_per_dim_convention():
     """nats per image / (D ln 2): the unit used in every report."""
-    from vaekit.training.trainer import evaluate_loss
     from vaekit.data import Batches, TensorImages
+    from vaekit.training.trainer import evaluate_loss
 
     torch.manual_seed(0)
     model = VAE(ModelConfig(image_shape=(1, 8, 8)))

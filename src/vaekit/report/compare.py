@@ -9,7 +9,6 @@ import base64
 import copy
 import html
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -18,14 +17,20 @@ import torch
 from tqdm.auto import tqdm
 
 from vaekit.config import RunConfig
-from vaekit.data import Batches, Dataset, load_dataset
+from vaekit.data import Dataset, load_dataset
 from vaekit.data.sources import data_home
 from vaekit.errors import VaekitError
 from vaekit.evaluation.classifier import load_or_train_classifier
-from vaekit.evaluation.evaluate import (EvalSettings, Evaluation, can_score_samples, evaluate_model, real_reference,
-                                        test_tensor)
-from vaekit.models import AE
+from vaekit.evaluation.evaluate import (
+    EvalSettings,
+    Evaluation,
+    can_score_samples,
+    evaluate_model,
+    real_reference,
+    test_tensor,
+)
 from vaekit.files import write_json, write_text
+from vaekit.models import AE
 from vaekit.report import figures
 from vaekit.training import train
 from vaekit.training.trainer import prepare_run_dir

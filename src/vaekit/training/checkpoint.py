@@ -121,6 +121,24 @@ def restore_training_state(state: dict[str, Any], tensors: dict[str, Tensor], op
     return state["progress"]
 
 
+def roll_back(run_dir: Path, before_step: int) -> Path | None:
+    """Drop checkpoints from `before_step` on and point `latest` at the newest one before it."""
+    folder = run_dir / "checkpoints"
+    steps = sorted(p for p in folder.glob("step-*") if p.is_dir())
+    good = [p for p in steps if int(p.name.split("-")[1]) < before_step]
+    for p in steps:
+        if p not in good:
+            shutil.rmtree(p, ignore_errors=True)
+    if not good:
+        (folder / "latest").unlink(missing_ok=True)
+        return None
+    write_text(folder / "latest", good[-1].name + "\n")
+    best = folder / "best"
+    if best.is_file() and not (folder / best.read_text().strip()).is_dir():
+        best.unlink()
+    return good[-1]
+
+
 def _prune(folder: Path, keep: int) -> None:
     """Delete old checkpoint folders, keeping the newest `keep` and the best one."""
     protected = {(folder / p).read_text().strip() for p in ("latest", "best") if (folder / p).is_file()}

@@ -18,18 +18,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm.auto import tqdm
 
 from vaekit.config import RunConfig, to_dict
 from vaekit.data import Batches, Dataset, load_dataset
 from vaekit.errors import VaekitError
+from vaekit.files import atomic_write, write_json, write_text
 from vaekit.images import save_grid
 from vaekit.models import AE, build_model
-from vaekit.files import atomic_write, write_json, write_text
 from vaekit.training import distributed
-from vaekit.training.checkpoint import load_checkpoint, restore_training_state, save_checkpoint
+from vaekit.training.checkpoint import load_checkpoint, restore_training_state, roll_back, save_checkpoint
 
 RUN_FILE = "run.json"
 
@@ -190,6 +189,8 @@ def _train(run: RunConfig, out: Path, info: distributed.Dist, device: torch.devi
                    + (f", {info.world} processes" if info.world > 1 else ""))
 
     def checkpoint(is_best: bool, metrics: dict[str, Any] | None = None) -> None:
+        if bad_steps:  # the current weights just gave a non-finite loss: not worth keeping
+            return
         if info.is_main:
             save_checkpoint(out, model, optimizer, dict(progress), {**meta, "metrics": metrics or {}}, is_best)
         info.barrier()
@@ -215,9 +216,13 @@ def _train(run: RunConfig, out: Path, info: distributed.Dist, device: torch.devi
             if not torch.isfinite(grad_norm):  # a NaN/inf loss or gradient: skip this update (vdvae)
                 bad_steps += 1
                 if bad_steps >= t.max_bad_steps:
+                    # The weights that failed came from the update before the first failing step; any
+                    # checkpoint holding them is dropped, so `latest` is the last one that trained finitely.
+                    kept = roll_back(out, before_step=step - bad_steps + 1) if info.is_main else None
+                    where = f"the last good checkpoint is {kept}" if kept else "no checkpoint came before it"
                     raise VaekitError(f"training diverged: {bad_steps} steps in a row with a non-finite loss or "
-                                      f"gradient at step {step}; the last good checkpoint is in {out / 'checkpoints'};"
-                                      " try a lower --lr or --grad-clip")
+                                      f"gradient (from step {step - bad_steps + 1}); {where}; try a lower --lr "
+                                      "or --grad-clip")
             else:
                 bad_steps = 0
                 optimizer.step()
