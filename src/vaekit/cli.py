@@ -19,7 +19,7 @@ from typing import Any
 
 from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig, read_config_file, to_dict
 from vaekit.errors import VaekitError
-from vaekit.files import atomic_write
+from vaekit.files import atomic_write, npy_writer
 
 # Flag name for each config field where it is not simply the field name with dashes.
 FLAG_NAMES = {("model", "kind"): "model", ("data", "name"): "data", ("model", "channels"): "conv-channels",
@@ -242,9 +242,8 @@ def write_images(args: argparse.Namespace, n: int, shape: Sequence[int], what: s
     bounded for any N, written to a PNG grid (--out), one PNG each (--files) and/or a uint8 array (--npy)."""
     import numpy as np
     import torch
-    from tqdm.auto import tqdm
-
     from vaekit.images import save_files, save_grid, to_uint8
+    from vaekit.progress import bar
 
     if args.out is None and args.files is None and args.npy is None:
         args.out = default_out
@@ -257,22 +256,17 @@ def write_images(args: argparse.Namespace, n: int, shape: Sequence[int], what: s
         raise VaekitError(f"{args.files}: folder is not empty; pass --overwrite to write into it")
     kept = []
     with ExitStack() as stack, torch.no_grad():
-        array = None
+        write_npy = None
         if args.npy:  # (N, C, H, W) uint8, what `--data npy:FILE` reads back
-            tmp = stack.enter_context(atomic_write(args.npy))
-            array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, *shape))
-        for start, stop in tqdm(batch_ranges(n, args.batch_size), desc=what, leave=False,
-                                disable=n <= args.batch_size):
+            write_npy = stack.enter_context(npy_writer(args.npy, (n, *shape), np.uint8))
+        for start, stop in bar(batch_ranges(n, args.batch_size), desc=what, disable=n <= args.batch_size):
             images = make(start, stop)
             if args.files:
                 save_files(images, args.files, start)
             if args.out:
                 kept.append(images.cpu())
-            if array is not None:
-                array[start:stop] = to_uint8(images).transpose(0, 3, 1, 2)
-        if array is not None:
-            array.flush()
-            del array
+            if write_npy is not None:
+                write_npy(to_uint8(images).transpose(0, 3, 1, 2))
     if args.out:
         save_grid(torch.cat(kept), args.out)
         print(f"{n} {what} -> {args.out}")
@@ -336,9 +330,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 def cmd_encode(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
-    from tqdm.auto import tqdm
-
     from vaekit.data import Batches
+    from vaekit.progress import bar
 
     model, device = load_model(args.checkpoint, args.device)
     out = Path(args.out)
@@ -346,16 +339,11 @@ def cmd_encode(args: argparse.Namespace) -> int:
         if path:
             check_output(Path(path), args.overwrite)
     images = dataset_for(model, args)[0].split(args.split)
-    with atomic_write(out) as tmp, torch.no_grad():  # streamed into a memory-mapped file: any N fits
-        codes = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(images), model.latent_dim))
-        i = 0
-        for x in tqdm(Batches(images, args.batch_size, device), desc="encoding", leave=False):
+    with npy_writer(out, (len(images), model.latent_dim), np.float32) as write, torch.no_grad():  # any N fits
+        for x in bar(Batches(images, args.batch_size, device), desc="encoding"):
             q = model.encode(x)
             z = q.sample() if args.sample and model.kind == "vae" else model.embed(x)
-            codes[i:i + len(x)] = z.cpu().numpy()
-            i += len(x)
-        codes.flush()
-        del codes
+            write(z.cpu().numpy())
     what = "samples z = mu + sigma * eps" if args.sample and model.kind == "vae" else \
         ("posterior means mu(x)" if model.kind == "vae" else "codes z = E(x)")
     print(f"{len(images)} {what} ({model.latent_dim} dims) -> {out}")

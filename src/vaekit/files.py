@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 
 @contextmanager
@@ -39,6 +41,18 @@ def write_text(path: str | Path, text: str) -> None:
 
 def write_json(path: str | Path, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+@contextmanager
+def npy_writer(path: str | Path, shape: tuple[int, ...], dtype: Any) -> Iterator[Callable[[np.ndarray], None]]:
+    """Write an .npy file block by block (rows in order): memory stays at one block for any N.
+
+    Yields `write(block)`; the file appears, complete, when the block ends without error."""
+    dtype = np.dtype(dtype)
+    with atomic_write(path) as tmp, open(tmp, "wb") as f:
+        np.lib.format.write_array_header_1_0(
+            f, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)})
+        yield lambda block: f.write(np.ascontiguousarray(block, dtype=dtype).tobytes())
 
 
 def fsync_dir(path: Path) -> None:

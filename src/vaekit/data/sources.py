@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from vaekit.config import DataConfig
 from vaekit.data.idx import read_idx
 from vaekit.data.sets import Dataset, FileImages, ImageSet, TensorImages, from_arrays, split_indices
 from vaekit.errors import VaekitError, warn
+from vaekit.progress import bar
 
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
@@ -73,11 +73,11 @@ def download(url: str, dest: Path, md5: str) -> None:
     digest = hashlib.md5(usedforsecurity=False)
     with urllib.request.urlopen(url, timeout=60) as response, open(part, "wb") as f:
         total = int(response.headers.get("Content-Length") or 0) or None
-        with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, leave=False) as bar:
+        with bar(total=total, unit="B", unit_scale=True, desc=dest.name) as shown:
             while chunk := response.read(1 << 20):
                 f.write(chunk)
                 digest.update(chunk)
-                bar.update(len(chunk))
+                shown.update(len(chunk))
     if digest.hexdigest() != md5:
         part.unlink()
         raise VaekitError(f"{url}: checksum mismatch (got md5 {digest.hexdigest()}, expected {md5})")
@@ -252,7 +252,7 @@ def load_folder(path: str, config: DataConfig) -> Dataset:
     full: ImageSet = FileImages(files, labels, shape)
     if len(files) * np.prod(shape) <= config.max_in_memory_gb * 2**30:
         images, keep = [], []
-        for i, f in enumerate(tqdm(files, desc=f"reading {root.name}", leave=False)):
+        for i, f in enumerate(bar(files, desc=f"reading {root.name}")):
             try:
                 images.append(load_image(f, shape))
                 keep.append(i)

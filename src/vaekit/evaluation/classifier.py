@@ -15,10 +15,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from vaekit.data import Batches, Dataset
 from vaekit.files import atomic_write, write_json
+from vaekit.progress import bar
 
 
 class FeatureClassifier(nn.Module):
@@ -60,7 +60,7 @@ def train_classifier(data: Dataset, epochs: int = 5, device: str | torch.device 
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     batches = Batches(data.train, 128, device, shuffle=True, seed=seed)
     labels = data.train.labels.to(device)
-    for epoch in tqdm(range(epochs), desc="feature classifier", disable=quiet, leave=False):
+    for epoch in bar(range(epochs), desc="feature classifier", disable=quiet):
         for idx in batches.indices(epoch):
             x = batches.to_float(data.train.images[idx].to(device))
             loss = F.cross_entropy(model(x), labels[idx.to(device)])

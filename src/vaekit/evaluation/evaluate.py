@@ -13,12 +13,12 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from vaekit.data import Batches, Dataset, ImageSet, TensorImages
 from vaekit.evaluation.classifier import FeatureClassifier
 from vaekit.evaluation.metrics import active_units, code_statistics, frechet_distance, importance_sampled_nll
 from vaekit.models import AE, VAE, DiagonalGaussian
+from vaekit.progress import bar
 from vaekit.training.trainer import evaluate_loss
 
 
@@ -93,7 +93,7 @@ def evaluate_model(model: AE, data: Dataset, settings: EvalSettings, classifier:
     model.eval()
     s = settings
     device = model.device
-    steps = tqdm(total=5, desc=f"evaluating {model.kind.upper()}", disable=quiet, leave=False)
+    steps = bar(total=5, desc=f"evaluating {model.kind.upper()}", disable=quiet)
     torch.manual_seed(s.seed)
     test = evaluate_loss(model, Batches(data.test, s.batch_size, device))
     dims = math.prod(model.config.image_shape)

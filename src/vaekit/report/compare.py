@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from vaekit.config import RunConfig
 from vaekit.data import Dataset, load_dataset
@@ -31,6 +30,7 @@ from vaekit.evaluation.evaluate import (
 )
 from vaekit.files import write_json, write_text
 from vaekit.models import AE
+from vaekit.progress import say as show
 from vaekit.report import figures
 from vaekit.training import train
 from vaekit.training.trainer import prepare_run_dir
@@ -41,7 +41,7 @@ def compare(run: RunConfig, out: Path, *, quick: bool = False, checkpoints: tupl
     """Train (or load) an AE and a VAE, evaluate both, write metrics.json and report.html into `out`."""
     started = time.perf_counter()
     prepare_run_dir(out, overwrite)
-    say = (lambda msg: None) if quiet else tqdm.write
+    say = (lambda msg: None) if quiet else show
     data = load_dataset(run.data)
     if quick:  # about a minute on 2 CPU cores: fewer epochs, fewer importance samples and generated images
         run.train.epochs = min(run.train.epochs, 2)

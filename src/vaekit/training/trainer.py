@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
-from tqdm.auto import tqdm
 
 from vaekit.config import RunConfig, to_dict
 from vaekit.data import Batches, Dataset, load_dataset
@@ -27,6 +26,7 @@ from vaekit.errors import VaekitError
 from vaekit.files import atomic_write, write_json, write_text
 from vaekit.images import save_grid
 from vaekit.models import AE, build_model
+from vaekit.progress import bar, say
 from vaekit.training import distributed
 from vaekit.training.checkpoint import load_checkpoint, restore_training_state, roll_back, save_checkpoint
 
@@ -120,6 +120,17 @@ class MetricsLog:
                 writer.writerows(self.rows)
 
 
+def diverged(out: Path, first_bad: int, count: int, is_main: bool) -> VaekitError:
+    """The error that stops a diverged run, after dropping checkpoints of the weights that failed.
+
+    Those weights came from the update just before the first failing step, so every checkpoint from
+    that step on holds them; `latest` goes back to the newest one before it."""
+    kept = roll_back(out, before_step=first_bad) if is_main else None
+    where = f"the last good checkpoint is {kept}" if kept else "no checkpoint came before it"
+    return VaekitError(f"training diverged: {count} steps in a row with a non-finite loss or gradient (from step "
+                       f"{first_bad}); {where}; try a lower --lr or --grad-clip")
+
+
 def train(run: RunConfig | None, out: str | Path, *, resume: bool = False, epochs: int | None = None,
           overwrite: bool = False, quiet: bool = False, dataset: Dataset | None = None) -> dict[str, Any]:
     """Train the model described by `run`, writing everything into the run folder `out`.
@@ -184,7 +195,7 @@ def _train(run: RunConfig, out: Path, info: distributed.Dist, device: torch.devi
     params = [p for p in model.parameters()]
     bad_steps = 0
     if not quiet:
-        tqdm.write(f"{model.kind.upper()} ({model.config.arch}, latent {model.latent_dim}, "
+        say(f"{model.kind.upper()} ({model.config.arch}, latent {model.latent_dim}, "
                    f"{sum(p.numel() for p in params):,} parameters) on {data.describe()}, device {device}"
                    + (f", {info.world} processes" if info.world > 1 else ""))
 
@@ -200,44 +211,37 @@ def _train(run: RunConfig, out: Path, info: distributed.Dist, device: torch.devi
         epoch = progress["epoch"]
         started = time.perf_counter()
         sums = torch.zeros(3, device=device)  # recon, kl, images: accumulated on the device, no per-step sync
-        bar = tqdm(total=steps_per_epoch, initial=progress["batch"], desc=f"epoch {epoch + 1}/{t.epochs}",
-                   disable=quiet, leave=False, dynamic_ncols=True)
-        for x in train_batches.epoch(epoch, skip=progress["batch"]):
-            step = progress["step"]
-            lr = lr_at(step, total_steps, run)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            kl_weight = min(1.0, step / kl_warmup_steps) if kl_warmup_steps > 0 else 1.0
-            with autocast:
-                loss = ddp_model(x, kl_weight)
-            optimizer.zero_grad(set_to_none=True)
-            loss.objective.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, t.grad_clip or math.inf)
-            if not torch.isfinite(grad_norm):  # a NaN/inf loss or gradient: skip this update (vdvae)
-                bad_steps += 1
-                if bad_steps >= t.max_bad_steps:
-                    # The weights that failed came from the update before the first failing step; any
-                    # checkpoint holding them is dropped, so `latest` is the last one that trained finitely.
-                    kept = roll_back(out, before_step=step - bad_steps + 1) if info.is_main else None
-                    where = f"the last good checkpoint is {kept}" if kept else "no checkpoint came before it"
-                    raise VaekitError(f"training diverged: {bad_steps} steps in a row with a non-finite loss or "
-                                      f"gradient (from step {step - bad_steps + 1}); {where}; try a lower --lr "
-                                      "or --grad-clip")
-            else:
-                bad_steps = 0
-                optimizer.step()
-            sums += torch.stack([loss.recon.detach().sum(), loss.kl.detach().sum(),
-                                 torch.tensor(float(len(x)), device=device)]).float()
-            progress["step"] += 1
-            progress["batch"] += 1
-            bar.update()
-            if not quiet and (progress["batch"] % 20 == 0 or progress["batch"] == steps_per_epoch):
-                r, k, n = sums.tolist()
-                bar.set_postfix(loss=f"{(r + k) / n:.2f}", recon=f"{r / n:.2f}", kl=f"{k / n:.2f}", refresh=False)
-            if t.checkpoint_every and progress["step"] % t.checkpoint_every == 0 \
-                    and progress["batch"] < steps_per_epoch:
-                checkpoint(is_best=False)
-        bar.close()
+        with bar(total=steps_per_epoch, initial=progress["batch"], desc=f"epoch {epoch + 1}/{t.epochs}",
+                 disable=quiet) as shown:
+            for x in train_batches.epoch(epoch, skip=progress["batch"]):
+                step = progress["step"]
+                lr = lr_at(step, total_steps, run)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                kl_weight = min(1.0, step / kl_warmup_steps) if kl_warmup_steps > 0 else 1.0
+                with autocast:
+                    loss = ddp_model(x, kl_weight)
+                optimizer.zero_grad(set_to_none=True)
+                loss.objective.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, t.grad_clip or math.inf)
+                if not torch.isfinite(grad_norm):  # a NaN/inf loss or gradient: skip this update (vdvae)
+                    bad_steps += 1
+                    if bad_steps >= t.max_bad_steps:
+                        raise diverged(out, first_bad=step - bad_steps + 1, count=bad_steps, is_main=info.is_main)
+                else:
+                    bad_steps = 0
+                    optimizer.step()
+                sums += torch.stack([loss.recon.detach().sum(), loss.kl.detach().sum(),
+                                     torch.tensor(float(len(x)), device=device)]).float()
+                progress["step"] += 1
+                progress["batch"] += 1
+                shown.update()
+                if not shown.disable and (progress["batch"] % 20 == 0 or progress["batch"] == steps_per_epoch):
+                    r, k, n = sums.tolist()
+                    shown.set_postfix(loss=f"{(r + k) / n:.2f}", recon=f"{r / n:.2f}", kl=f"{k / n:.2f}", refresh=False)
+                if t.checkpoint_every and progress["step"] % t.checkpoint_every == 0 \
+                        and progress["batch"] < steps_per_epoch:
+                    checkpoint(is_best=False)
         seconds = time.perf_counter() - started
         r, k, n = info.sum(sums.double()).tolist()
         val = evaluate_loss(model, val_batches, info)
@@ -251,12 +255,12 @@ def _train(run: RunConfig, out: Path, info: distributed.Dist, device: torch.devi
         if log is not None:
             log.add(row)
         if not quiet:
-            tqdm.write(f"epoch {epoch + 1}/{t.epochs}: train loss {row['train_loss']:.2f}  val -ELBO "
+            say(f"epoch {epoch + 1}/{t.epochs}: train loss {row['train_loss']:.2f}  val -ELBO "
                        f"{val['nelbo']:.2f} nats (recon {val['recon']:.2f} + KL {val['kl']:.2f}, "
                        f"{val['bpd']:.3f} bits/dim)  {seconds:.1f}s{'  *best' if is_best else ''}")
         checkpoint(is_best, row)
     if progress["bad_epochs"] >= (t.patience or math.inf) and not quiet:
-        tqdm.write(f"early stop: no validation gain for {t.patience} epochs")
+        say(f"early stop: no validation gain for {t.patience} epochs")
     return finish(out, run, data, device, info, quiet)
 
 
@@ -274,6 +278,6 @@ def finish(out: Path, run: RunConfig, data: Dataset, device: torch.device, info:
         save_grid(samples, out / "samples.png")
         write_json(out / "summary.json", summary)
         if not quiet:
-            tqdm.write(f"test -ELBO {test['nelbo']:.2f} nats/image ({test['bpd']:.3f} bits/dim); samples from "
+            say(f"test -ELBO {test['nelbo']:.2f} nats/image ({test['bpd']:.3f} bits/dim); samples from "
                        f"N(0, I) in {out / 'samples.png'}")
     return summary
