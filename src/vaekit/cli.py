@@ -214,6 +214,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from vaekit.web.app import serve
+
+    if not 0 < args.port < 65536:
+        raise VaekitError(f"--port must be between 1 and 65535, got {args.port}")
+    serve(args.paths, host=args.host, port=args.port, quiet=args.quiet)
+    return 0
+
+
 def load_model(path: str, device: str):
     from vaekit.models import AE
     from vaekit.training.distributed import pick_device
@@ -508,6 +517,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, help="importance samples per image (default 1000, 100 with --quick)")
     p.add_argument("--quick", action="store_true", help="fewer samples: seconds instead of minutes")
     p.add_argument("--json", help="also write the metrics to this JSON file")
+
+    p = command("serve", cmd_serve, "the latent explorer: a web page and HTTP API over an AE and a VAE",
+                "Serve a web page (and a JSON/PNG API, OpenAPI schema at /docs) to draw z ~ N(0, I) through the AE "
+                "and the VAE side by side, drag sliders through the latent space, reconstruct your own images "
+                "and interpolate between test images.")
+    p.add_argument("paths", nargs="+", metavar="RUN_OR_CHECKPOINT",
+                   help="a `vaekit compare` run folder (uses its ae/ and vae/), or one or two checkpoints")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes it to your network)")
+    p.add_argument("--port", type=int, default=8000, help="port")
+    p.add_argument("--quiet", action="store_true", help="log warnings only")
 
     p = command("info", cmd_info, "what a checkpoint is",
                 "Show a checkpoint's model, data, training progress and metrics.")

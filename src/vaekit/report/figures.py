@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -44,29 +45,39 @@ def image_grid_png(images: Tensor, nrow: int, scale: int | None = None) -> bytes
     return buf.getvalue()
 
 
-def project_2d(codes: Tensor) -> tuple[np.ndarray, np.ndarray, str]:
-    """The codes themselves for a 2-D latent, else their first two principal components.
+@dataclass
+class Projection:
+    """Codes seen in 2-D: the codes themselves for a 2-D latent, else their first two principal components.
 
-    The projection is orthonormal, so the prior N(0, I) projects to N(0, I_2) around the projected origin."""
-    z = codes.double().numpy()
-    if z.shape[1] == 2:
-        return z, np.zeros(2), "z1, z2"
-    mean = z.mean(0)
-    _, _, vt = np.linalg.svd(z - mean, full_matrices=False)
-    basis = vt[:2].T
-    return z @ basis, np.zeros(z.shape[1]) @ basis, "PC1, PC2"
+    The basis is orthonormal, so the prior N(0, I) projects to N(0, I_2) around the origin, and a point
+    (u, v) of the map goes back to the latent vector offset + u * basis[:, 0] + v * basis[:, 1]."""
+
+    xy: np.ndarray  # (N, 2)
+    basis: np.ndarray  # (D, 2)
+    offset: np.ndarray  # (D,): the codes' mean, less its part inside the plane
+    axes: str
+
+    @classmethod
+    def fit(cls, codes: Tensor) -> Projection:
+        z = codes.double().numpy()
+        if z.shape[1] == 2:
+            return cls(z, np.eye(2), np.zeros(2), "z1, z2")
+        mean = z.mean(0)
+        basis = np.linalg.svd(z - mean, full_matrices=False)[2][:2].T
+        return cls(z @ basis, basis, mean - basis @ (basis.T @ mean), "PC1, PC2")
 
 
 def latent_maps(codes: dict[str, Tensor], labels: Tensor | None, classes: list[str]) -> bytes:
     plt = _plt()
     fig, axes = plt.subplots(1, len(codes), figsize=(5.2 * len(codes), 4.8))
     for ax, (name, z) in zip(np.atleast_1d(axes), codes.items()):
-        xy, origin, axis_names = project_2d(z)
+        p = Projection.fit(z)
+        xy = p.xy
         colours = [COLOURS[int(c) % 10] for c in labels.tolist()] if labels is not None else COLOURS[0]
         ax.scatter(xy[:, 0], xy[:, 1], s=3, c=colours, alpha=0.5, linewidths=0)
         for r in (1, 2, 3):
-            ax.add_patch(plt.Circle(origin, r, fill=False, color="black", lw=1.2, ls="--" if r > 1 else "-"))
-        ax.set_title(f"{name} test codes ({axis_names})")
+            ax.add_patch(plt.Circle((0, 0), r, fill=False, color="black", lw=1.2, ls="--" if r > 1 else "-"))
+        ax.set_title(f"{name} test codes ({p.axes})")
         ax.set_aspect("equal", adjustable="datalim")
     if labels is not None and classes:
         handles = [plt.Line2D([], [], marker="o", ls="", color=COLOURS[i % 10], label=c) for i, c in enumerate(classes)]

@@ -1,0 +1,1 @@
+"""The latent explorer: `vaekit serve` (FastAPI app + static page)."""

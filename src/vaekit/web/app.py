@@ -1,0 +1,263 @@
+"""`vaekit serve`: the latent explorer, a static page and a JSON/PNG API over an AE and/or a VAE.
+
+Every input is validated (latent length, counts, image type and size, body size) and answered with a
+4xx and a clear message; inference runs under no_grad on small batches, so no request can hang.
+"""
+
+
+import base64
+import io
+import threading
+from dataclasses import dataclass
+from enum import Enum
+from importlib import resources
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import torch
+from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+
+from vaekit.data import Batches, Dataset
+from vaekit.errors import VaekitError
+from vaekit.evaluation.evaluate import embed_all, fit_gmm, gmm_codes
+from vaekit.images import grid, to_uint8
+from vaekit.models import AE, VAE
+from vaekit.report.figures import Projection, interpolate
+
+MAX_BODY = 2 * 2**20  # bytes in any request
+MAX_UPLOAD_PIXELS = 4096 * 4096
+MAX_N = 64
+Z_LIMIT = 100.0  # |z_i| beyond this is no code any decoder has seen; refused rather than decoded to noise
+
+
+@dataclass
+class Explorer:
+    """What the API serves: named models, their test codes in 2-D, GMMs fitted to training codes."""
+
+    models: dict[str, AE]
+    data: Dataset
+    test_images: torch.Tensor  # float (N, C, H, W), a sample of the test split
+    test_labels: list[int]
+    maps: dict[str, dict]
+    gmms: dict[str, object]
+    lock: threading.Lock
+
+    @classmethod
+    def build(cls, models: dict[str, AE], data: Dataset, n_map: int = 2000, seed: int = 0) -> "Explorer":
+        n = min(n_map, len(data.test))
+        images = data.test.subset(torch.arange(n))
+        x = torch.cat(list(Batches(images, 1000)))
+        labels = images.labels.tolist() if images.labels is not None else [0] * n
+        maps, gmms = {}, {}
+        for name, model in models.items():
+            model.eval()
+            p = Projection.fit(embed_all(model, images, 1000))
+            maps[name] = {"points": np.round(p.xy, 3).tolist(), "labels": labels, "axes": p.axes,
+                          "basis": p.basis.T.tolist(), "offset": p.offset.tolist()}
+            gmms[name] = fit_gmm(embed_all(model, data.train, 1000, limit=5000), 10, seed)
+        return cls(models, data, x, labels, maps, gmms, threading.Lock())
+
+
+def png_b64(images: torch.Tensor, nrow: int | None = None) -> str:
+    from PIL import Image
+
+    array = grid(images, nrow=nrow or len(images), pad=0) if len(images) > 1 else to_uint8(images)[0]
+    img = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
+    h = images.shape[-2]
+    if h < 96:
+        scale = max(1, 96 // h)
+        img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+class SampleRequest(BaseModel):
+    n: int = Field(8, ge=1, le=MAX_N, description="images per model")
+    seed: int | None = Field(None, ge=0, le=2**31 - 1, description="seed of the z draws; none: random")
+
+
+class InterpolateRequest(BaseModel):
+    a: int = Field(..., ge=0, description="index of a test image (see /api/test-images)")
+    b: int = Field(..., ge=0, description="index of another test image")
+    steps: int = Field(8, ge=2, le=32)
+
+
+def create_app(explorer: Explorer) -> FastAPI:
+    app = FastAPI(title="vaekit latent explorer", version="1",
+                  description="Decode z ~ N(0, I) with an AE and a VAE side by side, explore the latent space, "
+                              "encode your own images.")
+    ex = explorer
+    # The schema names the served models and the latent size, so clients (and property tests) know them.
+    ModelName = Enum("ModelName", {name: name for name in ex.models}, type=str)
+    dims = {m.latent_dim for m in ex.models.values()}
+    size = {"min_length": dims.pop(), "max_length": None} if len(dims) == 1 else {"min_length": 1, "max_length": 1024}
+    size["max_length"] = size["max_length"] or size["min_length"]
+
+    class DecodeRequest(BaseModel):
+        model: ModelName = Field(..., description="a name from /api/models")
+        z: list[float] = Field(..., description="one latent vector", **size)
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+            return JSONResponse({"detail": f"request body larger than {MAX_BODY} bytes"}, status_code=413)
+        if request.method == "POST" and length is None and "chunked" in request.headers.get("transfer-encoding", ""):
+            return JSONResponse({"detail": "chunked request bodies are not accepted; send Content-Length"},
+                                status_code=411)
+        return await call_next(request)
+
+    def model_named(name: ModelName) -> AE:
+        return ex.models[name.value]
+
+    def check_z(model: AE, z: list[float]) -> torch.Tensor:
+        if len(z) != model.latent_dim:
+            raise HTTPException(422, f"z has {len(z)} values; this model's latent space has {model.latent_dim}")
+        t = torch.tensor(z, dtype=torch.float32)
+        if not torch.isfinite(t).all() or t.abs().max() > Z_LIMIT:
+            raise HTTPException(422, f"z values must be finite and within [-{Z_LIMIT:g}, {Z_LIMIT:g}]")
+        return t
+
+    @app.get("/api/models", summary="the models being served")
+    def models() -> list[dict]:
+        return [{"name": n, "kind": m.kind, "latent_dim": m.latent_dim, "image_shape": list(m.config.image_shape),
+                 "arch": m.config.arch, "classes": ex.data.classes} for n, m in ex.models.items()]
+
+    @app.post("/api/sample", summary="decode the same z ~ N(0, I) with every model, plus GMM samples")
+    def sample(req: SampleRequest) -> dict:
+        g = torch.Generator().manual_seed(req.seed if req.seed is not None else int(torch.randint(0, 2**31 - 1, ())))
+        dims = {m.latent_dim for m in ex.models.values()}
+        z = torch.randn(req.n, max(dims), generator=g)
+        out = {"z": z.tolist(), "images": {}, "gmm": {}}
+        with torch.no_grad():
+            for name, m in ex.models.items():
+                out["images"][name] = [png_b64(img[None]) for img in m.generate(z[:, :m.latent_dim])]
+                with ex.lock:  # sampling sets the shared mixture's random_state
+                    zg = gmm_codes(ex.gmms[name], req.n, int(g.initial_seed() % 2**31))
+                out["gmm"][name] = [png_b64(img[None]) for img in m.generate(zg)]
+        return out
+
+    @app.post("/api/decode", summary="decode one latent vector to a PNG", response_class=Response,
+              responses={200: {"content": {"image/png": {}}}})
+    def decode(req: DecodeRequest) -> Response:
+        m = model_named(req.model)
+        z = check_z(m, req.z)
+        with torch.no_grad():
+            image = m.generate(z[None])
+        return Response(base64.b64decode(png_b64(image)), media_type="image/png")
+
+    @app.get("/api/map", summary="2-D map of test codes (PCA, or the codes for a 2-D latent) for a model")
+    def latent_map(model: ModelName) -> dict:
+        return ex.maps[model.value]
+
+    @app.get("/api/test-images", summary="a strip of test images to pick from, by index")
+    def test_images(start: Annotated[int, Query(ge=0)] = 0, count: Annotated[int, Query(ge=1, le=64)] = 16) -> dict:
+        if start >= len(ex.test_images):
+            raise HTTPException(422, f"start must be below {len(ex.test_images)}")
+        imgs = ex.test_images[start:start + count]
+        return {"start": start, "images": [png_b64(i[None]) for i in imgs],
+                "labels": ex.test_labels[start:start + count], "total": len(ex.test_images)}
+
+    @app.post("/api/interpolate", summary="decode the straight line between the codes of two test images")
+    def interpolate_images(req: InterpolateRequest) -> dict:
+        n = len(ex.test_images)
+        if req.a >= n or req.b >= n:
+            raise HTTPException(422, f"image indices must be below {n}")
+        x = ex.test_images[[req.a, req.b]]
+        out = {}
+        with torch.no_grad():
+            for name, m in ex.models.items():
+                z = m.embed(x)
+                out[name] = [png_b64(i[None]) for i in m.generate(interpolate(z[0], z[1], req.steps))]
+        return out
+
+    async def read_upload(file: UploadFile) -> torch.Tensor:
+        from PIL import Image, UnidentifiedImageError
+
+        data = await file.read(MAX_BODY + 1)
+        if not data:
+            raise HTTPException(422, "the uploaded file is empty")
+        c, h, w = next(iter(ex.models.values())).config.image_shape
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                if img.width * img.height > MAX_UPLOAD_PIXELS:
+                    raise HTTPException(413, f"image is {img.width}x{img.height}; at most {MAX_UPLOAD_PIXELS} pixels")
+                img = img.convert("L" if c == 1 else "RGB").resize((w, h), Image.Resampling.BILINEAR)
+                array = np.asarray(img, dtype=np.float32).reshape(h, w, c) / 255.0
+        except HTTPException:
+            raise
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+            raise HTTPException(415, f"not a readable image ({type(e).__name__})") from None
+        return torch.from_numpy(array.transpose(2, 0, 1).copy())[None]
+
+    @app.post("/api/reconstruct", summary="reconstruct an uploaded image with every model")
+    async def reconstruct(file: Annotated[UploadFile, File(description="PNG, JPEG, ... image")]) -> dict:
+        x = await read_upload(file)
+        with torch.no_grad():
+            return {"input": png_b64(x), **{n: png_b64(m.reconstruct(x)) for n, m in ex.models.items()}}
+
+    @app.post("/api/encode", summary="encode an uploaded image: the AE's code, the VAE's mu, sigma and samples")
+    async def encode(file: Annotated[UploadFile, File(description="PNG, JPEG, ... image")],
+                     samples: Annotated[int, Query(ge=1, le=16)] = 6) -> dict:
+        x = await read_upload(file)
+        out = {"input": png_b64(x)}
+        with torch.no_grad():
+            for name, m in ex.models.items():
+                if isinstance(m, VAE):
+                    q = m.encode(x)
+                    z = q.sample(samples)[:, 0]  # the same x, different z = mu + sigma * eps
+                    out[name] = {"mu": q.mean[0].tolist(), "sigma": q.sigma[0].tolist(), "z": z.tolist(),
+                                 "decoded": [png_b64(i[None]) for i in m.generate(z)],
+                                 "mean_decoded": png_b64(m.generate(q.mean))}
+                else:
+                    z = m.encode(x)
+                    out[name] = {"z": z[0].tolist(), "mean_decoded": png_b64(m.generate(z))}
+        return out
+
+    static = resources.files("vaekit.web") / "static"
+    app.mount("/static", StaticFiles(directory=str(static)), name="static")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index() -> HTMLResponse:
+        return HTMLResponse((static / "index.html").read_text(encoding="utf-8"))
+
+    return app
+
+
+def load_models(paths: list[str]) -> dict[str, AE]:
+    """A `vaekit compare` run folder (its ae/ and vae/), or one or two checkpoints / run folders."""
+    if len(paths) == 1 and (Path(paths[0]) / "ae").is_dir() and (Path(paths[0]) / "vae").is_dir():
+        paths = [str(Path(paths[0]) / "ae"), str(Path(paths[0]) / "vae")]
+    models: dict[str, AE] = {}
+    for p in paths:
+        m = AE.from_pretrained(p)
+        name = m.kind if m.kind not in models else f"{m.kind}{len(models) + 1}"
+        models[name] = m
+    shapes = {tuple(m.config.image_shape) for m in models.values()}
+    if len(shapes) > 1:
+        raise VaekitError(f"the models were trained on images of different shapes: {sorted(shapes)}")
+    return models
+
+
+def serve(paths: list[str], host: str = "127.0.0.1", port: int = 8000, quiet: bool = False) -> None:
+    import uvicorn
+
+    from vaekit.cli import DataConfig
+    from vaekit.config import from_dict
+    from vaekit.data import load_dataset
+
+    models = load_models(paths)
+    first = next(iter(models.values()))
+    stored = first.meta.get("data") or {}
+    data = load_dataset(from_dict(DataConfig, stored, "checkpoint data config") if stored else DataConfig())
+    torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
+    app = create_app(Explorer.build(models, data))
+    if not quiet:
+        print(f"vaekit explorer on http://{host}:{port}/  ({', '.join(models)}; Ctrl-C stops)", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning" if quiet else "info")
+

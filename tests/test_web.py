@@ -1,0 +1,197 @@
+"""The latent explorer: API validation, property tests against the OpenAPI schema, and the page in a real
+Chromium against a real server on loopback."""
+
+import base64
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import schemathesis
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, settings
+from PIL import Image
+from schemathesis.checks import not_a_server_error
+
+from vaekit import RunConfig
+from vaekit.config import DataConfig, ModelConfig, TrainConfig
+from vaekit.data import load_dataset
+from vaekit.training import train
+from vaekit.web.app import Explorer, create_app, load_models
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("web")
+    for kind in ("ae", "vae"):
+        run = RunConfig(model=ModelConfig(kind=kind), data=DataConfig(name="digits"), train=TrainConfig(epochs=3, samples=4))
+        train(run, root / kind, quiet=True)
+    return root
+
+
+@pytest.fixture(scope="module")
+def client(runs):
+    models = load_models([str(runs)])  # a compare-style folder with ae/ and vae/
+    app = create_app(Explorer.build(models, load_dataset(DataConfig(name="digits"))))
+    return TestClient(app)
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_models_and_same_z_for_every_decoder(client):
+    models = client.get("/api/models").json()
+    assert {m["name"] for m in models} == {"ae", "vae"} and all(m["latent_dim"] == 8 for m in models)
+    a = client.post("/api/sample", json={"n": 5, "seed": 3}).json()
+    b = client.post("/api/sample", json={"n": 5, "seed": 3}).json()
+    assert a == b and len(a["z"]) == 5 and len(a["images"]["ae"]) == len(a["images"]["vae"]) == 5
+    assert len(a["gmm"]["ae"]) == 5
+    img = Image.open(io.BytesIO(base64.b64decode(a["images"]["vae"][0])))
+    assert img.size[0] >= 64
+
+
+def test_decode_returns_a_png_and_validates_z(client):
+    r = client.post("/api/decode", json={"model": "vae", "z": [0.0] * 8})
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(r.content)).size == (96, 96)
+    other = client.post("/api/decode", json={"model": "vae", "z": [2.0] + [0.0] * 7})
+    assert other.content != r.content
+    cases = [({"model": "vae", "z": [0.0] * 3}, 422, "at least 8 items"),
+             ({"model": "gan", "z": [0.0] * 8}, 422, "'ae' or 'vae'"),
+             ({"model": "vae", "z": [1e9] * 8}, 422, "within"),
+             ({"model": "vae"}, 422, "z"),
+             ({"model": "vae", "z": "zeros"}, 422, "z")]
+    for body, status, words in cases:
+        r = client.post("/api/decode", json=body)
+        assert r.status_code == status and words in json.dumps(r.json()["detail"]), (body, r.text)
+    nan = client.post("/api/decode", content='{"model": "vae", "z": [NaN, 0, 0, 0, 0, 0, 0, 0]}',
+                      headers={"content-type": "application/json"})
+    assert nan.status_code == 422
+
+
+def test_limits_on_counts_and_bodies(client):
+    assert client.post("/api/sample", json={"n": 65}).status_code == 422
+    assert client.post("/api/sample", json={"n": 0}).status_code == 422
+    big = client.post("/api/decode", content=b"{" + b" " * (3 * 2**20) + b"}", headers={"content-type": "application/json"})
+    assert big.status_code == 413 and "larger than" in big.json()["detail"]
+    assert client.post("/api/interpolate", json={"a": 0, "b": 10**6}).status_code == 422
+    assert client.get("/api/map", params={"model": "nope"}).status_code == 422
+    assert len(client.get("/api/map", params={"model": "vae"}).json()["points"]) == 180
+
+
+def test_upload_reconstruct_and_encode(client):
+    digit = (np.random.default_rng(0).random((20, 20)) * 255).astype(np.uint8)
+    r = client.post("/api/reconstruct", files={"file": ("d.png", png_bytes(digit), "image/png")})
+    assert r.status_code == 200 and {"input", "ae", "vae"} <= r.json().keys()
+    e = client.post("/api/encode", files={"file": ("d.png", png_bytes(digit), "image/png")}, params={"samples": 4})
+    vae, ae = e.json()["vae"], e.json()["ae"]
+    assert len(vae["mu"]) == len(vae["sigma"]) == 8 and all(s > 0 for s in vae["sigma"])
+    assert len(vae["decoded"]) == 4 and len({tuple(z) for z in vae["z"]}) == 4  # the same x, different z
+    assert "sigma" not in ae and len(ae["z"]) == 8
+    bad = [(b"not an image", 415), (b"", 422), (png_bytes(np.zeros((5000, 5000), dtype=np.uint8)), 413)]
+    for content, status in bad:
+        r = client.post("/api/reconstruct", files={"file": ("x.png", content, "image/png")})
+        assert r.status_code == status, (status, r.text)
+    assert client.post("/api/reconstruct").status_code == 422  # no file at all
+
+
+@pytest.fixture(scope="module")
+def api_schema(client):
+    return schemathesis.openapi.from_asgi("/openapi.json", client.app)
+
+
+openapi = schemathesis.pytest.from_fixture("api_schema")
+
+
+@openapi.parametrize()
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+def test_openapi_property_tests_find_no_server_errors(case):
+    """Schemathesis generates valid and invalid requests for every operation: never a 5xx."""
+    case.call_and_validate(checks=[not_a_server_error])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(runs):
+    port = free_port()
+    env = {**os.environ, "VAEKIT_DATA": str(runs / "cache")}
+    proc = subprocess.Popen([sys.executable, "-m", "vaekit", "serve", str(runs / "ae"), str(runs / "vae"),
+                             "--port", str(port), "--quiet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            time.sleep(0.2)
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def test_page_in_headless_chromium(server, tmp_path):
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed; .ci/run should install it")
+        pytest.skip("Debian's chromium is not installed")
+    from playwright.sync_api import sync_playwright
+
+    (tmp_path / "mine.png").write_bytes(png_bytes((np.random.default_rng(1).random((32, 32)) * 255).astype(np.uint8)))
+    errors: list[str] = []
+    pixels = "(sel) => { const i = document.querySelector(sel); const c = document.createElement('canvas');" \
+             " c.width = i.naturalWidth; c.height = i.naturalHeight; c.getContext('2d').drawImage(i, 0, 0);" \
+             " return c.toDataURL(); }"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.goto(server + "/")
+        page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+
+        page.click("#sample-btn")
+        page.wait_for_selector(".row[data-model='vae'][data-sampler='prior'] img")
+        for name in ("ae", "vae"):
+            loaded = page.eval_on_selector_all(f".row[data-model='{name}'][data-sampler='prior'] img",
+                                               "imgs => imgs.map(i => i.complete && i.naturalWidth > 0)")
+            assert loaded and all(loaded), (name, loaded)
+
+        page.wait_for_function("document.querySelector('#explore-img').naturalWidth > 0")
+        before = page.evaluate(pixels, "#explore-img")
+        slider = page.locator("#sliders input").first
+        slider.fill("2.5")
+        slider.dispatch_event("input")
+        page.wait_for_function(f"({pixels})('#explore-img') !== {json.dumps(before)}", timeout=10_000)
+
+        page.set_input_files("#upload-input", str(tmp_path / "mine.png"))
+        page.wait_for_selector("#recon-vae img")
+        page.wait_for_selector("#posterior-vae img")
+        assert page.eval_on_selector("#recon-ae img", "i => i.naturalWidth") > 0
+
+        page.locator("#strip img").nth(0).click()
+        page.locator("#strip img").nth(5).click()
+        page.wait_for_selector("#interp-rows .row[data-model='vae'] img")
+        page.screenshot(path=str(tmp_path / "explorer.png"), full_page=True)
+        browser.close()
+    assert not errors, errors
+    shot = np.asarray(Image.open(tmp_path / "explorer.png").convert("L"))
+    assert shot.shape[0] > 1200 and shot.std() > 20
