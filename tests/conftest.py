@@ -18,7 +18,8 @@ def run_cli(tmp_path):
         proc = subprocess.run([sys.executable, "-m", "vaekit", *map(str, args)], capture_output=True, text=True,
                               cwd=tmp_path, env=env, timeout=timeout)
         if check and proc.returncode != 0:
-            raise AssertionError(f"vaekit {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+            command = " ".join(map(str, args))
+            raise AssertionError(f"vaekit {command} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
         return proc
 
     return run

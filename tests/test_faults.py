@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from vaekit import VAE, AE, ModelConfig, RunConfig
+from vaekit import AE, VAE, ModelConfig, RunConfig
 from vaekit.config import DataConfig, TrainConfig
 from vaekit.data.idx import write_idx
 from vaekit.data.sources import IDX_FILES
@@ -76,7 +76,8 @@ def test_sigkill_at_many_moments_then_resume_gives_bitwise_identical_weights(tmp
     kills = []
     for i, (moment, trigger) in enumerate(triggers):
         # killed before run.json existed, there is nothing to resume: the user starts the same command again
-        cmd = base + (["--out", str(run), "--resume"] if (run / "run.json").is_file() else CRASH_ARGS + ["--out", str(run)])
+        started = (run / "run.json").is_file()
+        cmd = base + (["--out", str(run), "--resume"] if started else CRASH_ARGS + ["--out", str(run)])
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         start = time.time()
         while proc.poll() is None and not trigger(start) and time.time() - start < 120:

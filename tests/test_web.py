@@ -32,7 +32,8 @@ CHROMIUM = "/usr/bin/chromium"
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("web")
     for kind in ("ae", "vae"):
-        run = RunConfig(model=ModelConfig(kind=kind), data=DataConfig(name="digits"), train=TrainConfig(epochs=3, samples=4))
+        run = RunConfig(model=ModelConfig(kind=kind), data=DataConfig(name="digits"),
+                        train=TrainConfig(epochs=3, samples=4))
         train(run, root / kind, quiet=True)
     return root
 
@@ -83,7 +84,8 @@ def test_decode_returns_a_png_and_validates_z(client):
 def test_limits_on_counts_and_bodies(client):
     assert client.post("/api/sample", json={"n": 65}).status_code == 422
     assert client.post("/api/sample", json={"n": 0}).status_code == 422
-    big = client.post("/api/decode", content=b"{" + b" " * (3 * 2**20) + b"}", headers={"content-type": "application/json"})
+    big = client.post("/api/decode", content=b"{" + b" " * (3 * 2**20) + b"}",
+                      headers={"content-type": "application/json"})
     assert big.status_code == 413 and "larger than" in big.json()["detail"]
     assert client.post("/api/interpolate", json={"a": 0, "b": 10**6}).status_code == 422
     assert client.get("/api/map", params={"model": "nope"}).status_code == 422

@@ -72,6 +72,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto, cpu, cuda, cuda:1, mps
     bf16: bool = False  # bf16 autocast (GPU only)
+    compile: bool = False  # torch.compile the model for training (costs compile time up front)
     checkpoint_every: int = 0  # also checkpoint every N steps (for long epochs); 0: per epoch only
     max_bad_steps: int = 20  # stop after this many consecutive non-finite steps
     eval_batch_size: int = 1000

@@ -26,7 +26,8 @@ def grid(images: Tensor, nrow: int | None = None, pad: int = 2) -> np.ndarray:
     canvas = np.full((rows * (h + pad) + pad, nrow * (w + pad) + pad, c), 255, dtype=np.uint8)
     for i in range(n):
         r, col = divmod(i, nrow)
-        canvas[pad + r * (h + pad): pad + r * (h + pad) + h, pad + col * (w + pad): pad + col * (w + pad) + w] = pixels[i]
+        top, left = pad + r * (h + pad), pad + col * (w + pad)
+        canvas[top:top + h, left:left + w] = pixels[i]
     return canvas
 
 

@@ -72,12 +72,14 @@ def prior_codes(n: int, dim: int, seed: int) -> Tensor:
 def gmm_codes(gmm, n: int, seed: int) -> Tensor:
     gmm.random_state = seed
     z, _ = gmm.sample(n)
-    return torch.from_numpy(z[np.random.default_rng(seed).permutation(n)]).float()  # sklearn returns z sorted by component
+    order = np.random.default_rng(seed).permutation(n)  # sklearn returns the draws sorted by component
+    return torch.from_numpy(z[order]).float()
 
 
 def sample_quality(images: Tensor, classifier: FeatureClassifier, real_features: Tensor) -> dict[str, float]:
     features, confidence = classifier.features_and_confidence(images)
-    return {"frechet": frechet_distance(real_features.numpy(), features.numpy()), "confidence": confidence.mean().item()}
+    return {"frechet": frechet_distance(real_features.numpy(), features.numpy()),
+            "confidence": confidence.mean().item()}
 
 
 def test_tensor(data: Dataset, n: int | None = None) -> Tensor:
@@ -142,7 +144,8 @@ def evaluate_model(model: AE, data: Dataset, settings: EvalSettings, classifier:
     steps.update()
 
     if classifier is not None and real_features is not None:
-        metrics["samples"] = {name: sample_quality(images, classifier, real_features) for name, images in samples.items()}
+        metrics["samples"] = {name: sample_quality(images, classifier, real_features)
+                              for name, images in samples.items()}
     steps.update()
     steps.close()
     return Evaluation(metrics, codes, samples)

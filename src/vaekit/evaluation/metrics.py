@@ -19,7 +19,7 @@ from vaekit.models.posterior import standard_normal_log_prob
 
 @torch.no_grad()
 def importance_sampled_nll(model: VAE, x: Tensor, k: int = 1000, chunk: int = 50_000) -> Tensor:
-    """-log p(x) per image, estimated with K samples of q(z|x): -logmeanexp_k [log p(x|z_k) + log p(z_k) - log q(z_k|x)].
+    """-log p(x) per image from K samples of q(z|x): -logmeanexp_k [log p(x|z_k) + log p(z_k) - log q(z_k|x)].
 
     Batched over images and samples (decodes `chunk` images at a time), no Python loop per image."""
     q = model.encode(x)

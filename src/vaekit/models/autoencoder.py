@@ -104,7 +104,8 @@ class AE(nn.Module):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         weights = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        config = {"format": "vaekit", "version": FORMAT_VERSION, "kind": self.kind, "model": to_dict(self.config), **(meta or {})}
+        config = {"format": "vaekit", "version": FORMAT_VERSION, "kind": self.kind, "model": to_dict(self.config),
+                  **(meta or {})}
         with atomic_write(path / WEIGHTS_FILE) as tmp:
             save_file(weights, str(tmp))
         write_json(path / CONFIG_FILE, config)

@@ -61,7 +61,8 @@ def conv_decoder(latent_dim: int, channels: tuple[int, ...], shape: Shape) -> nn
     """Mirror of `conv_encoder`; output_padding restores odd sizes exactly (7 -> 14 -> 28, 3 -> 7)."""
     sizes = conv_sizes(shape, len(channels))
     h, w = sizes[-1]
-    layers: list[nn.Module] = [nn.Linear(latent_dim, channels[-1] * h * w), nn.ReLU(), nn.Unflatten(1, (channels[-1], h, w))]
+    layers: list[nn.Module] = [nn.Linear(latent_dim, channels[-1] * h * w), nn.ReLU(),
+                               nn.Unflatten(1, (channels[-1], h, w))]
     outs = list(reversed(channels[:-1])) + [shape[0]]
     c_in = channels[-1]
     for i, c_out in enumerate(outs):

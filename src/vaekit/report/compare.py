@@ -210,7 +210,8 @@ def render(m: dict, models: dict[str, AE], evals: dict[str, Evaluation], data: D
     body = "<div class=pair>"
     for kind in ("ae", "vae"):
         for sampler, label in (("prior", "z ~ N(0, I)"), ("gmm", "z ~ GMM fitted to codes")):
-            body += (f"<figure>{img(figures.image_grid_png(evals[kind].samples[sampler][:n_show], 8), f'{kind} {sampler}')}"
+            picture = img(figures.image_grid_png(evals[kind].samples[sampler][:n_show], 8), f"{kind} {sampler}")
+            body += (f"<figure>{picture}"
                      f"<figcaption>{kind.upper()}: {label}</figcaption></figure>")
     body += "</div>"
     words = [f"The left column decodes the same {n_show} draws z ~ N(0, I) with each model's decoder; the right "
@@ -230,7 +231,8 @@ def render(m: dict, models: dict[str, AE], evals: dict[str, Evaluation], data: D
     la, lv = m["ae"]["latent"], m["vae"]["latent"]
     words = ["Each point is a test image's code, coloured by class; the circles mark 1, 2 and 3 standard deviations "
              "of N(0, I), where generation draws z from.",
-             f"Inside the prior's 99% ball (radius of the chi distribution with {ae.latent_dim} degrees of freedom) lie "
+             f"Inside the prior's 99% ball (radius of the chi distribution with {ae.latent_dim} degrees of freedom) "
+             "lie "
              f"{100 * lv['inside_prior_99']:.1f}% of the VAE's test codes and {100 * la['inside_prior_99']:.1f}% of "
              "the AE's.",
              f"The AE's codes have per-dimension standard deviations from {min(la['std']):.2f} to {max(la['std']):.2f} "

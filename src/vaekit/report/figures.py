@@ -108,7 +108,8 @@ def training_curves(histories: dict[str, list[dict]]) -> bytes:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for i, (name, rows) in enumerate(histories.items()):
         epochs = [r["epoch"] for r in rows]
-        axes[0].plot(epochs, [r["val_recon"] for r in rows], marker="o", color=COLOURS[i], label=f"{name} reconstruction")
+        axes[0].plot(epochs, [r["val_recon"] for r in rows], marker="o", color=COLOURS[i],
+                     label=f"{name} reconstruction")
         if any(r["val_kl"] > 0 for r in rows):
             axes[0].plot(epochs, [r["val_nelbo"] for r in rows], marker="s", ls="--", color=COLOURS[i],
                          label=f"{name} -ELBO")

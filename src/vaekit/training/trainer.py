@@ -45,6 +45,15 @@ def make_optimizer(model: AE, run: RunConfig) -> torch.optim.Optimizer:
         return optimizers[t.optimizer](model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
 
 
+def gradient_norm(params: list[torch.nn.Parameter], clip: float) -> torch.Tensor:
+    """The global gradient norm (non-finite when any loss term or gradient is), clipping to `clip` if > 0."""
+    if clip > 0:
+        return torch.nn.utils.clip_grad_norm_(params, clip)
+    if hasattr(torch.nn.utils, "get_total_norm"):  # torch >= 2.6: the norm without a no-op scaling pass
+        return torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+    return torch.nn.utils.clip_grad_norm_(params, math.inf)
+
+
 def lr_at(step: int, total_steps: int, run: RunConfig) -> float:
     """Linear warm-up, then constant or cosine decay to zero; a function of the step alone, so a
     resumed run needs no scheduler state."""
@@ -190,6 +199,8 @@ def _train(run: RunConfig, out: Path, info: distributed.Dist, device: torch.devi
     log = MetricsLog(out, keep_until_step=progress["step"]) if info.is_main else None
     meta = {"data": to_dict(run.data), "train": to_dict(run.train), "dataset": data.spec, "classes": data.classes}
     ddp_model = DDP(model) if info.world > 1 else model
+    if t.compile:
+        ddp_model = torch.compile(ddp_model)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.bf16 and device.type == "cuda")
     kl_warmup_steps = t.kl_warmup_epochs * steps_per_epoch
     params = [p for p in model.parameters()]
@@ -223,7 +234,7 @@ def _train(run: RunConfig, out: Path, info: distributed.Dist, device: torch.devi
                     loss = ddp_model(x, kl_weight)
                 optimizer.zero_grad(set_to_none=True)
                 loss.objective.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, t.grad_clip or math.inf)
+                grad_norm = gradient_norm(params, t.grad_clip)
                 if not torch.isfinite(grad_norm):  # a NaN/inf loss or gradient: skip this update (vdvae)
                     bad_steps += 1
                     if bad_steps >= t.max_bad_steps:

@@ -247,8 +247,7 @@ def load_models(paths: list[str]) -> dict[str, AE]:
 def serve(paths: list[str], host: str = "127.0.0.1", port: int = 8000, quiet: bool = False) -> None:
     import uvicorn
 
-    from vaekit.cli import DataConfig
-    from vaekit.config import from_dict
+    from vaekit.config import DataConfig, from_dict
     from vaekit.data import load_dataset
 
     models = load_models(paths)
