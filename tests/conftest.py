@@ -1,6 +1,8 @@
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -34,3 +36,31 @@ def require_fashion_mnist() -> None:
         if os.environ.get("CI"):
             pytest.fail("Fashion-MNIST is not installed; scripts/setup.sh should have installed it")
         pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+
+
+CHROMIUM = "/usr/bin/chromium"
+# As root, without a display, on a machine whose network is closed: no sandbox, no GPU, no background traffic.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@contextmanager
+def chromium_page(errors: list[str], allowed: tuple[str, ...] = ("file:", "data:", "blob:")) -> Iterator:
+    """A Playwright page in Debian's Chromium that records page errors, console errors, and requests to any
+    address not starting with one of `allowed` into `errors`."""
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed; scripts/setup.sh --test should have installed it")
+        pytest.skip("Debian's chromium is not installed")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("request", lambda r: None if r.url.startswith(allowed) else errors.append(f"request: {r.url}"))
+        try:
+            yield page
+        finally:
+            browser.close()

@@ -5,14 +5,11 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import require_fashion_mnist
+from conftest import chromium_page, require_fashion_mnist
 from PIL import Image
-
-CHROMIUM = "/usr/bin/chromium"
 
 
 @pytest.fixture(scope="module")
@@ -49,28 +46,13 @@ def test_the_seed_claim_holds_on_real_data(quick_report):
 
 
 def test_report_opens_in_headless_chromium_and_shows_every_image(quick_report, tmp_path):
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed; .ci/run should install it")
-        pytest.skip("Debian's chromium is not installed")
-    from playwright.sync_api import sync_playwright
-
     errors: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
-        page = browser.new_page(viewport={"width": 1200, "height": 900})
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-        page.on("request", lambda r: None if r.url.startswith(("file:", "data:"))
-                else errors.append(f"network request: {r.url}"))
+    with chromium_page(errors) as page:
         page.goto((quick_report / "report.html").as_uri())
         page.wait_for_load_state("load")
         images = page.evaluate("Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth])")
         headings = page.evaluate("Array.from(document.querySelectorAll('h2')).map(h => h.textContent)")
         page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
-        browser.close()
     assert not errors, errors
     assert len(images) >= 9 and all(complete and width > 0 for _, complete, width in images), images
     assert {"Metrics", "Generation from scratch", "The latent space", "Interpolation"} <= set(headings)

@@ -9,11 +9,11 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import schemathesis
+from conftest import chromium_page
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from PIL import Image
@@ -24,8 +24,6 @@ from vaekit.config import DataConfig, ModelConfig, TrainConfig
 from vaekit.data import load_dataset
 from vaekit.training import train
 from vaekit.web.app import Explorer, create_app, load_models
-
-CHROMIUM = "/usr/bin/chromium"
 
 
 @pytest.fixture(scope="module")
@@ -149,24 +147,12 @@ def server(runs):
 
 
 def test_page_in_headless_chromium(server, tmp_path):
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed; .ci/run should install it")
-        pytest.skip("Debian's chromium is not installed")
-    from playwright.sync_api import sync_playwright
-
     (tmp_path / "mine.png").write_bytes(png_bytes((np.random.default_rng(1).random((32, 32)) * 255).astype(np.uint8)))
     errors: list[str] = []
     pixels = "(sel) => { const i = document.querySelector(sel); const c = document.createElement('canvas');" \
              " c.width = i.naturalWidth; c.height = i.naturalHeight; c.getContext('2d').drawImage(i, 0, 0);" \
              " return c.toDataURL(); }"
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
-        page = browser.new_page(viewport={"width": 1200, "height": 900})
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    with chromium_page(errors, allowed=("data:", "blob:", server)) as page:
         page.goto(server + "/")
         page.wait_for_selector("body[data-ready='1']", timeout=30_000)
 
@@ -193,7 +179,6 @@ def test_page_in_headless_chromium(server, tmp_path):
         page.locator("#strip img").nth(5).click()
         page.wait_for_selector("#interp-rows .row[data-model='vae'] img")
         page.screenshot(path=str(tmp_path / "explorer.png"), full_page=True)
-        browser.close()
     assert not errors, errors
     shot = np.asarray(Image.open(tmp_path / "explorer.png").convert("L"))
     assert shot.shape[0] > 1200 and shot.std() > 20
