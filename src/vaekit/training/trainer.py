@@ -203,12 +203,12 @@ def _train(run: RunConfig, out: Path, info: distributed.Dist, device: torch.devi
         ddp_model = torch.compile(ddp_model)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.bf16 and device.type == "cuda")
     kl_warmup_steps = t.kl_warmup_epochs * steps_per_epoch
-    params = [p for p in model.parameters()]
+    params = list(model.parameters())
     bad_steps = 0
     if not quiet:
         say(f"{model.kind.upper()} ({model.config.arch}, latent {model.latent_dim}, "
-                   f"{sum(p.numel() for p in params):,} parameters) on {data.describe()}, device {device}"
-                   + (f", {info.world} processes" if info.world > 1 else ""))
+            f"{sum(p.numel() for p in params):,} parameters) on {data.describe()}, device {device}"
+            + (f", {info.world} processes" if info.world > 1 else ""))
 
     def checkpoint(is_best: bool, metrics: dict[str, Any] | None = None) -> None:
         if bad_steps:  # the current weights just gave a non-finite loss: not worth keeping
@@ -267,8 +267,8 @@ def _train(run: RunConfig, out: Path, info: distributed.Dist, device: torch.devi
             log.add(row)
         if not quiet:
             say(f"epoch {epoch + 1}/{t.epochs}: train loss {row['train_loss']:.2f}  val -ELBO "
-                       f"{val['nelbo']:.2f} nats (recon {val['recon']:.2f} + KL {val['kl']:.2f}, "
-                       f"{val['bpd']:.3f} bits/dim)  {seconds:.1f}s{'  *best' if is_best else ''}")
+                f"{val['nelbo']:.2f} nats (recon {val['recon']:.2f} + KL {val['kl']:.2f}, "
+                f"{val['bpd']:.3f} bits/dim)  {seconds:.1f}s{'  *best' if is_best else ''}")
         checkpoint(is_best, row)
     if progress["bad_epochs"] >= (t.patience or math.inf) and not quiet:
         say(f"early stop: no validation gain for {t.patience} epochs")
@@ -290,5 +290,5 @@ def finish(out: Path, run: RunConfig, data: Dataset, device: torch.device, info:
         write_json(out / "summary.json", summary)
         if not quiet:
             say(f"test -ELBO {test['nelbo']:.2f} nats/image ({test['bpd']:.3f} bits/dim); samples from "
-                       f"N(0, I) in {out / 'samples.png'}")
+                f"N(0, I) in {out / 'samples.png'}")
     return summary
