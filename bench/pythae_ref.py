@@ -1,0 +1,91 @@
+"""Pythae 0.1.2 reference, run inside its own virtual environment (bench/.venv-pythae) by bench/train_speed.py.
+
+    bench/.venv-pythae/bin/python bench/pythae_ref.py train OUT.json
+    bench/.venv-pythae/bin/python bench/pythae_ref.py nll WEIGHTS.npz IMAGES.npy K OUT.json
+
+`train`: one epoch of Pythae's TrainingPipeline on the 60,000 Fashion-MNIST training images with the
+pytorch/examples MLP (784-400-20) as custom encoder/decoder, reconstruction_loss="bce", batch 128, Adam 1e-3;
+writes the epoch's wall time and the process's peak RSS. `nll`: Pythae's `get_nll` with K samples on the
+given images, using weights exported from a vaekit model, so both estimators see the same network.
+"""
+
+import gzip
+import json
+import resource
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+from pythae.models import VAE, VAEConfig
+from pythae.models.base.base_utils import ModelOutput
+from pythae.models.nn import BaseDecoder, BaseEncoder
+from pythae.pipelines import TrainingPipeline
+from pythae.trainers import BaseTrainerConfig
+from torch import nn
+
+FASHION = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
+
+
+class Encoder(BaseEncoder):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.head = nn.Linear(784, 400), nn.Linear(400, 40)  # head: mu and log sigma^2, as vaekit's
+
+    def forward(self, x):
+        mu, logvar = self.head(torch.relu(self.fc1(x.reshape(-1, 784)))).chunk(2, dim=-1)
+        return ModelOutput(embedding=mu, log_covariance=logvar)
+
+
+class Decoder(BaseDecoder):
+    def __init__(self):
+        super().__init__()
+        self.fc3, self.fc4 = nn.Linear(20, 400), nn.Linear(400, 784)
+
+    def forward(self, z):
+        return ModelOutput(reconstruction=torch.sigmoid(self.fc4(torch.relu(self.fc3(z)))).reshape(-1, 1, 28, 28))
+
+
+def model() -> VAE:
+    return VAE(VAEConfig(input_dim=(1, 28, 28), latent_dim=20, reconstruction_loss="bce"), Encoder(), Decoder())
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def train(out: str) -> None:
+    raw = gzip.decompress(open(FASHION, "rb").read())
+    images = np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(-1, 1, 28, 28).astype(np.float32) / 255.0
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as folder:
+        config = BaseTrainerConfig(output_dir=folder, num_epochs=1, learning_rate=1e-3, per_device_train_batch_size=128,
+                                   optimizer_cls="Adam", no_cuda=True)
+        pipeline = TrainingPipeline(training_config=config, model=model())
+        start = time.perf_counter()
+        pipeline(train_data=images)
+        seconds = time.perf_counter() - start
+    json.dump({"epoch_seconds": seconds, "peak_rss_mb": peak_rss_mb()}, open(out, "w"))
+
+
+def nll(weights: str, images: str, k: str, out: str) -> None:
+    w = np.load(weights)
+    vae = model()
+    state = {"encoder.fc1.weight": w["encoder.1.weight"], "encoder.fc1.bias": w["encoder.1.bias"],
+             "encoder.head.weight": w["encoder.3.weight"], "encoder.head.bias": w["encoder.3.bias"],
+             "decoder.fc3.weight": w["decoder.0.weight"], "decoder.fc3.bias": w["decoder.0.bias"],
+             "decoder.fc4.weight": w["decoder.2.weight"], "decoder.fc4.bias": w["decoder.2.bias"]}
+    vae.load_state_dict({key: torch.from_numpy(value) for key, value in state.items()}, strict=False)
+    vae.eval()
+    x = torch.from_numpy(np.load(images))
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    with torch.no_grad():  # get_nll itself would record autograd graphs; spare it that
+        value = vae.get_nll(x, n_samples=int(k), batch_size=int(k))
+    seconds = time.perf_counter() - start
+    json.dump({"nll": float(value), "seconds": seconds}, open(out, "w"))
+
+
+if __name__ == "__main__":
+    {"train": train, "nll": nll}[sys.argv[1]](*sys.argv[2:])
