@@ -30,8 +30,8 @@ HELP = {
                   "reconstruction only)",
     "model.arch": "network family: mlp, conv, or auto (MLP for small grey images, conv otherwise)",
     "model.latent_dim": "size of z (0: 8 for 8x8 images, 20 up to 32x32 grey, else 64)",
-    "model.hidden": "MLP hidden widths, comma-separated, e.g. 400 or 512,256 (default from the image size)",
-    "model.channels": "conv channels per stride-2 layer, comma-separated, e.g. 32,64 (default from the size)",
+    "model.hidden": "MLP hidden widths, comma-separated, e.g. 400 or 512,256; auto: chosen from the image size",
+    "model.channels": "conv channels per stride-2 layer, comma-separated, e.g. 32,64; auto: from the image size",
     "model.likelihood": "decoder likelihood p(x|z): bernoulli (logits, for grey levels in [0, 1]) or gaussian",
     "model.gaussian_scale": "fixed sigma of the Gaussian decoder; 0 learns one shared sigma",
     "model.beta": "weight of the KL term (1: the VAE; other values: beta-VAE)",
@@ -434,6 +434,15 @@ def cmd_info(args: argparse.Namespace) -> int:
 # --- parser ---------------------------------------------------------------------------------------------
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except where there is none to show (None, off switches) or the help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False or "(default" in (action.help or ""):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vaekit", description="Train, evaluate and compare Variational AutoEncoders and plain AutoEncoders.",
@@ -446,7 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, fn: Callable[[argparse.Namespace], int], help: str, description: str,
                 parents: Sequence[argparse.ArgumentParser] = ()) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=description, parents=list(parents),
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                           formatter_class=HelpFormatter)
         p.set_defaults(fn=fn)
         return p
 
