@@ -164,7 +164,9 @@ def train(run: RunConfig | None, out: str | Path, *, resume: bool = False, epoch
         if not resume and info.is_main:
             prepare_run_dir(out, overwrite)
         info.barrier()
-        return _train(run, out, info, device, resume, quiet or not info.is_main, dataset)
+        summary = _train(run, out, info, device, resume, quiet or not info.is_main, dataset)
+        info.barrier()  # every rank done before any tears down: gloo aborts a rank that leaves first
+        return summary
     finally:
         distributed.teardown()
 
