@@ -302,11 +302,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def dataset_for(model, args: argparse.Namespace):
     """The data set a command works on: the checkpoint's own, or --data (same loading settings)."""
-    from vaekit.config import from_dict
+    from vaekit.config import trained_data_config
     from vaekit.data import load_dataset
 
-    stored = model.meta.get("data") or {}
-    config = from_dict(DataConfig, stored, "checkpoint data config") if stored else DataConfig()
+    config = trained_data_config(model.meta)
     if args.data:
         config = dataclasses.replace(config, name=args.data)
     data = load_dataset(config)

@@ -133,6 +133,12 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
     return cls(**kwargs)
 
 
+def trained_data_config(meta: dict[str, Any]) -> DataConfig:
+    """The DataConfig a checkpoint was trained with (its `data` entry), or the defaults if it has none."""
+    stored = meta.get("data") or {}
+    return from_dict(DataConfig, stored, "checkpoint data config") if stored else DataConfig()
+
+
 def to_dict(config: Any) -> dict[str, Any]:
     """A JSON-ready dict (tuples become lists)."""
     return json.loads(json.dumps(dataclasses.asdict(config)))

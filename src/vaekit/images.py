@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
@@ -31,22 +32,38 @@ def grid(images: Tensor, nrow: int | None = None, pad: int = 2) -> np.ndarray:
     return canvas
 
 
-def save_png(array: np.ndarray, path: str | Path, scale: int = 1) -> Path:
-    """Save (H, W, C) uint8 as PNG; written to a temporary name and renamed, so no half-written file."""
+def to_image(array: np.ndarray, scale: int = 1):
+    """(H, W, C) uint8 -> a grey or RGB PIL image, enlarged `scale` times by nearest neighbour (pixels stay crisp)."""
     from PIL import Image
 
     img = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
+    return img
+
+
+def scale_for(images: Tensor, height: int) -> int:
+    """The whole-number enlargement that brings small images (8x8, 28x28) to about `height` pixels."""
+    return max(1, height // images.shape[-2])
+
+
+def png_bytes(images: Tensor, nrow: int | None = None, pad: int = 2, height: int = 64) -> bytes:
+    """Images as the bytes of one PNG: a grid, enlarged to about `height` pixels per image."""
+    buf = io.BytesIO()
+    to_image(grid(images, nrow, pad), scale_for(images, height)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def save_png(array: np.ndarray, path: str | Path, scale: int = 1) -> Path:
+    """Save (H, W, C) uint8 as PNG; written to a temporary name and renamed, so no half-written file."""
     with atomic_write(path) as tmp:
-        img.save(tmp, format="PNG")
+        to_image(array, scale).save(tmp, format="PNG")
     return Path(path)
 
 
 def save_grid(images: Tensor, path: str | Path, nrow: int | None = None) -> Path:
     """A PNG grid of images, enlarged so that small (8x8, 28x28) images are visible."""
-    h = images.shape[-2]
-    return save_png(grid(images, nrow), path, scale=max(1, 64 // h) if h < 64 else 1)
+    return save_png(grid(images, nrow), path, scale=scale_for(images, 64))
 
 
 def save_files(images: Tensor, folder: str | Path, start: int = 0) -> None:

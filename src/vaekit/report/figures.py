@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vaekit.images import grid
+from vaekit.images import png_bytes
 
 COLOURS = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974",
            "#64b5cd"]
@@ -25,24 +25,15 @@ def _plt():
     return plt
 
 
-def png_bytes(fig) -> bytes:
+def figure_png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     _plt().close(fig)
     return buf.getvalue()
 
 
-def image_grid_png(images: Tensor, nrow: int, scale: int | None = None) -> bytes:
-    from PIL import Image
-
-    array = grid(images, nrow)
-    h = images.shape[-2]
-    scale = scale or (max(1, 56 // h) if h < 56 else 1)
-    img = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
-    img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
+def image_grid_png(images: Tensor, nrow: int) -> bytes:
+    return png_bytes(images, nrow, height=56)
 
 
 @dataclass
@@ -82,7 +73,7 @@ def latent_maps(codes: dict[str, Tensor], labels: Tensor | None, classes: list[s
     if labels is not None and classes:
         handles = [plt.Line2D([], [], marker="o", ls="", color=COLOURS[i % 10], label=c) for i, c in enumerate(classes)]
         fig.legend(handles=handles, loc="lower center", ncol=min(10, len(classes)), fontsize=8, frameon=False)
-    return png_bytes(fig)
+    return figure_png(fig)
 
 
 def code_histograms(codes: dict[str, Tensor], dims: int = 8) -> bytes:
@@ -100,7 +91,7 @@ def code_histograms(codes: dict[str, Tensor], dims: int = 8) -> bytes:
             ax.set_title(f"{name} z{d + 1}", fontsize=8)
             ax.tick_params(labelsize=7)
     fig.tight_layout()
-    return png_bytes(fig)
+    return figure_png(fig)
 
 
 def training_curves(histories: dict[str, list[dict]]) -> bytes:
@@ -120,7 +111,7 @@ def training_curves(histories: dict[str, list[dict]]) -> bytes:
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    return png_bytes(fig)
+    return figure_png(fig)
 
 
 def interpolate(z0: Tensor, z1: Tensor, steps: int) -> Tensor:

@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 from vaekit.data import Batches, Dataset
 from vaekit.errors import VaekitError
 from vaekit.evaluation.evaluate import embed_all, fit_gmm, gmm_codes
-from vaekit.images import grid, to_uint8
+from vaekit.images import png_bytes
 from vaekit.models import AE, VAE
 from vaekit.report.figures import Projection, interpolate
 
@@ -62,18 +62,9 @@ class Explorer:
         return cls(models, data, x, labels, maps, gmms, threading.Lock())
 
 
-def png_b64(images: torch.Tensor, nrow: int | None = None) -> str:
-    from PIL import Image
-
-    array = grid(images, nrow=nrow or len(images), pad=0) if len(images) > 1 else to_uint8(images)[0]
-    img = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
-    h = images.shape[-2]
-    if h < 96:
-        scale = max(1, 96 // h)
-        img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode()
+def png_b64(images: torch.Tensor) -> str:
+    """Images side by side, no border, about 96 pixels tall, as base64 PNG for JSON."""
+    return base64.b64encode(png_bytes(images, nrow=len(images), pad=0, height=96)).decode()
 
 
 class SampleRequest(BaseModel):
@@ -247,13 +238,12 @@ def load_models(paths: list[str]) -> dict[str, AE]:
 def serve(paths: list[str], host: str = "127.0.0.1", port: int = 8000, quiet: bool = False) -> None:
     import uvicorn
 
-    from vaekit.config import DataConfig, from_dict
+    from vaekit.config import trained_data_config
     from vaekit.data import load_dataset
 
     models = load_models(paths)
     first = next(iter(models.values()))
-    stored = first.meta.get("data") or {}
-    data = load_dataset(from_dict(DataConfig, stored, "checkpoint data config") if stored else DataConfig())
+    data = load_dataset(trained_data_config(first.meta))
     torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
     app = create_app(Explorer.build(models, data))
     if not quiet:
