@@ -1,16 +1,24 @@
-"""Training and evaluation speed: vaekit against the plain PyTorch loop and Pythae 0.1.2, interleaved.
+"""Training and evaluation speed: vaekit against the plain PyTorch loop and Pythae 0.1.2.
 
-    python bench/train_speed.py [--rounds 3] [--out bench/RESULTS.md]
+    python bench/train_speed.py [--rounds 5] [--archs mlp conv] [--out bench/RESULTS.md]
 
-Pythae runs in its own virtual environment, made on first use (bench/.venv-pythae: torch==2.13.0 and
-pythae==0.1.2 from PyPI), through bench/pythae_ref.py.
+Every measurement runs in a fresh process of its own (`--worker ...`), so no contender inherits another's heap,
+thread pool or compiled code. A round runs every contender once, one after another, in an order that rotates from
+round to round; ratios are taken within a round (absolute times on these machines drift by 25% from minute to
+minute, ratios far less) and the report gives their median, min and max over the rounds.
 
-Same network (the pytorch/examples MLP 784-400-20), data (Fashion-MNIST, the 60,000 training images),
-batch 128 and Adam 1e-3. "plain" is the hand-written loop of pytorch/examples (float images in memory,
-sigmoid + BCE summed, default Adam, loss.item() per step); "vaekit" is `vaekit.training.train` itself, whose
-epoch time is the one it writes to metrics.jsonl (the loop alone, not validation or checkpoints). The
-float32 GEMM rate of this machine is measured in the same run, so the report states the fraction of it
-that each loop reaches.
+Contenders, with the same network, data (Fashion-MNIST, the 60,000 training images), batch 128 and Adam 1e-3:
+  plain    the hand-written loop of pytorch/examples vae/main.py (float images in memory, sigmoid + BCE summed,
+           default Adam, loss.item() per step); for `conv`, the same loop around vaekit's conv net written by hand
+  vaekit   `vaekit.training.train` itself; its epoch time is the one it logs (the loop, not validation)
+  compile  the same with `compile=True`: the second epoch's time, and what the first spent compiling
+  pythae   Pythae's TrainingPipeline (MLP only), in its own virtual environment made on first use
+           (bench/.venv-pythae: torch==2.13.0 and pythae==0.1.2 from PyPI), through bench/pythae_ref.py
+  gemm     this machine's float32 GEMM rate (1024^3), so the report states the fraction of it each loop reaches
+The FLOPs of a step are counted by torch.utils.flop_counter on vaekit's own forward and backward.
+
+Importance-sampled NLL: one vaekit model trained here, its weights loaded into Pythae's VAE, and both estimators
+timed on the same test images with K samples each, again in fresh processes, interleaved.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -33,17 +42,19 @@ from torch import nn
 
 from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaekit.data import Batches, Dataset, load_dataset
-from vaekit.evaluation import importance_sampled_nll
-from vaekit.models import VAE
-from vaekit.training import train
+from vaekit.data.sets import TensorImages
 
 HERE = Path(__file__).resolve().parent
 VENV = HERE / ".venv-pythae"
 PYTHAE = [str(VENV / "bin" / "python"), str(HERE / "pythae_ref.py")]
-BATCH, LATENT, HIDDEN, PIXELS = 128, 20, 400, 784
+BATCH = 128
+ARCHS = ("mlp", "conv")
 
 
-class PlainVAE(nn.Module):
+# --- the plain references ---------------------------------------------------------------------------------
+
+
+class PlainMLP(nn.Module):
     """pytorch/examples vae/main.py, as written there."""
 
     def __init__(self):
@@ -55,12 +66,29 @@ class PlainVAE(nn.Module):
         h1 = F.relu(self.fc1(x.view(-1, 784)))
         mu, logvar = self.fc21(h1), self.fc22(h1)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-        return torch.sigmoid(self.fc4(F.relu(self.fc3(z)))), mu, logvar
+        return torch.sigmoid(self.fc4(F.relu(self.fc3(z)))).view(-1, 1, 28, 28), mu, logvar
 
 
-def plain_epoch(images: torch.Tensor, seed: int) -> float:
+class PlainConv(nn.Module):
+    """vaekit's default conv net for 28x28 (two 4x4 stride-2 convolutions, 32 and 64 channels), by hand."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(1, 32, 4, 2, 1), nn.Conv2d(32, 64, 4, 2, 1)
+        self.fc_enc, self.fc_dec = nn.Linear(64 * 7 * 7, 40), nn.Linear(20, 64 * 7 * 7)
+        self.deconv1, self.deconv2 = nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.ConvTranspose2d(32, 1, 4, 2, 1)
+
+    def forward(self, x):
+        h = F.relu(self.conv2(F.relu(self.conv1(x))))
+        mu, logvar = self.fc_enc(h.flatten(1)).chunk(2, dim=1)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        h = F.relu(self.fc_dec(z)).view(-1, 64, 7, 7)
+        return torch.sigmoid(self.deconv2(F.relu(self.deconv1(h)))), mu, logvar
+
+
+def plain_epoch(arch: str, images: torch.Tensor, seed: int) -> float:
     torch.manual_seed(seed)
-    model = PlainVAE()
+    model = {"mlp": PlainMLP, "conv": PlainConv}[arch]()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     perm = torch.randperm(len(images))
     start = time.perf_counter()
@@ -69,7 +97,7 @@ def plain_epoch(images: torch.Tensor, seed: int) -> float:
         x = images[perm[i:i + BATCH]]
         optimizer.zero_grad()
         recon, mu, logvar = model(x)
-        bce = F.binary_cross_entropy(recon, x.view(-1, 784), reduction="sum")
+        bce = F.binary_cross_entropy(recon, x, reduction="sum")
         kld = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
         loss = bce + kld
         loss.backward()
@@ -78,40 +106,106 @@ def plain_epoch(images: torch.Tensor, seed: int) -> float:
     return time.perf_counter() - start
 
 
-def vaekit_run(seed: int, epochs: int = 1, compile: bool = False) -> RunConfig:
-    return RunConfig(model=ModelConfig(kind="vae", arch="mlp", hidden=(HIDDEN,), latent_dim=LATENT),
-                     data=DataConfig(name="fashion-mnist"),
+# --- vaekit ------------------------------------------------------------------------------------------------
+
+
+def vaekit_run(arch: str, seed: int = 0, epochs: int = 1, compile: bool = False) -> RunConfig:
+    model = ModelConfig(kind="vae", arch="mlp", hidden=(400,), latent_dim=20) if arch == "mlp" else \
+        ModelConfig(kind="vae", arch="conv", latent_dim=20)
+    return RunConfig(model=model, data=DataConfig(name="fashion-mnist"),
                      train=TrainConfig(epochs=epochs, batch_size=BATCH, lr=1e-3, seed=seed, samples=1, compile=compile))
 
 
-def vaekit_epochs(data: Dataset, seed: int, epochs: int = 1, compile: bool = False,
-                  keep: Path | None = None) -> list[float]:
-    """Seconds of each epoch's loop, as `vaekit.training.train` measures and logs them."""
-    torch._dynamo.reset()  # compile afresh each time: no code cached from an earlier round
-    with tempfile.TemporaryDirectory() as out:
-        run_dir = keep or Path(out) / "run"
-        train(vaekit_run(seed, epochs, compile), run_dir, quiet=True, dataset=data)
-        rows = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return [json.loads(r)["seconds"] for r in rows]
+def full_training_set() -> Dataset:
+    """All 60,000 Fashion-MNIST training images as the training split, as the references use them."""
+    fm = load_dataset(DataConfig(name="fashion-mnist"))
+    full = TensorImages(torch.cat([fm.train.images, fm.val.images]), torch.cat([fm.train.labels, fm.val.labels]))
+    return Dataset(fm.spec, full, fm.val, fm.test, fm.classes)
 
 
-PEAK_RSS = """
-import json, resource, sys, tempfile
-from pathlib import Path
-sys.path.insert(0, {here!r})
-from train_speed import full_training_set, vaekit_run
-from vaekit.training import train
-with tempfile.TemporaryDirectory() as out:
-    train(vaekit_run(0), Path(out) / "run", quiet=True, dataset=full_training_set())
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-"""
+def step_gflop(arch: str) -> float:
+    """Matmul and convolution FLOPs of one vaekit training step (forward and backward), as PyTorch counts them."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from vaekit.models import build_model
+
+    run = vaekit_run(arch)
+    run.model.image_shape = (1, 28, 28)
+    model = build_model(run.model)
+    with FlopCounterMode(display=False) as counter:
+        model(torch.rand(BATCH, 1, 28, 28)).objective.backward()
+    return counter.get_total_flops() / 1e9
 
 
-def vaekit_peak_rss_mb() -> float:
-    """Peak RSS of a fresh process that loads the data and trains one epoch (what a user's run costs)."""
-    out = subprocess.run([sys.executable, "-c", PEAK_RSS.format(here=str(HERE))], capture_output=True, text=True,
-                         check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def gemm_gflops(n: int = 1024, repeats: int = 30) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(5):
+        a @ b
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+# --- workers: one measurement each, in a fresh process --------------------------------------------------------
+
+
+def work(name: str, arch: str, seed: int, extra: list[str]) -> dict:
+    if name == "gemm":
+        return {"gflops": gemm_gflops()}
+    if name == "plain":
+        images = full_training_set().train.images.float().div(255)
+        return {"seconds": plain_epoch(arch, images, seed), "rss_mb": peak_rss_mb()}
+    if name in ("vaekit", "compile"):
+        from vaekit.training import train
+
+        compile = name == "compile"
+        with tempfile.TemporaryDirectory() as out:
+            train(vaekit_run(arch, seed, epochs=2 if compile else 1, compile=compile), Path(out) / "run", quiet=True,
+                  dataset=full_training_set())
+            seconds = [json.loads(r)["seconds"] for r in (Path(out) / "run" / "metrics.jsonl").read_text().splitlines()]
+        result = {"seconds": seconds[-1], "rss_mb": peak_rss_mb()}
+        if compile:
+            result["compile_seconds"] = seconds[0] - seconds[1]  # what the first epoch spent compiling
+        return result
+    if name == "nll-model":  # train the model both estimators score, and export it for Pythae
+        from vaekit.models import VAE
+        from vaekit.training import train
+
+        folder = Path(extra[0])
+        train(vaekit_run("mlp", seed, epochs=3), folder / "run", quiet=True, dataset=full_training_set())
+        model = VAE.from_pretrained(folder / "run")
+        np.savez(folder / "w.npz", **{k: v.numpy() for k, v in model.state_dict().items()})
+        test = load_dataset(DataConfig(name="fashion-mnist")).test
+        x = next(iter(Batches(test.subset(torch.arange(int(extra[1]))), int(extra[1]))))
+        np.save(folder / "x.npy", x.numpy())
+        return {}
+    if name == "nll":
+        from vaekit.evaluation import importance_sampled_nll
+        from vaekit.models import VAE
+
+        folder, k = Path(extra[0]), int(extra[1])
+        model = VAE.from_pretrained(folder / "run").eval()
+        x = torch.from_numpy(np.load(folder / "x.npy"))
+        torch.manual_seed(seed)
+        start = time.perf_counter()
+        value = importance_sampled_nll(model, x, k=k).mean().item()
+        return {"seconds": time.perf_counter() - start, "nll": value}
+    raise SystemExit(f"unknown worker {name}")
+
+
+def run_worker(name: str, arch: str = "mlp", seed: int = 0, *extra: str) -> dict:
+    cmd = [sys.executable, __file__, "--worker", name, "--arch", arch, "--seed", str(seed), *extra]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"worker {name} {arch} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def ensure_pythae() -> None:
@@ -125,132 +219,147 @@ def ensure_pythae() -> None:
 def pythae(*args: str) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "out.json"
-        subprocess.run(PYTHAE + [*args, str(out)], check=True, capture_output=True)
+        done = subprocess.run(PYTHAE + [*args, str(out)], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"pythae {args[0]} failed:\n{done.stderr[-3000:]}")
         return json.loads(out.read_text())
 
 
-def full_training_set() -> Dataset:
-    """All 60,000 Fashion-MNIST training images as the training split, as the references use them."""
-    fm = load_dataset(DataConfig(name="fashion-mnist"))
-    full = fm.train.__class__(torch.cat([fm.train.images, fm.val.images]), torch.cat([fm.train.labels, fm.val.labels]))
-    return Dataset(fm.spec, full, fm.val, fm.test, fm.classes)
+# --- the report ----------------------------------------------------------------------------------------------
 
 
-def gemm_gflops(n: int = 1024, repeats: int = 20) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    for _ in range(3):
-        a @ b
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - start)
-    return 2 * n**3 / statistics.median(times) / 1e9
+def stats(values: list[float], digits: int = 2) -> str:
+    """median (min-max) of the rounds"""
+    return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
 
 
-def step_gflop() -> float:
-    """FLOPs of one training step: forward GEMMs, and twice that backward (input and weight gradients),
-    less the input gradient of the first layer, which nothing needs."""
-    forward = 2 * BATCH * (PIXELS * HIDDEN + HIDDEN * 2 * LATENT + LATENT * HIDDEN + HIDDEN * PIXELS)
-    return (3 * forward - 2 * BATCH * PIXELS * HIDDEN) / 1e9
+def rotate(items: list, r: int) -> list:
+    return items[r % len(items):] + items[:r % len(items)]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--archs", nargs="+", choices=ARCHS, default=list(ARCHS))
     parser.add_argument("--k", type=int, default=1000, help="importance samples for the NLL comparison")
     parser.add_argument("--nll-images", type=int, default=1000)
+    parser.add_argument("--nll-rounds", type=int, default=3)
     parser.add_argument("--out", default=str(HERE / "RESULTS.md"))
-    args = parser.parse_args()
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--arch", default="mlp", help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    args, extra = parser.parse_known_args()
+    if args.worker:
+        print(json.dumps(work(args.worker, args.arch, args.seed, extra)))
+        return
     ensure_pythae()
+    started = time.strftime("%Y-%m-%d %H:%M")
 
-    data = full_training_set()
-    floats = data.train.images.float().div(255).view(-1, PIXELS)
-    steps = -(-len(data.train) // BATCH)
-    times: dict[str, list[float]] = {k: [] for k in ("plain", "vaekit", "vaekit --compile", "pythae", "gemm",
-                                                       "compile", "rss vaekit", "rss pythae")}
-    for r in range(args.rounds):  # interleaved: drift of the machine hits all alike
-        times["gemm"].append(gemm_gflops())
-        times["plain"].append(plain_epoch(floats, seed=r))
-        times["vaekit"].append(vaekit_epochs(data, seed=r)[0])
-        first, second = vaekit_epochs(data, seed=r, epochs=2, compile=True)
-        times["vaekit --compile"].append(second)  # epoch 2: compiled code, no compiling
-        times["compile"].append(first - second)  # what the first epoch spent compiling
-        ref = pythae("train")
-        times["pythae"].append(ref["epoch_seconds"])
-        times["rss pythae"].append(ref["peak_rss_mb"])
-        times["rss vaekit"].append(vaekit_peak_rss_mb())
-        print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in times.items()), flush=True)
+    # Training: every contender once per round, in a rotating order.
+    contenders = [("gemm", "-")] + [(name, arch) for arch in args.archs for name in ("plain", "vaekit", "compile")]
+    if "mlp" in args.archs:
+        contenders.append(("pythae", "mlp"))
+    rounds: list[dict[tuple[str, str], dict]] = []
+    for r in range(args.rounds):
+        results = {}
+        for name, arch in rotate(contenders, r):
+            results[name, arch] = pythae("train") if name == "pythae" else run_worker(name, arch, r)
+        rounds.append(results)
+        print(f"round {r + 1}: " + ", ".join(f"{n} {a} {v.get('seconds', v.get('gflops', 0)):.2f}"
+                                             for (n, a), v in results.items()), flush=True)
 
-    # Importance-sampled NLL: the same trained weights through vaekit's batched estimator and Pythae's get_nll.
-    nll: dict[str, list[float]] = {"vaekit s": [], "pythae s": [], "vaekit nll": [], "pythae nll": []}
+    # Importance-sampled NLL: one trained model, scored by both estimators.
+    nll: dict[str, list[dict]] = {"vaekit": [], "pythae no_grad": [], "pythae grad": []}
     with tempfile.TemporaryDirectory() as folder:
-        folder = Path(folder)
-        vaekit_epochs(data, seed=0, keep=folder / "run")
-        model = VAE.from_pretrained(folder / "run").eval()
-        np.savez(folder / "w.npz", **{k: v.numpy() for k, v in model.state_dict().items()})
-        x = next(iter(Batches(data.test.subset(torch.arange(args.nll_images)), args.nll_images)))
-        np.save(folder / "x.npy", x.numpy())
-        for r in range(args.rounds):
-            torch.manual_seed(r)
-            start = time.perf_counter()
-            value = importance_sampled_nll(model, x, k=args.k).mean().item()
-            nll["vaekit s"].append(time.perf_counter() - start)
-            nll["vaekit nll"].append(value)
-            ref = pythae("nll", str(folder / "w.npz"), str(folder / "x.npy"), str(args.k))
-            nll["pythae s"].append(ref["seconds"])
-            nll["pythae nll"].append(-ref["nll"])  # get_nll returns the mean log-likelihood
-            print(f"NLL round {r + 1}: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in nll.items()), flush=True)
+        run_worker("nll-model", "mlp", 0, folder, str(args.nll_images))
+        for r in range(args.nll_rounds):
+            for name in rotate(list(nll), r):
+                if name == "vaekit":
+                    nll[name].append(run_worker("nll", "mlp", r, folder, str(args.k)))
+                else:
+                    nll[name].append(pythae("nll", f"{folder}/w.npz", f"{folder}/x.npy", str(args.k), name.split()[1]))
+            print(f"NLL round {r + 1}: " + ", ".join(f"{n} {v[-1]['seconds']:.2f} s {v[-1]['nll']:.3f}"
+                                                     for n, v in nll.items()), flush=True)
 
-    med = {k: statistics.median(v) for k, v in {**times, **nll}.items() if v}
-    peak = med["gemm"]
-    epoch_gflop = steps * step_gflop()
+    Path(args.out).write_text(report(args, rounds, nll, started))
+    print(Path(args.out).read_text())
 
-    def row(name: str) -> str:
-        t = times[name]
-        return (f"| {name} | {med[name]:.2f} | {min(t):.2f} | {max(t):.2f} | {med[name] / med['plain']:.2f} "
-                f"| {med[name] / med['pythae']:.2f} | {epoch_gflop / med[name] / peak:.2f} |")
 
+def report(args: argparse.Namespace, rounds: list[dict], nll: dict[str, list[dict]], started: str) -> str:
+    def series(name: str, arch: str, key: str = "seconds") -> list[float]:
+        return [r[name, arch][key] for r in rounds]
+
+    gemm = series("gemm", "-", "gflops")
     lines = [
         "# vaekit speed against plain PyTorch and Pythae 0.1.2",
         "",
-        f"Command: `python bench/train_speed.py --rounds {args.rounds}` ({time.strftime('%Y-%m-%d')}); every "
-        "number is a median over rounds run interleaved in one session (min and max beside it).",
+        f"Command: `python bench/train_speed.py --rounds {args.rounds} --archs {' '.join(args.archs)}` (started "
+        f"{started}). Every contender ran in a fresh process of its own; each round ran all of them once, in an order "
+        "rotating from round to round. Cells: median (min-max) over the rounds; ratios are taken within each round.",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads), Python {platform.python_version()}.",
-        f"Network 784-400-20 VAE, Fashion-MNIST 60,000 training images, batch {BATCH}, Adam 1e-3; {steps} steps "
-        f"of {step_gflop():.3f} GFLOP = {epoch_gflop:.0f} GFLOP per epoch. Float32 GEMM (1024^3) in the same "
-        f"run: {peak:.0f} GFLOP/s, so the GEMM-only floor is {epoch_gflop / peak:.2f} s per epoch.",
+        f"({torch.get_num_threads()} threads), Python {platform.python_version()}. Float32 GEMM (1024^3) in the "
+        f"same rounds: {stats(gemm, 0)} GFLOP/s. No GPU was lent to this run.",
         "",
-        "## Training: one epoch",
-        "",
-        "| loop | seconds | min | max | / plain | / Pythae | fraction of GEMM peak |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-        row("plain"), row("vaekit"), row("vaekit --compile"), row("pythae"),
-        "",
-        "plain: the pytorch/examples loop (bench/train_speed.py). vaekit: `vaekit.training.train`, the loop's own "
-        "time from metrics.jsonl. Pythae: `TrainingPipeline` for one epoch, wall time of the call "
-        "(bench/pythae_ref.py). `--compile` times the second epoch; the first spent this much longer compiling: "
-        + ", ".join(f"{c:.1f} s" for c in times["compile"]) + " (Inductor's disk cache helps later rounds).",
-        "",
-        f"Peak RSS of a process that loads the data and trains one epoch: vaekit {med['rss vaekit']:.0f} MB, "
-        f"Pythae {med['rss pythae']:.0f} MB (ratio {med['rss vaekit'] / med['rss pythae']:.2f}).",
-        "",
-        f"## Importance-sampled NLL: K = {args.k}, {args.nll_images} test images, the same weights",
-        "",
-        "| estimator | seconds | -log p(x), nats |",
-        "| --- | --- | --- |",
-        f"| vaekit `importance_sampled_nll` (batched over images x samples) | {med['vaekit s']:.2f} | "
-        f"{med['vaekit nll']:.3f} |",
-        f"| Pythae `get_nll` (a loop over images) | {med['pythae s']:.2f} | {med['pythae nll']:.3f} |",
-        "",
-        f"vaekit is {med['pythae s'] / med['vaekit s']:.1f}x faster; the estimates differ by "
-        f"{abs(med['vaekit nll'] - med['pythae nll']):.3f} nats.",
-        "",
+        f"Data: Fashion-MNIST, 60,000 training images, batch {BATCH} ({-(-60000 // BATCH)} steps per epoch), "
+        "Adam 1e-3.",
     ]
-    Path(args.out).write_text("\n".join(lines))
-    print("\n".join(lines))
+    for arch in args.archs:
+        gflop = step_gflop(arch)
+        epoch_gflop = gflop * -(-60000 // BATCH)
+        names = ["plain", "vaekit", "compile"] + (["pythae"] if arch == "mlp" else [])
+        title = {"mlp": "the pytorch/examples MLP 784-400-20", "conv": "vaekit's default conv net for 28x28 "
+                 "(Conv 32, Conv 64, 4x4 stride 2; mirrored by transposed convolutions)"}[arch]
+        lines += [
+            "",
+            f"## Training one epoch: {title}",
+            "",
+            f"One step: {gflop:.3f} GFLOP of matmuls and convolutions (forward and backward), {epoch_gflop:.0f} GFLOP "
+            f"per epoch; at the GEMM rate of each round that is a floor of {stats([epoch_gflop / g for g in gemm])} "
+            "s per epoch.",
+            "",
+            "| loop | seconds | / plain | / Pythae | fraction of GEMM peak | peak RSS, MB |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for name in names:
+            t = series(name, arch)
+            vs_plain = stats([a / b for a, b in zip(t, series("plain", arch))])
+            vs_pythae = stats([a / b for a, b in zip(t, series("pythae", arch))]) if arch == "mlp" else "-"
+            fraction = stats([epoch_gflop / s / g for s, g in zip(t, gemm)])
+            rss = stats(series(name, arch, "rss_mb"), 0) if name != "compile" else "-"
+            label = {"compile": "vaekit `compile=True` (epoch 2)"}.get(name, name)
+            lines.append(f"| {label} | {stats(t)} | {vs_plain} | {vs_pythae} | {fraction} | {rss} |")
+        compile_s = series("compile", arch, "compile_seconds")
+        lines += ["", f"`compile=True` spent {stats(compile_s, 1)} s compiling in its first epoch (Inductor's disk "
+                  "cache, warm after the first round, included)."]
+        if arch == "mlp":
+            rss = stats([a / b for a, b in zip(series("vaekit", arch, "rss_mb"), series("pythae", arch, "rss_mb"))])
+            pipeline = stats(series("pythae", arch, "pipeline_seconds"))
+            lines += [f"Peak RSS, vaekit / Pythae: {rss} (each a process that loads the data and trains one epoch). "
+                      f"Pythae's whole pipeline call took {pipeline} s; the table times its epoch loop "
+                      "(BaseTrainer.train_step), as vaekit's epoch time covers its loop."]
+
+    vk = [v["seconds"] for v in nll["vaekit"]]
+    lines += [
+        "",
+        f"## Importance-sampled NLL: K = {args.k}, {args.nll_images} Fashion-MNIST test images, the same weights",
+        "",
+        "The MLP VAE trained 3 epochs by vaekit; its weights loaded into Pythae's VAE. "
+        f"{args.nll_rounds} rounds, fresh processes.",
+        "",
+        "| estimator | seconds | vaekit faster by | -log p(x), nats |",
+        "| --- | --- | --- | --- |",
+        f"| vaekit `importance_sampled_nll` | {stats(vk)} | 1.00 | {stats([v['nll'] for v in nll['vaekit']], 3)} |",
+    ]
+    for name, label in (("pythae no_grad", "Pythae `get_nll` inside torch.no_grad()"),
+                        ("pythae grad", "Pythae `get_nll` as documented (autograd on)")):
+        t = [v["seconds"] for v in nll[name]]
+        lines.append(f"| {label} | {stats(t)} | {stats([p / v for p, v in zip(t, vk)])} | "
+                     f"{stats([v['nll'] for v in nll[name]], 3)} |")
+    gap = abs(statistics.median(v["nll"] for v in nll["vaekit"]) -
+              statistics.median(v["nll"] for v in nll["pythae no_grad"]))
+    lines += ["", f"The two estimates (medians) differ by {gap:.3f} nats.", ""]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
