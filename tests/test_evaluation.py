@@ -88,7 +88,7 @@ def test_importance_sampled_nll_is_independent_of_chunking(trained_digits_vae):
     model, data = trained_digits_vae
     x = next(iter(Batches(data.test, 20)))
     torch.manual_seed(3)
-    big = importance_sampled_nll(model, x, k=64, chunk=10_000)
+    big = importance_sampled_nll(model, x, k=64, rows=10_000)
     torch.manual_seed(3)
-    small = importance_sampled_nll(model, x, k=64, chunk=20 * 8)  # 8 samples per decode
+    small = importance_sampled_nll(model, x, k=64, rows=20 * 8)  # 8 samples per decode
     torch.testing.assert_close(big, small, rtol=1e-5, atol=1e-4)

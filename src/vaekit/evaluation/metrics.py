@@ -18,16 +18,19 @@ from vaekit.models.posterior import standard_normal_log_prob
 
 
 @torch.no_grad()
-def importance_sampled_nll(model: VAE, x: Tensor, k: int = 1000, chunk: int = 50_000) -> Tensor:
+def importance_sampled_nll(model: VAE, x: Tensor, k: int = 1000, rows: int | None = None) -> Tensor:
     """-log p(x) per image from K samples of q(z|x): -logmeanexp_k [log p(x|z_k) + log p(z_k) - log q(z_k|x)].
 
-    Batched over images and samples (decodes `chunk` images at a time), no Python loop per image."""
-    q = model.encode(x)
+    Batched over images and samples, no Python loop per image: each decode takes about `rows` codes
+    (n samples for every image). On a CPU 4096 rows keep the decoder's output in cache, twice as fast as
+    50,000 (bench/RESULTS.md); other devices default to 50,000."""
+    rows = rows or (4096 if x.device.type == "cpu" else 50_000)
+    q = model.encode(x)  # once per image, not once per sample
     b = len(x)
-    per_chunk = max(1, chunk // b)
+    per_decode = max(1, rows // b)
     log_w = []
-    for start in range(0, k, per_chunk):
-        n = min(per_chunk, k - start)
+    for start in range(0, k, per_decode):
+        n = min(per_decode, k - start)
         z = q.sample(n)  # (n, B, D)
         logits = model.decode(z.reshape(n * b, -1)).reshape(n, b, *x.shape[1:])
         log_px_z = -model.likelihood.nll(x.unsqueeze(0), logits)  # (n, B)
