@@ -59,7 +59,7 @@ class Batches:
         if isinstance(self.images, TensorImages):
             images = self.images.images
             for idx in batches:
-                yield images[idx.to(images.device)]
+                yield images.index_select(0, idx.to(images.device))
         else:
             assert isinstance(self.images, FileImages)
             loader = torch.utils.data.DataLoader(self.images, batch_sampler=[b.tolist() for b in batches],
@@ -68,7 +68,7 @@ class Batches:
                 yield raw.to(self.device, non_blocking=True)
 
     def to_float(self, raw: Tensor) -> Tensor:
-        x = raw.float().div_(255.0)
+        x = torch.div(raw, 255.0)  # uint8 -> float32 in one pass
         if self.binarize:  # dynamic binarization: a fresh binary image each time x is drawn
             x = torch.bernoulli(x)
         return x

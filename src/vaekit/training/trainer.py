@@ -223,7 +223,8 @@ def _train(run: RunConfig, out: Path, info: distributed.Dist, device: torch.devi
     while progress["epoch"] < t.epochs and progress["bad_epochs"] < (t.patience or math.inf):
         epoch = progress["epoch"]
         started = time.perf_counter()
-        sums = torch.zeros(3, device=device)  # recon, kl, images: accumulated on the device, no per-step sync
+        sums = torch.zeros(2, device=device)  # recon, kl: accumulated on the device, no per-step sync
+        images = 0
         with bar(total=steps_per_epoch, initial=progress["batch"], desc=f"epoch {epoch + 1}/{t.epochs}",
                  disable=quiet) as shown:
             for x in train_batches.epoch(epoch, skip=progress["batch"]):
@@ -244,19 +245,19 @@ def _train(run: RunConfig, out: Path, info: distributed.Dist, device: torch.devi
                 else:
                     bad_steps = 0
                     optimizer.step()
-                sums += torch.stack([loss.recon.detach().sum(), loss.kl.detach().sum(),
-                                     torch.tensor(float(len(x)), device=device)]).float()
+                sums += torch.stack([loss.recon.detach().sum(), loss.kl.detach().sum()]).float()
+                images += len(x)
                 progress["step"] += 1
                 progress["batch"] += 1
                 shown.update()
                 if not shown.disable and (progress["batch"] % 20 == 0 or progress["batch"] == steps_per_epoch):
-                    r, k, n = sums.tolist()
+                    (r, k), n = sums.tolist(), images
                     shown.set_postfix(loss=f"{(r + k) / n:.2f}", recon=f"{r / n:.2f}", kl=f"{k / n:.2f}", refresh=False)
                 if t.checkpoint_every and progress["step"] % t.checkpoint_every == 0 \
                         and progress["batch"] < steps_per_epoch:
                     checkpoint(is_best=False)
         seconds = time.perf_counter() - started
-        r, k, n = info.sum(sums.double()).tolist()
+        r, k, n = info.sum(torch.cat([sums.double(), torch.tensor([float(images)], device=device)])).tolist()
         val = evaluate_loss(model, val_batches, info)
         row = {"epoch": epoch + 1, "step": progress["step"], "train_loss": (r + k) / max(n, 1),
                "train_recon": r / max(n, 1), "train_kl": k / max(n, 1), **{f"val_{k}": v for k, v in val.items()},
