@@ -1,9 +1,11 @@
 """AE and VAE: shapes on several image sizes, shared networks, and the loss the seed describes."""
 
+import copy
 import math
 
 import pytest
 import torch
+from torch import nn
 
 from vaekit import AE, VAE, ModelConfig
 from vaekit.errors import VaekitError
@@ -49,6 +51,23 @@ def test_defaults_follow_the_image_size():
     assert rgb.arch == "conv" and rgb.channels == (32, 64, 128)
     assert VAE(ModelConfig(image_shape=(1, 8, 8))).config.latent_dim == 8
 
+
+
+def test_conv_weights_are_channels_last_a_layout_that_leaves_the_math_unchanged(tmp_path):
+    from safetensors.torch import load_file
+
+    torch.manual_seed(0)
+    model = VAE(ModelConfig(image_shape=(3, 32, 32), arch="conv"))
+    convs = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    assert convs and all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)
+    assert not convs[1].weight.is_contiguous()  # really NHWC, not a layout that merely reads as both
+    nchw = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
+    x, z = torch.rand(4, 3, 32, 32), torch.randn(4, model.latent_dim)
+    torch.testing.assert_close(model.embed(x), nchw.embed(x), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(model.generate(z), nchw.generate(z), rtol=1e-4, atol=1e-5)
+    model.save_pretrained(tmp_path)  # safetensors takes only contiguous tensors: NHWC weights are saved as plain ones
+    saved = load_file(str(tmp_path / "model.safetensors"))
+    assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
 
 def test_vae_encoder_returns_a_distribution_and_the_ae_a_point():
     x = torch.rand(2, 1, 8, 8)
