@@ -63,7 +63,8 @@ HELP = {
     "train.seed": "random seed (weights, batch order, reparameterization noise)",
     "train.device": "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps",
     "train.bf16": "bf16 autocast on GPU",
-    "train.compile": "torch.compile the training forward pass (faster steps after a compile of tens of seconds)",
+    "train.compile": "torch.compile the training forward pass; on 2 CPU cores it did not speed up the default "
+                     "networks (bench/RESULTS.md), on a GPU it may",
     "train.checkpoint_every": "also checkpoint every N steps within an epoch (0: once per epoch)",
     "train.max_bad_steps": "stop after this many consecutive steps with a non-finite loss or gradient",
     "train.eval_batch_size": "batch size for validation and test",
