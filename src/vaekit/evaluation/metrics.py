@@ -22,8 +22,8 @@ def importance_sampled_nll(model: VAE, x: Tensor, k: int = 1000, rows: int | Non
     """-log p(x) per image from K samples of q(z|x): -logmeanexp_k [log p(x|z_k) + log p(z_k) - log q(z_k|x)].
 
     Batched over images and samples, no Python loop per image: each decode takes about `rows` codes
-    (n samples for every image). On a CPU 4096 rows keep the decoder's output in cache, twice as fast as
-    50,000 (bench/RESULTS.md); other devices default to 50,000."""
+    (n samples for every image). On a CPU 4096 rows keep the decoder's output in cache: nearly twice as
+    fast as 50,000 (bench/README.md); other devices default to 50,000."""
     rows = rows or (4096 if x.device.type == "cpu" else 50_000)
     q = model.encode(x)  # once per image, not once per sample
     b = len(x)

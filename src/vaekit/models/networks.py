@@ -18,7 +18,7 @@ from vaekit.config import ModelConfig
 Shape = tuple[int, int, int]
 
 # Convolution weights are kept channels-last (NHWC), the layout oneDNN (CPU) and cuDNN run fastest: the
-# default conv net's training step is about 20% faster than in NCHW on 2 CPU cores (bench/RESULTS.md).
+# default conv net's training step is about 20% faster than in NCHW on 2 CPU cores (bench/README.md).
 # Activations follow the weights; checkpoints store plain contiguous tensors either way.
 CONV_LAYOUT = torch.channels_last
 

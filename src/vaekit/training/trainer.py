@@ -224,7 +224,7 @@ def _train(run: RunConfig, out: Path, info: distributed.Dist, device: torch.devi
         epoch = progress["epoch"]
         started = time.perf_counter()
         sums = torch.zeros(2, device=device)  # recon, kl: accumulated on the device, no per-step sync
-        images = 0
+        n_images = 0
         with bar(total=steps_per_epoch, initial=progress["batch"], desc=f"epoch {epoch + 1}/{t.epochs}",
                  disable=quiet) as shown:
             for x in train_batches.epoch(epoch, skip=progress["batch"]):
@@ -246,18 +246,18 @@ def _train(run: RunConfig, out: Path, info: distributed.Dist, device: torch.devi
                     bad_steps = 0
                     optimizer.step()
                 sums += torch.stack([loss.recon.detach().sum(), loss.kl.detach().sum()]).float()
-                images += len(x)
+                n_images += len(x)
                 progress["step"] += 1
                 progress["batch"] += 1
                 shown.update()
                 if not shown.disable and (progress["batch"] % 20 == 0 or progress["batch"] == steps_per_epoch):
-                    (r, k), n = sums.tolist(), images
-                    shown.set_postfix(loss=f"{(r + k) / n:.2f}", recon=f"{r / n:.2f}", kl=f"{k / n:.2f}", refresh=False)
+                    r, k = (v / n_images for v in sums.tolist())
+                    shown.set_postfix(loss=f"{r + k:.2f}", recon=f"{r:.2f}", kl=f"{k:.2f}", refresh=False)
                 if t.checkpoint_every and progress["step"] % t.checkpoint_every == 0 \
                         and progress["batch"] < steps_per_epoch:
                     checkpoint(is_best=False)
         seconds = time.perf_counter() - started
-        r, k, n = info.sum(torch.cat([sums.double(), torch.tensor([float(images)], device=device)])).tolist()
+        r, k, n = info.sum(torch.cat([sums.double(), torch.tensor([float(n_images)], device=device)])).tolist()
         val = evaluate_loss(model, val_batches, info)
         row = {"epoch": epoch + 1, "step": progress["step"], "train_loss": (r + k) / max(n, 1),
                "train_recon": r / max(n, 1), "train_kl": k / max(n, 1), **{f"val_{k}": v for k, v in val.items()},
