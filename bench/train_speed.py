@@ -153,51 +153,61 @@ def gemm_gflops(n: int = 1024, repeats: int = 30) -> float:
     return 2 * n**3 / statistics.median(times) / 1e9
 
 
-# --- workers: one measurement each, in a fresh process --------------------------------------------------------
+# --- workers: one measurement each, in a fresh process of its own (run_worker) ---------------------------------
 
 
-def work(name: str, arch: str, seed: int, extra: list[str]) -> dict:
-    if name == "gemm":
-        return {"gflops": gemm_gflops()}
-    if name == "plain":
-        images = full_training_set().train.images.float().div(255)
-        return {"seconds": plain_epoch(arch, images, seed), "rss_mb": peak_rss_mb()}
-    if name in ("vaekit", "compile"):
-        from vaekit.training import train
+def gemm_worker(arch: str, seed: int) -> dict:
+    return {"gflops": gemm_gflops()}
 
-        compile = name == "compile"
-        with tempfile.TemporaryDirectory() as out:
-            train(vaekit_run(arch, seed, epochs=2 if compile else 1, compile=compile), Path(out) / "run", quiet=True,
-                  dataset=full_training_set())
-            seconds = [json.loads(r)["seconds"] for r in (Path(out) / "run" / "metrics.jsonl").read_text().splitlines()]
-        result = {"seconds": seconds[-1], "rss_mb": peak_rss_mb()}
-        if compile:
-            result["compile_seconds"] = seconds[0] - seconds[1]  # what the first epoch spent compiling
-        return result
-    if name == "nll-model":  # train the model both estimators score, and export it for Pythae
-        from vaekit.models import VAE
-        from vaekit.training import train
 
-        folder = Path(extra[0])
-        train(vaekit_run("mlp", seed, epochs=3), folder / "run", quiet=True, dataset=full_training_set())
-        model = VAE.from_pretrained(folder / "run")
-        np.savez(folder / "w.npz", **{k: v.numpy() for k, v in model.state_dict().items()})
-        test = load_dataset(DataConfig(name="fashion-mnist")).test
-        x = next(iter(Batches(test.subset(torch.arange(int(extra[1]))), int(extra[1]))))
-        np.save(folder / "x.npy", x.numpy())
-        return {}
-    if name == "nll":
-        from vaekit.evaluation import importance_sampled_nll
-        from vaekit.models import VAE
+def plain_worker(arch: str, seed: int) -> dict:
+    images = full_training_set().train.images.float().div(255)
+    return {"seconds": plain_epoch(arch, images, seed), "rss_mb": peak_rss_mb()}
 
-        folder, k = Path(extra[0]), int(extra[1])
-        model = VAE.from_pretrained(folder / "run").eval()
-        x = torch.from_numpy(np.load(folder / "x.npy"))
-        torch.manual_seed(seed)
-        start = time.perf_counter()
-        value = importance_sampled_nll(model, x, k=k).mean().item()
-        return {"seconds": time.perf_counter() - start, "nll": value}
-    raise SystemExit(f"unknown worker {name}")
+
+def vaekit_worker(arch: str, seed: int, compile: bool = False) -> dict:
+    """One epoch (two with compile: the second is timed, the first less the second is the compile time)."""
+    from vaekit.training import train
+
+    with tempfile.TemporaryDirectory() as out:
+        train(vaekit_run(arch, seed, epochs=2 if compile else 1, compile=compile), Path(out) / "run", quiet=True,
+              dataset=full_training_set())
+        seconds = [json.loads(r)["seconds"] for r in (Path(out) / "run" / "metrics.jsonl").read_text().splitlines()]
+    result = {"seconds": seconds[-1], "rss_mb": peak_rss_mb()}
+    if compile:
+        result["compile_seconds"] = seconds[0] - seconds[1]
+    return result
+
+
+def nll_model_worker(arch: str, seed: int, folder: str, images: str) -> dict:
+    """Train the model both estimators score; export its weights for Pythae and the test images."""
+    from vaekit.models import VAE
+    from vaekit.training import train
+
+    folder, n = Path(folder), int(images)
+    train(vaekit_run("mlp", seed, epochs=3), folder / "run", quiet=True, dataset=full_training_set())
+    model = VAE.from_pretrained(folder / "run")
+    np.savez(folder / "w.npz", **{k: v.numpy() for k, v in model.state_dict().items()})
+    test = load_dataset(DataConfig(name="fashion-mnist")).test
+    np.save(folder / "x.npy", next(iter(Batches(test.subset(torch.arange(n)), n))).numpy())
+    return {}
+
+
+def nll_worker(arch: str, seed: int, folder: str, k: str) -> dict:
+    from vaekit.evaluation import importance_sampled_nll
+    from vaekit.models import VAE
+
+    model = VAE.from_pretrained(Path(folder) / "run").eval()
+    x = torch.from_numpy(np.load(Path(folder) / "x.npy"))
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    value = importance_sampled_nll(model, x, k=int(k)).mean().item()
+    return {"seconds": time.perf_counter() - start, "nll": value}
+
+
+WORKERS = {"gemm": gemm_worker, "plain": plain_worker, "vaekit": vaekit_worker,
+           "compile": lambda arch, seed: vaekit_worker(arch, seed, compile=True),
+           "nll-model": nll_model_worker, "nll": nll_worker}
 
 
 def run_worker(name: str, arch: str = "mlp", seed: int = 0, *extra: str) -> dict:
@@ -251,7 +261,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args, extra = parser.parse_known_args()
     if args.worker:
-        print(json.dumps(work(args.worker, args.arch, args.seed, extra)))
+        print(json.dumps(WORKERS[args.worker](args.arch, args.seed, *extra)))
         return
     ensure_pythae()
     started = time.strftime("%Y-%m-%d %H:%M")
