@@ -25,7 +25,15 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_speed import BATCH, PlainMLP, full_training_set, gemm_gflops, step_gflop, vaekit_run  # noqa: E402
+from train_speed import (  # noqa: E402
+    BATCH,
+    PlainMLP,
+    full_training_set,
+    gemm_gflops,
+    plain_step,
+    step_gflop,
+    vaekit_run,
+)
 
 from vaekit.data import Batches  # noqa: E402
 from vaekit.models import build_model  # noqa: E402
@@ -34,11 +42,16 @@ from vaekit.training.trainer import gradient_norm, make_optimizer  # noqa: E402
 HERE = Path(__file__).resolve().parent
 
 
+def linear_layers(model) -> list[torch.nn.Linear]:
+    """The four nn.Linear layers of vaekit's one-hidden-layer MLP VAE: encoder in, head, decoder in, out."""
+    return [model.encoder[1], model.encoder[3], model.decoder[0], model.decoder[2]]
+
+
 class ByHand:
     """The VAE step with hand-derived gradients, on the same weights layout as vaekit's MLP (nn.Linear)."""
 
     def __init__(self, model):
-        self.lin = [model.encoder[1], model.encoder[3], model.decoder[0], model.decoder[2]]
+        self.lin = linear_layers(model)
         self.params = [p for layer in self.lin for p in (layer.weight, layer.bias)]
         self.opt = torch.optim.Adam(self.params, lr=1e-3, fused=True)
 
@@ -75,9 +88,7 @@ class ByHand:
 def gemm_only(model, x: torch.Tensor) -> None:
     """The same eleven products (four with a bias) as a step, on stand-in gradients."""
     with torch.no_grad():
-        (w1, b1), (w2, b2), (w3, b3), (w4, b4) = [(lin.weight, lin.bias) for lin in
-                                                  (model.encoder[1], model.encoder[3], model.decoder[0],
-                                                   model.decoder[2])]
+        (w1, b1), (w2, b2), (w3, b3), (w4, b4) = [(lin.weight, lin.bias) for lin in linear_layers(model)]
         x = x.view(len(x), -1)
         h1 = torch.addmm(b1, x, w1.t())
         p = torch.addmm(b2, h1, w2.t())
@@ -127,17 +138,8 @@ def main() -> None:
         if torch.isfinite(gradient_norm(params, 0.0)):
             optimizer.step()
 
-    def plain_step(x: torch.Tensor) -> None:
-        plain_opt.zero_grad()
-        recon, mu, logvar = plain(x)
-        loss = F.binary_cross_entropy(recon, x, reduction="sum") - 0.5 * torch.sum(1 + logvar - mu.pow(2) -
-                                                                                   logvar.exp())
-        loss.backward()
-        loss.item()
-        plain_opt.step()
-
     ways = {"gemm only": lambda x: gemm_only(model, x), "by hand": by_hand.step, "vaekit": vaekit_step,
-            "plain": plain_step}
+            "plain": lambda x: plain_step(plain, plain_opt, x)}
     ms: dict[str, list[float]] = {name: [] for name in ways}
     peak: list[float] = []
     stream = batches.epoch(0)

@@ -86,6 +86,18 @@ class PlainConv(nn.Module):
         return torch.sigmoid(self.deconv2(F.relu(self.deconv1(h)))), mu, logvar
 
 
+def plain_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor) -> float:
+    """One step of pytorch/examples vae/main.py: sigmoid + BCE summed, closed-form KL, loss.item()."""
+    optimizer.zero_grad()
+    recon, mu, logvar = model(x)
+    bce = F.binary_cross_entropy(recon, x, reduction="sum")
+    kld = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+    loss = bce + kld
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
 def plain_epoch(arch: str, images: torch.Tensor, seed: int) -> float:
     torch.manual_seed(seed)
     model = {"mlp": PlainMLP, "conv": PlainConv}[arch]()
@@ -94,15 +106,7 @@ def plain_epoch(arch: str, images: torch.Tensor, seed: int) -> float:
     start = time.perf_counter()
     total = 0.0
     for i in range(0, len(images), BATCH):
-        x = images[perm[i:i + BATCH]]
-        optimizer.zero_grad()
-        recon, mu, logvar = model(x)
-        bce = F.binary_cross_entropy(recon, x, reduction="sum")
-        kld = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
-        loss = bce + kld
-        loss.backward()
-        total += loss.item()
-        optimizer.step()
+        total += plain_step(model, optimizer, images[perm[i:i + BATCH]])
     return time.perf_counter() - start
 
 
