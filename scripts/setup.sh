@@ -2,21 +2,25 @@
 # Install vaekit into the current Python environment, with the data its default run and tests read.
 #   bash scripts/setup.sh          the library and the `vaekit` command
 #   bash scripts/setup.sh --test   also the test tools (pytest, Playwright with Debian's Chromium)
-# PyTorch is pinned here (not in pyproject, which keeps torch>=2.2 open) to the CPU build that this
-# project's machines carry on disk; any other resolution would download a multi-GB CUDA build.
+# Every package is held to the exact version in requirements/lock.txt (compiled for Python 3.11 by
+# scripts/lock.sh), so the same set installs on any fresh machine on any day. PyTorch is pinned here (not in
+# pyproject, which keeps torch>=2.2 open) to the CPU build that this project's machines carry on disk; any
+# other resolution would download a multi-GB CUDA build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -m pip install -q "torch==2.13.0" || python3 -c "import torch" \
+lock=requirements/lock.txt
+pip=(python3 -m pip install -q -c "$lock")
+"${pip[@]}" "torch==2.13.0" || python3 -c "import torch" \
   || { echo "setup: could not install torch==2.13.0; install PyTorch (>= 2.2) first" >&2; exit 1; }
 debian=()
 # Fashion-MNIST (the default data set) from Debian's package; without apt, vaekit downloads it on first use.
 [[ -d /usr/share/datasets/fashion-mnist ]] || debian+=(dataset-fashion-mnist)
 if [[ "${1:-}" == "--test" ]]; then
-  python3 -m pip install -q -e ".[test]"
+  "${pip[@]}" -e ".[test]"
   # The report's browser test drives Debian's Chromium with Playwright (no browser download).
   command -v chromium >/dev/null || debian+=(chromium)
 else
-  python3 -m pip install -q -e .
+  "${pip[@]}" -e .
 fi
 if (( ${#debian[@]} )) && command -v apt-get >/dev/null && [[ $(id -u) == 0 ]]; then
   (apt-get update -qq && apt-get install -y -qq "${debian[@]}") >/dev/null 2>&1 \
