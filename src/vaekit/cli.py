@@ -9,17 +9,29 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 import typing
+import zipfile
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig, read_config_file, to_dict
+from vaekit.config import (
+    Bounds,
+    DataConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+    check_range,
+    read_config_file,
+    short,
+    to_dict,
+)
 from vaekit.errors import VaekitError
-from vaekit.files import atomic_write, npy_writer
+from vaekit.files import atomic_write, npy_writer, write_json
 
 # Flag name for each config field where it is not simply the field name with dashes.
 FLAG_NAMES = {("model", "kind"): "model", ("data", "name"): "data", ("model", "channels"): "conv-channels",
@@ -43,12 +55,18 @@ HELP = {
     "data.data_dir": "where data sets are cached (default $VAEKIT_DATA or ~/.cache/vaekit)",
     "data.image_size": "resize folder images to N x N (needed when their sizes differ)",
     "data.channels": "1 (grey) or 3 (RGB) for folder images; 0 decides from the images",
+    "data.resize": "folder images of another shape: crop (keep the aspect, cut the centre square), pad (keep the "
+                   "aspect, fill with --background) or stretch",
+    "data.background": "colour under transparent pixels (alpha is composited on it): white, black, grey or #RRGGBB",
+    "data.labels": "labels of folder images: auto (first-level subfolders, unless their names look like image sizes "
+                   "such as 16x16), folders (always the subfolders), none",
     "data.val_fraction": "part of the training images held out for validation",
     "data.test_fraction": "part held out for testing, for sets without an official test split",
     "data.binarize": "dynamic binarization: resample binary pixels x ~ Bernoulli(grey level) per batch",
     "data.download": "allow downloading a missing data set from its official source (checksums verified)",
     "data.skip_bad_images": "skip unreadable images in a folder with a warning instead of stopping",
-    "data.max_in_memory_gb": "image folders larger than this stream from disk instead of loading into memory",
+    "data.max_in_memory_gb": "image folders larger than this stream from disk instead of loading into memory; "
+                             "also the most memory one array file (IDX, .npy, .npz) may declare",
     "data.workers": "DataLoader worker processes for streamed folders",
     "train.epochs": "passes over the training set",
     "train.batch_size": "images per step (per process under torchrun)",
@@ -82,11 +100,48 @@ def parse_int_list(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {short(text)}") from None
+
+
+def number(tp: type, lo: float | None = None, hi: float | None = None, *, open_lo: bool = False,
+           bounds: Bounds | None = None) -> Callable[[str], Any]:
+    """An argparse type: parse `tp` (int, float or an int list) and check the range, so a bad value is refused
+    where the flag is declared, in one line naming the flag."""
+    bounds = bounds or (lo, hi, open_lo, False)
+
+    def parse(text: str) -> Any:
+        try:
+            value = parse_int_list(text) if tp is tuple else tp(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if tp is int else 'a number'}, got "
+                                             f"{short(text)}") from None
+        try:
+            for item in value if tp is tuple else (value,):
+                check_range(item, bounds, "value")
+        except VaekitError as e:
+            raise argparse.ArgumentTypeError(str(e).removeprefix("value: ")) from None
+        return value
+
+    parse.__name__ = tp.__name__  # argparse names the type in its messages
+    return parse
+
+
+def flag_choices() -> dict[tuple[str, str], Sequence[str]]:
+    """The names each naming setting accepts, from the registries that use them."""
+    from vaekit.data.folder import LABELS, RESIZE
+    from vaekit.models.autoencoder import MODELS
+    from vaekit.models.likelihoods import LIKELIHOODS
+    from vaekit.models.networks import ARCHS
+    from vaekit.training.trainer import OPTIMIZERS, SCHEDULES
+
+    return {("model", "kind"): list(MODELS), ("model", "arch"): list(ARCHS), ("model", "likelihood"): list(LIKELIHOODS),
+            ("train", "optimizer"): list(OPTIMIZERS), ("train", "schedule"): SCHEDULES, ("data", "resize"): RESIZE,
+            ("data", "labels"): LABELS}
 
 
 def add_config_flags(parser: argparse.ArgumentParser, skip: set[tuple[str, str]] = frozenset()) -> None:
     """One flag per config field, defaulting to 'not given' so that config files can fill them."""
+    choices = flag_choices()
     for section, cls in SECTIONS.items():
         group = parser.add_argument_group(f"{section} settings ([{section}] in a config file)")
         hints = typing.get_type_hints(cls)
@@ -96,13 +151,15 @@ def add_config_flags(parser: argparse.ArgumentParser, skip: set[tuple[str, str]]
             flag = flag_name(section, f.name)
             kwargs: dict[str, Any] = {"dest": f"{section}.{f.name}", "default": argparse.SUPPRESS,
                                       "help": f"{HELP[f'{section}.{f.name}']} (default: {_show(f.default)})"}
-            tp = hints[f.name]
+            tp, bounds = hints[f.name], f.metadata.get("range")
             if tp is bool:
                 kwargs["action"] = argparse.BooleanOptionalAction
             elif typing.get_origin(tp) is tuple:
-                kwargs.update(type=parse_int_list, metavar="N,N")
+                kwargs.update(type=number(tuple, bounds=bounds), metavar="N,N")
+            elif (section, f.name) in choices:
+                kwargs.update(choices=choices[section, f.name], metavar="|".join(choices[section, f.name]))
             else:
-                kwargs.update(type=tp, metavar=f.name.split("_")[-1].upper())
+                kwargs.update(type=number(tp, bounds=bounds) if bounds else tp, metavar=f.name.split("_")[-1].upper())
             group.add_argument(flag, **kwargs)
 
 
@@ -112,16 +169,30 @@ def _show(value: Any) -> str:
     return str(value)
 
 
-def run_config_from_args(args: argparse.Namespace) -> RunConfig:
-    """Defaults < config file < flags."""
+def given_settings(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """The settings the user gave: the config file's (checked on its own first, so errors name it), then flags."""
     data: dict[str, dict[str, Any]] = read_config_file(args.config) if args.config else {}
-    where = str(args.config) if args.config else "config"
-    RunConfig.from_dict(data, where)  # validate the file on its own first, so errors name it
+    RunConfig.from_dict(data, str(args.config or "config"))
     for key, value in vars(args).items():
         if "." in key:
             section, name = key.split(".")
             data.setdefault(section, {})[name] = list(value) if isinstance(value, tuple) else value
-    return RunConfig.from_dict(data, "flags")
+    return data
+
+
+def run_config_from_args(args: argparse.Namespace) -> RunConfig:
+    """Defaults < config file < flags."""
+    return RunConfig.from_dict(given_settings(args), "flags")
+
+
+def resume_conflicts(args: argparse.Namespace, stored: RunConfig) -> list[str]:
+    """Given settings (other than --epochs) whose values differ from the run's stored ones, as flag names."""
+    given = given_settings(args)
+    wanted = RunConfig.from_dict(given, "flags")
+    return [f"{flag_name(section, name)} {getattr(getattr(wanted, section), name)!r} (stored: "
+            f"{getattr(getattr(stored, section), name)!r})"
+            for section, values in given.items() for name in values if (section, name) != ("train", "epochs")
+            and getattr(getattr(wanted, section), name) != getattr(getattr(stored, section), name)]
 
 
 def default_out(run: RunConfig) -> Path:
@@ -134,21 +205,22 @@ def default_out(run: RunConfig) -> Path:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from vaekit.training import train
+    from vaekit.training.trainer import stored_run
 
     if args.resume:
         if args.out is None:
             raise VaekitError("--resume needs --out RUN_FOLDER (the run to continue)")
-        changed = sorted(k for k in vars(args) if "." in k and k != "train.epochs")
-        if changed or args.config:
-            what = "--config" if args.config else flag_name(*changed[0].split("."))
-            raise VaekitError(f"--resume continues with the run's stored settings; only --epochs may change "
-                              f"(got {what})")
         out = Path(args.out)
+        conflicts = resume_conflicts(args, stored_run(out, None))
+        if conflicts:
+            raise VaekitError(f"--resume continues with the run's stored settings; only --epochs may change (got "
+                              f"{'; '.join(conflicts)})")
         summary = train(None, out, resume=True, epochs=vars(args).get("train.epochs"), quiet=args.quiet)
     else:
         run = run_config_from_args(args)
         out = Path(args.out) if args.out else default_out(run)
-        summary = train(run, out, overwrite=args.overwrite, quiet=args.quiet)
+        summary = train(run, out, overwrite=args.overwrite, quiet=args.quiet,
+                        inputs=[Path(args.config)] if args.config else [])
     if args.quiet:
         print(json.dumps({"run": str(out), **summary}))
     else:
@@ -165,7 +237,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / f"compare-{run.data.name.split(':')[0]}-" \
         f"{time.strftime('%Y%m%d-%H%M%S')}"
     metrics = compare(run, out, quick=args.quick, checkpoints=(args.ae, args.vae) if args.ae else None,
-                      overwrite=args.overwrite, quiet=args.quiet)
+                      data_name=vars(args).get("data.name"), overwrite=args.overwrite, quiet=args.quiet,
+                      inputs=[Path(args.config)] if args.config else [])
     if args.quiet:
         print(json.dumps({"run": str(out), "seconds": metrics["seconds"]}))
     else:
@@ -179,11 +252,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from vaekit.evaluation.evaluate import EvalSettings, can_score_samples, evaluate_model, real_reference
 
     model, _ = load_model(args.checkpoint, args.device)
+    if args.json:
+        check_output(Path(args.json), args.overwrite)
     data, config = dataset_for(model, args)
     settings = EvalSettings.quick() if args.quick else EvalSettings()
     if args.k is not None:
-        if args.k < 1:
-            raise VaekitError(f"-k must be at least 1, got {args.k}")
         settings.k = args.k
     classifier = features = floor = None
     if can_score_samples(data):
@@ -192,11 +265,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     metrics = evaluate_model(model, data, settings, classifier, features).metrics
     metrics["real_floor"] = floor
     if args.json:
-        Path(args.json).write_text(json.dumps(metrics, indent=2))
+        write_json(args.json, metrics)
     t = metrics["test"]
     lines = [f"{model.kind.upper()} on {data.spec} test set ({t['images']} images)",
+             *(f"  ({note})" for note in data.notes),
              f"  reconstruction -log p(x|z)  {t['recon']:.2f} nats/image"]
-    if "nelbo" in t:
+    if model.variational:
         lines.append(f"  -ELBO                       {t['nelbo']:.2f} nats/image = recon + KL {t['kl']:.2f}  "
                      f"({t['bpd']:.4f} bits/dim)")
     if "is_nll" in metrics:
@@ -220,8 +294,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from vaekit.web.app import serve
 
-    if not 0 < args.port < 65536:
-        raise VaekitError(f"--port must be between 1 and 65535, got {args.port}")
     serve(args.paths, host=args.host, port=args.port, quiet=args.quiet)
     return 0
 
@@ -237,6 +309,9 @@ def load_model(path: str, device: str):
 
 
 def check_output(path: Path, overwrite: bool) -> None:
+    """An output file may be new, or an existing regular file with --overwrite; nothing else is written over."""
+    if path.exists() and not path.is_file():
+        raise VaekitError(f"{path}: exists and is not a regular file; vaekit writes only files")
     if path.exists() and not overwrite:
         raise VaekitError(f"{path}: exists; pass --overwrite to replace it")
 
@@ -292,8 +367,6 @@ def write_images(args: argparse.Namespace, n: int, shape: Sequence[int], what: s
 def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
-    if args.n < 1:
-        raise VaekitError(f"-n must be at least 1, got {args.n}")
     model, device = load_model(args.checkpoint, args.device)
     generator = torch.Generator(device).manual_seed(args.seed)
     write_images(args, args.n, model.config.image_shape, "samples from N(0, I)", "samples.png",
@@ -304,12 +377,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def dataset_for(model, args: argparse.Namespace):
     """The data set a command works on: the checkpoint's own, or --data (same loading settings)."""
     from vaekit.config import trained_data_config
-    from vaekit.data import load_dataset
+    from vaekit.data import evaluation_view, load_dataset
 
     config = trained_data_config(model.meta)
     if args.data:
         config = dataclasses.replace(config, name=args.data)
-    data = load_dataset(config)
+    data = evaluation_view(load_dataset(config), config)
     if data.shape != tuple(model.config.image_shape):
         raise VaekitError(f"{config.name}: images are {data.shape}, the model wants {tuple(model.config.image_shape)}")
     return data, config
@@ -372,10 +445,14 @@ def cmd_decode(args: argparse.Namespace) -> int:
     import torch
 
     model, device = load_model(args.checkpoint, args.device)
-    try:
+    if not Path(args.codes).is_file():
+        raise VaekitError(f"{args.codes}: no such file")
+    if zipfile.is_zipfile(args.codes):
+        raise VaekitError(f"{args.codes}: an .npz archive; decode takes one .npy array of codes (N, latent)")
+    try:  # memory-mapped: any N decodes in bounded memory; numpy checks the header against the file size
         codes = np.load(args.codes, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise VaekitError(f"{args.codes}: not a readable .npy array ({e})") from None
+    except (OSError, ValueError, EOFError) as e:
+        raise VaekitError(f"{args.codes}: not a readable .npy array ({str(e)[:200]})") from None
     if codes.ndim != 2 or codes.shape[1] != model.latent_dim:
         raise VaekitError(f"{args.codes}: expected codes shaped (N, {model.latent_dim}), got {codes.shape}")
     if codes.dtype.kind not in "fiu":
@@ -397,6 +474,7 @@ def network_words(c: ModelConfig) -> str:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from vaekit.models.autoencoder import resolve_checkpoint
+    from vaekit.training.trainer import loss_words
 
     model, _ = load_model(args.checkpoint, "cpu")
     folder = resolve_checkpoint(args.checkpoint)
@@ -420,18 +498,23 @@ def cmd_info(args: argparse.Namespace) -> int:
     if progress:
         lines.append(f"trained      {progress.get('epoch')} epochs, {progress.get('step')} steps")
     metrics = info["metrics"] or {}
-    if "val_nelbo" in metrics:
-        lines.append(f"validation   -ELBO {metrics['val_nelbo']:.2f} nats (recon {metrics['val_recon']:.2f} + KL "
-                     f"{metrics['val_kl']:.2f}), {metrics['val_bpd']:.4f} bits/dim")
+    if "val_recon" in metrics:
+        lines.append(f"validation   {loss_words(metrics, model.variational, 'val_')}")
     if summary:
         t = summary["test"]
-        lines.append(f"test         -ELBO {t['nelbo']:.2f} nats (recon {t['recon']:.2f} + KL {t['kl']:.2f}), "
-                     f"{t['bpd']:.4f} bits/dim on {t['images']} images")
+        lines.append(f"test         {loss_words(t, model.variational)} on {t['images']} images")
     print("\n".join(lines))
     return 0
 
 
 # --- parser ---------------------------------------------------------------------------------------------
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors in vaekit's one-line form."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        raise VaekitError(f"{message} (see '{self.prog} --help')")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -444,7 +527,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="vaekit", description="Train, evaluate and compare Variational AutoEncoders and plain AutoEncoders.",
         epilog="Run 'vaekit COMMAND --help' for a command's options.")
     from vaekit import __version__
@@ -494,12 +577,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("sample", cmd_sample, "generate images by decoding z ~ N(0, I)",
                 "Generation from scratch: draw z ~ N(0, I) and decode it. Works for a VAE; for a plain AE, "
                 "whose codes were never pulled towards N(0, I), it usually gives poor images.", [common])
-    p.add_argument("-n", type=int, default=64, help="number of images")
+    p.add_argument("-n", type=number(int, 1, 2**31 - 1), default=64, help="number of images")
     p.add_argument("--out", help="PNG grid to write (default samples.png unless --files or --npy is given)")
     p.add_argument("--files", help="also write one PNG per image into this folder")
     p.add_argument("--npy", help="also write all images to this .npy as uint8 (N, C, H, W), streamed")
-    p.add_argument("--seed", type=int, default=0, help="seed of the z draws")
-    p.add_argument("--batch-size", type=int, default=1000, help="images decoded at a time")
+    p.add_argument("--seed", type=number(int, 0, 2**32 - 1), default=0, help="seed of the z draws")
+    p.add_argument("--batch-size", type=number(int, 1, 2**20), default=1000, help="images decoded at a time")
 
     data_flags = argparse.ArgumentParser(add_help=False)
     data_flags.add_argument("--data", help="data set to take images from (default: the one the model was trained on)")
@@ -508,7 +591,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("reconstruct", cmd_reconstruct, "reconstruct images through the model",
                 "Encode images and decode their codes (the VAE's posterior mean): originals above, "
                 "reconstructions below.", [common, data_flags])
-    p.add_argument("-n", type=int, default=16, help="number of images")
+    p.add_argument("-n", type=number(int, 1, MAX_GRID // 2), default=16, help="number of images")
     p.add_argument("--out", default="reconstructions.png", help="PNG to write")
 
     p = command("encode", cmd_encode, "images to latent codes (.npy)",
@@ -517,7 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="codes.npy", help=".npy file to write")
     p.add_argument("--sample", action="store_true", help="VAE: draw z = mu + sigma * eps instead of mu")
     p.add_argument("--labels", help="also write the images' labels to this .npy")
-    p.add_argument("--batch-size", type=int, default=1000, help="images encoded at a time")
+    p.add_argument("--batch-size", type=number(int, 1, 2**20), default=1000, help="images encoded at a time")
 
     p = command("decode", cmd_decode, "latent codes (.npy) to images",
                 "Decode an .npy array of codes shaped (N, latent) into images.", [common])
@@ -525,13 +608,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="PNG grid to write (default decoded.png unless --files or --npy is given)")
     p.add_argument("--files", help="also write one PNG per image into this folder")
     p.add_argument("--npy", help="also write all images to this .npy as uint8 (N, C, H, W), streamed")
-    p.add_argument("--batch-size", type=int, default=1000, help="codes decoded at a time")
+    p.add_argument("--batch-size", type=number(int, 1, 2**20), default=1000, help="codes decoded at a time")
 
     p = command("evaluate", cmd_evaluate, "measure a checkpoint on its test set",
                 "Test -ELBO split into reconstruction and KL, importance-sampled NLL (VAE), latent diagnostics, "
                 "and sample quality from N(0, I) and from a fitted mixture.", [common])
     p.add_argument("--data", help="data set (default: the one the model was trained on)")
-    p.add_argument("-k", type=int, help="importance samples per image (default 1000, 100 with --quick)")
+    p.add_argument("-k", type=number(int, 1, 100_000),
+                   help="importance samples per image (default 1000, 100 with --quick)")
     p.add_argument("--quick", action="store_true", help="fewer samples: seconds instead of minutes")
     p.add_argument("--json", help="also write the metrics to this JSON file")
 
@@ -542,7 +626,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="RUN_OR_CHECKPOINT",
                    help="a `vaekit compare` run folder (uses its ae/ and vae/), or one or two checkpoints")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes it to your network)")
-    p.add_argument("--port", type=int, default=8000, help="port")
+    p.add_argument("--port", type=number(int, 1, 65535), default=8000, help="port")
     p.add_argument("--quiet", action="store_true", help="log warnings only")
 
     p = command("info", cmd_info, "what a checkpoint is",
@@ -553,15 +637,40 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """The one boundary: every failure a user can cause ends here as one line on stderr and exit status 2."""
     try:
-        return args.fn(args)
+        args = build_parser().parse_args(argv)
+        status = args.fn(args)
+        sys.stdout.flush()  # inside the boundary: a closed pipe is noticed here, not at exit
+        return status
     except VaekitError as e:
-        print(f"vaekit: error: {e}", file=sys.stderr)
-        return 2
+        return fail(str(e))
+    except MemoryError:
+        return fail("out of memory; try a smaller --batch-size, -n or --image-size")
+    except OSError as e:  # a full disk, a folder without write permission, a broken pipe, ...
+        if isinstance(e, BrokenPipeError):  # `vaekit info --json | head`: the reader left, nothing is wrong
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
+        where = f"{e.filename}: " if e.filename else ""
+        return fail(f"{where}{e.strerror or e}")
     except KeyboardInterrupt:
         print("vaekit: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a bug in vaekit: still one line, the traceback on request
+        if os.environ.get("VAEKIT_DEBUG"):
+            raise
+        fail(f"unexpected {type(e).__name__}: {str(e)[:300]} (a bug in vaekit; VAEKIT_DEBUG=1 shows the "
+             "traceback)")
+        return 1
+
+
+def fail(message: str, limit: int = 400) -> int:
+    """One line on stderr; a message echoing a huge input (a path, a value) is cut in the middle."""
+    message = " ".join(message.split())
+    if len(message) > limit:
+        message = f"{message[:limit // 2]} ... {message[-limit // 2:]}"
+    print(f"vaekit: error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

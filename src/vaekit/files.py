@@ -1,20 +1,27 @@
-"""Atomic file writing: a crash leaves either the old file or the new one, never half of one.
+"""Writing without losing anything: atomic files and run folders that replace only what vaekit wrote.
 
 Every output vaekit writes (weights, configs, metrics, images, reports, arrays) goes through
 `atomic_write`: the data goes to a hidden temporary name beside the target, is flushed to disk,
-and is renamed over the target only when complete.
+and is renamed over the target only when complete. Only regular files are ever replaced.
+
+A run folder carries a marker file; `new_run_folder` replaces only folders that carry it (or that an
+older vaekit wrote), never one that is or holds an input, and deletes the old run only once the new one
+has completed (restoring it if the new one fails).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
+import shutil
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from vaekit.errors import VaekitError
 
 
 @contextmanager
@@ -23,7 +30,12 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
 
     The temporary name keeps the target's suffix (numpy and PIL decide formats by it)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not path.is_file():
+        raise VaekitError(f"{path}: exists and is not a regular file; vaekit writes only files")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise VaekitError(f"{path.parent}: cannot create the folder ({e.strerror or e})") from None
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     try:
         yield tmp
@@ -62,3 +74,63 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+RUN_MARKER = ".vaekit-run"  # in every run folder vaekit creates: what --overwrite may replace
+
+
+def is_vaekit_run(folder: Path) -> bool:
+    """A folder vaekit wrote: it has the marker, or the files of a run from before the marker existed."""
+    return (folder / RUN_MARKER).is_file() or ((folder / "run.json").is_file() and (folder / "checkpoints").is_dir()) \
+        or ((folder / "metrics.json").is_file() and (folder / "report.html").is_file())
+
+
+def check_apart(out: Path, inputs: Iterable[Path]) -> None:
+    """Refuse an output folder that is, holds, or lies inside one of the inputs."""
+    target = out.resolve()
+    for given in inputs:
+        source = Path(given).expanduser().resolve()
+        if target == source or target in source.parents or source in target.parents and source.is_dir():
+            raise VaekitError(f"{out}: the output folder overlaps the input {given}; choose another --out")
+
+
+@contextmanager
+def new_run_folder(out: str | Path, overwrite: bool, inputs: Iterable[Path] = ()) -> Iterator[Path]:
+    """An empty run folder at `out` for the body of the `with` block; call it after every input is validated.
+
+    With `overwrite`, an existing vaekit run is moved aside first, deleted when the block completes, and put
+    back if it fails; any other non-empty folder is refused."""
+    out = Path(out)
+    check_apart(out, inputs)
+    if out.exists() and not out.is_dir():
+        raise VaekitError(f"{out}: exists and is not a folder")
+    aside = None
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise VaekitError(f"{out}: run folder exists and is not empty; use --resume to continue a run there or "
+                              "--overwrite to replace it")
+        if not is_vaekit_run(out):
+            raise VaekitError(f"{out}: not a vaekit run folder, so --overwrite will not replace it; choose another "
+                              "--out")
+        aside = out.resolve().with_name(f".{out.resolve().name}.replaced-{os.getpid()}")
+        os.replace(out, aside)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / RUN_MARKER).write_text("a vaekit run folder: `--overwrite` may replace it\n", encoding="utf-8")
+    except OSError as e:
+        _put_back(out, aside)
+        raise VaekitError(f"{out}: cannot write the run folder ({e.strerror or e})") from None
+    try:
+        yield out
+    except BaseException:
+        _put_back(out, aside)
+        raise
+    if aside is not None:
+        shutil.rmtree(aside)
+
+
+def _put_back(out: Path, aside: Path | None) -> None:
+    """Undo a replacement: drop the new run (all of it written by vaekit) and restore the old one."""
+    if aside is not None:
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(aside, out)

@@ -10,33 +10,45 @@ from pathlib import Path
 
 import numpy as np
 
+from vaekit.data.arrays import check_declared
 from vaekit.errors import VaekitError
 
 # type code -> big-endian numpy dtype (http://yann.lecun.com/exdb/mnist/, "THE IDX FILE FORMAT")
 IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
-def read_idx(path: str | Path) -> np.ndarray:
-    """Read an IDX file (.gz or raw) into an array, checking the magic number and the length."""
+def read_idx(path: str | Path, max_bytes: int = 4 << 30) -> np.ndarray:
+    """Read an IDX file (.gz or raw) into an array, checking the magic number and the length.
+
+    The header's declared size is checked against the file and against `max_bytes` before the data is
+    read, and a .gz file is decompressed no further than that size: a gzip bomb costs no memory."""
     path = Path(path)
     try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+            head = f.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in IDX_DTYPES:
+                raise VaekitError(f"{path}: not an IDX file (wrong magic number)")
+            dtype, ndim = np.dtype(IDX_DTYPES[head[2]]), head[3]
+            dims = f.read(4 * ndim)
+            if ndim == 0 or len(dims) < 4 * ndim:
+                raise VaekitError(f"{path}: truncated IDX header")
+            shape = struct.unpack(f">{ndim}I", dims)
+            size = math.prod(shape) * dtype.itemsize
+            check_declared(size, path.stat().st_size, max_bytes, f"{path}: the IDX header")
+            if path.suffix != ".gz" and path.stat().st_size != 4 + 4 * ndim + size:
+                expected = 4 + 4 * ndim + size
+                problem = "truncated" if path.stat().st_size < expected else "has trailing bytes"
+                raise VaekitError(f"{path}: IDX data {problem} ({path.stat().st_size} bytes, header says {expected})")
+            data = f.read(size)
+            extra = f.read(1)
     except (EOFError, gzip.BadGzipFile, zlib.error) as e:
         raise VaekitError(f"{path}: corrupt or truncated gzip file ({e})") from None
     except OSError as e:
         raise VaekitError(f"{path}: cannot read ({e.strerror or e})") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_DTYPES:
-        raise VaekitError(f"{path}: not an IDX file (wrong magic number)")
-    dtype, ndim = np.dtype(IDX_DTYPES[raw[2]]), raw[3]
-    header = 4 + 4 * ndim
-    if ndim == 0 or len(raw) < header:
-        raise VaekitError(f"{path}: truncated IDX header")
-    shape = struct.unpack(f">{ndim}I", raw[4:header])
-    expected = header + math.prod(shape) * dtype.itemsize
-    if len(raw) != expected:
-        problem = "truncated" if len(raw) < expected else "has trailing bytes"
-        raise VaekitError(f"{path}: IDX data {problem} ({len(raw)} bytes, header says {expected})")
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+    if len(data) != size or extra:
+        problem = "truncated" if len(data) < size else "has trailing bytes"
+        raise VaekitError(f"{path}: IDX data {problem} (header says {size} bytes of data)")
+    return np.frombuffer(data, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
 
 
 def write_idx(path: str | Path, array: np.ndarray) -> None:

@@ -63,9 +63,11 @@ class Batches:
         else:
             assert isinstance(self.images, FileImages)
             loader = torch.utils.data.DataLoader(self.images, batch_sampler=[b.tolist() for b in batches],
-                                                 num_workers=self.workers, pin_memory=self.device.type == "cuda")
+                                                 num_workers=self.workers, pin_memory=self.device.type == "cuda",
+                                                 collate_fn=self.images.collate)
             for raw in loader:
-                yield raw.to(self.device, non_blocking=True)
+                if len(raw):  # a batch whose every image was skipped as unreadable
+                    yield raw.to(self.device, non_blocking=True)
 
     def to_float(self, raw: Tensor) -> Tensor:
         x = torch.div(raw, 255.0)  # uint8 -> float32 in one pass

@@ -7,13 +7,14 @@ stay on disk and are decoded by DataLoader workers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from vaekit.config import DataConfig
 from vaekit.errors import VaekitError
 
 
@@ -52,24 +53,39 @@ class TensorImages(ImageSet):
 
 
 class FileImages(ImageSet, torch.utils.data.Dataset):
-    """Image files decoded on demand (folders too large for memory), for a DataLoader with workers."""
+    """Image files decoded on demand (folders too large for memory), for a DataLoader with workers.
 
-    def __init__(self, files: list[Path], labels: Tensor | None, shape: tuple[int, int, int]):
-        self.files = files
-        self.labels = labels
-        self.shape = shape
+    A file that fails to decode comes back as its VaekitError rather than raising inside a worker process;
+    `collate` then stops with that one line, or skips the image with a warning (`skip_bad`)."""
+
+    def __init__(self, files: list[Path], labels: Tensor | None, shape: tuple[int, int, int], resize: str = "crop",
+                 background: str = "white", skip_bad: bool = False):
+        self.files, self.labels, self.shape = files, labels, shape
+        self.resize, self.background, self.skip_bad = resize, background, skip_bad
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, i: int) -> Tensor:
-        from vaekit.data.sources import load_image
+    def __getitem__(self, i: int) -> Tensor | VaekitError:
+        from vaekit.data.folder import load_image
 
-        return load_image(self.files[i], self.shape)
+        try:
+            return load_image(self.files[i], self.shape, self.resize, self.background)
+        except VaekitError as e:
+            return e
+
+    def collate(self, items: list[Tensor | VaekitError]) -> Tensor:
+        from vaekit.data.folder import bad_image
+
+        for error in (item for item in items if isinstance(item, VaekitError)):
+            bad_image(error, skip=self.skip_bad)
+        good = [item for item in items if isinstance(item, Tensor)]
+        return torch.stack(good) if good else torch.empty(0, *self.shape, dtype=torch.uint8)
 
     def subset(self, indices: Tensor) -> FileImages:
         files = [self.files[i] for i in indices.tolist()]
-        return FileImages(files, None if self.labels is None else self.labels[indices], self.shape)
+        return FileImages(files, None if self.labels is None else self.labels[indices], self.shape, self.resize,
+                          self.background, self.skip_bad)
 
 
 @dataclass
@@ -81,6 +97,8 @@ class Dataset:
     val: ImageSet
     test: ImageSet
     classes: list[str] = field(default_factory=list)
+    label_source: str = "none"  # what the labels are, in words (for logs and reports)
+    notes: list[str] = field(default_factory=list)  # what loading did to the images, in words
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -95,6 +113,23 @@ class Dataset:
         c, h, w = self.shape
         return (f"{self.spec}: {len(self.train)} train / {len(self.val)} val / {len(self.test)} test images, "
                 f"{c}x{h}x{w}")
+
+
+def evaluation_view(data: Dataset, config: DataConfig) -> Dataset:
+    """The data as a model trained with `config` is evaluated. With `binarize`, training draws fresh binary
+    images every time, while the validation and test images are binarized once with a fixed seed (the
+    literature's protocol), so every evaluation of every model sees the same binary images."""
+    if not config.binarize or not isinstance(data.test, TensorImages) or not isinstance(data.val, TensorImages):
+        return data
+    note = "validation and test images binarized once with a fixed seed (the model was trained with --binarize)"
+    return replace(data, val=binarize_once(data.val, seed=1), test=binarize_once(data.test, seed=2),
+                   notes=[*data.notes, note])
+
+
+def binarize_once(images: TensorImages, seed: int) -> TensorImages:
+    g = torch.Generator().manual_seed(seed)
+    binary = torch.bernoulli(images.images.float() / 255.0, generator=g).to(torch.uint8) * 255
+    return TensorImages(binary, images.labels)
 
 
 def split_indices(n: int, fractions: tuple[float, ...], seed: int = 0) -> list[Tensor]:

@@ -15,12 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor
 
-from vaekit.config import DataConfig
+from vaekit.config import DataConfig, short
+from vaekit.data.arrays import read_array_file
+from vaekit.data.folder import bad_image, load_image, scan_folder
 from vaekit.data.idx import read_idx
 from vaekit.data.sets import Dataset, FileImages, ImageSet, TensorImages, from_arrays, split_indices
-from vaekit.errors import VaekitError, warn
+from vaekit.errors import VaekitError
 from vaekit.progress import bar
 
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -43,9 +44,6 @@ REMOTE = {
         "classes": [str(i) for i in range(10)],
     },
 }
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
-
 
 def data_home(config: DataConfig) -> Path:
     return Path(config.data_dir or os.environ.get("VAEKIT_DATA") or Path.home() / ".cache" / "vaekit")
@@ -101,7 +99,7 @@ def load_idx_set(name: str, config: DataConfig) -> Dataset:
             reason = getattr(e, "reason", None) or e
             raise VaekitError(f"{name} not found locally and the download failed ({reason}); {how}") from None
         files = find_idx_files(cache)
-    train_x, train_y, test_x, test_y = (read_idx(f) for f in files)
+    train_x, train_y, test_x, test_y = (read_idx(f, memory_budget(config)) for f in files)
     for images, labels, f in ((train_x, train_y, files[0]), (test_x, test_y, files[2])):
         if images.ndim != 3 or images.dtype != np.uint8 or labels.shape != images.shape[:1]:
             raise VaekitError(f"{f}: expected uint8 images (N, H, W) with N labels beside them")
@@ -139,9 +137,11 @@ def to_uint8_images(array: np.ndarray, where: str) -> np.ndarray:
     return np.round(array * (255.0 / top)).astype(np.uint8)
 
 
-def three_way(full: TensorImages | ImageSet, config: DataConfig, spec: str, classes: list[str]) -> Dataset:
+def three_way(full: TensorImages | ImageSet, config: DataConfig, spec: str, classes: list[str],
+              label_source: str = "") -> Dataset:
     train, val, test = split_indices(len(full), (config.val_fraction, config.test_fraction))
-    return Dataset(spec, full.subset(train), full.subset(val), full.subset(test), classes)
+    return Dataset(spec, full.subset(train), full.subset(val), full.subset(test), classes,
+                   label_source or ("the file's labels" if full.labels is not None else "none"))
 
 
 def load_digits(config: DataConfig) -> Dataset:
@@ -152,118 +152,54 @@ def load_digits(config: DataConfig) -> Dataset:
     return three_way(full, config, "digits", [str(i) for i in range(10)])
 
 
+MAX_CLASSES = 10_000
+
+
 def load_array_file(path: str, config: DataConfig) -> Dataset:
     """An .npy of images, or an .npz with `images` (or `x`) and optional `labels` (or `y`)."""
     file = Path(path)
-    if not file.is_file():
-        raise VaekitError(f"{file}: no such file")
-    try:
-        loaded = np.load(file, allow_pickle=False)  # never unpickle user files
-    except ValueError as e:
-        raise VaekitError(f"{file}: not a plain numeric array file ({e})") from None
-    except (OSError, EOFError) as e:
-        raise VaekitError(f"{file}: not a readable .npy/.npz file ({e})") from None
-    labels = None
-    if isinstance(loaded, np.lib.npyio.NpzFile):
-        keys = set(loaded.files)
-        key = next((k for k in ("images", "x", "X", "data") if k in keys), None)
-        if key is None:
-            raise VaekitError(f"{file}: no 'images' or 'x' array inside (found: {', '.join(sorted(keys))})")
-        images = loaded[key]
-        label_key = next((k for k in ("labels", "y", "Y", "targets") if k in keys), None)
-        labels = loaded[label_key] if label_key else None
-    else:
-        images = loaded
+    images, labels = read_array_file(file, memory_budget(config))
     images = to_uint8_images(images, str(file))
-    if labels is not None and (labels.shape != images.shape[:1] or labels.dtype.kind not in "iu"):
-        raise VaekitError(f"{file}: labels must be integers, one per image")
+    if labels is not None:
+        if labels.shape != images.shape[:1] or labels.dtype.kind not in "iu":
+            raise VaekitError(f"{file}: labels must be integers, one per image")
+        if labels.min() < 0 or labels.max() >= MAX_CLASSES:
+            raise VaekitError(f"{file}: labels must lie in 0..{MAX_CLASSES - 1} (found {labels.min()} to "
+                              f"{labels.max()})")
     full = from_arrays(images, labels)
     return three_way(full, config, f"npz:{file}" if file.suffix == ".npz" else f"npy:{file}", [])
+
+
+def memory_budget(config: DataConfig) -> int:
+    """The most bytes one array file may declare."""
+    return int(config.max_in_memory_gb * 2**30)
 
 
 # --- image folders --------------------------------------------------------------------------------------
 
 
-def load_image(path: Path, shape: tuple[int, int, int]) -> Tensor:
-    """Decode one image file to uint8 (C, H, W), converted to grey or RGB and resized to `shape`."""
-    from PIL import Image, UnidentifiedImageError
-
-    c, h, w = shape
-    try:
-        with Image.open(path) as img:
-            img = img.convert("L" if c == 1 else "RGB")
-            if img.size != (w, h):
-                img = img.resize((w, h), Image.Resampling.BILINEAR)
-            array = np.asarray(img, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise VaekitError(f"{path}: not a readable image ({e})") from None
-    return torch.from_numpy(array.reshape(h, w, c).transpose(2, 0, 1).copy())
-
-
-def scan_folder(root: Path, config: DataConfig) -> tuple[list[Path], Tensor | None, list[str], tuple[int, int, int]]:
-    """Image files under `root`, labels from first-level subfolder names, and the common shape."""
-    from PIL import Image, UnidentifiedImageError
-
-    if not root.is_dir():
-        raise VaekitError(f"{root}: no such folder")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not files:
-        raise VaekitError(f"{root}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
-    subdirs = [p.relative_to(root).parts for p in files]
-    labels, classes = None, []
-    if all(len(parts) > 1 for parts in subdirs):
-        classes = sorted({parts[0] for parts in subdirs})
-        labels = torch.tensor([classes.index(parts[0]) for parts in subdirs])
-    sizes, colour, readable = set(), False, []
-    for i, f in enumerate(files):
-        try:
-            with Image.open(f) as img:  # reads the header only
-                sizes.add(img.size)
-                colour |= img.mode not in ("1", "L", "LA", "I", "I;16", "F")
-            readable.append(i)
-        except (UnidentifiedImageError, OSError, SyntaxError) as e:
-            bad_image(VaekitError(f"{f}: not a readable image ({e})"), config)
-    files = [files[i] for i in readable]
-    labels = None if labels is None else labels[readable]
-    if not files:
-        raise VaekitError(f"{root}: none of the images is readable")
-    if config.image_size:
-        h = w = config.image_size
-    elif len(sizes) == 1:
-        w, h = sizes.pop()
-    else:
-        raise VaekitError(f"{root}: images have {len(sizes)} different sizes; choose one with --image-size N")
-    c = config.channels or (3 if colour else 1)
-    if c not in (1, 3):
-        raise VaekitError(f"channels must be 1 or 3, got {c}")
-    return files, labels, classes, (c, h, w)
-
-
-def bad_image(error: VaekitError, config: DataConfig) -> None:
-    """Stop on an unreadable image, or skip it with a warning when the user asked for that."""
-    if not config.skip_bad_images:
-        raise VaekitError(f"{error} (use --skip-bad-images to skip such files)")
-    warn(f"{error}; skipped")
-
-
 def load_folder(path: str, config: DataConfig) -> Dataset:
     root = Path(path)
-    files, labels, classes, shape = scan_folder(root, config)
-    full: ImageSet = FileImages(files, labels, shape)
+    scan = scan_folder(root, config)
+    files, labels, shape = scan.files, scan.labels, scan.shape
+    full: ImageSet = FileImages(files, labels, shape, config.resize, config.background, config.skip_bad_images)
     if len(files) * np.prod(shape) <= config.max_in_memory_gb * 2**30:
         images, keep = [], []
         for i, f in enumerate(bar(files, desc=f"reading {root.name}")):
             try:
-                images.append(load_image(f, shape))
+                images.append(load_image(f, shape, config.resize, config.background))
                 keep.append(i)
             except VaekitError as e:  # a header that reads but data that does not (a truncated file)
                 bad_image(e, config)
         if not images:
             raise VaekitError(f"{root}: none of the images is readable")
         full = TensorImages(torch.stack(images), None if labels is None else labels[keep])
-    return three_way(full, config, f"folder:{root}", classes)
+    data = three_way(full, config, f"folder:{root}", scan.classes, scan.label_source)
+    data.notes = scan.notes
+    return data
 
 
+PATH_SOURCES = ("folder", "npz", "npy")
 SOURCES: dict[str, Callable[[str, DataConfig], Dataset]] = {
     "fashion-mnist": lambda _, c: load_idx_set("fashion-mnist", c),
     "mnist": lambda _, c: load_idx_set("mnist", c),
@@ -274,18 +210,30 @@ SOURCES: dict[str, Callable[[str, DataConfig], Dataset]] = {
 }
 
 
-def load_dataset(config: DataConfig) -> Dataset:
-    """Load the data set named by `config.name`: a known name, `folder:PATH`, `npz:PATH`, or a path."""
-    name = config.name
-    if not 0 < config.val_fraction < 1 or not 0 < config.test_fraction < 1:
-        raise VaekitError("val_fraction and test_fraction must lie strictly between 0 and 1")
+def parse_name(name: str) -> tuple[str, str]:
+    """(source, argument) for a data set name: a known name, `folder:PATH`, `npz:PATH`, `npy:PATH`, or a bare
+    path to a folder or an array file; `~` in paths is expanded."""
     kind, _, arg = name.partition(":")
-    if kind in SOURCES and (arg or kind not in ("folder", "npz", "npy")):
-        return SOURCES[kind](arg, config)
-    path = Path(name)
+    if kind in PATH_SOURCES and arg:
+        return kind, str(Path(arg).expanduser())
+    if kind in SOURCES and not arg and kind not in PATH_SOURCES:
+        return kind, ""
+    path = Path(name).expanduser()
     if path.suffix in (".npz", ".npy"):
-        return load_array_file(name, config)
+        return path.suffix[1:], str(path)
     if path.is_dir():
-        return load_folder(name, config)
-    raise VaekitError(f"unknown data set {name!r}: use fashion-mnist, mnist, digits, folder:PATH, npz:PATH "
+        return "folder", str(path)
+    raise VaekitError(f"unknown data set {short(name)}: use fashion-mnist, mnist, digits, folder:PATH, npz:PATH "
                       "or npy:PATH")
+
+
+def data_paths(config: DataConfig) -> list[Path]:
+    """The files or folders a data set is read from (none for the built-in sets)."""
+    kind, arg = parse_name(config.name)
+    return [Path(arg)] if kind in PATH_SOURCES else []
+
+
+def load_dataset(config: DataConfig) -> Dataset:
+    """Load the data set named by `config.name` (see `parse_name`)."""
+    kind, arg = parse_name(config.name)
+    return SOURCES[kind](arg, config)

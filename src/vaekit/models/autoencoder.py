@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from vaekit.config import ModelConfig, from_dict, to_dict
+from vaekit.config import ModelConfig, from_dict, short, to_dict
 from vaekit.errors import VaekitError
 from vaekit.files import atomic_write, write_json
 from vaekit.models.likelihoods import LIKELIHOODS
@@ -47,6 +47,7 @@ class AE(nn.Module):
     """Plain autoencoder: a deterministic code z = E(x), trained on reconstruction alone."""
 
     kind = "ae"
+    variational = False  # no posterior, no KL, no ELBO: only a reconstruction error
     encoder_outputs = 1  # numbers per latent dimension the encoder produces
 
     def __init__(self, config: ModelConfig):
@@ -124,11 +125,15 @@ class AE(nn.Module):
         model_cls = MODELS[config["kind"]]
         if not issubclass(model_cls, cls):
             raise VaekitError(f"{folder}: holds a {config['kind'].upper()}, not a {cls.kind.upper()}")
-        model = model_cls(from_dict(ModelConfig, config["model"], f"{folder / CONFIG_FILE}: model"))
+        model = construct(model_cls, from_dict(ModelConfig, config["model"], f"{folder / CONFIG_FILE}: model"))
         try:
             weights = load_file(str(folder / WEIGHTS_FILE), device=str(map_location))
         except (SafetensorError, OSError, ValueError) as e:
             raise VaekitError(f"{folder / WEIGHTS_FILE}: not a readable safetensors file ({e})") from None
+        bad = next((k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+        if bad is not None:
+            raise VaekitError(f"{folder / WEIGHTS_FILE}: {bad} holds NaN or infinite values; refusing weights that "
+                              "would decode every code to garbage")
         missing, unexpected = _state_mismatch(model, weights)
         if missing or unexpected:
             what = f"missing {missing[0]!r}" if missing else f"unexpected {unexpected[0]!r}"
@@ -146,6 +151,7 @@ class VAE(AE):
     """Variational autoencoder: the encoder returns q(z|x) = N(mu, diag sigma^2)."""
 
     kind = "vae"
+    variational = True
     encoder_outputs = 2  # mu and log sigma^2
 
     def encode(self, x: Tensor) -> DiagonalGaussian:
@@ -172,10 +178,24 @@ class VAE(AE):
 MODELS: dict[str, type[AE]] = {"ae": AE, "vae": VAE}
 
 
+MAX_PARAMETERS = 2_000_000_000  # 8 GB of float32 weights, before Adam's two copies
+
+
 def build_model(config: ModelConfig) -> AE:
     if config.kind not in MODELS:
-        raise VaekitError(f"unknown model kind {config.kind!r} (choose from {', '.join(MODELS)})")
-    return MODELS[config.kind](config)
+        raise VaekitError(f"unknown model kind {short(config.kind)} (choose from {', '.join(MODELS)})")
+    return construct(MODELS[config.kind], config)
+
+
+def construct(model_cls: type[AE], config: ModelConfig) -> AE:
+    """Build a model, after counting its parameters on the meta device (no memory): a config asking for a
+    network beyond MAX_PARAMETERS is refused before anything is allocated."""
+    with torch.device("meta"):
+        size = sum(p.numel() for p in model_cls(config).parameters())
+    if size > MAX_PARAMETERS:
+        raise VaekitError(f"the model would have {size:,} parameters (more than {MAX_PARAMETERS:,}); use a smaller "
+                          "--image-size, --hidden, --conv-channels or --latent-dim")
+    return model_cls(config)
 
 
 def validate(config: ModelConfig) -> None:

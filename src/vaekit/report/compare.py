@@ -10,13 +10,14 @@ import copy
 import html
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from vaekit.config import RunConfig
-from vaekit.data import Dataset, load_dataset
+from vaekit.config import DataConfig, RunConfig, trained_data_config
+from vaekit.data import Dataset, data_paths, evaluation_view, load_dataset
 from vaekit.data.sources import data_home
 from vaekit.errors import VaekitError
 from vaekit.evaluation.classifier import load_or_train_classifier
@@ -28,43 +29,74 @@ from vaekit.evaluation.evaluate import (
     real_reference,
     test_tensor,
 )
-from vaekit.files import write_json, write_text
+from vaekit.files import new_run_folder, write_json, write_text
 from vaekit.models import AE
 from vaekit.progress import say as show
 from vaekit.report import figures
 from vaekit.training import train
-from vaekit.training.trainer import prepare_run_dir
 
 
 def compare(run: RunConfig, out: Path, *, quick: bool = False, checkpoints: tuple[str, str] | None = None,
-            overwrite: bool = False, quiet: bool = False) -> dict[str, Any]:
-    """Train (or load) an AE and a VAE, evaluate both, write metrics.json and report.html into `out`."""
+            data_name: str | None = None, overwrite: bool = False, quiet: bool = False,
+            inputs: Sequence[Path] = ()) -> dict[str, Any]:
+    """Train (or load) an AE and a VAE, evaluate both, write metrics.json and report.html into `out`.
+
+    Two `checkpoints` are evaluated on the data they were trained on (which must be the same), or on
+    `data_name` when given. Every input is checked before `out` is touched; see `files.new_run_folder`."""
     started = time.perf_counter()
-    prepare_run_dir(out, overwrite)
     say = (lambda msg: None) if quiet else show
-    data = load_dataset(run.data)
+    models = {kind: load_checked(kind, given) for kind, given in zip(("ae", "vae"), checkpoints or ())}
+    if models:
+        run = copy.deepcopy(run)
+        run.data = checkpoints_data(models, checkpoints)
+        if data_name:
+            run.data.name = data_name
+    data = evaluation_view(load_dataset(run.data), run.data)
+    for given, model in zip(checkpoints or (), models.values()):
+        if tuple(model.config.image_shape) != data.shape:
+            raise VaekitError(f"{given}: the model takes {tuple(model.config.image_shape)} images, {data.spec} has "
+                              f"{data.shape}")
     if quick:  # about a minute on 2 CPU cores: fewer epochs, fewer importance samples and generated images
+        run = copy.deepcopy(run)
         run.train.epochs = min(run.train.epochs, 2)
+    with new_run_folder(out, overwrite, [*inputs, *map(Path, checkpoints or ()), *data_paths(run.data)]):
+        for kind in ("ae", "vae"):
+            if kind not in models:
+                one = copy.deepcopy(run)
+                one.model.kind = kind
+                say(f"training the {kind.upper()} ({one.train.epochs} epochs)")
+                train(one, out / kind, quiet=quiet, dataset=data)
+                models[kind] = AE.from_pretrained(out / kind)
+        return measure(run, out, models, data, quick, started, say, quiet)
+
+
+def load_checked(kind: str, given: str) -> AE:
+    model = AE.from_pretrained(given)
+    if model.kind != kind:
+        article = {"ae": "an", "vae": "a"}
+        raise VaekitError(f"{given}: expected {article[kind]} {kind.upper()} checkpoint, found "
+                          f"{article[model.kind]} {model.kind.upper()}")
+    return model
+
+
+def checkpoints_data(models: dict[str, AE], paths: tuple[str, str]) -> DataConfig:
+    """The data set both checkpoints were trained on; two different ones are refused, naming both."""
+    configs = [trained_data_config(m.meta) for m in models.values()]
+    keys = ("name", "binarize", "image_size", "channels", "resize", "background")
+    seen = [{k: getattr(c, k) for k in keys} for c in configs]
+    if seen[0] != seen[1]:
+        diff = next(k for k in keys if seen[0][k] != seen[1][k])
+        raise VaekitError(f"the checkpoints were trained on different data ({diff}: {seen[0][diff]!r} in {paths[0]}, "
+                          f"{seen[1][diff]!r} in {paths[1]}); pass --data to evaluate both on one set")
+    return configs[0]
+
+
+def measure(run: RunConfig, out: Path, models: dict[str, AE], data: Dataset, quick: bool, started: float, say,
+            quiet: bool) -> dict[str, Any]:
+    """Evaluate both models, write metrics.json and report.html."""
     settings = EvalSettings.quick() if quick else EvalSettings()
     settings.seed = run.train.seed
-
-    models: dict[str, AE] = {}
-    for kind, given in zip(("ae", "vae"), checkpoints or (None, None)):
-        if given:
-            models[kind] = AE.from_pretrained(given)
-            if models[kind].kind != kind:
-                raise VaekitError(f"{given}: expected a{'n' if kind == 'ae' else ''} {kind.upper()} checkpoint, "
-                                  f"found a{'n' if models[kind].kind == 'ae' else ''} {models[kind].kind.upper()}")
-            continue
-        one = copy.deepcopy(run)
-        one.model.kind = kind
-        say(f"training the {kind.upper()} ({one.train.epochs} epochs)")
-        train(one, out / kind, quiet=quiet, dataset=data)
-        models[kind] = AE.from_pretrained(out / kind)
     ae, vae = models["ae"], models["vae"]
-    if tuple(ae.config.image_shape) != data.shape or tuple(vae.config.image_shape) != data.shape:
-        raise VaekitError(f"the checkpoints' image shape does not match {data.spec} {data.shape}")
-
     scored = can_score_samples(data)
     classifier, real_features, floor, accuracy = None, None, None, None
     if scored:
@@ -74,7 +106,8 @@ def compare(run: RunConfig, out: Path, *, quick: bool = False, checkpoints: tupl
     evals = {}
     for kind, model in models.items():
         evals[kind] = evaluate_model(model, data, settings, classifier, real_features, quiet=quiet)
-    metrics = {"data": data.spec, "quick": quick, "settings": settings.__dict__, "classifier_accuracy": accuracy,
+    metrics = {"data": data.spec, "labels": data.label_source, "data_notes": data.notes, "quick": quick,
+               "settings": settings.__dict__, "classifier_accuracy": accuracy,
                "real_floor": floor, "ae": evals["ae"].metrics, "vae": evals["vae"].metrics,
                "same_networks": ae.config.arch == vae.config.arch and ae.config.hidden == vae.config.hidden
                and ae.config.channels == vae.config.channels and ae.latent_dim == vae.latent_dim}
@@ -279,9 +312,13 @@ def render(m: dict, models: dict[str, AE], evals: dict[str, Evaluation], data: D
     c = ae.config
     net = f"{c.arch} " + (f"hidden {','.join(map(str, c.hidden))}" if c.arch == "mlp" else
                           f"channels {','.join(map(str, c.channels))}")
+    notes = m["data_notes"]
     head = (f"<h1>AE vs VAE on {html.escape(data.spec)}</h1><p class=meta>Same networks ({net}, latent "
             f"{c.latent_dim}, {c.likelihood} likelihood), same data and seed. {'Quick run. ' if m['quick'] else ''}"
-            f"Generated images per sampler: {settings.n_samples}. Wall time {m['seconds']:.0f} s.</p>")
+            f"Generated images per sampler: {settings.n_samples}. Wall time {m['seconds']:.0f} s.</p>"
+            f"<p class=meta>Labels (used only by the feature classifier that scores samples): "
+            f"{html.escape(m['labels'])}.{''.join(' ' + html.escape(n[0].upper() + n[1:]) + '.' for n in notes)}"
+            f"</p>")
     parts = [head]
     for title, body, words in sections:
         parts.append(f"<section><h2>{html.escape(title)}</h2>{body}"

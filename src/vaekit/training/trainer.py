@@ -12,18 +12,19 @@ from __future__ import annotations
 import csv
 import json
 import math
-import shutil
 import time
+from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from vaekit.config import RunConfig, to_dict
-from vaekit.data import Batches, Dataset, load_dataset
-from vaekit.errors import VaekitError
-from vaekit.files import atomic_write, write_json, write_text
+from vaekit.config import RunConfig, short, to_dict
+from vaekit.data import Batches, Dataset, data_paths, evaluation_view, load_dataset
+from vaekit.errors import VaekitError, warn
+from vaekit.files import atomic_write, new_run_folder, write_json, write_text
 from vaekit.images import save_grid
 from vaekit.models import AE, build_model
 from vaekit.progress import bar, say
@@ -33,16 +34,25 @@ from vaekit.training.checkpoint import load_checkpoint, restore_training_state, 
 RUN_FILE = "run.json"
 
 
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+SCHEDULES = ("constant", "cosine")
+
+
+def check_train_config(run: RunConfig) -> None:
+    """Refuse unknown names before anything is written (numbers are checked by the config itself)."""
+    for name, value, known in (("optimizer", run.train.optimizer, OPTIMIZERS),
+                               ("schedule", run.train.schedule, SCHEDULES)):
+        if value not in known:
+            raise VaekitError(f"unknown {name} {short(value)} (choose from {', '.join(known)})")
+
+
 def make_optimizer(model: AE, run: RunConfig) -> torch.optim.Optimizer:
     """Adam or AdamW, fused (one kernel for all parameters) where this PyTorch supports it."""
     t = run.train
-    optimizers = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
-    if t.optimizer not in optimizers:
-        raise VaekitError(f"unknown optimizer {t.optimizer!r} (choose from {', '.join(optimizers)})")
     try:
-        return optimizers[t.optimizer](model.parameters(), lr=t.lr, weight_decay=t.weight_decay, fused=True)
+        return OPTIMIZERS[t.optimizer](model.parameters(), lr=t.lr, weight_decay=t.weight_decay, fused=True)
     except (RuntimeError, TypeError):
-        return optimizers[t.optimizer](model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        return OPTIMIZERS[t.optimizer](model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
 
 
 def gradient_norm(params: list[torch.nn.Parameter], clip: float) -> torch.Tensor:
@@ -84,14 +94,12 @@ def evaluate_loss(model: AE, batches: Batches, info: distributed.Dist | None = N
     return {"recon": recon / n, "kl": kl / n, "nelbo": nelbo, "bpd": nelbo / (dims * math.log(2)), "images": int(n)}
 
 
-def prepare_run_dir(out: Path, overwrite: bool) -> None:
-    """A new run never writes into an existing run's folder unless told to."""
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise VaekitError(f"{out}: run folder exists and is not empty; use --resume to continue it or "
-                              "--overwrite to replace it")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+def loss_words(m: dict[str, float], variational: bool, prefix: str = "") -> str:
+    """A split's loss in words: -ELBO = recon + KL for a VAE; an AE has no ELBO, only its reconstruction."""
+    get = lambda key: m[f"{prefix}{key}"]  # noqa: E731
+    if not variational:
+        return f"reconstruction {get('recon'):.2f} nats ({get('bpd'):.3f} bits/dim)"
+    return f"-ELBO {get('nelbo'):.2f} nats (recon {get('recon'):.2f} + KL {get('kl'):.2f}, {get('bpd'):.3f} bits/dim)"
 
 
 class MetricsLog:
@@ -141,45 +149,55 @@ def diverged(out: Path, first_bad: int, count: int, is_main: bool) -> VaekitErro
 
 
 def train(run: RunConfig | None, out: str | Path, *, resume: bool = False, epochs: int | None = None,
-          overwrite: bool = False, quiet: bool = False, dataset: Dataset | None = None) -> dict[str, Any]:
+          overwrite: bool = False, quiet: bool = False, dataset: Dataset | None = None,
+          inputs: Sequence[Path] = ()) -> dict[str, Any]:
     """Train the model described by `run`, writing everything into the run folder `out`.
 
     With `resume`, the run's stored settings are used (`run` may be None) and training continues from
     its latest checkpoint, or from the start if it was stopped before the first one; `epochs` may
-    raise the total. Returns the summary (test metrics of the best checkpoint), also in summary.json."""
+    raise the total. The data and the model are checked before `out` is touched; `overwrite` replaces
+    only a vaekit run, and only once the new one is complete; `inputs` (files the run reads, besides its
+    data) may not lie in `out`. Returns the summary (test metrics of the best checkpoint), also in
+    summary.json."""
     out = Path(out)
     if resume:
-        if not (out / RUN_FILE).is_file():
-            raise VaekitError(f"{out}: nothing to resume (no {RUN_FILE})")
-        try:
-            stored = json.loads((out / RUN_FILE).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise VaekitError(f"{out / RUN_FILE}: unreadable ({e})") from None
-        run = RunConfig.from_dict(stored, str(out / RUN_FILE))
-        run.train.epochs = epochs or run.train.epochs
+        run = stored_run(out, epochs)
     elif run is None:
         raise ValueError("train() needs a RunConfig unless it resumes")
+    check_train_config(run)
     info, device = distributed.setup(run.train.device)
     try:
-        if not resume and info.is_main:
-            prepare_run_dir(out, overwrite)
-        info.barrier()
-        summary = _train(run, out, info, device, resume, quiet or not info.is_main, dataset)
-        info.barrier()  # every rank done before any tears down: gloo aborts a rank that leaves first
+        data = dataset or evaluation_view(load_dataset(run.data), run.data)
+        run.model.image_shape = data.shape
+        torch.manual_seed(run.train.seed + info.rank)
+        model = build_model(run.model).to(device)
+        with ExitStack() as stack:
+            if not resume and info.is_main:
+                stack.enter_context(new_run_folder(out, overwrite, [*inputs, *data_paths(run.data)]))
+            info.barrier()
+            summary = _train(run, model, data, out, info, device, resume, quiet or not info.is_main)
+            info.barrier()  # every rank done before any tears down: gloo aborts a rank that leaves first
         return summary
     finally:
         distributed.teardown()
 
 
-def _train(run: RunConfig, out: Path, info: distributed.Dist, device: torch.device, resume: bool, quiet: bool,
-           dataset: Dataset | None) -> dict[str, Any]:
+def stored_run(out: Path, epochs: int | None) -> RunConfig:
+    """The settings of the run in `out` (its run.json), with the total epochs raised to `epochs` if given."""
+    if not (out / RUN_FILE).is_file():
+        raise VaekitError(f"{out}: nothing to resume (no {RUN_FILE})")
+    try:
+        stored = json.loads((out / RUN_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise VaekitError(f"{out / RUN_FILE}: unreadable ({e})") from None
+    run = RunConfig.from_dict(stored, str(out / RUN_FILE))
+    run.train.epochs = epochs or run.train.epochs
+    return run
+
+
+def _train(run: RunConfig, model: AE, data: Dataset, out: Path, info: distributed.Dist, device: torch.device,
+           resume: bool, quiet: bool) -> dict[str, Any]:
     t = run.train
-    if t.epochs < 1 or t.batch_size < 1 or t.lr <= 0:
-        raise VaekitError("epochs and batch_size must be at least 1 and lr positive")
-    torch.manual_seed(t.seed + info.rank)
-    data = dataset or load_dataset(run.data)
-    run.model.image_shape = data.shape
-    model = build_model(run.model).to(device)
     run.model = model.config  # with the defaults filled in, so run.json says exactly what was built
     optimizer = make_optimizer(model, run)
     if info.is_main:
@@ -192,6 +210,9 @@ def _train(run: RunConfig, out: Path, info: distributed.Dist, device: torch.devi
     steps_per_epoch = len(train_batches)
     total_steps = t.epochs * steps_per_epoch
     progress = {"epoch": 0, "step": 0, "batch": 0, "best_val": math.inf, "bad_epochs": 0}
+    if resume and not (out / "checkpoints" / "latest").is_file() and not quiet:
+        warn(f"{out}: no checkpoint to continue from (none was written yet, or they were deleted); training "
+             "starts from the beginning")
     if resume and (out / "checkpoints" / "latest").is_file():
         folder, state, tensors = load_checkpoint(out)
         model.load_state_dict(AE.from_pretrained(folder).state_dict())
@@ -208,6 +229,9 @@ def _train(run: RunConfig, out: Path, info: distributed.Dist, device: torch.devi
     params = list(model.parameters())
     bad_steps = 0
     if not quiet:
+        for note in data.notes:
+            say(f"data: {note}")
+        say(f"data: labels: {data.label_source}")
         say(f"{model.kind.upper()} ({model.config.arch}, latent {model.latent_dim}, "
             f"{sum(p.numel() for p in params):,} parameters) on {data.describe()}, device {device}"
             + (f", {info.world} processes" if info.world > 1 else ""))
@@ -269,9 +293,8 @@ def _train(run: RunConfig, out: Path, info: distributed.Dist, device: torch.devi
         if log is not None:
             log.add(row)
         if not quiet:
-            say(f"epoch {epoch + 1}/{t.epochs}: train loss {row['train_loss']:.2f}  val -ELBO "
-                f"{val['nelbo']:.2f} nats (recon {val['recon']:.2f} + KL {val['kl']:.2f}, "
-                f"{val['bpd']:.3f} bits/dim)  {seconds:.1f}s{'  *best' if is_best else ''}")
+            say(f"epoch {epoch + 1}/{t.epochs}: train loss {row['train_loss']:.2f}  val "
+                f"{loss_words(val, model.variational)}  {seconds:.1f}s{'  *best' if is_best else ''}")
         checkpoint(is_best, row)
     if progress["bad_epochs"] >= (t.patience or math.inf) and not quiet:
         say(f"early stop: no validation gain for {t.patience} epochs")
@@ -292,6 +315,6 @@ def finish(out: Path, run: RunConfig, data: Dataset, device: torch.device, info:
         save_grid(samples, out / "samples.png")
         write_json(out / "summary.json", summary)
         if not quiet:
-            say(f"test -ELBO {test['nelbo']:.2f} nats/image ({test['bpd']:.3f} bits/dim); samples from "
-                f"N(0, I) in {out / 'samples.png'}")
+            say(f"test {loss_words(test, best.variational)} per image; samples from N(0, I) in "
+                f"{out / 'samples.png'}")
     return summary

@@ -1,0 +1,223 @@
+"""Image folders as they really are: alpha, palettes, 16-bit, odd sizes, symlinks, duplicates, and folder
+names that may or may not be categories. Each is handled on purpose:
+
+- alpha (RGBA, LA, palette or grey/RGB with a transparent colour) is composited on `background`;
+- 16-bit and 32-bit grey images are scaled to 8 bits (not clipped); CMYK, palettes and 1-bit images are
+  converted; animated images give their first frame;
+- images whose shape differs from the target are centre-cropped, padded or stretched (`resize`);
+- files reached twice (symlinks) and files with identical bytes are kept once, so no test image equals a
+  training image;
+- first-level subfolders become labels when asked (`labels="folders"`), or by default when they look like
+  categories rather than image sizes (16x16, 22x22, scalable, ...);
+- decompression bombs (more pixels than `MAX_PIXELS`) are refused like any unreadable file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from vaekit.config import DataConfig
+from vaekit.errors import VaekitError, warn
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+MAX_PIXELS = 64_000_000  # per image: the web API's limit too; larger files are treated as bombs
+BACKGROUNDS = {"white": (255, 255, 255), "black": (0, 0, 0), "grey": (128, 128, 128), "gray": (128, 128, 128)}
+RESIZE = ("crop", "pad", "stretch")
+LABELS = ("auto", "folders", "none")
+SIZE_NAME = re.compile(r"^(\d+(x\d+)?(@\d+x?)?|scalable|symbolic)$", re.IGNORECASE)  # icon-theme size folders
+
+
+def background_colour(name: str) -> tuple[int, int, int]:
+    if name.lower() in BACKGROUNDS:
+        return BACKGROUNDS[name.lower()]
+    if re.fullmatch(r"#[0-9a-fA-F]{6}", name):
+        return tuple(int(name[i:i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
+    raise VaekitError(f"background {name!r}: use white, black, grey or #RRGGBB")
+
+
+def check_options(config: DataConfig) -> None:
+    for name, value, known in (("resize", config.resize, RESIZE), ("labels", config.labels, LABELS)):
+        if value not in known:
+            raise VaekitError(f"unknown {name} policy {value!r} (choose from {', '.join(known)})")
+    background_colour(config.background)
+    if config.channels not in (0, 1, 3):
+        raise VaekitError(f"channels must be 1 or 3 (or 0: from the images), got {config.channels}")
+
+
+@contextmanager
+def pil_errors(path: Path) -> Iterator[None]:
+    """PIL's many failures (and its bomb warning) as one VaekitError naming the file."""
+    from PIL import Image, UnidentifiedImageError
+
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PIL's other warnings (palettes, EXIF) are handled or harmless
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise VaekitError(f"{path}: too many pixels, refused as a possible decompression bomb ({e})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, MemoryError) as e:
+        raise VaekitError(f"{path}: not a readable image ({str(e)[:200]})") from None
+
+
+def to_8bit(img):
+    """16-bit and 32-bit grey (I;16, I, F) scaled to 8 bits by their nominal range, not clipped."""
+    from PIL import Image
+
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        array = np.asarray(img, dtype=np.float64)
+        top = 255.0 if img.mode == "F" or array.max(initial=0) <= 255 else 65535.0
+        return Image.fromarray(np.clip(np.round(array * (255.0 / top)), 0, 255).astype(np.uint8), "L")
+    return img
+
+
+def flatten_alpha(img, background: tuple[int, int, int]):
+    """Composite any transparency onto the background colour; returns an L or RGB image."""
+    from PIL import Image
+
+    if img.mode == "P" or "transparency" in img.info or img.mode in ("LA", "La", "PA", "RGBA", "RGBa"):
+        rgba = img.convert("RGBA")
+        under = Image.new("RGBA", rgba.size, (*background, 255))
+        return Image.alpha_composite(under, rgba).convert("RGB")
+    return img.convert("L" if img.mode in ("1", "L") else "RGB")
+
+
+def fit(img, size: tuple[int, int], policy: str, background: tuple[int, int, int]):
+    """Bring an image to (w, h): centre crop or pad keep the aspect ratio, stretch does not."""
+    from PIL import Image, ImageOps
+
+    if img.size == size:
+        return img
+    if policy == "crop":
+        return ImageOps.fit(img, size, Image.Resampling.BILINEAR)
+    if policy == "pad":
+        colour = background if img.mode == "RGB" else round(sum(background) / 3)
+        return ImageOps.pad(img, size, Image.Resampling.BILINEAR, color=colour)
+    return img.resize(size, Image.Resampling.BILINEAR)
+
+
+def load_image(path: Path, shape: tuple[int, int, int], resize: str = "crop", background: str = "white") -> Tensor:
+    """Decode one image file to uint8 (C, H, W): 8 bits, alpha composited, grey or RGB, fitted to `shape`."""
+    from PIL import Image
+
+    c, h, w = shape
+    with pil_errors(path), Image.open(path) as img:
+        img.seek(0)
+        flat = flatten_alpha(to_8bit(img), background_colour(background))
+        flat = flat.convert("L" if c == 1 else "RGB")
+        array = np.asarray(fit(flat, (w, h), resize, background_colour(background)), dtype=np.uint8)
+    return torch.from_numpy(array.reshape(h, w, c).transpose(2, 0, 1).copy())
+
+
+@dataclass
+class Scan:
+    """What a folder holds: unique readable images, their labels (or None) and the target shape."""
+
+    files: list[Path]
+    labels: Tensor | None
+    classes: list[str]
+    shape: tuple[int, int, int]
+    notes: list[str]  # what was done, in words, for the log and the report
+    label_source: str
+
+
+def image_files(root: Path) -> tuple[list[Path], int, int]:
+    """Image files under `root`, each kept once: by resolved path (symlinks) and by content (SHA-1)."""
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    seen_paths, seen_bytes, unique = set(), set(), []
+    links = copies = 0
+    for f in files:
+        real = f.resolve()
+        if real in seen_paths:
+            links += 1
+            continue
+        seen_paths.add(real)
+        digest = hashlib.sha1(real.read_bytes(), usedforsecurity=False).digest()
+        if digest in seen_bytes:
+            copies += 1
+            continue
+        seen_bytes.add(digest)
+        unique.append(f)
+    return unique, links, copies
+
+
+def folder_labels(root: Path, files: list[Path], policy: str) -> tuple[Tensor | None, list[str], str]:
+    """Labels from first-level subfolder names, when asked or when those names look like categories."""
+    parts = [f.relative_to(root).parts for f in files]
+    names = sorted({p[0] for p in parts if len(p) > 1})
+    nested = all(len(p) > 1 for p in parts)
+    if policy == "none" or not nested or (policy == "auto" and len(names) < 2):
+        return None, [], "none (no labels: the images do not sit in category subfolders)"
+    if policy == "auto" and all(SIZE_NAME.match(n) for n in names):
+        return None, [], (f"none: the subfolders ({', '.join(names[:6])}{', ...' if len(names) > 6 else ''}) look "
+                          "like image sizes, not categories (--labels folders uses them anyway)")
+    labels = torch.tensor([names.index(p[0]) for p in parts])
+    return labels, names, f"the {len(names)} first-level subfolder names ({', '.join(names[:6])}" \
+                          f"{', ...' if len(names) > 6 else ''})"
+
+
+def scan_folder(root: Path, config: DataConfig) -> Scan:
+    """Unique readable image files under `root`, their labels and the common shape (from headers only)."""
+    from PIL import Image
+
+    check_options(config)
+    if not root.is_dir():
+        raise VaekitError(f"{root}: no such folder")
+    files, links, copies = image_files(root)
+    if not files:
+        raise VaekitError(f"{root}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    sizes, colour, readable = set(), False, []
+    for i, f in enumerate(files):
+        try:
+            with pil_errors(f), Image.open(f) as img:  # reads the header only
+                sizes.add(img.size)
+                colour |= img.mode not in ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "F") \
+                    and not (img.mode == "P" and _grey_palette(img))
+            readable.append(f)
+        except VaekitError as e:
+            bad_image(e, config)
+    if not readable:
+        raise VaekitError(f"{root}: none of the images is readable")
+    labels, classes, label_source = folder_labels(root, readable, config.labels)
+    if config.image_size:
+        h = w = config.image_size
+    elif len(sizes) == 1:
+        w, h = sizes.pop()
+    else:
+        raise VaekitError(f"{root}: images have {len(sizes)} different sizes; choose one with --image-size N")
+    c = config.channels or (3 if colour else 1)
+    notes = []
+    if links or copies:
+        notes.append(f"kept each image once: skipped {links} links to files already read and {copies} files with "
+                     "the same bytes as another")
+    odd = sum(1 for s in sizes if s != (w, h))
+    if odd or config.image_size:
+        how = {"crop": "centre-cropped to keep the aspect ratio", "pad": f"padded with {config.background} to keep "
+               "the aspect ratio", "stretch": "stretched"}[config.resize]
+        notes.append(f"images of other shapes are {how} and resized to {w}x{h} (--resize)")
+    notes.append(f"transparent pixels are composited on {config.background} (--background)")
+    return Scan(readable, labels, classes, (c, h, w), notes, label_source)
+
+
+def _grey_palette(img) -> bool:
+    palette = img.getpalette() or []
+    triples = [palette[i:i + 3] for i in range(0, len(palette), 3)]
+    return all(r == g == b for r, g, b in triples)
+
+
+def bad_image(error: VaekitError, config: DataConfig | None = None, skip: bool = False) -> None:
+    """Stop on an unreadable image, or skip it with a warning when the user asked for that."""
+    if not (skip or (config is not None and config.skip_bad_images)):
+        raise VaekitError(f"{error} (use --skip-bad-images to skip such files)")
+    warn(f"{error}; skipped")

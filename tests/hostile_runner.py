@@ -1,0 +1,31 @@
+"""Runs many `vaekit` command lines in one process under a memory limit (address space, `resource.setrlimit`).
+
+Reads a JSON list of {"argv": [...], "cwd": "..."} on stdin; writes a JSON list of {"status", "stderr", "seconds"}.
+Used by tests/test_hostile.py: hundreds of cases in one interpreter instead of one each.
+"""
+
+import contextlib
+import io
+import json
+import os
+import resource
+import sys
+import time
+
+limit = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+from vaekit.cli import main  # noqa: E402  (imported under the limit)
+
+results = []
+for case in json.load(sys.stdin):
+    os.chdir(case["cwd"])
+    err = io.StringIO()
+    started = time.perf_counter()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            status = main(case["argv"])
+        except SystemExit as e:  # argparse's --help/--version only; errors come back as statuses
+            status = e.code
+    results.append({"status": status, "stderr": err.getvalue(), "seconds": time.perf_counter() - started})
+json.dump(results, sys.stdout)
