@@ -26,3 +26,11 @@ if (( ${#debian[@]} )) && command -v apt-get >/dev/null && [[ $(id -u) == 0 ]]; 
   (apt-get update -qq && apt-get install -y -qq "${debian[@]}") >/dev/null 2>&1 \
     || echo "setup: could not install ${debian[*]} with apt-get" >&2
 fi
+# The folder loader's tests read a real icon theme (RGBA PNGs of mixed sizes, symlinks), unpacked, not installed.
+icons="${VAEKIT_TEST_DATA:-$HOME/.cache/vaekit-test}/gnome-icon-theme"
+if [[ "${1:-}" == "--test" && ! -d "$icons/usr" ]] && command -v apt-get >/dev/null; then
+  tmp=$(mktemp -d)
+  (cd "$tmp" && apt-get download -qq gnome-icon-theme && dpkg -x gnome-icon-theme_*.deb "$icons") >/dev/null 2>&1 \
+    || echo "setup: could not unpack Debian's gnome-icon-theme into $icons" >&2
+  rm -rf "$tmp"
+fi

@@ -27,6 +27,18 @@ def run_cli(tmp_path):
     return run
 
 
+def run_many(cases: list[dict], limit: int = 3 << 30) -> list[dict]:
+    """Many `vaekit` command lines ({"argv", "cwd", "env"}) in one fresh interpreter under an address-space
+    limit (torch alone maps about 1 GiB): the same main() and boundary as the command, one start-up for all."""
+    import json
+
+    runner = Path(__file__).parent / "hostile_runner.py"
+    proc = subprocess.run([sys.executable, str(runner), str(limit)], input=json.dumps(cases), text=True,
+                          capture_output=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 

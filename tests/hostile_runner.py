@@ -1,7 +1,7 @@
 """Runs many `vaekit` command lines in one process under a memory limit (address space, `resource.setrlimit`).
 
-Reads a JSON list of {"argv": [...], "cwd": "..."} on stdin; writes a JSON list of {"status", "stderr", "seconds"}.
-Used by tests/test_hostile.py: hundreds of cases in one interpreter instead of one each.
+Reads a JSON list of {"argv": [...], "cwd": "...", "env": {...}} on stdin; writes a JSON list of {"status",
+"stderr", "seconds"}. Used through conftest.run_many: hundreds of cases in one interpreter instead of one each.
 """
 
 import contextlib
@@ -20,6 +20,7 @@ from vaekit.cli import main  # noqa: E402  (imported under the limit)
 results = []
 for case in json.load(sys.stdin):
     os.chdir(case["cwd"])
+    os.environ.update(case.get("env", {}))
     err = io.StringIO()
     started = time.perf_counter()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):

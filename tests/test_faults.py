@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import run_many
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -303,22 +304,33 @@ CASES = {
 }
 
 
+@pytest.fixture(scope="module")
+def case_results(trained, tmp_path_factory):
+    """Every case set up in a folder of its own, then all run in one interpreter (conftest.run_many): the
+    folder, the files in it before, and what the command did."""
+    folders, before = {}, {}
+    for i, (case, (setup, _, _)) in enumerate(CASES.items()):
+        folders[case] = tmp_path_factory.mktemp(f"case{i}")
+        if setup:
+            setup(folders[case], trained)
+        before[case] = {p: p.read_bytes() for p in folders[case].rglob("*") if p.is_file()}
+    results = run_many([{"argv": [str(trained) if a == "TRAINED" else a for a in args], "cwd": str(folders[case]),
+                         "env": {"VAEKIT_DATA": str(folders[case] / "cache")}} for case, (_, args, _) in CASES.items()])
+    return {case: (folders[case], before[case], result) for case, result in zip(CASES, results)}
+
+
 @pytest.mark.parametrize("case", list(CASES))
-def test_bad_input_gives_one_line_exit_2_and_changes_nothing(case, trained, tmp_path):
-    setup, args, message = CASES[case]
-    if setup:
-        setup(tmp_path, trained)
-    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
-    args = [str(trained) if a == "TRAINED" else a for a in args]
-    proc = vaekit(*args, cwd=tmp_path)
-    lines = screen_lines(proc.stderr)
-    assert proc.returncode == 2, (case, proc.returncode, proc.stderr[-2000:])
-    assert "Traceback" not in proc.stderr, proc.stderr
+def test_bad_input_gives_one_line_exit_2_and_changes_nothing(case, case_results):
+    folder, before, result = case_results[case]
+    message = CASES[case][2]
+    lines = screen_lines(result["stderr"])
+    assert result["status"] == 2, (case, result["status"], result["stderr"][-2000:])
+    assert "Traceback" not in result["stderr"], result["stderr"]
     assert len(lines) == 1 and lines[0].startswith("vaekit: error: "), lines
     assert message in lines[0], (message, lines[0])
-    after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and p in before}
+    after = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file() and p in before}
     assert after == before, "a failing command changed the user's files"
-    assert not (tmp_path / "pwned").exists()
+    assert not (folder / "pwned").exists()
 
 
 def test_the_fault_list_is_long_enough():

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_many
 
 from vaekit import RunConfig
 from vaekit.cli import build_parser
@@ -25,8 +26,6 @@ from vaekit.data.idx import write_idx
 from vaekit.data.sources import IDX_FILES
 from vaekit.training import train
 
-HERE = Path(__file__).parent
-LIMIT = 3 << 30  # address space for the flag runner: torch alone maps about 1 GiB
 BOMB_RSS = 1 << 30  # peak resident memory allowed while refusing a bomb
 BOMB_SECONDS = 10
 
@@ -48,14 +47,6 @@ def value_flags() -> dict[str, dict[str, bool]]:
             for name, parser in sub.choices.items()}
 
 
-def run_many(argvs: list[list[str]], cwd: Path) -> list[dict]:
-    cases = json.dumps([{"argv": argv, "cwd": str(cwd)} for argv in argvs])
-    proc = subprocess.run([sys.executable, str(HERE / "hostile_runner.py"), str(LIMIT)], input=cases, text=True,
-                          capture_output=True, env={**os.environ, "VAEKIT_DATA": str(cwd / "cache")}, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout)
-
-
 def test_the_generated_cases_cover_every_command_and_many_flags():
     flags = value_flags()
     assert set(flags) == set(BASES)
@@ -67,7 +58,8 @@ def test_the_generated_cases_cover_every_command_and_many_flags():
 def test_every_flag_of_every_command_refuses_nonsense_in_one_line(tmp_path):
     flags = value_flags()
     argvs = [[cmd, *BASES[cmd], flag, value] for cmd in BASES for flag in flags[cmd] for value in VALUES]
-    results = run_many(argvs, tmp_path)
+    results = run_many([{"argv": argv, "cwd": str(tmp_path), "env": {"VAEKIT_DATA": str(tmp_path / "cache")}}
+                        for argv in argvs])
     bad = []
     for argv, r in zip(argvs, results):
         lines = r["stderr"].strip().splitlines()

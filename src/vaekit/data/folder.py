@@ -177,11 +177,11 @@ def scan_folder(root: Path, config: DataConfig) -> Scan:
     files, links, copies = image_files(root)
     if not files:
         raise VaekitError(f"{root}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
-    sizes, colour, readable = set(), False, []
+    sizes, colour, readable = [], False, []
     for i, f in enumerate(files):
         try:
             with pil_errors(f), Image.open(f) as img:  # reads the header only
-                sizes.add(img.size)
+                sizes.append(img.size)
                 colour |= img.mode not in ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "F") \
                     and not (img.mode == "P" and _grey_palette(img))
             readable.append(f)
@@ -192,20 +192,23 @@ def scan_folder(root: Path, config: DataConfig) -> Scan:
     labels, classes, label_source = folder_labels(root, readable, config.labels)
     if config.image_size:
         h = w = config.image_size
-    elif len(sizes) == 1:
-        w, h = sizes.pop()
+    elif len(set(sizes)) == 1:
+        w, h = sizes[0]
     else:
-        raise VaekitError(f"{root}: images have {len(sizes)} different sizes; choose one with --image-size N")
+        raise VaekitError(f"{root}: images have {len(set(sizes))} different sizes; choose one with --image-size N")
     c = config.channels or (3 if colour else 1)
     notes = []
     if links or copies:
         notes.append(f"kept each image once: skipped {links} links to files already read and {copies} files with "
                      "the same bytes as another")
-    odd = sum(1 for s in sizes if s != (w, h))
-    if odd or config.image_size:
-        how = {"crop": "centre-cropped to keep the aspect ratio", "pad": f"padded with {config.background} to keep "
-               "the aspect ratio", "stretch": "stretched"}[config.resize]
-        notes.append(f"images of other shapes are {how} and resized to {w}x{h} (--resize)")
+    resized = sum(1 for s in sizes if s != (w, h))
+    odd = sum(1 for sw, sh in sizes if sw * h != sh * w)
+    if odd:
+        how = {"crop": "centre-cropped (the aspect ratio kept)", "pad": f"padded with {config.background} (the "
+               "aspect ratio kept)", "stretch": "stretched"}[config.resize]
+        notes.append(f"{odd} images of another aspect ratio than {w}x{h} are {how} (--resize)")
+    if resized:
+        notes.append(f"{resized} images resized to {w}x{h}")
     notes.append(f"transparent pixels are composited on {config.background} (--background)")
     return Scan(readable, labels, classes, (c, h, w), notes, label_source)
 

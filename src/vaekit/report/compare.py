@@ -9,6 +9,7 @@ import base64
 import copy
 import html
 import json
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -67,7 +68,7 @@ def compare(run: RunConfig, out: Path, *, quick: bool = False, checkpoints: tupl
                 say(f"training the {kind.upper()} ({one.train.epochs} epochs)")
                 train(one, out / kind, quiet=quiet, dataset=data)
                 models[kind] = AE.from_pretrained(out / kind)
-        return measure(run, out, models, data, quick, started, say, quiet)
+        return measure(run, out, models, data, quick, started, say, quiet, checkpoints)
 
 
 def load_checked(kind: str, given: str) -> AE:
@@ -92,7 +93,7 @@ def checkpoints_data(models: dict[str, AE], paths: tuple[str, str]) -> DataConfi
 
 
 def measure(run: RunConfig, out: Path, models: dict[str, AE], data: Dataset, quick: bool, started: float, say,
-            quiet: bool) -> dict[str, Any]:
+            quiet: bool, checkpoints: tuple[str, str] | None) -> dict[str, Any]:
     """Evaluate both models, write metrics.json and report.html."""
     settings = EvalSettings.quick() if quick else EvalSettings()
     settings.seed = run.train.seed
@@ -106,7 +107,9 @@ def measure(run: RunConfig, out: Path, models: dict[str, AE], data: Dataset, qui
     evals = {}
     for kind, model in models.items():
         evals[kind] = evaluate_model(model, data, settings, classifier, real_features, quiet=quiet)
-    metrics = {"data": data.spec, "labels": data.label_source, "data_notes": data.notes, "quick": quick,
+    metrics = {"checkpoints": {kind: os.path.relpath(Path(given).resolve(), out.resolve())
+                               for kind, given in zip(("ae", "vae"), checkpoints or (out / "ae", out / "vae"))},
+               "data": data.spec, "labels": data.label_source, "data_notes": data.notes, "quick": quick,
                "settings": settings.__dict__, "classifier_accuracy": accuracy,
                "real_floor": floor, "ae": evals["ae"].metrics, "vae": evals["vae"].metrics,
                "same_networks": ae.config.arch == vae.config.arch and ae.config.hidden == vae.config.hidden

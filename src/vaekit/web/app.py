@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 from vaekit.data import Batches, Dataset
 from vaekit.errors import VaekitError
 from vaekit.evaluation.evaluate import embed_all, fit_gmm, gmm_codes
+from vaekit.files import read_json
 from vaekit.images import png_bytes
 from vaekit.models import AE, VAE
 from vaekit.report.figures import Projection, interpolate
@@ -221,9 +222,14 @@ def create_app(explorer: Explorer) -> FastAPI:
 
 
 def load_models(paths: list[str]) -> dict[str, AE]:
-    """A `vaekit compare` run folder (its ae/ and vae/), or one or two checkpoints / run folders."""
-    if len(paths) == 1 and (Path(paths[0]) / "ae").is_dir() and (Path(paths[0]) / "vae").is_dir():
-        paths = [str(Path(paths[0]) / "ae"), str(Path(paths[0]) / "vae")]
+    """A `vaekit compare` run folder (the checkpoints it compared), or one or two checkpoints / run folders."""
+    folder = Path(paths[0])
+    if len(paths) == 1 and (folder / "metrics.json").is_file():
+        compared = read_json(folder / "metrics.json").get("checkpoints")
+        if isinstance(compared, dict) and set(compared) == {"ae", "vae"}:
+            paths = [str(folder / compared[kind]) for kind in ("ae", "vae")]
+    if len(paths) == 1 and (folder / "ae").is_dir() and (folder / "vae").is_dir():
+        paths = [str(folder / "ae"), str(folder / "vae")]
     models: dict[str, AE] = {}
     for p in paths:
         m = AE.from_pretrained(p)

@@ -1,0 +1,176 @@
+"""Real images are messy: alpha, palettes, 16-bit, odd aspect ratios, symlinks and duplicates, folders that are
+sizes rather than categories. Each case on files written here, and the whole of a real Debian icon theme."""
+
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vaekit.config import DataConfig
+from vaekit.data import Batches, load_dataset
+from vaekit.errors import VaekitError
+
+SPLIT = {"val_fraction": 0.2, "test_fraction": 0.2}
+
+
+def folder(tmp_path: Path, name: str, config: dict | None = None, **kw):
+    return load_dataset(DataConfig(name=f"folder:{tmp_path / name}", **{**SPLIT, **(config or {}), **kw}))
+
+
+def all_images(data) -> torch.Tensor:
+    return torch.cat([data.train.images, data.val.images, data.test.images])
+
+
+def icon(size: int = 12) -> np.ndarray:
+    """RGBA: an opaque red square in the middle; transparent elsewhere, with black stored under the alpha."""
+    a = np.zeros((size, size, 4), np.uint8)
+    a[size // 4: -size // 4, size // 4: -size // 4] = (255, 0, 0, 255)
+    return a
+
+
+def save_many(path: Path, make, n: int = 10) -> None:
+    """n PNGs; a text chunk makes their bytes differ even where their pixels do not (vaekit keeps byte-identical
+    files once)."""
+    from PIL.PngImagePlugin import PngInfo
+
+    path.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        info = PngInfo()
+        info.add_text("index", str(i))
+        make(i).save(path / f"{i}.png", pnginfo=info)
+
+
+def test_alpha_is_composited_on_the_background(tmp_path):
+    save_many(tmp_path / "rgba", lambda i: Image.fromarray(icon()))
+    white = folder(tmp_path, "rgba")
+    assert white.shape == (3, 12, 12)
+    corner, centre = all_images(white)[:, :, 0, 0], all_images(white)[:, :, 6, 6]
+    assert (corner == 255).all() and (centre == torch.tensor([255, 0, 0], dtype=torch.uint8)).all()
+    black = folder(tmp_path, "rgba", background="black")
+    assert (all_images(black)[:, :, 0, 0] == 0).all()
+    grey = folder(tmp_path, "rgba", background="#808080")
+    assert (all_images(grey)[:, :, 0, 0] == 128).all()
+    assert any("composited on white" in n for n in white.notes)
+    with pytest.raises(VaekitError, match="background 'pink'"):
+        folder(tmp_path, "rgba", background="pink")
+
+
+def test_grey_with_alpha_and_palettes_with_transparency(tmp_path):
+    def la(i):
+        a = np.zeros((8, 8, 2), np.uint8)
+        a[2:6, 2:6] = (40, 255)  # dark grey, opaque; transparent black elsewhere
+        return Image.fromarray(a, "LA")
+
+    save_many(tmp_path / "la", la)
+    data = folder(tmp_path, "la", channels=1)
+    assert (all_images(data)[:, 0, 0, 0] == 255).all() and (all_images(data)[:, 0, 3, 3] == 40).all()
+
+    def palette(i):
+        img = Image.fromarray(icon(8)).convert("RGB").quantize(4)
+        black = [j for j, c in enumerate(np.array(img.getpalette()).reshape(-1, 3)[:4]) if c.sum() == 0][0]
+        img.info["transparency"] = black
+        return img
+
+    save_many(tmp_path / "p", palette)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        data = folder(tmp_path, "p")
+    assert not [w for w in seen if "PIL" in w.filename], [str(w.message) for w in seen]
+    assert (all_images(data)[:, :, 0, 0] == 255).all() and (all_images(data)[:, 0, 4, 4] == 255).all()
+    assert (all_images(data)[:, 1, 4, 4] == 0).all()  # red stays red
+
+
+def test_sixteen_bit_grey_is_scaled_not_clipped(tmp_path):
+    ramp = np.linspace(0, 65535, 64).astype(np.uint16).reshape(8, 8)
+    save_many(tmp_path / "deep", lambda i: Image.fromarray(ramp))
+    data = folder(tmp_path, "deep")
+    got = all_images(data)[0, 0].numpy().astype(float)
+    assert data.shape == (1, 8, 8)
+    assert np.abs(got - ramp / 257.0).max() <= 1.0  # 8 bits of the same ramp, not 84-99% white
+
+
+def test_links_and_copies_are_kept_once_so_no_test_image_is_a_training_image(tmp_path):
+    rng = np.random.default_rng(0)
+    save_many(tmp_path / "set" / "a", lambda i: Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)), n=30)
+    for i in range(10):
+        os.symlink(tmp_path / "set" / "a" / f"{i}.png", tmp_path / "set" / "a" / f"link{i}.png")
+    for i in range(5):
+        shutil.copy(tmp_path / "set" / "a" / f"{i}.png", tmp_path / "set" / "a" / f"copy{i}.png")
+    data = folder(tmp_path, "set")
+    assert len(all_images(data)) == 30
+    train, test = data.train.images.flatten(1), data.test.images.flatten(1)
+    assert not (test[:, None] == train[None]).all(-1).any()
+    assert any("skipped 10 links" in n and "5 files with the same bytes" in n for n in data.notes)
+
+
+def test_labels_come_from_category_folders_not_size_folders(tmp_path):
+    grey = lambda i: Image.fromarray(np.full((8, 8), i * 20 + 1, np.uint8))  # noqa: E731
+    for k, name in enumerate(("16x16", "22x22", "scalable")):
+        save_many(tmp_path / "theme" / name, lambda i, k=k: Image.fromarray(np.full((8, 8), i * 7 + k, np.uint8)))
+    sizes = folder(tmp_path, "theme")
+    assert sizes.train.labels is None and "look like image sizes" in sizes.label_source
+    forced = folder(tmp_path, "theme", labels="folders")
+    assert forced.classes == ["16x16", "22x22", "scalable"]
+    save_many(tmp_path / "pets" / "cats", grey)
+    save_many(tmp_path / "pets" / "dogs", lambda i: Image.fromarray(np.full((8, 8), 255 - i, np.uint8)))
+    pets = folder(tmp_path, "pets")
+    assert pets.classes == ["cats", "dogs"] and "subfolder names" in pets.label_source
+    assert folder(tmp_path, "pets", labels="none").train.labels is None
+
+
+@pytest.mark.parametrize("policy", ["crop", "pad", "stretch"])
+def test_odd_aspect_ratios_follow_the_resize_policy(tmp_path, policy):
+    wide = np.zeros((20, 40), np.uint8)  # 40 wide, 20 high: black with a white stripe down the middle
+    wide[:, 18:22] = 255
+    save_many(tmp_path / "wide", lambda i: Image.fromarray(wide))
+    data = folder(tmp_path, "wide", image_size=20, resize=policy, background="grey")
+    x = all_images(data)[0, 0].float()
+    stripe = (x[10] > 128).sum().item()  # white columns in the middle row
+    if policy == "pad":  # the whole image, halved: bands of grey above and below
+        assert (x[0] == 128).all() and (x[-1] == 128).all() and 1 <= stripe <= 3
+    elif policy == "crop":  # the centre square at full scale: the stripe keeps its width
+        assert x[0].max() == 255 and 3 <= stripe <= 5
+    else:  # squeezed sideways: a thinner stripe, no bands
+        assert x[0].max() > 128 and 1 <= stripe <= 3
+    assert any(f"are {'centre-cropped' if policy == 'crop' else policy}" in n for n in data.notes) or policy == "pad"
+
+
+def test_a_corrupt_image_in_a_streamed_folder_is_one_line_or_skipped(tmp_path):
+    save_many(tmp_path / "big", lambda i: Image.fromarray(np.full((8, 8), i * 9, np.uint8)), n=20)
+    good = (tmp_path / "big" / "3.png").read_bytes()
+    (tmp_path / "big" / "3.png").write_bytes(good[:60])  # the header reads; the pixels do not
+    config = dict(max_in_memory_gb=1e-9, workers=1)
+    data = folder(tmp_path, "big", config)
+    every = [data.train, data.val, data.test]
+    with pytest.raises(VaekitError, match="3.png: not a readable image.*--skip-bad-images"):
+        for split in every:
+            list(Batches(split, 4, workers=1))
+    skipping = folder(tmp_path, "big", config, skip_bad_images=True)
+    seen = sum(len(x) for split in (skipping.train, skipping.val, skipping.test) for x in Batches(split, 4, workers=1))
+    assert seen == 19
+
+
+ICONS = Path(os.environ.get("VAEKIT_TEST_DATA", Path.home() / ".cache" / "vaekit-test")) / "gnome-icon-theme"
+
+
+def test_a_real_icon_theme(capsys):
+    """Debian's gnome-icon-theme (scripts/setup.sh --test unpacks it): about 6,000 RGBA PNGs of 8 to 256 px in
+    size folders, two thirds of them symlinks."""
+    root = ICONS / "usr" / "share" / "icons" / "gnome"
+    if not root.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"{root} is missing; scripts/setup.sh --test should have unpacked gnome-icon-theme")
+        pytest.skip("gnome-icon-theme not unpacked (bash scripts/setup.sh --test)")
+    data = load_dataset(DataConfig(name=f"folder:{root}", image_size=32))
+    assert data.shape == (3, 32, 32) and data.train.labels is None and "image sizes" in data.label_source
+    assert 1500 < len(all_images(data)) < 2500  # ~6,000 files, ~3,900 of them links, a few dozen copies
+    train, test = data.train.images.flatten(1), data.test.images.flatten(1)
+    assert not (test[:, None] == train[None]).all(-1).any()
+    assert capsys.readouterr().err == ""  # no raw PIL warnings
+    apps = load_dataset(DataConfig(name=f"folder:{root / '48x48'}", image_size=32))
+    assert {"apps", "actions", "devices"} <= set(apps.classes)
