@@ -30,7 +30,9 @@ fi
 icons="${VAEKIT_TEST_DATA:-$HOME/.cache/vaekit-test}/gnome-icon-theme"
 if [[ "${1:-}" == "--test" && ! -d "$icons/usr" ]] && command -v apt-get >/dev/null; then
   tmp=$(mktemp -d)
-  (cd "$tmp" && apt-get download -qq gnome-icon-theme && dpkg -x gnome-icon-theme_*.deb "$icons") >/dev/null 2>&1 \
+  fetch() { apt-get download -qq gnome-icon-theme; }
+  (mkdir -p "$icons" && cd "$tmp" && { fetch || { apt-get update -qq && fetch; }; } \
+    && dpkg -x gnome-icon-theme_*.deb "$icons") >/dev/null 2>&1 \
     || echo "setup: could not unpack Debian's gnome-icon-theme into $icons" >&2
   rm -rf "$tmp"
 fi
