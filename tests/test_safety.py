@@ -187,3 +187,16 @@ def test_info_json_into_a_closed_pipe_is_quiet(runs):
     proc = subprocess.run(f"{sys.executable} -m vaekit info --json {runs / 'vae'} | head -c 10", shell=True,
                           capture_output=True, text=True)
     assert proc.stdout == "{\n  \"check" and proc.stderr == ""
+
+
+def test_the_classifier_cache_follows_the_content_not_the_name(tmp_path):
+    from vaekit.data import load_dataset
+    from vaekit.evaluation.classifier import cache_key
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(200) % 4
+    np.savez(tmp_path / "set.npz", x=rng.integers(0, 256, (200, 8, 8), dtype=np.uint8), y=labels)
+    first = cache_key(load_dataset(DataConfig(name=f"npz:{tmp_path / 'set.npz'}")))
+    assert first == cache_key(load_dataset(DataConfig(name=f"npz:{tmp_path / 'set.npz'}")))
+    np.savez(tmp_path / "set.npz", x=rng.integers(0, 256, (200, 8, 8), dtype=np.uint8), y=labels)  # same name, count
+    assert cache_key(load_dataset(DataConfig(name=f"npz:{tmp_path / 'set.npz'}"))) != first

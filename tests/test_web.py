@@ -2,14 +2,17 @@
 Chromium against a real server on loopback."""
 
 import base64
+import http.client
 import io
 import json
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 
+import anyio
 import numpy as np
 import pytest
 import schemathesis
@@ -40,7 +43,7 @@ def runs(tmp_path_factory):
 def client(runs):
     models = load_models([str(runs)])  # a compare-style folder with ae/ and vae/
     app = create_app(Explorer.build(models, load_dataset(DataConfig(name="digits"))))
-    return TestClient(app)
+    return TestClient(app, base_url="http://127.0.0.1")
 
 
 def png_bytes(array: np.ndarray) -> bytes:
@@ -111,8 +114,11 @@ OPERATIONS = ["GET /api/models", "POST /api/sample", "POST /api/decode", "GET /a
 
 
 @pytest.fixture(scope="module")
-def api_schema(client):
-    return schemathesis.openapi.from_asgi("/openapi.json", client.app)
+def api_schema(runs):
+    """The schema of an app that also answers to "testserver", the host name Schemathesis' ASGI client sends."""
+    app = create_app(Explorer.build(load_models([str(runs)]), load_dataset(DataConfig(name="digits"))),
+                     hosts=("127.0.0.1", "testserver"))
+    return schemathesis.openapi.from_asgi("/openapi.json", app)
 
 
 def test_the_property_tests_cover_every_operation(api_schema):
@@ -194,3 +200,121 @@ def test_page_in_headless_chromium(server, tmp_path):
     assert not errors, errors
     shot = np.asarray(Image.open(tmp_path / "explorer.png").convert("L"))
     assert shot.shape[0] > 1200 and shot.std() > 20
+
+
+# --- probes of a real server on loopback, as an attacker or a heavy user would send them -------------------
+
+
+def raw(server: str, method: str, path: str, body: bytes = b"", headers: dict | None = None,
+        conn: http.client.HTTPConnection | None = None) -> tuple[int, bytes, http.client.HTTPConnection]:
+    """One request on a keep-alive connection (a new one unless given); returns status, body and connection."""
+    host, port = server.removeprefix("http://").split(":")
+    conn = conn or http.client.HTTPConnection(host, int(port), timeout=30)
+    conn.request(method, path, body=body, headers={"Content-Type": "application/json", **(headers or {})})
+    response = conn.getresponse()
+    return response.status, response.read(), conn
+
+
+NON_FINITE = [("/api/sample", b'{"n": NaN}'), ("/api/sample", b'{"n": Infinity, "seed": 1}'),
+              ("/api/sample", b'{"seed": -Infinity}'), ("/api/interpolate", b'{"a": 0, "b": 1, "steps": NaN}'),
+              ("/api/interpolate", b'{"a": Infinity, "b": 1}'), ("/api/interpolate", b'{"a": 0, "b": NaN}'),
+              ("/api/decode", b'{"model": NaN, "z": [0, 0, 0, 0, 0, 0, 0, 0]}'),
+              ("/api/decode", b'{"model": "vae", "z": [NaN, 0, 0, 0, 0, 0, 0, 0]}'),
+              ("/api/decode", b'{"model": "vae", "z": [Infinity, 0, 0, 0, 0, 0, 0, 0]}'),
+              ("/api/decode", b'{"model": "vae", "z": NaN}')]
+
+
+@pytest.mark.parametrize("path, body", NON_FINITE)
+def test_non_finite_json_gets_a_422_and_the_connection_stays_open(server, path, body):
+    status, answer, conn = raw(server, "POST", path, body)
+    assert status == 422, answer[:500]
+    assert b"NaN" not in answer and b"Infinity" not in answer  # the input is never echoed
+    status, _, _ = raw(server, "GET", "/api/models", conn=conn)  # the same keep-alive connection
+    assert status == 200
+
+
+def test_errors_never_echo_a_huge_input(server):
+    body = json.dumps({"model": "vae", "z": [0.5] * 400_000}).encode()
+    status, answer, _ = raw(server, "POST", "/api/decode", body)
+    assert status == 422 and len(answer) < 2000
+
+
+@pytest.mark.parametrize("headers, status", [
+    ({"Host": "evil.example"}, 400),  # DNS rebinding: a foreign name pointing at 127.0.0.1
+    ({"Host": "evil.example:8000"}, 400),
+    ({"Origin": "http://evil.example"}, 403),  # a page on another site posting (no-cors) to the API
+    ({"Sec-Fetch-Site": "cross-site"}, 403),
+    ({"Sec-Fetch-Site": "same-site"}, 403),  # another port of the same machine is another origin
+    ({"Sec-Fetch-Site": "same-origin"}, 200),
+    ({}, 200),  # curl, scripts: no browser headers
+])
+def test_only_the_bound_host_and_same_origin_pages_are_served(server, headers, status):
+    got, answer, _ = raw(server, "POST", "/api/sample", b'{"n": 1, "seed": 0}', headers)
+    assert got == status, answer[:300]
+    same = {"Origin": server}
+    assert raw(server, "POST", "/api/sample", b'{"n": 1, "seed": 0}', same)[0] == 200
+
+
+def test_a_stalled_body_is_cut_off(runs):
+    from vaekit.web.guard import Guard
+
+    app = create_app(Explorer.build(load_models([str(runs)]), load_dataset(DataConfig(name="digits"))))
+    guarded = Guard(app.build_middleware_stack(), body_seconds=0.2)
+    sent = []
+
+    async def slow_receive():
+        await anyio.sleep(5)
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/api/sample", "query_string": b"", "root_path": "",
+             "headers": [(b"host", b"127.0.0.1"), (b"content-length", b"2"), (b"content-type", b"application/json")]}
+    anyio.run(guarded, scope, slow_receive, send)
+    assert sent[0]["status"] == 408
+
+
+def test_model_work_is_bounded_and_the_overflow_gets_503():
+    from fastapi import HTTPException
+
+    from vaekit.web.guard import Workers
+
+    workers, release, results = Workers(threads=1, queue=1), threading.Event(), []
+
+    async def main():
+        async def job():
+            try:
+                results.append(await workers.run(release.wait, 10))
+            except HTTPException as e:
+                results.append(e.status_code)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(4):
+                tg.start_soon(job)
+            await anyio.sleep(0.3)
+            release.set()
+
+    anyio.run(main)
+    assert sorted(map(str, results)) == ["503", "503", "True", "True"]  # one running, one queued, two turned away
+
+
+def test_serving_beyond_loopback_needs_an_opt_in_and_a_token(runs, tmp_path):
+    env = {**os.environ, "VAEKIT_DATA": str(runs / "cache")}
+    cmd = [sys.executable, "-m", "vaekit", "serve", str(runs / "ae"), str(runs / "vae")]
+    refused = subprocess.run([*cmd, "--host", "0.0.0.0"], env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "--allow-remote" in refused.stderr
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = subprocess.run([*cmd, "--port", str(busy.getsockname()[1])], env=env, capture_output=True,
+                               text=True, timeout=60)
+    assert taken.returncode == 2 and len(taken.stderr.strip().splitlines()) == 1 and "cannot listen" in taken.stderr
+
+    client = TestClient(create_app(Explorer.build(load_models([str(runs)]), load_dataset(DataConfig(name="digits"))),
+                                   token="s3cret"), base_url="http://127.0.0.1")
+    assert client.get("/api/models").status_code == 401
+    assert client.get("/api/models", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    page = client.get("/?token=s3cret")
+    assert page.status_code == 200 and "vaekit_token=s3cret" in page.headers["set-cookie"]
+    assert client.get("/api/models").status_code == 200  # the page's own requests carry the cookie

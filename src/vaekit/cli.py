@@ -294,7 +294,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from vaekit.web.app import serve
 
-    serve(args.paths, host=args.host, port=args.port, quiet=args.quiet)
+    serve(args.paths, host=args.host, port=args.port, quiet=args.quiet, allow_remote=args.allow_remote,
+          token=args.token)
     return 0
 
 
@@ -625,7 +626,12 @@ def build_parser() -> argparse.ArgumentParser:
                 "and interpolate between test images.")
     p.add_argument("paths", nargs="+", metavar="RUN_OR_CHECKPOINT",
                    help="a `vaekit compare` run folder (uses its ae/ and vae/), or one or two checkpoints")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes it to your network)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind; anything but loopback (127.0.0.1, localhost, "
+                   "::1) needs --allow-remote")
+    p.add_argument("--allow-remote", action="store_true", help="really serve beyond this machine (e.g. --host "
+                   "0.0.0.0); a token is then required, printed in the link")
+    p.add_argument("--token", help="require this token (header 'Authorization: Bearer TOKEN', or open the page "
+                   "once with ?token=TOKEN); default: none on loopback, a random one otherwise")
     p.add_argument("--port", type=number(int, 1, 65535), default=8000, help="port")
     p.add_argument("--quiet", action="store_true", help="log warnings only")
 

@@ -129,12 +129,16 @@ def to_uint8_images(array: np.ndarray, where: str) -> np.ndarray:
     if array.dtype.kind not in "fiu" or array.dtype == np.bool_:
         raise VaekitError(f"{where}: expected uint8 or float pixels, got {array.dtype}")
     top = 1.0 if array.dtype.kind == "f" else 255.0  # floats in [0, 1], integers in [0, 255]
-    array = array.astype(np.float64)
-    if not np.isfinite(array).all():
-        raise VaekitError(f"{where}: contains NaN or infinite pixels")
-    if array.min() < 0 or array.max() > top:
-        raise VaekitError(f"{where}: pixels must lie in [0, {top:g}] (found {array.min():g} to {array.max():g})")
-    return np.round(array * (255.0 / top)).astype(np.uint8)
+    out = np.empty(array.shape, np.uint8)
+    for start in range(0, len(array), 4096):  # in blocks: a float copy of the whole array could be 8x its size
+        block = array[start:start + 4096].astype(np.float64)
+        if not np.isfinite(block).all():
+            raise VaekitError(f"{where}: contains NaN or infinite pixels")
+        if block.min() < 0 or block.max() > top:
+            raise VaekitError(f"{where}: pixels must lie in [0, {top:g}] (found {block.min():g} to {block.max():g} "
+                              f"in images {start} to {start + len(block) - 1})")
+        out[start:start + 4096] = np.round(block * (255.0 / top))
+    return out
 
 
 def three_way(full: TensorImages | ImageSet, config: DataConfig, spec: str, classes: list[str],

@@ -8,6 +8,7 @@ Every input is validated (latent length, counts, image type and size, body size)
 import base64
 import io
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from importlib import resources
@@ -17,6 +18,7 @@ from typing import Annotated
 import numpy as np
 import torch
 from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
@@ -28,6 +30,7 @@ from vaekit.files import read_json
 from vaekit.images import png_bytes
 from vaekit.models import AE, VAE
 from vaekit.report.figures import Projection, interpolate
+from vaekit.web.guard import LOOPBACK, Guard, Workers
 
 MAX_BODY = 2 * 2**20  # bytes in any request
 MAX_UPLOAD_PIXELS = 4096 * 4096
@@ -79,11 +82,22 @@ class InterpolateRequest(BaseModel):
     steps: int = Field(8, ge=2, le=32)
 
 
-def create_app(explorer: Explorer) -> FastAPI:
+def create_app(explorer: Explorer, hosts: Sequence[str] = LOOPBACK, token: str | None = None,
+               workers: Workers | None = None) -> FastAPI:
+    """The API over `explorer`, answering only for `hosts` (and with `token`, if given); model work runs on
+    `workers`, off the event loop."""
     app = FastAPI(title="vaekit latent explorer", version="1",
                   description="Decode z ~ N(0, I) with an AE and a VAE side by side, explore the latent space, "
                               "encode your own images.")
-    ex = explorer
+    app.add_middleware(Guard, hosts=hosts, token=token, max_body=MAX_BODY)
+    ex, work = explorer, workers or Workers()
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """422 naming each problem, never echoing the input (it may be huge, or NaN that JSON cannot carry)."""
+        problems = [{"loc": [str(part)[:50] for part in e.get("loc", ())], "msg": str(e.get("msg", ""))[:200],
+                     "type": str(e.get("type", ""))} for e in exc.errors()[:10]]
+        return JSONResponse({"detail": problems}, status_code=422)
     # The schema names the served models and the latent size, so clients (and property tests) know them.
     ModelName = Enum("ModelName", {name: name for name in ex.models}, type=str)
     dims = {m.latent_dim for m in ex.models.values()}
@@ -93,16 +107,6 @@ def create_app(explorer: Explorer) -> FastAPI:
     class DecodeRequest(BaseModel):
         model: ModelName = Field(..., description="a name from /api/models")
         z: list[float] = Field(..., description="one latent vector", **size)
-
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
-            return JSONResponse({"detail": f"request body larger than {MAX_BODY} bytes"}, status_code=413)
-        if request.method == "POST" and length is None and "chunked" in request.headers.get("transfer-encoding", ""):
-            return JSONResponse({"detail": "chunked request bodies are not accepted; send Content-Length"},
-                                status_code=411)
-        return await call_next(request)
 
     def model_named(name: ModelName) -> AE:
         return ex.models[name.value]
@@ -121,7 +125,10 @@ def create_app(explorer: Explorer) -> FastAPI:
                  "arch": m.config.arch, "classes": ex.data.classes} for n, m in ex.models.items()]
 
     @app.post("/api/sample", summary="decode the same z ~ N(0, I) with every model, plus GMM samples")
-    def sample(req: SampleRequest) -> dict:
+    async def sample(req: SampleRequest) -> dict:
+        return await work.run(draw, req)
+
+    def draw(req: SampleRequest) -> dict:
         g = torch.Generator().manual_seed(req.seed if req.seed is not None else int(torch.randint(0, 2**31 - 1, ())))
         dims = {m.latent_dim for m in ex.models.values()}
         z = torch.randn(req.n, max(dims), generator=g)
@@ -136,12 +143,15 @@ def create_app(explorer: Explorer) -> FastAPI:
 
     @app.post("/api/decode", summary="decode one latent vector to a PNG", response_class=Response,
               responses={200: {"content": {"image/png": {}}}})
-    def decode(req: DecodeRequest) -> Response:
+    async def decode(req: DecodeRequest) -> Response:
         m = model_named(req.model)
         z = check_z(m, req.z)
-        with torch.no_grad():
-            image = m.generate(z[None])
+        image = await work.run(generate, m, z[None])
         return Response(base64.b64decode(png_b64(image)), media_type="image/png")
+
+    def generate(m: AE, z: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return m.generate(z)
 
     @app.get("/api/map", summary="2-D map of test codes (PCA, or the codes for a 2-D latent) for a model")
     def latent_map(model: ModelName) -> dict:
@@ -156,24 +166,29 @@ def create_app(explorer: Explorer) -> FastAPI:
                 "labels": ex.test_labels[start:start + count], "total": len(ex.test_images)}
 
     @app.post("/api/interpolate", summary="decode the straight line between the codes of two test images")
-    def interpolate_images(req: InterpolateRequest) -> dict:
+    async def interpolate_images(req: InterpolateRequest) -> dict:
         n = len(ex.test_images)
         if req.a >= n or req.b >= n:
             raise HTTPException(422, f"image indices must be below {n}")
-        x = ex.test_images[[req.a, req.b]]
+        return await work.run(interpolate_between, ex.test_images[[req.a, req.b]], req.steps)
+
+    def interpolate_between(x: torch.Tensor, steps: int) -> dict:
         out = {}
         with torch.no_grad():
             for name, m in ex.models.items():
                 z = m.embed(x)
-                out[name] = [png_b64(i[None]) for i in m.generate(interpolate(z[0], z[1], req.steps))]
+                out[name] = [png_b64(i[None]) for i in m.generate(interpolate(z[0], z[1], steps))]
         return out
 
-    async def read_upload(file: UploadFile) -> torch.Tensor:
-        from PIL import Image, UnidentifiedImageError
-
+    async def read_upload(file: UploadFile) -> bytes:
         data = await file.read(MAX_BODY + 1)
         if not data:
             raise HTTPException(422, "the uploaded file is empty")
+        return data
+
+    def decode_upload(data: bytes) -> torch.Tensor:
+        from PIL import Image, UnidentifiedImageError
+
         c, h, w = next(iter(ex.models.values())).config.image_shape
         try:
             with Image.open(io.BytesIO(data)) as img:
@@ -189,14 +204,20 @@ def create_app(explorer: Explorer) -> FastAPI:
 
     @app.post("/api/reconstruct", summary="reconstruct an uploaded image with every model")
     async def reconstruct(file: Annotated[UploadFile, File(description="PNG, JPEG, ... image")]) -> dict:
-        x = await read_upload(file)
+        return await work.run(reconstruct_upload, await read_upload(file))
+
+    def reconstruct_upload(data: bytes) -> dict:
+        x = decode_upload(data)
         with torch.no_grad():
             return {"input": png_b64(x), **{n: png_b64(m.reconstruct(x)) for n, m in ex.models.items()}}
 
     @app.post("/api/encode", summary="encode an uploaded image: the AE's code, the VAE's mu, sigma and samples")
     async def encode(file: Annotated[UploadFile, File(description="PNG, JPEG, ... image")],
                      samples: Annotated[int, Query(ge=1, le=16)] = 6) -> dict:
-        x = await read_upload(file)
+        return await work.run(encode_upload, await read_upload(file), samples)
+
+    def encode_upload(data: bytes, samples: int) -> dict:
+        x = decode_upload(data)
         out = {"input": png_b64(x)}
         with torch.no_grad():
             for name, m in ex.models.items():
@@ -241,18 +262,47 @@ def load_models(paths: list[str]) -> dict[str, AE]:
     return models
 
 
-def serve(paths: list[str], host: str = "127.0.0.1", port: int = 8000, quiet: bool = False) -> None:
+def serve(paths: list[str], host: str = "127.0.0.1", port: int = 8000, quiet: bool = False,
+          allow_remote: bool = False, token: str | None = None) -> None:
+    """Serve the explorer. Beyond loopback only with `allow_remote`, and then always behind a token (the one
+    given, or a new random one printed in the link)."""
+    import secrets
+
     import uvicorn
 
     from vaekit.config import trained_data_config
-    from vaekit.data import load_dataset
+    from vaekit.data import evaluation_view, load_dataset
 
+    remote = host.strip("[]") not in LOOPBACK
+    if remote and not allow_remote:
+        raise VaekitError(f"--host {host} would open the API to your network; add --allow-remote to mean it (a token "
+                          "is then required)")
+    if remote:
+        token = token or secrets.token_urlsafe(16)
+    check_port_free(host, port)
     models = load_models(paths)
-    first = next(iter(models.values()))
-    data = load_dataset(trained_data_config(first.meta))
+    config = trained_data_config(next(iter(models.values())).meta)
+    data = evaluation_view(load_dataset(config), config)
     torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
-    app = create_app(Explorer.build(models, data))
+    hosts = ("*",) if host in ("0.0.0.0", "::") else (*LOOPBACK, host.strip("[]"))
+    app = create_app(Explorer.build(models, data), hosts=hosts, token=token)
     if not quiet:
-        print(f"vaekit explorer on http://{host}:{port}/  ({', '.join(models)}; Ctrl-C stops)", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning" if quiet else "info")
+        link = f"http://{host}:{port}/" + (f"?token={token}" if token else "")
+        print(f"vaekit explorer on {link}  ({', '.join(models)}; Ctrl-C stops)", flush=True)
+    uvicorn.run(app, host=host.strip("[]"), port=port, log_level="warning" if quiet else "info",
+                timeout_keep_alive=5, limit_concurrency=64)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail in one line before minutes of loading, rather than after the success line."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host.strip("[]"), port))
+        except OSError as e:
+            raise VaekitError(f"cannot listen on {host}:{port} ({e.strerror or e}); is another server there? "
+                              "choose another --port") from None
 

@@ -1,0 +1,144 @@
+"""What stands between the explorer's API and the rest of the world.
+
+- Host check: only the names the server was bound to are served, so a web page on another site cannot reach
+  the API through DNS rebinding.
+- Cross-site check: a browser's request from a page on another origin (its `Origin` or `Sec-Fetch-Site`
+  header says so) is refused before any work is done.
+- Token: a server bound beyond loopback asks for a token (a header, a `?token=` link, then a cookie).
+- Body limits: the body is read here, whole, before the app sees it: a declared or actual size over the limit,
+  chunked bodies, and bodies that take longer than `body_seconds` are refused.
+- Model work runs in worker threads, a few at a time; past a short queue the answer is 503 with Retry-After,
+  so small requests stay fast while big ones run.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import anyio
+from fastapi import HTTPException
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+TOKEN_COOKIE = "vaekit_token"
+
+
+def host_name(value: str) -> str:
+    """'[::1]:8000' -> '::1', 'localhost:80' -> 'localhost'."""
+    host = urlsplit(f"//{value}").hostname if value else None
+    return (host or "").lower()
+
+
+class Guard:
+    """ASGI middleware with the checks above, in that order, before the app sees a request."""
+
+    def __init__(self, app: Callable, hosts: Sequence[str] = LOOPBACK, token: str | None = None,
+                 max_body: int = 2 << 20, body_seconds: float = 30.0):
+        self.app, self.hosts, self.token = app, {h.lower().strip("[]") for h in hosts}, token
+        self.max_body, self.body_seconds = max_body, body_seconds
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        refusal = self.refusal(scope, headers)
+        if refusal is not None:
+            return await answer(send, *refusal)
+        try:
+            body = await self.read_body(receive)
+        except TimeoutError:
+            return await answer(send, 408, f"the request body took longer than {self.body_seconds:g} s")
+        if body is None:  # the client left, or sent more than it declared
+            return await answer(send, 413, f"request body larger than {self.max_body} bytes")
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # the app waits for the disconnect
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, self.with_cookie(scope, send))
+
+    async def read_body(self, receive: Callable) -> bytes | None:
+        """The whole body, read within `body_seconds` and at most `max_body` bytes (None past that)."""
+        chunks, size = [], 0
+        with anyio.fail_after(self.body_seconds):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return None
+                chunks.append(message.get("body", b""))
+                size += len(chunks[-1])
+                if size > self.max_body:
+                    return None
+                if not message.get("more_body", False):
+                    return b"".join(chunks)
+
+    def refusal(self, scope: dict, headers: dict[str, str]) -> tuple[int, str] | None:
+        """(status, reason) for a request that must not reach the app, or None."""
+        host = host_name(headers.get("host", ""))
+        if "*" not in self.hosts and host not in self.hosts:
+            return 400, f"host {host[:100]!r} is not served here (DNS rebinding?); use one of {sorted(self.hosts)}"
+        origin = headers.get("origin")
+        if origin is not None and urlsplit(origin).netloc.lower() != headers.get("host", "").lower():
+            return 403, "cross-origin requests are refused"
+        if headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+            return 403, "cross-site requests are refused"
+        if self.token is not None and not self.authorised(scope, headers):
+            return 401, "this server needs its token: open the link it printed, or send 'Authorization: Bearer ...'"
+        length = headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body):
+            return 413, f"request body larger than {self.max_body} bytes"
+        if length is None and "chunked" in headers.get("transfer-encoding", ""):
+            return 411, "chunked request bodies are not accepted; send Content-Length"
+        return None
+
+    def authorised(self, scope: dict, headers: dict[str, str]) -> bool:
+        given = [headers.get("authorization", "").removeprefix("Bearer ").strip(),
+                 *parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token", []),
+                 *(part.split("=", 1)[1] for part in headers.get("cookie", "").replace(" ", "").split(";")
+                   if part.startswith(f"{TOKEN_COOKIE}="))]
+        return any(hmac.compare_digest(g.encode(), self.token.encode()) for g in given if g)
+
+    def with_cookie(self, scope: dict, send: Callable) -> Callable:
+        """A page opened with ?token= gets the token as a cookie, so its own requests carry it."""
+        if self.token is None or b"token=" not in scope.get("query_string", b""):
+            return send
+
+        async def send_with_cookie(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                cookie = f"{TOKEN_COOKIE}={self.token}; Path=/; HttpOnly; SameSite=Strict".encode()
+                message = {**message, "headers": [*message.get("headers", []), (b"set-cookie", cookie)]}
+            await send(message)
+
+        return send_with_cookie
+
+
+async def answer(send: Callable, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class Workers:
+    """Model work off the event loop: at most `threads` jobs at once, at most `queue` more waiting."""
+
+    def __init__(self, threads: int = 2, queue: int = 8):
+        self.limiter = anyio.CapacityLimiter(threads)
+        self.queue, self.waiting = queue, 0
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self.waiting >= self.limiter.total_tokens + self.queue:
+            raise HTTPException(503, "busy: too many requests for the models at once; retry shortly",
+                                headers={"Retry-After": "1"})
+        self.waiting += 1
+        try:
+            return await anyio.to_thread.run_sync(fn, *args, limiter=self.limiter)
+        finally:
+            self.waiting -= 1
