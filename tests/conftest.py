@@ -39,6 +39,29 @@ def run_many(cases: list[dict], limit: int = 3 << 30) -> list[dict]:
     return json.loads(proc.stdout)
 
 
+@pytest.fixture
+def cli(tmp_path, monkeypatch, capsys):
+    """`vaekit ...` through the command's own main() in this process, from inside tmp_path: the same parser,
+    commands and error boundary, without a second start-up of torch (`run_cli` runs a real process)."""
+    from vaekit.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("VAEKIT_DATA", str(tmp_path / "cache"))
+
+    def run(*args, check: bool = True) -> subprocess.CompletedProcess:
+        capsys.readouterr()
+        try:
+            status = main([str(a) for a in args])
+        except SystemExit as e:  # --help and --version exit from argparse
+            status = e.code
+        out, err = capsys.readouterr()
+        if check and status != 0:
+            raise AssertionError(f"vaekit {' '.join(map(str, args))} failed ({status}):\n{err[-3000:]}")
+        return subprocess.CompletedProcess(args, status, out, err)
+
+    return run
+
+
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 

@@ -1,7 +1,8 @@
 """Runs many `vaekit` command lines in one process under a memory limit (address space, `resource.setrlimit`).
 
 Reads a JSON list of {"argv": [...], "cwd": "...", "env": {...}} on stdin; writes a JSON list of {"status",
-"stderr", "seconds"}. Used through conftest.run_many: hundreds of cases in one interpreter instead of one each.
+"stderr", "seconds", "peak_mb"} (the process's peak resident memory up to and including that case). Used
+through conftest.run_many: hundreds of cases in one interpreter instead of one each.
 """
 
 import contextlib
@@ -28,5 +29,6 @@ for case in json.load(sys.stdin):
             status = main(case["argv"])
         except SystemExit as e:  # argparse's --help/--version only; errors come back as statuses
             status = e.code
-    results.append({"status": status, "stderr": err.getvalue(), "seconds": time.perf_counter() - started})
+    results.append({"status": status, "stderr": err.getvalue(), "seconds": time.perf_counter() - started,
+                    "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})  # the peak so far
 json.dump(results, sys.stdout)

@@ -1,4 +1,5 @@
-"""The command line, end to end, as a user runs it: real processes, real files."""
+"""The command line, end to end, as a user runs it, on real files: the first chain in real processes, the rest
+through the same main() in this process (the `cli` fixture), which keeps the suite fast."""
 
 import json
 
@@ -39,23 +40,23 @@ def test_train_sample_reconstruct_encode_decode_info_on_digits(run_cli, tmp_path
     assert "VAE" in text and "test" in text and "bits/dim" in text
 
 
-def test_sampling_is_reproducible_by_seed(run_cli, tmp_path):
-    run_cli("train", "--data", "digits", "--model", "ae", "--epochs", "1", "--out", "ae")
+def test_sampling_is_reproducible_by_seed(cli, tmp_path):
+    cli("train", "--data", "digits", "--model", "ae", "--epochs", "1", "--out", "ae")
     for name, seed in (("a.png", 1), ("b.png", 1), ("c.png", 2)):
-        run_cli("sample", "ae", "-n", "9", "--out", name, "--seed", seed)
+        cli("sample", "ae", "-n", "9", "--out", name, "--seed", seed)
     a, b, c = (np.asarray(Image.open(tmp_path / n)) for n in ("a.png", "b.png", "c.png"))
     assert np.array_equal(a, b) and not np.array_equal(a, c)
 
 
-def test_config_file_and_flags(run_cli, tmp_path):
+def test_config_file_and_flags(cli, tmp_path):
     (tmp_path / "c.toml").write_text('[model]\nkind = "ae"\nlatent_dim = 3\n[data]\nname = "digits"\n'
                                      '[train]\nepochs = 1\nbatch_size = 32\n')
-    run_cli("train", "--config", "c.toml", "--latent-dim", "5", "--out", "r")
+    cli("train", "--config", "c.toml", "--latent-dim", "5", "--out", "r")
     stored = json.loads((tmp_path / "r" / "run.json").read_text())
     assert stored["model"]["kind"] == "ae" and stored["model"]["latent_dim"] == 5  # the flag wins
     assert stored["train"]["batch_size"] == 32
     (tmp_path / "c.yaml").write_text("model:\n  kind: vae\ndata:\n  name: digits\ntrain:\n  epochs: 1\n")
-    run_cli("train", "--config", "c.yaml", "--out", "y")
+    cli("train", "--config", "c.yaml", "--out", "y")
     assert json.loads((tmp_path / "y" / "run.json").read_text())["model"]["kind"] == "vae"
 
 
@@ -70,13 +71,13 @@ def test_config_file_and_flags(run_cli, tmp_path):
     (["sample", "notes.txt"], "notes.txt: expected a checkpoint folder"),
     (["sample", "exists"], "exists: not a vaekit checkpoint or run folder"),
 ])
-def test_bad_input_gives_one_line_and_exit_2(run_cli, tmp_path, args, message):
+def test_bad_input_gives_one_line_and_exit_2(cli, tmp_path, args, message):
     (tmp_path / "bad.toml").write_text("[model]\nlatnt_dim = 3\n")
     (tmp_path / "type.toml").write_text("[train]\nepochs = 'ten'\n")
     (tmp_path / "exists").mkdir()
     (tmp_path / "exists" / "keep.txt").write_text("precious")
     (tmp_path / "notes.txt").write_text("hi")
-    proc = run_cli(*args, check=False)
+    proc = cli(*args, check=False)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("vaekit: error: "), proc.stderr
@@ -85,47 +86,47 @@ def test_bad_input_gives_one_line_and_exit_2(run_cli, tmp_path, args, message):
     assert (tmp_path / "exists" / "keep.txt").read_text() == "precious"
 
 
-def test_decode_refuses_bad_codes_and_outputs_are_not_overwritten(run_cli, tmp_path):
-    run_cli("train", "--data", "digits", "--epochs", "1", "--out", "run")
+def test_decode_refuses_bad_codes_and_outputs_are_not_overwritten(cli, tmp_path):
+    cli("train", "--data", "digits", "--epochs", "1", "--out", "run")
     np.save(tmp_path / "wrong.npy", np.zeros((4, 3), dtype=np.float32))
-    proc = run_cli("decode", "run", "wrong.npy", check=False)
+    proc = cli("decode", "run", "wrong.npy", check=False)
     assert proc.returncode == 2 and "expected codes shaped (N, 8)" in proc.stderr
     nan = np.zeros((4, 8), dtype=np.float32)
     nan[2, 1] = np.nan
     np.save(tmp_path / "nan.npy", nan)
-    proc = run_cli("decode", "run", "nan.npy", check=False)
+    proc = cli("decode", "run", "nan.npy", check=False)
     assert proc.returncode == 2 and "NaN" in proc.stderr
     (tmp_path / "mine.png").write_bytes(b"my picture")
-    proc = run_cli("sample", "run", "--out", "mine.png", check=False)
+    proc = cli("sample", "run", "--out", "mine.png", check=False)
     assert proc.returncode == 2 and "--overwrite" in proc.stderr
     assert (tmp_path / "mine.png").read_bytes() == b"my picture"
 
 
-def test_help_explains_each_option(run_cli):
-    text = run_cli("train", "--help").stdout
+def test_help_explains_each_option(cli):
+    text = cli("train", "--help").stdout
     for flag in ("--beta", "--free-bits", "--kl-warmup-epochs", "--likelihood", "--resume", "--config", "--binarize"):
         assert flag in text
     assert "reparameterization" in text or "q(z|x)" in text
-    assert "N(0, I)" in run_cli("sample", "--help").stdout
+    assert "N(0, I)" in cli("sample", "--help").stdout
 
 
-def test_evaluate_and_compare_from_checkpoints_on_digits(run_cli, tmp_path):
-    run_cli("train", "--data", "digits", "--model", "ae", "--epochs", "3", "--out", "ae")
-    run_cli("train", "--data", "digits", "--model", "vae", "--epochs", "3", "--out", "vae")
-    out = run_cli("evaluate", "vae", "--quick", "--json", "eval.json").stdout
+def test_evaluate_and_compare_from_checkpoints_on_digits(cli, tmp_path):
+    cli("train", "--data", "digits", "--model", "ae", "--epochs", "3", "--out", "ae")
+    cli("train", "--data", "digits", "--model", "vae", "--epochs", "3", "--out", "vae")
+    out = cli("evaluate", "vae", "--quick", "--json", "eval.json").stdout
     assert "IS-NLL, K=100" in out and "active units" in out and "Frechet distance" in out
     m = json.loads((tmp_path / "eval.json").read_text())
     assert m["is_nll"]["nll"] < m["is_nll"]["nelbo_same_images"] + 3 * m["is_nll"]["stderr"]
-    assert "is_nll" not in json.loads(run_cli("evaluate", "ae", "--quick", "--json", "ae.json").stdout and
+    assert "is_nll" not in json.loads(cli("evaluate", "ae", "--quick", "--json", "ae.json").stdout and
                                       (tmp_path / "ae.json").read_text())
 
-    run_cli("compare", "--data", "digits", "--ae", "ae", "--vae", "vae", "--quick", "--out", "cmp")
+    cli("compare", "--data", "digits", "--ae", "ae", "--vae", "vae", "--quick", "--out", "cmp")
     metrics = json.loads((tmp_path / "cmp" / "metrics.json").read_text())
     assert metrics["data"] == "digits" and metrics["same_networks"]
     assert "<img" in (tmp_path / "cmp" / "report.html").read_text()
 
-    swapped = run_cli("compare", "--data", "digits", "--ae", "vae", "--vae", "ae", "--quick", "--out", "bad",
+    swapped = cli("compare", "--data", "digits", "--ae", "vae", "--vae", "ae", "--quick", "--out", "bad",
                       check=False)
     assert swapped.returncode == 2 and "expected an AE checkpoint, found a VAE" in swapped.stderr
-    half = run_cli("compare", "--ae", "ae", check=False)
+    half = cli("compare", "--ae", "ae", check=False)
     assert half.returncode == 2 and "--ae and --vae go together" in half.stderr

@@ -15,30 +15,12 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from vaekit import AE, RunConfig
-from vaekit.cli import main
 from vaekit.config import DataConfig, ModelConfig, TrainConfig
 from vaekit.errors import VaekitError
 from vaekit.files import RUN_MARKER, new_run_folder
 from vaekit.training import train
 
 DIGITS_1 = ["--data", "digits", "--epochs", "1", "--samples", "4", "--quiet"]
-
-
-@pytest.fixture
-def run_cli(tmp_path, monkeypatch, capsys):
-    """`vaekit ...` in this process (the same main() and boundary as the command, without a second start-up of
-    torch), from inside tmp_path."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("VAEKIT_DATA", str(tmp_path / "cache"))
-
-    def run(*args, check: bool = True) -> subprocess.CompletedProcess:
-        capsys.readouterr()
-        status = main([str(a) for a in args])
-        out, err = capsys.readouterr()
-        assert status == 0 or not check, err[-2000:]
-        return subprocess.CompletedProcess(args, status, out, err)
-
-    return run
 
 
 def one_error(proc) -> str:
@@ -65,18 +47,18 @@ def runs(tmp_path_factory):
     return root
 
 
-def test_overwrite_refuses_a_folder_vaekit_did_not_write(run_cli, tmp_path):
+def test_overwrite_refuses_a_folder_vaekit_did_not_write(cli, tmp_path):
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "thesis.tex").write_text("years of work")
-    line = one_error(run_cli("train", *DIGITS_1, "--out", "docs", "--overwrite", check=False))
+    line = one_error(cli("train", *DIGITS_1, "--out", "docs", "--overwrite", check=False))
     assert "not a vaekit run folder" in line and (docs / "thesis.tex").read_text() == "years of work"
-    line = one_error(run_cli("compare", "--data", "digits", "--quick", "--out", "docs", "--overwrite", check=False))
+    line = one_error(cli("compare", "--data", "digits", "--quick", "--out", "docs", "--overwrite", check=False))
     assert "not a vaekit run folder" in line and snapshot(docs) == {docs.relative_to(docs) / "thesis.tex":
                                                                     b"years of work"}
 
 
-def test_an_input_folder_is_never_an_output(run_cli, tmp_path):
+def test_an_input_folder_is_never_an_output(cli, tmp_path):
     images = tmp_path / "imgs"
     images.mkdir()
     for i in range(20):
@@ -84,30 +66,30 @@ def test_an_input_folder_is_never_an_output(run_cli, tmp_path):
     (images / RUN_MARKER).write_text("even a folder that looks like a run")
     before = snapshot(images)
     for out in ("imgs", "imgs/run", "."):
-        line = one_error(run_cli("train", *DIGITS_1[2:], "--data", "folder:imgs", "--out", out, "--overwrite",
+        line = one_error(cli("train", *DIGITS_1[2:], "--data", "folder:imgs", "--out", out, "--overwrite",
                                  check=False))
         assert "overlaps the input" in line, line
     assert snapshot(images) == before
 
 
-def test_every_input_is_checked_before_an_old_run_is_touched(run_cli, tmp_path):
-    run_cli("train", *DIGITS_1, "--out", "run")
+def test_every_input_is_checked_before_an_old_run_is_touched(cli, tmp_path):
+    cli("train", *DIGITS_1, "--out", "run")
     before = snapshot(tmp_path / "run")
-    one_error(run_cli("compare", "--out", "run", "--overwrite", "--data", "npz:/nonexistent.npz", check=False))
-    one_error(run_cli("train", "--out", "run", "--overwrite", "--data", "digits", "--arch", "conv", "--conv-channels",
+    one_error(cli("compare", "--out", "run", "--overwrite", "--data", "npz:/nonexistent.npz", check=False))
+    one_error(cli("train", "--out", "run", "--overwrite", "--data", "digits", "--arch", "conv", "--conv-channels",
                       "8,8,8,8", check=False))
     assert snapshot(tmp_path / "run") == before
 
 
-def test_overwrite_replaces_a_run_only_once_the_new_one_is_complete(run_cli, tmp_path):
-    run_cli("train", *DIGITS_1, "--out", "run")
+def test_overwrite_replaces_a_run_only_once_the_new_one_is_complete(cli, tmp_path):
+    cli("train", *DIGITS_1, "--out", "run")
     before = snapshot(tmp_path / "run")
-    line = one_error(run_cli("train", *DIGITS_1, "--out", "run", "--overwrite", "--lr", "1e30", "--max-bad-steps",
+    line = one_error(cli("train", *DIGITS_1, "--out", "run", "--overwrite", "--lr", "1e30", "--max-bad-steps",
                              "2", check=False))
     assert "training diverged" in line
     assert snapshot(tmp_path / "run") == before  # the failed replacement put the old run back
     assert not [p for p in tmp_path.iterdir() if "replaced" in p.name]
-    run_cli("train", *DIGITS_1, "--out", "run", "--overwrite", "--seed", "1")
+    cli("train", *DIGITS_1, "--out", "run", "--overwrite", "--seed", "1")
     assert json.loads((tmp_path / "run" / "run.json").read_text())["train"]["seed"] == 1
     assert not [p for p in tmp_path.iterdir() if "replaced" in p.name]
 
@@ -123,19 +105,19 @@ def test_an_interrupted_replacement_restores_the_old_run(tmp_path):
 
 
 @pytest.mark.parametrize("out", ["/dev/null", "file.txt"])
-def test_outputs_are_never_special_files_or_files_posing_as_folders(run_cli, tmp_path, runs, out):
+def test_outputs_are_never_special_files_or_files_posing_as_folders(cli, tmp_path, runs, out):
     (tmp_path / "file.txt").write_text("mine")
-    assert "is not a folder" in one_error(run_cli("train", *DIGITS_1, "--out", out, "--overwrite", check=False))
-    line = one_error(run_cli("sample", runs / "vae", "--out", "/dev/null", "--overwrite", check=False))
+    assert "is not a folder" in one_error(cli("train", *DIGITS_1, "--out", out, "--overwrite", check=False))
+    line = one_error(cli("sample", runs / "vae", "--out", "/dev/null", "--overwrite", check=False))
     assert "not a regular file" in line
     assert stat.S_ISCHR(os.stat("/dev/null").st_mode) and (tmp_path / "file.txt").read_text() == "mine"
 
 
-def test_compare_takes_the_data_from_the_checkpoints(run_cli, runs, tmp_path):
-    run_cli("compare", "--ae", runs / "ae", "--vae", runs / "vae", "--quick", "--quiet", "--out", "cmp")
+def test_compare_takes_the_data_from_the_checkpoints(cli, runs, tmp_path):
+    cli("compare", "--ae", runs / "ae", "--vae", runs / "vae", "--quick", "--quiet", "--out", "cmp")
     metrics = json.loads((tmp_path / "cmp" / "metrics.json").read_text())
     assert metrics["data"] == "digits"  # not the default Fashion-MNIST
-    line = one_error(run_cli("compare", "--ae", runs / "ae", "--vae", runs / "other", "--quick", "--out", "x",
+    line = one_error(cli("compare", "--ae", runs / "ae", "--vae", runs / "other", "--quick", "--out", "x",
                              check=False))
     assert "trained on different data" in line and str(runs / "ae") in line and str(runs / "other") in line
     assert not (tmp_path / "x").exists()
@@ -157,27 +139,27 @@ def test_a_checkpoint_with_nan_weights_is_refused(runs, tmp_path):
         AE.from_pretrained(ckpt)
 
 
-def test_an_ae_reports_reconstruction_not_an_elbo(run_cli, runs):
-    proc = run_cli("info", runs / "ae")
+def test_an_ae_reports_reconstruction_not_an_elbo(cli, runs):
+    proc = cli("info", runs / "ae")
     assert "reconstruction" in proc.stdout and "ELBO" not in proc.stdout and "KL" not in proc.stdout
-    assert "-ELBO" in run_cli("info", runs / "vae").stdout
+    assert "-ELBO" in cli("info", runs / "vae").stdout
 
 
-def test_resume_refuses_only_settings_that_differ(run_cli, tmp_path):
+def test_resume_refuses_only_settings_that_differ(cli, tmp_path):
     (tmp_path / "c.toml").write_text("[train]\nlr = 0.002\n")
     args = [*DIGITS_1, "--out", "run", "--config", "c.toml", "--batch-size", "64"]
-    run_cli("train", *args)
-    run_cli("train", *args, "--resume", "--epochs", "2")  # the same command again, with --resume: fine
-    line = one_error(run_cli("train", *args, "--resume", "--batch-size", "32", check=False))
+    cli("train", *args)
+    cli("train", *args, "--resume", "--epochs", "2")  # the same command again, with --resume: fine
+    line = one_error(cli("train", *args, "--resume", "--batch-size", "32", check=False))
     assert "--batch-size 32 (stored: 64)" in line
     shutil.rmtree(tmp_path / "run" / "checkpoints")
-    proc = run_cli("train", "--out", "run", "--resume")
+    proc = cli("train", "--out", "run", "--resume")
     assert "no checkpoint to continue from" in proc.stderr and "starts from the beginning" in proc.stderr
 
 
-def test_binarized_runs_are_evaluated_on_one_fixed_binarization(run_cli, tmp_path):
-    run_cli("train", *DIGITS_1, "--binarize", "--out", "run")
-    first, second = (run_cli("evaluate", "run", "--quick", "--json", f"m{i}.json") for i in (1, 2))
+def test_binarized_runs_are_evaluated_on_one_fixed_binarization(cli, tmp_path):
+    cli("train", *DIGITS_1, "--binarize", "--out", "run")
+    first, second = (cli("evaluate", "run", "--quick", "--json", f"m{i}.json") for i in (1, 2))
     assert "binarized once with a fixed seed" in first.stdout
     m1, m2 = (json.loads((tmp_path / f"m{i}.json").read_text()) for i in (1, 2))
     assert m1["test"]["recon"] == m2["test"]["recon"]  # the same binary test images both times
