@@ -99,6 +99,7 @@ def test_real_fashion_mnist():
     assert sorted(data.test.labels.unique().tolist()) == list(range(10))
     assert torch.bincount(data.test.labels).tolist() == [1000] * 10  # the published test set is balanced
     assert len(data.classes) == 10 and data.classes[9] == "Ankle boot"
+    assert data.label_source == "the 10 classes of fashion-mnist"
     assert 60 < data.test.images.float().mean() < 80  # mean grey level of Fashion-MNIST is ~73
 
 

@@ -174,3 +174,9 @@ def test_a_real_icon_theme(capsys):
     assert capsys.readouterr().err == ""  # no raw PIL warnings
     apps = load_dataset(DataConfig(name=f"folder:{root / '48x48'}", image_size=32))
     assert {"apps", "actions", "devices"} <= set(apps.classes)
+
+
+def test_every_data_set_says_what_its_labels_are(tmp_path):
+    np.savez(tmp_path / "plain.npz", x=np.zeros((30, 8, 8), np.uint8))
+    assert load_dataset(DataConfig(name="digits")).label_source == "the 10 digits"
+    assert "no labels" in load_dataset(DataConfig(name=f"npz:{tmp_path / 'plain.npz'}")).label_source

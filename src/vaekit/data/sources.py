@@ -105,7 +105,8 @@ def load_idx_set(name: str, config: DataConfig) -> Dataset:
             raise VaekitError(f"{f}: expected uint8 images (N, H, W) with N labels beside them")
     full = from_arrays(train_x[:, None], train_y)
     rest, val = split_indices(len(full), (config.val_fraction,))
-    return Dataset(name, full.subset(rest), full.subset(val), from_arrays(test_x[:, None], test_y), remote["classes"])
+    return Dataset(name, full.subset(rest), full.subset(val), from_arrays(test_x[:, None], test_y), remote["classes"],
+                   f"the {len(remote['classes'])} classes of {name}")
 
 
 # --- in-memory arrays -----------------------------------------------------------------------------------
@@ -142,10 +143,9 @@ def to_uint8_images(array: np.ndarray, where: str) -> np.ndarray:
 
 
 def three_way(full: TensorImages | ImageSet, config: DataConfig, spec: str, classes: list[str],
-              label_source: str = "") -> Dataset:
+              label_source: str) -> Dataset:
     train, val, test = split_indices(len(full), (config.val_fraction, config.test_fraction))
-    return Dataset(spec, full.subset(train), full.subset(val), full.subset(test), classes,
-                   label_source or ("the file's labels" if full.labels is not None else "none"))
+    return Dataset(spec, full.subset(train), full.subset(val), full.subset(test), classes, label_source)
 
 
 def load_digits(config: DataConfig) -> Dataset:
@@ -153,7 +153,7 @@ def load_digits(config: DataConfig) -> Dataset:
     with resources.files("vaekit.data").joinpath("digits.npz").open("rb") as f:
         arrays = np.load(f, allow_pickle=False)
         full = from_arrays(arrays["images"][:, None], arrays["labels"])
-    return three_way(full, config, "digits", [str(i) for i in range(10)])
+    return three_way(full, config, "digits", [str(i) for i in range(10)], "the 10 digits")
 
 
 MAX_CLASSES = 10_000
@@ -171,7 +171,8 @@ def load_array_file(path: str, config: DataConfig) -> Dataset:
             raise VaekitError(f"{file}: labels must lie in 0..{MAX_CLASSES - 1} (found {labels.min()} to "
                               f"{labels.max()})")
     full = from_arrays(images, labels)
-    return three_way(full, config, f"npz:{file}" if file.suffix == ".npz" else f"npy:{file}", [])
+    return three_way(full, config, f"npz:{file}" if file.suffix == ".npz" else f"npy:{file}", [],
+                     "the file's integer labels" if labels is not None else "none (the file has no labels)")
 
 
 def memory_budget(config: DataConfig) -> int:
