@@ -4,7 +4,8 @@
 
 Starts the real server on 127.0.0.1 in a subprocess (the `vaekit` on PYTHONPATH, so an older checkout can be
 measured the same way), then for `--seconds`: `--big` threads each send POST /api/sample with n = 64 in a loop,
-and one thread sends GET /api/models every 50 ms. Reports the small GETs' p50/p99/max latency, the big
+and one thread sends GET /api/models every 50 ms. A big client told 503 waits the 1 s that Retry-After says
+(`--impolite`: it retries at once). Reports the small GETs' p50/p99/max latency, the big
 requests' statuses (200, or 503 when the server sheds load), and the server's resident memory before, at the
 peak during, and after. Bounded: every loop stops at the deadline, every request has a 30 s timeout.
 """
@@ -48,7 +49,7 @@ def request(port: int, method: str, path: str, body: str | None = None) -> int:
         conn.close()
 
 
-def run(port: int, pid: int, big: int, seconds: float) -> dict:
+def run(port: int, pid: int, big: int, seconds: float, polite: bool) -> dict:
     deadline = time.time() + seconds
     statuses: collections.Counter = collections.Counter()
     small: list[float] = []
@@ -60,6 +61,8 @@ def run(port: int, pid: int, big: int, seconds: float) -> dict:
             status = request(port, "POST", "/api/sample", json.dumps({"n": 64}))
             with lock:
                 statuses[status] += 1
+            if status == 503 and polite:  # a well-behaved client waits as Retry-After says (1 s)
+                time.sleep(1)
 
     def small_loop() -> None:
         while time.time() < deadline:
@@ -87,6 +90,8 @@ def main() -> None:
     parser.add_argument("--big", type=int, default=50, help="concurrent clients sending big samples")
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--label", default="this checkout", help="what is measured, for the table")
+    parser.add_argument("--impolite", action="store_true", help="big clients retry at once after a 503, ignoring "
+                        "Retry-After (a flood rather than a crowd)")
     parser.add_argument("--out", default=str(HERE / "RESULTS-web-mixed.md"), help="appends a row here")
     args = parser.parse_args()
 
@@ -97,13 +102,14 @@ def main() -> None:
         wait_for(port, proc)
         time.sleep(1)
         before = rss_mb(proc.pid)
-        result = run(port, proc.pid, args.big, args.seconds)
+        result = run(port, proc.pid, args.big, args.seconds, polite=not args.impolite)
         time.sleep(2)
         after = rss_mb(proc.pid)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    row = (f"| {args.label} | {result['small_requests']} | {result['p50_ms']:.0f} | {result['p99_ms']:.0f} | "
+    label = args.label + (", clients ignore Retry-After" if args.impolite else "")
+    row = (f"| {label} | {result['small_requests']} | {result['p50_ms']:.0f} | {result['p99_ms']:.0f} | "
            f"{result['max_ms']:.0f} | {', '.join(f'{k}: {v}' for k, v in sorted(result['big'].items()))} | "
            f"{before:.0f} / {result['peak_mb']:.0f} / {after:.0f} |")
     out = Path(args.out)
