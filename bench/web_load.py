@@ -19,6 +19,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +45,20 @@ def wait_for(port: int, proc: subprocess.Popen, timeout: float = 120) -> None:
         except OSError:
             time.sleep(0.2)
     raise SystemExit("server did not start")
+
+
+@contextmanager
+def served(run: list[str]) -> Iterator[tuple[int, subprocess.Popen]]:
+    """`vaekit serve RUN` on a free loopback port, started and waited for; stopped on the way out."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "vaekit", "serve", *run, "--port", str(port), "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for(port, proc)
+        yield port, proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def one_round(port: int, model: str, dim: int, n: int, concurrency: int, seed: int) -> dict:
@@ -93,11 +109,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(HERE / "RESULTS-web.md"))
     args = parser.parse_args()
 
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "vaekit", "serve", *args.run, "--port", str(port), "--quiet"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        wait_for(port, proc)
+    with served(args.run) as (port, _):
         conn = http.client.HTTPConnection("127.0.0.1", port)
         conn.request("GET", "/api/models")
         models = json.loads(conn.getresponse().read())
@@ -105,9 +117,6 @@ def main() -> None:
         one_round(port, model["name"], model["latent_dim"], 200, args.concurrency, seed=99)  # warm-up
         rounds = [one_round(port, model["name"], model["latent_dim"], args.requests, args.concurrency, seed=r)
                   for r in range(args.repeats)]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
     def med(key: str) -> float:
         return statistics.median(r[key] for r in rounds)

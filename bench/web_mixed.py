@@ -17,14 +17,12 @@ import collections
 import http.client
 import json
 import os
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
-from web_load import free_port, wait_for
+from web_load import served
 
 HERE = Path(__file__).resolve().parent
 
@@ -95,19 +93,12 @@ def main() -> None:
     parser.add_argument("--out", default=str(HERE / "RESULTS-web-mixed.md"), help="appends a row here")
     args = parser.parse_args()
 
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "vaekit", "serve", *args.run, "--port", str(port), "--quiet"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        wait_for(port, proc)
+    with served(args.run) as (port, proc):
         time.sleep(1)
         before = rss_mb(proc.pid)
         result = run(port, proc.pid, args.big, args.seconds, polite=not args.impolite)
         time.sleep(2)
         after = rss_mb(proc.pid)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
     label = args.label + (", clients ignore Retry-After" if args.impolite else "")
     row = (f"| {label} | {result['small_requests']} | {result['p50_ms']:.0f} | {result['p99_ms']:.0f} | "
            f"{result['max_ms']:.0f} | {', '.join(f'{k}: {v}' for k, v in sorted(result['big'].items()))} | "
