@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 work=$(mktemp -d)
 python3 -m venv "$work/tools"
 "$work/tools/bin/pip" install -q "pip-tools==7.6.2"
-"$work/tools/bin/pip-compile" -q --upgrade --strip-extras --extra test --extra yaml --unsafe-package torch \
+CUSTOM_COMPILE_COMMAND="bash scripts/lock.sh" "$work/tools/bin/pip-compile" -q --upgrade --strip-extras --extra test --extra yaml --unsafe-package torch \
   --no-emit-index-url --no-emit-find-links -o "$work/lock.txt" pyproject.toml requirements/pins.in
 cp requirements/lock.txt "$work/lock.old"
 cp "$work/lock.txt" requirements/lock.txt
