@@ -3,7 +3,7 @@
 #   bash scripts/lock.sh
 # It resolves the newest versions pyproject.toml allows today (pip-tools' pip-compile, in a throwaway venv),
 # then installs that set into a brand-new venv and runs the whole test suite there. The new lock replaces the
-# old one only if every test passes; otherwise the old lock stays and the failing run is left to read.
+# old one only if every test passes; until then, and otherwise, requirements/lock.txt is not touched.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$(mktemp -d)
@@ -11,14 +11,12 @@ python3 -m venv "$work/tools"
 "$work/tools/bin/pip" install -q "pip-tools==7.6.2"
 CUSTOM_COMPILE_COMMAND="bash scripts/lock.sh" "$work/tools/bin/pip-compile" -q --upgrade --strip-extras --extra test --extra yaml --unsafe-package torch \
   --no-emit-index-url --no-emit-find-links -o "$work/lock.txt" pyproject.toml requirements/pins.in
-cp requirements/lock.txt "$work/lock.old"
-cp "$work/lock.txt" requirements/lock.txt
 python3 -m venv "$work/test"
-if ( . "$work/test/bin/activate" && bash scripts/setup.sh --test && python3 -m pytest ); then
+if ( . "$work/test/bin/activate" && VAEKIT_LOCK="$work/lock.txt" bash scripts/setup.sh --test && python3 -m pytest ); then
+  cp "$work/lock.txt" requirements/lock.txt
   rm -rf "$work"
   echo "lock: requirements/lock.txt refreshed and tested; review 'git diff requirements/lock.txt' and commit it"
 else
-  cp "$work/lock.old" requirements/lock.txt
   echo "lock: the tests failed with the refreshed set; requirements/lock.txt is unchanged (new set: $work/lock.txt)" >&2
   exit 1
 fi

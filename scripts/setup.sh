@@ -8,8 +8,13 @@
 # other resolution would download a multi-GB CUDA build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-lock=requirements/lock.txt
+lock=${VAEKIT_LOCK:-requirements/lock.txt}  # scripts/lock.sh points this at a candidate lock to test it
 pip=(python3 -m pip install -q -c "$lock")
+if ! python3 -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+  echo "setup: $lock is compiled for Python 3.11; on $(python3 -V) the newest versions pyproject.toml allows are" \
+       "installed instead" >&2
+  pip=(python3 -m pip install -q)
+fi
 "${pip[@]}" "torch==2.13.0" || python3 -c "import torch" \
   || { echo "setup: could not install torch==2.13.0; install PyTorch (>= 2.2) first" >&2; exit 1; }
 debian=()

@@ -94,6 +94,14 @@ def test_overwrite_replaces_a_run_only_once_the_new_one_is_complete(cli, tmp_pat
     assert not [p for p in tmp_path.iterdir() if "replaced" in p.name]
 
 
+def test_overwrite_through_a_symlinked_run_folder(cli, tmp_path):
+    cli("train", *DIGITS_1, "--out", "run")
+    (tmp_path / "link").symlink_to(tmp_path / "run")
+    cli("train", *DIGITS_1, "--out", "link", "--overwrite", "--seed", "2")
+    assert json.loads((tmp_path / "link" / "run.json").read_text())["train"]["seed"] == 2
+    assert not [p for p in tmp_path.iterdir() if "replaced" in p.name]
+
+
 def test_an_interrupted_replacement_restores_the_old_run(tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / RUN_MARKER).write_text("")
@@ -121,6 +129,8 @@ def test_compare_takes_the_data_from_the_checkpoints(cli, runs, tmp_path):
                              check=False))
     assert "trained on different data" in line and str(runs / "ae") in line and str(runs / "other") in line
     assert not (tmp_path / "x").exists()
+    cli("compare", "--ae", runs / "ae", "--vae", runs / "other", "--data", "digits", "--quick", "--out", "y")
+    assert json.loads((tmp_path / "y" / "metrics.json").read_text())["data"] == "digits"  # as the message says
 
 
 def test_a_checkpoint_with_nan_weights_is_refused(runs, tmp_path):

@@ -242,6 +242,8 @@ def test_errors_never_echo_a_huge_input(server):
 @pytest.mark.parametrize("headers, status", [
     ({"Host": "evil.example"}, 400),  # DNS rebinding: a foreign name pointing at 127.0.0.1
     ({"Host": "evil.example:8000"}, 400),
+    ({"Host": "[x"}, 400),  # malformed: refused, not a 500
+    ({"Origin": "http://[x"}, 403),
     ({"Origin": "http://evil.example"}, 403),  # a page on another site posting (no-cors) to the API
     ({"Sec-Fetch-Site": "cross-site"}, 403),
     ({"Sec-Fetch-Site": "same-site"}, 403),  # another port of the same machine is another origin

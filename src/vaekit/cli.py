@@ -127,7 +127,8 @@ def number(tp: type, lo: float | None = None, hi: float | None = None, *, open_l
 
 
 def flag_choices() -> dict[tuple[str, str], Sequence[str]]:
-    """The names each naming setting accepts, from the registries that use them."""
+    """The names each naming setting accepts, from the registries that use them (imported on first use, so
+    `vaekit --help` does not load torch)."""
     from vaekit.data.folder import LABELS, RESIZE
     from vaekit.models.autoencoder import MODELS
     from vaekit.models.likelihoods import LIKELIHOODS
@@ -139,9 +140,25 @@ def flag_choices() -> dict[tuple[str, str], Sequence[str]]:
             ("data", "labels"): LABELS}
 
 
+def one_of(section: str, name: str) -> Callable[[str], str]:
+    """An argparse type: a name from the registry of this setting, refused where the flag is declared."""
+
+    def parse(text: str) -> str:
+        known = flag_choices()[section, name]
+        if text not in known:
+            raise argparse.ArgumentTypeError(f"invalid choice: {short(text)} (choose from {', '.join(known)})")
+        return text
+
+    parse.__name__ = name
+    return parse
+
+
+NAMED = {("model", "kind"), ("model", "arch"), ("model", "likelihood"), ("train", "optimizer"),
+         ("train", "schedule"), ("data", "resize"), ("data", "labels")}
+
+
 def add_config_flags(parser: argparse.ArgumentParser, skip: set[tuple[str, str]] = frozenset()) -> None:
     """One flag per config field, defaulting to 'not given' so that config files can fill them."""
-    choices = flag_choices()
     for section, cls in SECTIONS.items():
         group = parser.add_argument_group(f"{section} settings ([{section}] in a config file)")
         hints = typing.get_type_hints(cls)
@@ -156,8 +173,8 @@ def add_config_flags(parser: argparse.ArgumentParser, skip: set[tuple[str, str]]
                 kwargs["action"] = argparse.BooleanOptionalAction
             elif typing.get_origin(tp) is tuple:
                 kwargs.update(type=number(tuple, bounds=bounds), metavar="N,N")
-            elif (section, f.name) in choices:
-                kwargs.update(choices=choices[section, f.name], metavar="|".join(choices[section, f.name]))
+            elif (section, f.name) in NAMED:
+                kwargs.update(type=one_of(section, f.name), metavar=f.name.upper())
             else:
                 kwargs.update(type=number(tp, bounds=bounds) if bounds else tp, metavar=f.name.split("_")[-1].upper())
             group.add_argument(flag, **kwargs)
@@ -186,13 +203,17 @@ def run_config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def resume_conflicts(args: argparse.Namespace, stored: RunConfig) -> list[str]:
-    """Given settings (other than --epochs) whose values differ from the run's stored ones, as flag names."""
+    """Given settings (other than --epochs) whose values differ from the run's stored ones, as flag names. A
+    value equal to the default ("auto", 0, []) asks for what the run filled in, so it never differs."""
     given = given_settings(args)
-    wanted = RunConfig.from_dict(given, "flags")
-    return [f"{flag_name(section, name)} {getattr(getattr(wanted, section), name)!r} (stored: "
-            f"{getattr(getattr(stored, section), name)!r})"
+    wanted, default = RunConfig.from_dict(given, "flags"), RunConfig()
+
+    def value(config: RunConfig, section: str, name: str) -> Any:
+        return getattr(getattr(config, section), name)
+
+    return [f"{flag_name(section, name)} {value(wanted, section, name)!r} (stored: {value(stored, section, name)!r})"
             for section, values in given.items() for name in values if (section, name) != ("train", "epochs")
-            and getattr(getattr(wanted, section), name) != getattr(getattr(stored, section), name)]
+            and value(wanted, section, name) not in (value(stored, section, name), value(default, section, name))]
 
 
 def default_out(run: RunConfig) -> Path:

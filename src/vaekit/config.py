@@ -29,11 +29,19 @@ def setting(default: Any, lo: float | None = None, hi: float | None = None, *, o
     return field(default=default, metadata={"range": (lo, hi, open_lo, open_hi)})
 
 
+class Checked:
+    """Configs check their ranges when made, from Python too; `from_dict` checks first, naming the file."""
+
+    def __post_init__(self) -> None:
+        check_ranges(type(self), {f.name: getattr(self, f.name) for f in dataclasses.fields(self)},
+                     type(self).__name__)
+
+
 BIG = 2**31 - 1  # upper bound of counts that only need to be "large"
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(Checked):
     """The architecture and the objective; enough to rebuild the model without the command line."""
 
     kind: str = "vae"  # "vae" or "ae"
@@ -51,7 +59,7 @@ class ModelConfig:
 
 
 @dataclass
-class DataConfig:
+class DataConfig(Checked):
     """Where images come from and how they are read and split."""
 
     name: str = "fashion-mnist"  # fashion-mnist, mnist, digits, folder:PATH, npz:PATH / npy:PATH
@@ -72,7 +80,7 @@ class DataConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Checked):
     """How to train: optimisation, schedule, checkpoints, devices."""
 
     epochs: int = setting(10, 1, 10**6)
@@ -153,7 +161,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         raise VaekitError(f"{where}: expected an integer, got {short(value)}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:  # an integer of hundreds of digits
+                raise VaekitError(f"{where}: {short(value)} is too large for a number") from None
         raise VaekitError(f"{where}: expected a number, got {short(value)}")
     if tp is str:
         if isinstance(value, str):
@@ -169,16 +180,20 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
         raise VaekitError(f"{where}: expected a table of settings, got {short(data)}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    unknown = sorted(map(str, set(data) - names))
     if unknown:
         raise VaekitError(f"{where}: unknown setting {short(unknown[0])} (known: {', '.join(sorted(names))})")
-    kwargs = {}
-    for k, v in data.items():
-        kwargs[k] = value = _coerce(v, hints[k], f"{where}.{k}")
-        bounds = field_range(cls, k)
-        for item in (value if isinstance(value, tuple) else (value,)) if bounds else ():
-            check_range(item, bounds, f"{where}.{k}")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+    check_ranges(cls, kwargs, where)
     return cls(**kwargs)
+
+
+def check_ranges(cls: type, values: dict[str, Any], where: str) -> None:
+    """Every value of a field declared with `setting` within its range (tuples: each element)."""
+    for name, value in values.items():
+        bounds = field_range(cls, name)
+        for item in (value if isinstance(value, tuple) else (value,)) if bounds else ():
+            check_range(item, bounds, f"{where}.{name}")
 
 
 def trained_data_config(meta: dict[str, Any]) -> DataConfig:
@@ -204,7 +219,7 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "config") -> RunConfig:
-        unknown = sorted(set(data) - set(cls.SECTIONS))
+        unknown = sorted(map(str, set(data) - set(cls.SECTIONS)))
         if unknown:
             raise VaekitError(f"{where}: unknown section {short(unknown[0])} (known: model, data, train)")
         return cls(**{k: from_dict(c, data.get(k, {}), f"{where}: {k}") for k, c in cls.SECTIONS.items()})
@@ -259,10 +274,14 @@ def _parse_yaml(text: str) -> Any:
         import yaml
     except ModuleNotFoundError:
         raise VaekitError("YAML configs need PyYAML (pip install pyyaml)") from None
-    node = yaml.compose(text, Loader=yaml.SafeLoader)
-    if node is not None and _expanded_size(node, MAX_YAML_NODES) > MAX_YAML_NODES:
-        raise VaekitError(f"more than {MAX_YAML_NODES:,} YAML nodes once aliases are expanded (an alias bomb?)")
-    return yaml.safe_load(text) or {}
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is not None and _expanded_size(node, MAX_YAML_NODES) > MAX_YAML_NODES:
+            raise VaekitError(f"more than {MAX_YAML_NODES:,} YAML nodes once aliases are expanded (an alias bomb?)")
+        return (loader.construct_document(node) if node is not None else None) or {}
+    finally:
+        loader.dispose()
 
 
 def _expanded_size(node: Any, limit: int) -> int:

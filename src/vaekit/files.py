@@ -107,7 +107,7 @@ def new_run_folder(out: str | Path, overwrite: bool, inputs: Iterable[Path] = ()
 
     With `overwrite`, an existing vaekit run is moved aside first, deleted when the block completes, and put
     back if it fails; any other non-empty folder is refused."""
-    out = Path(out)
+    out = Path(out).resolve() if Path(out).is_symlink() else Path(out)  # a link to a run: replace the run it names
     check_apart(out, inputs)
     if out.exists() and not out.is_dir():
         raise VaekitError(f"{out}: exists and is not a folder")
@@ -119,7 +119,7 @@ def new_run_folder(out: str | Path, overwrite: bool, inputs: Iterable[Path] = ()
         if not is_vaekit_run(out):
             raise VaekitError(f"{out}: not a vaekit run folder, so --overwrite will not replace it; choose another "
                               "--out")
-        aside = out.resolve().with_name(f".{out.resolve().name}.replaced-{os.getpid()}")
+        aside = out.absolute().with_name(f".{out.absolute().name}.replaced-{os.getpid()}")  # same folder, same disk
         os.replace(out, aside)
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import zipfile
+import zlib
 from pathlib import Path
 from typing import IO
 
@@ -75,7 +76,8 @@ def read_array_file(file: Path, max_bytes: int) -> tuple[np.ndarray, np.ndarray 
             label_key = next((k for k in LABEL_KEYS if k in members), None)
             return tuple(None if k is None else read_member(z, members[k], file, max_bytes)  # type: ignore
                          for k in (key, label_key))
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, RuntimeError) as e:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, NotImplementedError, OSError, EOFError,
+            RuntimeError) as e:
         raise VaekitError(f"{file}: not a readable .npy/.npz file ({e})") from None
 
 

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import torch
@@ -34,6 +35,8 @@ MAX_PIXELS = 64_000_000  # per image: the web API's limit too; larger files are 
 BACKGROUNDS = {"white": (255, 255, 255), "black": (0, 0, 0), "grey": (128, 128, 128), "gray": (128, 128, 128)}
 RESIZE = ("crop", "pad", "stretch")
 LABELS = ("auto", "folders", "none")
+DEEP_GREY = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+GREY = ("1", "L", "LA", "La", *DEEP_GREY)  # modes without colour (palettes: see _grey_palette)
 SIZE_NAME = re.compile(r"^(\d+(x\d+)?(@\d+x?)?|scalable|symbolic)$", re.IGNORECASE)  # icon-theme size folders
 
 
@@ -72,13 +75,14 @@ def pil_errors(path: Path) -> Iterator[None]:
 
 
 def to_8bit(img):
-    """16-bit and 32-bit grey (I;16, I, F) scaled to 8 bits by their nominal range, not clipped."""
+    """16-bit grey (I;16*, and I, which is how PIL opens most of them) scaled from 0..65535 to 8 bits, the same
+    for every image (not clipped, not stretched per image); float images (F) clipped to 0..255."""
     from PIL import Image
 
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+    if img.mode in DEEP_GREY:
         array = np.asarray(img, dtype=np.float64)
-        top = 255.0 if img.mode == "F" or array.max(initial=0) <= 255 else 65535.0
-        return Image.fromarray(np.clip(np.round(array * (255.0 / top)), 0, 255).astype(np.uint8), "L")
+        scale = 1.0 if img.mode == "F" else 255.0 / 65535.0
+        return Image.fromarray(np.clip(np.round(array * scale), 0, 255).astype(np.uint8), "L")
     return img
 
 
@@ -90,7 +94,7 @@ def flatten_alpha(img, background: tuple[int, int, int]):
         rgba = img.convert("RGBA")
         under = Image.new("RGBA", rgba.size, (*background, 255))
         return Image.alpha_composite(under, rgba).convert("RGB")
-    return img.convert("L" if img.mode in ("1", "L") else "RGB")
+    return img.convert("L" if img.mode in GREY else "RGB")
 
 
 def fit(img, size: tuple[int, int], policy: str, background: tuple[int, int, int]):
@@ -107,12 +111,14 @@ def fit(img, size: tuple[int, int], policy: str, background: tuple[int, int, int
     return img.resize(size, Image.Resampling.BILINEAR)
 
 
-def load_image(path: Path, shape: tuple[int, int, int], resize: str = "crop", background: str = "white") -> Tensor:
-    """Decode one image file to uint8 (C, H, W): 8 bits, alpha composited, grey or RGB, fitted to `shape`."""
+def load_image(source: Path | IO[bytes], shape: tuple[int, int, int], resize: str = "crop",
+               background: str = "white") -> Tensor:
+    """Decode one image (a file, or bytes) to uint8 (C, H, W): 8 bits, alpha composited, grey or RGB, fitted
+    to `shape`."""
     from PIL import Image
 
     c, h, w = shape
-    with pil_errors(path), Image.open(path) as img:
+    with pil_errors(source if isinstance(source, Path) else Path("upload")), Image.open(source) as img:
         img.seek(0)
         flat = flatten_alpha(to_8bit(img), background_colour(background))
         flat = flat.convert("L" if c == 1 else "RGB")
@@ -132,7 +138,7 @@ class Scan:
     label_source: str
 
 
-def image_files(root: Path) -> tuple[list[Path], int, int]:
+def image_files(root: Path, config: DataConfig) -> tuple[list[Path], int, int]:
     """Image files under `root`, each kept once: by resolved path (symlinks) and by content (SHA-1)."""
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     seen_paths, seen_bytes, unique = set(), set(), []
@@ -143,7 +149,11 @@ def image_files(root: Path) -> tuple[list[Path], int, int]:
             links += 1
             continue
         seen_paths.add(real)
-        digest = hashlib.sha1(real.read_bytes(), usedforsecurity=False).digest()
+        try:
+            digest = hashlib.sha1(real.read_bytes(), usedforsecurity=False).digest()
+        except OSError as e:
+            bad_image(VaekitError(f"{f}: cannot read ({e.strerror or e})"), config)
+            continue
         if digest in seen_bytes:
             copies += 1
             continue
@@ -174,7 +184,7 @@ def scan_folder(root: Path, config: DataConfig) -> Scan:
     check_options(config)
     if not root.is_dir():
         raise VaekitError(f"{root}: no such folder")
-    files, links, copies = image_files(root)
+    files, links, copies = image_files(root, config)
     if not files:
         raise VaekitError(f"{root}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
     sizes, colour, readable = [], False, []
@@ -182,8 +192,7 @@ def scan_folder(root: Path, config: DataConfig) -> Scan:
         try:
             with pil_errors(f), Image.open(f) as img:  # reads the header only
                 sizes.append(img.size)
-                colour |= img.mode not in ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "F") \
-                    and not (img.mode == "P" and _grey_palette(img))
+                colour |= img.mode not in GREY and not (img.mode == "P" and _grey_palette(img))
             readable.append(f)
         except VaekitError as e:
             bad_image(e, config)

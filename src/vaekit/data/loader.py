@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
+from vaekit.data.folder import bad_image
 from vaekit.data.sets import FileImages, ImageSet, TensorImages
 
 
@@ -65,7 +66,9 @@ class Batches:
             loader = torch.utils.data.DataLoader(self.images, batch_sampler=[b.tolist() for b in batches],
                                                  num_workers=self.workers, pin_memory=self.device.type == "cuda",
                                                  collate_fn=self.images.collate)
-            for raw in loader:
+            for raw, errors in loader:
+                for error in errors:
+                    bad_image(error, skip=self.images.skip_bad)
                 if len(raw):  # a batch whose every image was skipped as unreadable
                     yield raw.to(self.device, non_blocking=True)
 

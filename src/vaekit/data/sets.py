@@ -56,7 +56,8 @@ class FileImages(ImageSet, torch.utils.data.Dataset):
     """Image files decoded on demand (folders too large for memory), for a DataLoader with workers.
 
     A file that fails to decode comes back as its VaekitError rather than raising inside a worker process;
-    `collate` then stops with that one line, or skips the image with a warning (`skip_bad`)."""
+    `collate` (which runs in the worker) passes the errors on beside the good images, and the main process
+    stops with that one line or skips the image with a warning (`skip_bad`)."""
 
     def __init__(self, files: list[Path], labels: Tensor | None, shape: tuple[int, int, int], resize: str = "crop",
                  background: str = "white", skip_bad: bool = False):
@@ -74,13 +75,10 @@ class FileImages(ImageSet, torch.utils.data.Dataset):
         except VaekitError as e:
             return e
 
-    def collate(self, items: list[Tensor | VaekitError]) -> Tensor:
-        from vaekit.data.folder import bad_image
-
-        for error in (item for item in items if isinstance(item, VaekitError)):
-            bad_image(error, skip=self.skip_bad)
+    def collate(self, items: list[Tensor | VaekitError]) -> tuple[Tensor, list[VaekitError]]:
         good = [item for item in items if isinstance(item, Tensor)]
-        return torch.stack(good) if good else torch.empty(0, *self.shape, dtype=torch.uint8)
+        batch = torch.stack(good) if good else torch.empty(0, *self.shape, dtype=torch.uint8)
+        return batch, [item for item in items if isinstance(item, VaekitError)]
 
     def subset(self, indices: Tensor) -> FileImages:
         files = [self.files[i] for i in indices.tolist()]

@@ -199,7 +199,8 @@ def construct(model_cls: type[AE], config: ModelConfig) -> AE:
 
 
 def validate(config: ModelConfig) -> None:
-    """Refuse configs that cannot build a model, with the reason in one line."""
+    """Refuse configs that cannot build a model, with the reason in one line (each number's own range is
+    checked by ModelConfig itself)."""
     c, h, w = config.image_shape
     if c not in (1, 3) or h < 1 or w < 1:
         raise VaekitError(f"image shape {config.image_shape}: need 1 or 3 channels and a positive size")
@@ -211,10 +212,8 @@ def validate(config: ModelConfig) -> None:
         raise VaekitError(f"latent_dim must be at least 1, got {config.latent_dim}")
     if config.arch == "conv" and min(h, w) < 2 ** len(config.channels):
         raise VaekitError(f"a {h}x{w} image is too small for {len(config.channels)} stride-2 convolutions")
-    if any(v < 1 for v in (*config.hidden, *config.channels)):
-        raise VaekitError("hidden widths and channels must be positive")
-    if config.beta < 0 or config.free_bits < 0 or config.gaussian_scale < 0:
-        raise VaekitError("beta, free_bits and gaussian_scale must not be negative")
+    if config.logvar_min >= config.logvar_max:
+        raise VaekitError(f"logvar_min ({config.logvar_min:g}) must be below logvar_max ({config.logvar_max:g})")
 
 
 def _state_mismatch(model: nn.Module, weights: dict[str, Tensor]) -> tuple[list[str], list[str]]:

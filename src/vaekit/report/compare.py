@@ -49,7 +49,7 @@ def compare(run: RunConfig, out: Path, *, quick: bool = False, checkpoints: tupl
     models = {kind: load_checked(kind, given) for kind, given in zip(("ae", "vae"), checkpoints or ())}
     if models:
         run = copy.deepcopy(run)
-        run.data = checkpoints_data(models, checkpoints)
+        run.data = checkpoints_data(models, checkpoints, check=not data_name)
         if data_name:
             run.data.name = data_name
     data = evaluation_view(load_dataset(run.data), run.data)
@@ -80,9 +80,12 @@ def load_checked(kind: str, given: str) -> AE:
     return model
 
 
-def checkpoints_data(models: dict[str, AE], paths: tuple[str, str]) -> DataConfig:
-    """The data set both checkpoints were trained on; two different ones are refused, naming both."""
+def checkpoints_data(models: dict[str, AE], paths: tuple[str, str], check: bool = True) -> DataConfig:
+    """The data set both checkpoints were trained on; two different ones are refused, naming both (unless
+    `check` is off: the caller names the data set)."""
     configs = [trained_data_config(m.meta) for m in models.values()]
+    if not check:
+        return configs[0]
     keys = ("name", "binarize", "image_size", "channels", "resize", "background")
     seen = [{k: getattr(c, k) for k in keys} for c in configs]
     if seen[0] != seen[1]:

@@ -24,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from vaekit.config import RunConfig, short, to_dict
 from vaekit.data import Batches, Dataset, data_paths, evaluation_view, load_dataset
 from vaekit.errors import VaekitError, warn
-from vaekit.files import atomic_write, new_run_folder, write_json, write_text
+from vaekit.files import atomic_write, new_run_folder, read_json, write_json, write_text
 from vaekit.images import save_grid
 from vaekit.models import AE, build_model
 from vaekit.progress import bar, say
@@ -186,11 +186,7 @@ def stored_run(out: Path, epochs: int | None) -> RunConfig:
     """The settings of the run in `out` (its run.json), with the total epochs raised to `epochs` if given."""
     if not (out / RUN_FILE).is_file():
         raise VaekitError(f"{out}: nothing to resume (no {RUN_FILE})")
-    try:
-        stored = json.loads((out / RUN_FILE).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise VaekitError(f"{out / RUN_FILE}: unreadable ({e})") from None
-    run = RunConfig.from_dict(stored, str(out / RUN_FILE))
+    run = RunConfig.from_dict(read_json(out / RUN_FILE), str(out / RUN_FILE))
     run.train.epochs = epochs or run.train.epochs
     return run
 

@@ -9,7 +9,7 @@ import base64
 import io
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from importlib import resources
 from pathlib import Path
@@ -23,7 +23,9 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
+from vaekit.config import DataConfig, trained_data_config
 from vaekit.data import Batches, Dataset
+from vaekit.data.folder import load_image, pil_errors
 from vaekit.errors import VaekitError
 from vaekit.evaluation.evaluate import embed_all, fit_gmm, gmm_codes
 from vaekit.files import read_json
@@ -49,6 +51,7 @@ class Explorer:
     maps: dict[str, dict]
     gmms: dict[str, object]
     lock: threading.Lock
+    data_config: DataConfig = field(default_factory=DataConfig)  # how the models' training images were read
 
     @classmethod
     def build(cls, models: dict[str, AE], data: Dataset, n_map: int = 2000, seed: int = 0) -> "Explorer":
@@ -63,7 +66,8 @@ class Explorer:
             maps[name] = {"points": np.round(p.xy, 3).tolist(), "labels": labels, "axes": p.axes,
                           "basis": p.basis.T.tolist(), "offset": p.offset.tolist()}
             gmms[name] = fit_gmm(embed_all(model, data.train, 1000, limit=5000), 10, seed)
-        return cls(models, data, x, labels, maps, gmms, threading.Lock())
+        data_config = trained_data_config(next(iter(models.values())).meta)
+        return cls(models, data, x, labels, maps, gmms, threading.Lock(), data_config)
 
 
 def png_b64(images: torch.Tensor) -> str:
@@ -187,20 +191,19 @@ def create_app(explorer: Explorer, hosts: Sequence[str] = LOOPBACK, token: str |
         return data
 
     def decode_upload(data: bytes) -> torch.Tensor:
-        from PIL import Image, UnidentifiedImageError
+        """The upload read as the training images were (alpha on the same background, 16 bits scaled, the same
+        resize policy), by the folder loader's own decoder."""
+        from PIL import Image
 
-        c, h, w = next(iter(ex.models.values())).config.image_shape
+        shape = next(iter(ex.models.values())).config.image_shape
         try:
-            with Image.open(io.BytesIO(data)) as img:
+            with pil_errors(Path("upload")), Image.open(io.BytesIO(data)) as img:
                 if img.width * img.height > MAX_UPLOAD_PIXELS:
                     raise HTTPException(413, f"image is {img.width}x{img.height}; at most {MAX_UPLOAD_PIXELS} pixels")
-                img = img.convert("L" if c == 1 else "RGB").resize((w, h), Image.Resampling.BILINEAR)
-                array = np.asarray(img, dtype=np.float32).reshape(h, w, c) / 255.0
-        except HTTPException:
-            raise
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-            raise HTTPException(415, f"not a readable image ({type(e).__name__})") from None
-        return torch.from_numpy(array.transpose(2, 0, 1).copy())[None]
+            x = load_image(io.BytesIO(data), shape, ex.data_config.resize, ex.data_config.background)
+        except VaekitError as e:
+            raise HTTPException(413 if "too many pixels" in str(e) else 415, str(e)[:200]) from None
+        return x[None].float() / 255.0
 
     @app.post("/api/reconstruct", summary="reconstruct an uploaded image with every model")
     async def reconstruct(file: Annotated[UploadFile, File(description="PNG, JPEG, ... image")]) -> dict:
@@ -246,7 +249,8 @@ def load_models(paths: list[str]) -> dict[str, AE]:
     """A `vaekit compare` run folder (the checkpoints it compared), or one or two checkpoints / run folders."""
     folder = Path(paths[0])
     if len(paths) == 1 and (folder / "metrics.json").is_file():
-        compared = read_json(folder / "metrics.json").get("checkpoints")
+        metrics = read_json(folder / "metrics.json")
+        compared = metrics.get("checkpoints") if isinstance(metrics, dict) else None
         if isinstance(compared, dict) and set(compared) == {"ae", "vae"}:
             paths = [str(folder / compared[kind]) for kind in ("ae", "vae")]
     if len(paths) == 1 and (folder / "ae").is_dir() and (folder / "vae").is_dir():
@@ -270,7 +274,6 @@ def serve(paths: list[str], host: str = "127.0.0.1", port: int = 8000, quiet: bo
 
     import uvicorn
 
-    from vaekit.config import trained_data_config
     from vaekit.data import evaluation_view, load_dataset
 
     remote = host.strip("[]") not in LOOPBACK
@@ -284,7 +287,7 @@ def serve(paths: list[str], host: str = "127.0.0.1", port: int = 8000, quiet: bo
     config = trained_data_config(next(iter(models.values())).meta)
     data = evaluation_view(load_dataset(config), config)
     torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
-    hosts = ("*",) if host in ("0.0.0.0", "::") else (*LOOPBACK, host.strip("[]"))
+    hosts = ("*",) if host.strip("[]") in ("0.0.0.0", "::") else (*LOOPBACK, host.strip("[]"))
     app = create_app(Explorer.build(models, data), hosts=hosts, token=token)
     if not quiet:
         link = f"http://{host}:{port}/" + (f"?token={token}" if token else "")

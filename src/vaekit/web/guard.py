@@ -27,9 +27,19 @@ TOKEN_COOKIE = "vaekit_token"
 
 
 def host_name(value: str) -> str:
-    """'[::1]:8000' -> '::1', 'localhost:80' -> 'localhost'."""
-    host = urlsplit(f"//{value}").hostname if value else None
+    """'[::1]:8000' -> '::1', 'localhost:80' -> 'localhost'; '' for anything malformed."""
+    try:
+        host = urlsplit(f"//{value}").hostname if value else None
+    except ValueError:  # '[x', a bad port
+        return ""
     return (host or "").lower()
+
+
+def origin_netloc(origin: str) -> str | None:
+    try:
+        return urlsplit(origin).netloc.lower()
+    except ValueError:
+        return None
 
 
 class Guard:
@@ -85,7 +95,7 @@ class Guard:
         if "*" not in self.hosts and host not in self.hosts:
             return 400, f"host {host[:100]!r} is not served here (DNS rebinding?); use one of {sorted(self.hosts)}"
         origin = headers.get("origin")
-        if origin is not None and urlsplit(origin).netloc.lower() != headers.get("host", "").lower():
+        if origin is not None and origin_netloc(origin) != headers.get("host", "").lower():
             return 403, "cross-origin requests are refused"
         if headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
             return 403, "cross-site requests are refused"
