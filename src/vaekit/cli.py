@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import os
 import sys
@@ -126,35 +127,29 @@ def number(tp: type, lo: float | None = None, hi: float | None = None, *, open_l
     return parse
 
 
-def flag_choices() -> dict[tuple[str, str], Sequence[str]]:
-    """The names each naming setting accepts, from the registries that use them (imported on first use, so
-    `vaekit --help` does not load torch)."""
-    from vaekit.data.folder import LABELS, RESIZE
-    from vaekit.models.autoencoder import MODELS
-    from vaekit.models.likelihoods import LIKELIHOODS
-    from vaekit.models.networks import ARCHS
-    from vaekit.training.trainer import OPTIMIZERS, SCHEDULES
-
-    return {("model", "kind"): list(MODELS), ("model", "arch"): list(ARCHS), ("model", "likelihood"): list(LIKELIHOODS),
-            ("train", "optimizer"): list(OPTIMIZERS), ("train", "schedule"): SCHEDULES, ("data", "resize"): RESIZE,
-            ("data", "labels"): LABELS}
+# Settings that name something, and the registry (module, attribute) holding the names they accept; a
+# registry is imported only when its flag is parsed, so `vaekit --help` does not load torch.
+REGISTRIES = {("model", "kind"): ("vaekit.models.autoencoder", "MODELS"),
+              ("model", "arch"): ("vaekit.models.networks", "ARCHS"),
+              ("model", "likelihood"): ("vaekit.models.likelihoods", "LIKELIHOODS"),
+              ("train", "optimizer"): ("vaekit.training.trainer", "OPTIMIZERS"),
+              ("train", "schedule"): ("vaekit.training.trainer", "SCHEDULES"),
+              ("data", "resize"): ("vaekit.data.folder", "RESIZE"),
+              ("data", "labels"): ("vaekit.data.folder", "LABELS")}
 
 
 def one_of(section: str, name: str) -> Callable[[str], str]:
     """An argparse type: a name from the registry of this setting, refused where the flag is declared."""
 
     def parse(text: str) -> str:
-        known = flag_choices()[section, name]
+        module, attribute = REGISTRIES[section, name]
+        known = list(getattr(importlib.import_module(module), attribute))
         if text not in known:
             raise argparse.ArgumentTypeError(f"invalid choice: {short(text)} (choose from {', '.join(known)})")
         return text
 
     parse.__name__ = name
     return parse
-
-
-NAMED = {("model", "kind"), ("model", "arch"), ("model", "likelihood"), ("train", "optimizer"),
-         ("train", "schedule"), ("data", "resize"), ("data", "labels")}
 
 
 def add_config_flags(parser: argparse.ArgumentParser, skip: set[tuple[str, str]] = frozenset()) -> None:
@@ -173,7 +168,7 @@ def add_config_flags(parser: argparse.ArgumentParser, skip: set[tuple[str, str]]
                 kwargs["action"] = argparse.BooleanOptionalAction
             elif typing.get_origin(tp) is tuple:
                 kwargs.update(type=number(tuple, bounds=bounds), metavar="N,N")
-            elif (section, f.name) in NAMED:
+            elif (section, f.name) in REGISTRIES:
                 kwargs.update(type=one_of(section, f.name), metavar=f.name.upper())
             else:
                 kwargs.update(type=number(tp, bounds=bounds) if bounds else tp, metavar=f.name.split("_")[-1].upper())

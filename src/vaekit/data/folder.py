@@ -31,7 +31,7 @@ from vaekit.config import DataConfig
 from vaekit.errors import VaekitError, warn
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
-MAX_PIXELS = 64_000_000  # per image: the web API's limit too; larger files are treated as bombs
+MAX_PIXELS = 64_000_000  # per image; larger files are treated as bombs (uploads to the explorer have a lower limit)
 BACKGROUNDS = {"white": (255, 255, 255), "black": (0, 0, 0), "grey": (128, 128, 128), "gray": (128, 128, 128)}
 RESIZE = ("crop", "pad", "stretch")
 LABELS = ("auto", "folders", "none")
@@ -118,11 +118,11 @@ def load_image(source: Path | IO[bytes], shape: tuple[int, int, int], resize: st
     from PIL import Image
 
     c, h, w = shape
+    colour = background_colour(background)
     with pil_errors(source if isinstance(source, Path) else Path("upload")), Image.open(source) as img:
         img.seek(0)
-        flat = flatten_alpha(to_8bit(img), background_colour(background))
-        flat = flat.convert("L" if c == 1 else "RGB")
-        array = np.asarray(fit(flat, (w, h), resize, background_colour(background)), dtype=np.uint8)
+        flat = flatten_alpha(to_8bit(img), colour).convert("L" if c == 1 else "RGB")
+        array = np.asarray(fit(flat, (w, h), resize, colour), dtype=np.uint8)
     return torch.from_numpy(array.reshape(h, w, c).transpose(2, 0, 1).copy())
 
 
