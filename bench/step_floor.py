@@ -37,7 +37,7 @@ from train_speed import (  # noqa: E402
 
 from vaekit.data import Batches  # noqa: E402
 from vaekit.models import build_model  # noqa: E402
-from vaekit.training.trainer import gradient_norm, make_optimizer  # noqa: E402
+from vaekit.training.step import gradient_norm, make_optimizer  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 

@@ -185,12 +185,12 @@ def vaekit_worker(arch: str, seed: int, compile: bool = False) -> dict:
 
 def nll_model_worker(arch: str, seed: int, folder: str, images: str) -> dict:
     """Train the model both estimators score; export its weights for Pythae and the test images."""
-    from vaekit.models import VAE
+    from vaekit.models import load_model
     from vaekit.training import train
 
     folder, n = Path(folder), int(images)
     train(vaekit_run("mlp", seed, epochs=3), folder / "run", quiet=True, dataset=full_training_set())
-    model = VAE.from_pretrained(folder / "run")
+    model = load_model(folder / "run")
     np.savez(folder / "w.npz", **{k: v.numpy() for k, v in model.state_dict().items()})
     test = load_dataset(DataConfig(name="fashion-mnist")).test
     np.save(folder / "x.npy", next(iter(Batches(test.subset(torch.arange(n)), n))).numpy())
@@ -199,9 +199,9 @@ def nll_model_worker(arch: str, seed: int, folder: str, images: str) -> dict:
 
 def nll_worker(arch: str, seed: int, folder: str, k: str) -> dict:
     from vaekit.evaluation import importance_sampled_nll
-    from vaekit.models import VAE
+    from vaekit.models import load_model
 
-    model = VAE.from_pretrained(Path(folder) / "run").eval()
+    model = load_model(Path(folder) / "run").eval()
     x = torch.from_numpy(np.load(Path(folder) / "x.npy"))
     torch.manual_seed(seed)
     start = time.perf_counter()

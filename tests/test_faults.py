@@ -22,12 +22,12 @@ from conftest import run_many
 from PIL import Image
 from safetensors.torch import load_file
 
-from vaekit import AE, VAE, ModelConfig, RunConfig
+from vaekit import ModelConfig, RunConfig, build_model, load
 from vaekit.config import DataConfig, TrainConfig
 from vaekit.data.idx import write_idx
 from vaekit.data.sources import IDX_FILES
 from vaekit.training import train
-from vaekit.training.checkpoint import roll_back, save_checkpoint
+from vaekit.training.checkpoint import Progress, roll_back, save_checkpoint
 
 
 def vaekit(*args, cwd, env=None, timeout=300):
@@ -89,7 +89,7 @@ def test_sigkill_at_many_moments_then_resume_gives_bitwise_identical_weights(tmp
         proc.wait()
         kills.append((moment, latest_step(run), during_write))
         if latest_step(run) >= 0:  # whatever the moment, the latest checkpoint is complete and loads
-            model = AE.from_pretrained(run)
+            model = load(run)
             assert torch.isfinite(model.sample(2)).all()
     assert any(w for _, _, w in kills), f"no kill landed during a checkpoint write: {kills}"
     assert kills[0][1] == -1, "the first kill should come before any checkpoint"
@@ -117,33 +117,36 @@ def test_a_diverging_run_stops_with_a_clear_message_and_keeps_no_bad_checkpoint(
 
 
 def test_roll_back_keeps_the_last_good_checkpoint(tmp_path):
-    model = VAE(ModelConfig(image_shape=(1, 8, 8)))
+    model = build_model(ModelConfig(image_shape=(1, 8, 8)))
     optimizer = torch.optim.Adam(model.parameters())
     for step in (5, 10, 15):
-        save_checkpoint(tmp_path, model, optimizer, {"step": step, "epoch": 0}, {}, is_best=step == 15, keep=5)
+        save_checkpoint(tmp_path, model, optimizer, Progress(step=step), {}, is_best=step == 15, keep=5)
     assert roll_back(tmp_path, before_step=12) == tmp_path / "checkpoints" / "step-00000010"
     assert (tmp_path / "checkpoints" / "latest").read_text().strip() == "step-00000010"
     assert not (tmp_path / "checkpoints" / "step-00000015").exists()
     assert not (tmp_path / "checkpoints" / "best").exists()  # it pointed at the dropped one
-    assert AE.from_pretrained(tmp_path).meta["progress"]["step"] == 10
+    assert load(tmp_path).meta["progress"]["step"] == 10
 
 
-def test_non_finite_steps_are_skipped_not_applied(tmp_path):
-    """A few bad batches in a row (fewer than max_bad_steps) leave the weights untouched and training goes on."""
-    from vaekit.training.trainer import make_optimizer
+def test_non_finite_steps_are_skipped_not_applied():
+    """train_step, the trainer's own step: a bad batch leaves the weights and the optimizer untouched, and the
+    next good batch updates them."""
+    from vaekit.training import train_step
+    from vaekit.training.step import make_optimizer
 
     run = RunConfig(data=DataConfig(name="digits"))
-    model = VAE(ModelConfig(image_shape=(1, 8, 8)))
+    model = build_model(ModelConfig(image_shape=(1, 8, 8)))
     optimizer = make_optimizer(model, run)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x = torch.rand(4, 1, 8, 8)
     x[0, 0, 0, 0] = float("nan")  # a NaN pixel poisons the loss and every gradient
-    loss = model(x)
-    loss.objective.backward()
-    norm = torch.nn.utils.clip_grad_norm_(list(model.parameters()), float("inf"))
-    assert not torch.isfinite(norm)  # exactly what the training loop checks before optimizer.step()
+    result = train_step(model, optimizer, x)
+    assert not result.stepped and not torch.isfinite(result.grad_norm)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert optimizer.state == {}
+    good = train_step(model, optimizer, torch.rand(4, 1, 8, 8), grad_clip=0.5)
+    assert good.stepped and torch.isfinite(good.loss.objective)
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
 # --- bad input -------------------------------------------------------------------------------------------
@@ -363,7 +366,7 @@ sys.exit(code)
 
 
 def test_sampling_a_huge_n_streams_with_bounded_memory(tmp_path):
-    VAE(ModelConfig(image_shape=(1, 28, 28))).save_pretrained(tmp_path / "m")
+    build_model(ModelConfig(image_shape=(1, 28, 28))).save_pretrained(tmp_path / "m")
     peaks = {}
     for n in (2_000, 200_000):
         proc = subprocess.run([sys.executable, "-c", PEAK_RSS, "sample", str(tmp_path / "m"), "-n", str(n),

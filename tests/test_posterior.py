@@ -6,7 +6,10 @@ import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
-from vaekit.models.posterior import DiagonalGaussian, standard_normal_log_prob
+from vaekit.models.posterior import DiagonalGaussian
+from vaekit.models.priors import StandardNormal
+
+standard_normal_log_prob = StandardNormal(6).log_prob
 
 
 def random_posterior(b=4, d=6, seed=0):

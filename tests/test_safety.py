@@ -14,10 +14,11 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from vaekit import AE, RunConfig
+from vaekit import RunConfig, load
 from vaekit.config import DataConfig, ModelConfig, TrainConfig
 from vaekit.errors import VaekitError
-from vaekit.files import RUN_MARKER, new_run_folder
+from vaekit.files import new_run_folder
+from vaekit.layout import MARKER as RUN_MARKER
 from vaekit.training import train
 
 DIGITS_1 = ["--data", "digits", "--epochs", "1", "--samples", "4", "--quiet"]
@@ -142,11 +143,11 @@ def test_a_checkpoint_with_nan_weights_is_refused(runs, tmp_path):
     save_file(weights, str(ckpt / "model.safetensors"))
     config = json.loads((ckpt / "config.json").read_text())
     with pytest.raises(VaekitError, match="NaN or infinite"):
-        AE.from_pretrained(ckpt)
+        load(ckpt)
     config["model"]["beta"] = float("nan")
     (ckpt / "config.json").write_text(json.dumps(config))  # json writes NaN, and reads it back
     with pytest.raises(VaekitError, match="model.beta: must be a finite number"):
-        AE.from_pretrained(ckpt)
+        load(ckpt)
 
 
 def test_an_ae_reports_reconstruction_not_an_elbo(cli, runs):

@@ -2,15 +2,15 @@
 
 from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaekit.errors import VaekitError
-from vaekit.models import AE, VAE, DiagonalGaussian, Loss, build_model
+from vaekit.models import PRESETS, Autoencoder, DiagonalGaussian, Loss, PointMass, build_model, load_model
 
-__version__ = "0.1.0"
-
-
-def load(path: str, map_location: str = "cpu") -> AE:
-    """Load a saved model or a run folder's best checkpoint (an AE or a VAE)."""
-    return AE.from_pretrained(path, map_location=map_location)
+__version__ = "0.2.0"
 
 
-__all__ = ["AE", "VAE", "DiagonalGaussian", "Loss", "build_model", "load", "ModelConfig", "DataConfig",
-           "TrainConfig", "RunConfig", "VaekitError", "__version__"]
+def load(path: str, map_location: str = "cpu") -> Autoencoder:
+    """Load a saved model or a run folder's best checkpoint (any preset: AE, VAE, ...)."""
+    return load_model(path, map_location=map_location)
+
+
+__all__ = ["Autoencoder", "PRESETS", "DiagonalGaussian", "PointMass", "Loss", "build_model", "load", "load_model",
+           "ModelConfig", "DataConfig", "TrainConfig", "RunConfig", "VaekitError", "__version__"]

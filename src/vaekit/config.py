@@ -22,11 +22,16 @@ T = TypeVar("T")
 
 
 def setting(default: Any, lo: float | None = None, hi: float | None = None, *, open_lo: bool = False,
-            open_hi: bool = False) -> Any:
-    """A numeric setting with its allowed range, declared once beside its default: every value from a flag,
-    a config file or a checkpoint is checked against it (finite, lo <= value <= hi; strict where `open_lo`
-    or `open_hi`). For tuples the range applies to each element."""
-    return field(default=default, metadata={"range": (lo, hi, open_lo, open_hi)})
+            open_hi: bool = False, help: str) -> Any:
+    """A numeric setting with its allowed range and its help, declared once beside its default: every value from
+    a flag, a config file or a checkpoint is checked against it (finite, lo <= value <= hi; strict where `open_lo`
+    or `open_hi`); the help is what `--help` shows. For tuples the range applies to each element."""
+    return field(default=default, metadata={"range": (lo, hi, open_lo, open_hi), "help": help})
+
+
+def option(default: Any, help: str) -> Any:
+    """A setting that is a name or a switch, with its help (what `--help` shows), declared once."""
+    return field(default=default, metadata={"help": help})
 
 
 class Checked:
@@ -44,63 +49,85 @@ BIG = 2**31 - 1  # upper bound of counts that only need to be "large"
 class ModelConfig(Checked):
     """The architecture and the objective; enough to rebuild the model without the command line."""
 
-    kind: str = "vae"  # "vae" or "ae"
-    image_shape: tuple[int, int, int] = setting((1, 28, 28), 1, 4096)  # (C, H, W)
-    arch: str = "auto"  # "mlp", "conv" or "auto" (chosen from the image shape)
-    latent_dim: int = setting(0, 0, 4096)  # 0: a default chosen from the image shape
-    hidden: tuple[int, ...] = setting((), 1, 65536)  # MLP hidden widths; (): a default chosen from the image shape
-    channels: tuple[int, ...] = setting((), 1, 4096)  # conv channels per down-sampling; (): default
-    likelihood: str = "bernoulli"  # "bernoulli" (logits) or "gaussian"
-    gaussian_scale: float = setting(0.0, 0.0)  # fixed sigma of the Gaussian decoder; 0: learned
-    beta: float = setting(1.0, 0.0)  # weight of the KL term (beta-VAE when != 1)
-    free_bits: float = setting(0.0, 0.0)  # nats per latent dimension below which the KL is not penalised
-    logvar_min: float = setting(-30.0, -80.0, 80.0)  # clamp of log sigma^2 (exp(+-80) stays finite in float32)
-    logvar_max: float = setting(20.0, -80.0, 80.0)
+    kind: str = option("vae",
+        "vae (encoder returns q(z|x) = N(mu, sigma^2), loss = recon + KL) or ae (deterministic code, reconstruction "
+        "only)")
+    image_shape: tuple[int, int, int] = setting((1, 28, 28), 1, 4096, help="set from the data; not a flag")
+    arch: str = option("auto", "network family: mlp, conv, or auto (MLP for small grey images, conv otherwise)")
+    latent_dim: int = setting(0, 0, 4096, help="size of z (0: 8 for 8x8 images, 20 up to 32x32 grey, else 64)")
+    hidden: tuple[int, ...] = setting((), 1, 65536,
+        help="MLP hidden widths, comma-separated, e.g. 400 or 512,256; auto: chosen from the image size")
+    channels: tuple[int, ...] = setting((), 1, 4096,
+        help="conv channels per stride-2 layer, comma-separated, e.g. 32,64; auto: from the image size")
+    likelihood: str = option("bernoulli",
+        "decoder likelihood p(x|z): bernoulli (logits, for grey levels in [0, 1]) or gaussian")
+    gaussian_scale: float = setting(0.0, 0.0, help="fixed sigma of the Gaussian decoder; 0 learns one shared sigma")
+    beta: float = setting(1.0, 0.0, help="weight of the KL term (1: the VAE; other values: beta-VAE)")
+    free_bits: float = setting(0.0, 0.0,
+        help="nats per latent dimension of KL left unpenalised (against posterior collapse)")
+    logvar_min: float = setting(-30.0, -80.0, 80.0, help="lower clamp of log sigma^2")
+    logvar_max: float = setting(20.0, -80.0, 80.0, help="upper clamp of log sigma^2")
 
 
 @dataclass
 class DataConfig(Checked):
     """Where images come from and how they are read and split."""
 
-    name: str = "fashion-mnist"  # fashion-mnist, mnist, digits, folder:PATH, npz:PATH / npy:PATH
-    data_dir: str = ""  # cache folder; "": $VAEKIT_DATA or ~/.cache/vaekit
-    image_size: int = setting(0, 0, 4096)  # resize folder images to this square size; 0: keep (all must match)
-    channels: int = setting(0, 0, 3)  # 1 or 3 for folders; 0: decided from the images
-    resize: str = "crop"  # folder images to a square: "crop" (centre), "pad" (background), "stretch"
-    background: str = "white"  # transparent pixels are composited on this: white, black, grey or #RRGGBB
-    labels: str = "auto"  # folder labels: "auto" (subfolders that look like categories), "folders", "none"
-    val_fraction: float = setting(0.1, 0.0, 1.0, open_lo=True, open_hi=True)  # training images held out for validation
-    test_fraction: float = setting(0.1, 0.0, 1.0, open_lo=True, open_hi=True)  # for sets without an official test split
-    binarize: bool = False  # dynamic binarization: x ~ Bernoulli(pixel) each time a batch is drawn
-    download: bool = True  # allowed to download when no local copy exists
-    skip_bad_images: bool = False  # skip unreadable files in image folders (with a warning) instead of stopping
-    max_in_memory_gb: float = setting(4.0, 0.0, 1e6, open_lo=True)  # larger folders stream from disk; also the
-    # most memory one array file (IDX, .npy, .npz) may declare
-    workers: int = setting(2, 0, 64)  # DataLoader workers for streamed folders
+    name: str = option("fashion-mnist",
+        "fashion-mnist (default), mnist, digits (8x8, shipped), folder:PATH, npz:PATH or npy:PATH")
+    data_dir: str = option("", "where data sets are cached (default $VAEKIT_DATA or ~/.cache/vaekit)")
+    image_size: int = setting(0, 0, 4096, help="resize folder images to N x N (needed when their sizes differ)")
+    channels: int = setting(0, 0, 3, help="1 (grey) or 3 (RGB) for folder images; 0 decides from the images")
+    resize: str = option("crop",
+        "folder images of another shape: crop (keep the aspect, cut the centre square), pad (keep the aspect, fill "
+        "with --background) or stretch")
+    background: str = option("white",
+        "colour under transparent pixels (alpha is composited on it): white, black, grey or #RRGGBB")
+    labels: str = option("auto",
+        "labels of folder images: auto (first-level subfolders, unless their names look like image sizes such as "
+        "16x16), folders (always the subfolders), none")
+    val_fraction: float = setting(0.1, 0.0, 1.0, open_lo=True, open_hi=True,
+        help="part of the training images held out for validation")
+    test_fraction: float = setting(0.1, 0.0, 1.0, open_lo=True, open_hi=True,
+        help="part held out for testing, for sets without an official test split")
+    binarize: bool = option(False, "dynamic binarization: resample binary pixels x ~ Bernoulli(grey level) per batch")
+    download: bool = option(True, "allow downloading a missing data set from its official source (checksums verified)")
+    skip_bad_images: bool = option(False, "skip unreadable images in a folder with a warning instead of stopping")
+    max_in_memory_gb: float = setting(4.0, 0.0, 1e6, open_lo=True,
+        help="image folders larger than this stream from disk instead of loading into memory; also the most memory one "
+        "array file (IDX, .npy, .npz) may declare")
+    workers: int = setting(2, 0, 64, help="DataLoader worker processes for streamed folders")
 
 
 @dataclass
 class TrainConfig(Checked):
     """How to train: optimisation, schedule, checkpoints, devices."""
 
-    epochs: int = setting(10, 1, 10**6)
-    batch_size: int = setting(128, 1, 2**20)
-    lr: float = setting(1e-3, 0.0, open_lo=True)
-    optimizer: str = "adam"  # "adam" or "adamw"
-    weight_decay: float = setting(0.0, 0.0)
-    schedule: str = "constant"  # "constant" or "cosine"
-    lr_warmup_steps: int = setting(0, 0, BIG)
-    kl_warmup_epochs: float = setting(0.0, 0.0, 10**6)  # KL weight ramps linearly from 0 to beta over this many
-    grad_clip: float = setting(0.0, 0.0)  # max global gradient norm; 0: no clipping
-    patience: int = setting(0, 0, 10**6)  # early stopping after this many epochs without validation gain; 0: off
-    seed: int = setting(0, 0, 2**32 - 1)
-    device: str = "auto"  # auto, cpu, cuda, cuda:1, mps
-    bf16: bool = False  # bf16 autocast (GPU only)
-    compile: bool = False  # torch.compile the model for training (costs compile time up front)
-    checkpoint_every: int = setting(0, 0, BIG)  # also checkpoint every N steps (for long epochs); 0: per epoch only
-    max_bad_steps: int = setting(20, 1, BIG)  # stop after this many consecutive non-finite steps
-    eval_batch_size: int = setting(1000, 1, 2**20)
-    samples: int = setting(64, 1, 1024)  # images drawn from N(0, I) into samples.png at the end
+    epochs: int = setting(10, 1, 10**6, help="passes over the training set")
+    batch_size: int = setting(128, 1, 2**20, help="images per step (per process under torchrun)")
+    lr: float = setting(1e-3, 0.0, open_lo=True, help="learning rate")
+    optimizer: str = option("adam", "adam or adamw (fused where supported)")
+    weight_decay: float = setting(0.0, 0.0, help="weight decay")
+    schedule: str = option("constant", "learning-rate schedule: constant or cosine")
+    lr_warmup_steps: int = setting(0, 0, BIG, help="linear learning-rate warm-up steps")
+    kl_warmup_epochs: float = setting(0.0, 0.0, 10**6,
+        help="KL weight ramps from 0 to beta over this many epochs (0: off)")
+    grad_clip: float = setting(0.0, 0.0, help="clip the global gradient norm to this value (0: off)")
+    patience: int = setting(0, 0, 10**6, help="early stopping after this many epochs without validation gain (0: off)")
+    seed: int = setting(0, 0, 2**32 - 1, help="random seed (weights, batch order, reparameterization noise)")
+    device: str = option("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
+    bf16: bool = option(False, "bf16 autocast on GPU")
+    compile: bool = option(False,
+        "torch.compile the training forward pass; on 2 CPU cores it did not speed up the default networks "
+        "(bench/RESULTS.md), on a GPU it may")
+    checkpoint_every: int = setting(0, 0, BIG, help="also checkpoint every N steps within an epoch (0: once per epoch)")
+    max_bad_steps: int = setting(20, 1, BIG,
+        help="stop after this many consecutive steps with a non-finite loss or gradient")
+    eval_batch_size: int = setting(1000, 1, 2**20, help="batch size for validation and test")
+    samples: int = setting(64, 1, 1024, help="images drawn from N(0, I) into samples.png at the end")
+    gmm_components: int = setting(10, 0, 1000,
+        help="components of the Gaussian mixture fitted to the training codes after training and saved with the best "
+        "checkpoint, so `vaekit sample --prior gmm` works from the file (0: none)")
 
 
 def short(value: Any, limit: int = 60) -> str:

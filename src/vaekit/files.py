@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from vaekit.errors import VaekitError
+from vaekit.layout import RunFolder
 
 
 @contextmanager
@@ -83,13 +84,11 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-RUN_MARKER = ".vaekit-run"  # in every run folder vaekit creates: what --overwrite may replace
-
-
 def is_vaekit_run(folder: Path) -> bool:
-    """A folder vaekit wrote: it has the marker, or the files of a run from before the marker existed."""
-    return (folder / RUN_MARKER).is_file() or ((folder / "run.json").is_file() and (folder / "checkpoints").is_dir()) \
-        or ((folder / "metrics.json").is_file() and (folder / "report.html").is_file())
+    """A folder vaekit wrote: it has the marker, or the files of a run (or a compare report) from before the
+    marker existed."""
+    return RunFolder(folder).looks_like_run() or ((folder / "metrics.json").is_file()
+                                                  and (folder / "report.html").is_file())
 
 
 def check_apart(out: Path, inputs: Iterable[Path]) -> None:
@@ -123,7 +122,7 @@ def new_run_folder(out: str | Path, overwrite: bool, inputs: Iterable[Path] = ()
         os.replace(out, aside)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        (out / RUN_MARKER).write_text("a vaekit run folder: `--overwrite` may replace it\n", encoding="utf-8")
+        RunFolder(out).marker.write_text("a vaekit run folder: `--overwrite` may replace it\n", encoding="utf-8")
     except OSError as e:
         _put_back(out, aside)
         raise VaekitError(f"{out}: cannot write the run folder ({e.strerror or e})") from None

@@ -6,7 +6,7 @@ resumed run, or every rank of a distributed run, computes the same order and tak
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor
@@ -77,3 +77,13 @@ class Batches:
         if self.binarize:  # dynamic binarization: a fresh binary image each time x is drawn
             x = torch.bernoulli(x)
         return x
+
+
+@torch.no_grad()
+def map_batches(fn: Callable[[Tensor], Tensor], images: ImageSet, batch_size: int, device: torch.device | str = "cpu",
+                limit: int | None = None) -> Tensor:
+    """fn applied to the images batch by batch (the first `limit` only, if given), results concatenated on the
+    CPU: e.g. the codes of a split, `map_batches(model.embed, images, 1000, model.device)`."""
+    if limit is not None and limit < len(images):
+        images = images.subset(torch.arange(limit))
+    return torch.cat([fn(x).cpu() for x in Batches(images, batch_size, device)])

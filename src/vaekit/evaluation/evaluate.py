@@ -1,7 +1,8 @@
-"""Evaluate one model: likelihood terms, IS-NLL, latent diagnostics, and sample quality per sampler.
+"""Evaluate one model: likelihood terms, IS-NLL, latent diagnostics, and sample quality per prior.
 
-Samplers: the prior N(0, I) and an ex-post Gaussian mixture fitted to the training codes
-(Ghosh et al., 2020), for the AE and the VAE alike.
+Priors sampled: the model's own p(z) (N(0, I)) and the Gaussian mixture fitted to the training codes
+(Ghosh et al., 2020), for the AE and the VAE alike: the one saved in the checkpoint, or, for a checkpoint
+without one, a mixture fitted here.
 """
 
 from __future__ import annotations
@@ -10,25 +11,25 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from vaekit.data import Batches, Dataset, ImageSet, TensorImages
+from vaekit.data import Batches, Dataset, TensorImages, map_batches
 from vaekit.evaluation.classifier import FeatureClassifier
 from vaekit.evaluation.metrics import active_units, code_statistics, frechet_distance, importance_sampled_nll
-from vaekit.models import AE, VAE, DiagonalGaussian
+from vaekit.models import Autoencoder, GaussianMixture
+from vaekit.models.objectives import mean_loss
+from vaekit.models.priors import GMM_FIT_CODES
 from vaekit.progress import bar
-from vaekit.training.trainer import evaluate_loss
 
 
 @dataclass
 class EvalSettings:
     k: int = 1000  # importance samples per image
     is_images: int = 1000  # test images for the IS-NLL
-    n_samples: int = 10_000  # generated images per sampler for the Frechet distance
-    gmm_components: int = 10
-    gmm_fit_codes: int = 20_000  # training codes the mixture is fitted to
+    n_samples: int = 10_000  # generated images per prior for the Frechet distance
+    gmm_components: int = 10  # for a checkpoint without a fitted mixture
+    gmm_fit_codes: int = GMM_FIT_CODES  # training codes that mixture is fitted to
     batch_size: int = 1000
     seed: int = 0
 
@@ -47,33 +48,27 @@ class Evaluation:
 
 
 @torch.no_grad()
-def embed_all(model: AE, images: ImageSet, batch_size: int, limit: int | None = None) -> Tensor:
-    if limit is not None and limit < len(images):
-        images = images.subset(torch.arange(limit))
-    return torch.cat([model.embed(x).cpu() for x in Batches(images, batch_size, model.device)])
-
-
-def fit_gmm(codes: Tensor, n_components: int, seed: int):
-    from sklearn.mixture import GaussianMixture
-
-    gmm = GaussianMixture(n_components=n_components, covariance_type="full", random_state=seed, reg_covar=1e-5)
-    return gmm.fit(codes.double().numpy())
-
-
-@torch.no_grad()
-def decode_in_batches(model: AE, z: Tensor, batch_size: int) -> Tensor:
+def decode_in_batches(model: Autoencoder, z: Tensor, batch_size: int) -> Tensor:
     return torch.cat([model.generate(c.to(model.device)).cpu() for c in z.split(batch_size)])
 
 
-def prior_codes(n: int, dim: int, seed: int) -> Tensor:
-    return torch.randn(n, dim, generator=torch.Generator().manual_seed(seed))
+def samplers(model: Autoencoder, data: Dataset, s: EvalSettings) -> dict[str, nn.Module]:
+    """The priors to generate from: the model's own, and its fitted mixture (fitted here if it has none)."""
+    priors = dict(model.priors.items())
+    if "gmm" not in priors:
+        codes = map_batches(model.embed, data.train, s.batch_size, model.device, limit=s.gmm_fit_codes)
+        priors["gmm"] = GaussianMixture.fit(codes, s.gmm_components, s.seed).to(model.device)
+    return priors
 
 
-def gmm_codes(gmm, n: int, seed: int) -> Tensor:
-    gmm.random_state = seed
-    z, _ = gmm.sample(n)
-    order = np.random.default_rng(seed).permutation(n)  # sklearn returns the draws sorted by component
-    return torch.from_numpy(z[order]).float()
+@torch.no_grad()
+def draw_samples(model: Autoencoder, priors: dict[str, nn.Module], s: EvalSettings) -> dict[str, Tensor]:
+    """n_samples decoded draws from each prior, each with its own generator seeded by s.seed."""
+    images = {}
+    for name, prior in priors.items():
+        z = prior.sample(s.n_samples, torch.Generator(model.device).manual_seed(s.seed))
+        images[name] = decode_in_batches(model, z, s.batch_size)
+    return images
 
 
 def sample_quality(images: Tensor, classifier: FeatureClassifier, real_features: Tensor) -> dict[str, float]:
@@ -89,60 +84,64 @@ def test_tensor(data: Dataset, n: int | None = None) -> Tensor:
     return torch.cat(list(Batches(test, 2000)))
 
 
-def evaluate_model(model: AE, data: Dataset, settings: EvalSettings, classifier: FeatureClassifier | None = None,
-                   real_features: Tensor | None = None, quiet: bool = False) -> Evaluation:
-    """All numbers for one model; sample quality needs the feature classifier and the real test features."""
-    model.eval()
-    s = settings
-    device = model.device
-    steps = bar(total=5, desc=f"evaluating {model.kind.upper()}", disable=quiet)
-    torch.manual_seed(s.seed)
-    test = evaluate_loss(model, Batches(data.test, s.batch_size, device))
+def likelihood_metrics(model: Autoencoder, data: Dataset, s: EvalSettings) -> dict[str, Any]:
+    """Test reconstruction (and -ELBO, where the posterior has a density), and the IS-NLL on `is_images`."""
+    test = mean_loss(model, Batches(data.test, s.batch_size, model.device))
+    metrics: dict[str, Any] = {"test": test}
+    if not model.has_density:
+        return metrics
     dims = math.prod(model.config.image_shape)
-    metrics: dict[str, Any] = {"model": model.kind, "latent_dim": model.latent_dim,
-                               "test": {"recon": test["recon"], "kl": test["kl"], "images": test["images"]}}
-    if isinstance(model, VAE):
-        metrics["test"].update(nelbo=test["nelbo"], bpd=test["bpd"])
-    steps.update()
+    x = test_tensor(data, s.is_images)
+    nll, nelbo = [], []
+    for xb in x.split(max(1, 100_000 // max(1, s.k))):
+        xb = xb.to(model.device)
+        nll.append(importance_sampled_nll(model, xb, s.k).cpu())
+        with torch.no_grad():
+            nelbo.append(model(xb).total.cpu().double())
+    nll, nelbo = torch.cat(nll), torch.cat(nelbo)
+    metrics["is_nll"] = {"nll": nll.mean().item(), "bpd": nll.mean().item() / (dims * math.log(2)), "k": s.k,
+                         "images": len(x), "nelbo_same_images": nelbo.mean().item(),
+                         "stderr": (nll.std() / math.sqrt(len(nll))).item()}
+    return metrics
 
-    if isinstance(model, VAE):
-        x = test_tensor(data, s.is_images)
-        nll, nelbo = [], []
-        for xb in x.split(max(1, 100_000 // max(1, s.k))):
-            xb = xb.to(device)
-            nll.append(importance_sampled_nll(model, xb, s.k).cpu())
-            nelbo.append(model(xb).nelbo.cpu().double())
-        nll, nelbo = torch.cat(nll), torch.cat(nelbo)
-        metrics["is_nll"] = {"nll": nll.mean().item(), "bpd": nll.mean().item() / (dims * math.log(2)), "k": s.k,
-                             "images": len(x), "nelbo_same_images": nelbo.mean().item(),
-                             "stderr": (nll.std() / math.sqrt(len(nll))).item()}
-    steps.update()
 
+@torch.no_grad()
+def latent_metrics(model: Autoencoder, data: Dataset, s: EvalSettings) -> tuple[dict[str, Any], Tensor]:
+    """Active units, code statistics, the KL per dimension (with a density) and, against N(0, I), the share of
+    codes inside its 99% ball. Returns the metrics and the test codes (posterior means)."""
     codes, kl = [], []
-    with torch.no_grad():
-        for xb in Batches(data.test, s.batch_size, device):
-            q = model.encode(xb)  # the VAE's posterior, or the AE's code itself
-            if isinstance(q, DiagonalGaussian):
-                codes.append(q.mean.cpu())
-                kl.append(q.kl_per_dim().cpu())
-            else:
-                codes.append(q.cpu())
+    for xb in Batches(data.test, s.batch_size, model.device):
+        q = model.encode(xb)
+        codes.append(q.mean.cpu())
+        kl.append(q.kl_per_dim().cpu())
     codes = torch.cat(codes)
     n_active, activity = active_units(codes)
     latent: dict[str, Any] = {"active_units": n_active, "activity": activity.tolist(), **code_statistics(codes)}
-    if kl:
+    if model.has_density:
         latent["kl_per_dim"] = torch.cat(kl).mean(0).tolist()
-    radius = math.sqrt(float(_chi2_ppf(0.99, model.latent_dim)))
-    latent["inside_prior_99"] = (codes.norm(dim=1) <= radius).float().mean().item()
-    metrics["latent"] = latent
-    steps.update()
+    if model.prior.is_standard_normal:
+        radius = math.sqrt(float(_chi2_ppf(0.99, model.latent_dim)))
+        latent["inside_prior_99"] = (codes.norm(dim=1) <= radius).float().mean().item()
+    return latent, codes
 
-    train_codes = embed_all(model, data.train, s.batch_size, limit=s.gmm_fit_codes)
-    gmm = fit_gmm(train_codes, s.gmm_components, s.seed)
-    z = {"prior": prior_codes(s.n_samples, model.latent_dim, s.seed), "gmm": gmm_codes(gmm, s.n_samples, s.seed)}
-    samples = {name: decode_in_batches(model, codes_, s.batch_size) for name, codes_ in z.items()}
-    steps.update()
 
+def evaluate_model(model: Autoencoder, data: Dataset, settings: EvalSettings,
+                   classifier: FeatureClassifier | None = None, real_features: Tensor | None = None,
+                   quiet: bool = False) -> Evaluation:
+    """All numbers for one model; sample quality needs the feature classifier and the real test features."""
+    model.eval()
+    s = settings
+    steps = bar(total=4, desc=f"evaluating {model.kind.upper()}", disable=quiet)
+    torch.manual_seed(s.seed)
+    metrics: dict[str, Any] = {"model": model.kind, "latent_dim": model.latent_dim,
+                               **likelihood_metrics(model, data, s)}
+    steps.update()
+    metrics["latent"], codes = latent_metrics(model, data, s)
+    steps.update()
+    priors = samplers(model, data, s)
+    metrics["priors"] = {name: prior.words for name, prior in priors.items()}
+    samples = draw_samples(model, priors, s)
+    steps.update()
     if classifier is not None and real_features is not None:
         metrics["samples"] = {name: sample_quality(images, classifier, real_features)
                               for name, images in samples.items()}

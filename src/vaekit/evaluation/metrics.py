@@ -13,30 +13,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vaekit.models import VAE
-from vaekit.models.posterior import standard_normal_log_prob
+from vaekit.models import Autoencoder
+from vaekit.models.objectives import log_weights
 
 
 @torch.no_grad()
-def importance_sampled_nll(model: VAE, x: Tensor, k: int = 1000, rows: int | None = None) -> Tensor:
-    """-log p(x) per image from K samples of q(z|x): -logmeanexp_k [log p(x|z_k) + log p(z_k) - log q(z_k|x)].
-
-    Batched over images and samples, no Python loop per image: each decode takes about `rows` codes
-    (n samples for every image). On a CPU 4096 rows keep the decoder's output in cache: nearly twice as
-    fast as 50,000 (bench/README.md); other devices default to 50,000."""
-    rows = rows or (4096 if x.device.type == "cpu" else 50_000)
-    q = model.encode(x)  # once per image, not once per sample
-    b = len(x)
-    per_decode = max(1, rows // b)
-    log_w = []
-    for start in range(0, k, per_decode):
-        n = min(per_decode, k - start)
-        z = q.sample(n)  # (n, B, D)
-        logits = model.decode(z.reshape(n * b, -1)).reshape(n, b, *x.shape[1:])
-        log_px_z = -model.likelihood.nll(x.unsqueeze(0), logits)  # (n, B)
-        log_w.append(log_px_z + standard_normal_log_prob(z) - q.log_prob(z))
-    log_w = torch.cat(log_w).double()
-    return -(torch.logsumexp(log_w, dim=0) - math.log(k))
+def importance_sampled_nll(model: Autoencoder, x: Tensor, k: int = 1000, rows: int | None = None) -> Tensor:
+    """-log p(x) per image from K samples of q(z|x): -logmeanexp_k [log p(x|z_k) + log p(z_k) - log q(z_k|x)],
+    with the weights of `log_weights` (models/objectives.py). Needs a model whose posterior has a density."""
+    return -(torch.logsumexp(log_weights(model, x, k, rows).double(), dim=0) - math.log(k))
 
 
 def frechet_distance(a: np.ndarray | Tensor, b: np.ndarray | Tensor) -> float:

@@ -1,6 +1,11 @@
-"""Models: networks, the posterior q(z|x), decoder likelihoods, and the AE / VAE built from them."""
+"""Models: networks, posteriors q(z|x), priors p(z), objectives and likelihoods, composed into one autoencoder."""
 
-from vaekit.models.autoencoder import AE, MODELS, VAE, Loss, build_model
-from vaekit.models.posterior import DiagonalGaussian
+from vaekit.models.autoencoder import Autoencoder, build_model
+from vaekit.models.objectives import Loss
+from vaekit.models.posterior import DiagonalGaussian, PointMass
+from vaekit.models.presets import PRESETS
+from vaekit.models.priors import GaussianMixture, StandardNormal
+from vaekit.models.saving import load_model
 
-__all__ = ["AE", "VAE", "Loss", "DiagonalGaussian", "MODELS", "build_model"]
+__all__ = ["Autoencoder", "build_model", "load_model", "Loss", "DiagonalGaussian", "PointMass", "PRESETS",
+           "GaussianMixture", "StandardNormal"]

@@ -6,12 +6,12 @@ Writes a run folder with ae/ and vae/ (ordinary runs), metrics.json and a self-c
 from __future__ import annotations
 
 import base64
-import copy
 import html
 import json
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +30,9 @@ from vaekit.evaluation.evaluate import (
     real_reference,
     test_tensor,
 )
+from vaekit.evaluation.latent import interpolate
 from vaekit.files import new_run_folder, write_json, write_text
-from vaekit.models import AE
+from vaekit.models import Autoencoder, load_model
 from vaekit.progress import say as show
 from vaekit.report import figures
 from vaekit.training import train
@@ -48,31 +49,26 @@ def compare(run: RunConfig, out: Path, *, quick: bool = False, checkpoints: tupl
     say = (lambda msg: None) if quiet else show
     models = {kind: load_checked(kind, given) for kind, given in zip(("ae", "vae"), checkpoints or ())}
     if models:
-        run = copy.deepcopy(run)
-        run.data = checkpoints_data(models, checkpoints, check=not data_name)
-        if data_name:
-            run.data.name = data_name
+        trained_on = checkpoints_data(models, checkpoints, check=not data_name)
+        run = replace(run, data=replace(trained_on, name=data_name) if data_name else trained_on)
     data = evaluation_view(load_dataset(run.data), run.data)
     for given, model in zip(checkpoints or (), models.values()):
         if tuple(model.config.image_shape) != data.shape:
             raise VaekitError(f"{given}: the model takes {tuple(model.config.image_shape)} images, {data.spec} has "
                               f"{data.shape}")
     if quick:  # about a minute on 2 CPU cores: fewer epochs, fewer importance samples and generated images
-        run = copy.deepcopy(run)
-        run.train.epochs = min(run.train.epochs, 2)
+        run = replace(run, train=replace(run.train, epochs=min(run.train.epochs, 2)))
     with new_run_folder(out, overwrite, [*inputs, *map(Path, checkpoints or ()), *data_paths(run.data)]):
         for kind in ("ae", "vae"):
             if kind not in models:
-                one = copy.deepcopy(run)
-                one.model.kind = kind
-                say(f"training the {kind.upper()} ({one.train.epochs} epochs)")
-                train(one, out / kind, quiet=quiet, dataset=data)
-                models[kind] = AE.from_pretrained(out / kind)
+                say(f"training the {kind.upper()} ({run.train.epochs} epochs)")
+                train(replace(run, model=replace(run.model, kind=kind)), out / kind, quiet=quiet, dataset=data)
+                models[kind] = load_model(out / kind)
         return measure(run, out, models, data, quick, started, say, quiet, checkpoints)
 
 
-def load_checked(kind: str, given: str) -> AE:
-    model = AE.from_pretrained(given)
+def load_checked(kind: str, given: str) -> Autoencoder:
+    model = load_model(given)
     if model.kind != kind:
         article = {"ae": "an", "vae": "a"}
         raise VaekitError(f"{given}: expected {article[kind]} {kind.upper()} checkpoint, found "
@@ -80,7 +76,7 @@ def load_checked(kind: str, given: str) -> AE:
     return model
 
 
-def checkpoints_data(models: dict[str, AE], paths: tuple[str, str], check: bool = True) -> DataConfig:
+def checkpoints_data(models: dict[str, Autoencoder], paths: tuple[str, str], check: bool = True) -> DataConfig:
     """The data set both checkpoints were trained on; two different ones are refused, naming both (unless
     `check` is off: the caller names the data set)."""
     configs = [trained_data_config(m.meta) for m in models.values()]
@@ -95,7 +91,7 @@ def checkpoints_data(models: dict[str, AE], paths: tuple[str, str], check: bool 
     return configs[0]
 
 
-def measure(run: RunConfig, out: Path, models: dict[str, AE], data: Dataset, quick: bool, started: float, say,
+def measure(run: RunConfig, out: Path, models: dict[str, Autoencoder], data: Dataset, quick: bool, started: float, say,
             quiet: bool, checkpoints: tuple[str, str] | None) -> dict[str, Any]:
     """Evaluate both models, write metrics.json and report.html."""
     settings = EvalSettings.quick() if quick else EvalSettings()
@@ -136,10 +132,10 @@ INTERPOLATION_PAIRS, INTERPOLATION_STEPS = 50, 10
 
 
 @torch.no_grad()
-def interpolate_pairs(model: AE, images: torch.Tensor) -> torch.Tensor:
+def interpolate_pairs(model: Autoencoder, images: torch.Tensor) -> torch.Tensor:
     """Decodings along straight lines between the codes of image pairs: (pairs, steps, C, H, W)."""
     z = model.embed(images.to(model.device)).cpu()
-    lines = [figures.interpolate(z[i], z[i + 1], INTERPOLATION_STEPS) for i in range(0, len(z) - 1, 2)]
+    lines = [interpolate(z[i], z[i + 1], INTERPOLATION_STEPS) for i in range(0, len(z) - 1, 2)]
     decoded = model.generate(torch.cat(lines).to(model.device)).cpu()
     return decoded.reshape(len(lines), INTERPOLATION_STEPS, *decoded.shape[1:])
 
@@ -179,7 +175,7 @@ def ratio_words(a: float, b: float) -> str:
     return f"{r:.1f} times larger than" if r > 1 else f"{1 / r:.1f} times smaller than"
 
 
-def render(m: dict, models: dict[str, AE], evals: dict[str, Evaluation], data: Dataset,
+def render(m: dict, models: dict[str, Autoencoder], evals: dict[str, Evaluation], data: Dataset,
            histories: dict[str, list[dict]], settings: EvalSettings, interpolations: dict[str, torch.Tensor]) -> str:
     ae, vae = models["ae"], models["vae"]
     sections: list[tuple[str, str, list[str]]] = []  # (title, html body, sentences)

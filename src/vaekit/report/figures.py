@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass
 
 import numpy as np
-import torch
 from torch import Tensor
 
+from vaekit.evaluation.latent import Projection
 from vaekit.images import png_bytes
 
 COLOURS = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974",
@@ -34,28 +33,6 @@ def figure_png(fig) -> bytes:
 
 def image_grid_png(images: Tensor, nrow: int) -> bytes:
     return png_bytes(images, nrow, height=56)
-
-
-@dataclass
-class Projection:
-    """Codes seen in 2-D: the codes themselves for a 2-D latent, else their first two principal components.
-
-    The basis is orthonormal, so the prior N(0, I) projects to N(0, I_2) around the origin, and a point
-    (u, v) of the map goes back to the latent vector offset + u * basis[:, 0] + v * basis[:, 1]."""
-
-    xy: np.ndarray  # (N, 2)
-    basis: np.ndarray  # (D, 2)
-    offset: np.ndarray  # (D,): the codes' mean, less its part inside the plane
-    axes: str
-
-    @classmethod
-    def fit(cls, codes: Tensor) -> Projection:
-        z = codes.double().numpy()
-        if z.shape[1] == 2:
-            return cls(z, np.eye(2), np.zeros(2), "z1, z2")
-        mean = z.mean(0)
-        basis = np.linalg.svd(z - mean, full_matrices=False)[2][:2].T
-        return cls(z @ basis, basis, mean - basis @ (basis.T @ mean), "PC1, PC2")
 
 
 def latent_maps(codes: dict[str, Tensor], labels: Tensor | None, classes: list[str]) -> bytes:
@@ -102,7 +79,7 @@ def training_curves(histories: dict[str, list[dict]]) -> bytes:
         axes[0].plot(epochs, [r["val_recon"] for r in rows], marker="o", color=COLOURS[i],
                      label=f"{name} reconstruction")
         if any(r["val_kl"] > 0 for r in rows):
-            axes[0].plot(epochs, [r["val_nelbo"] for r in rows], marker="s", ls="--", color=COLOURS[i],
+            axes[0].plot(epochs, [r["val_loss"] for r in rows], marker="s", ls="--", color=COLOURS[i],
                          label=f"{name} -ELBO")
             axes[1].plot(epochs, [r["val_kl"] for r in rows], marker="o", color=COLOURS[i], label=f"{name} KL")
     axes[0].set(xlabel="epoch", ylabel="nats / image", title="validation")
@@ -112,8 +89,3 @@ def training_curves(histories: dict[str, list[dict]]) -> bytes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return figure_png(fig)
-
-
-def interpolate(z0: Tensor, z1: Tensor, steps: int) -> Tensor:
-    t = torch.linspace(0, 1, steps).unsqueeze(1)
-    return (1 - t) * z0 + t * z1

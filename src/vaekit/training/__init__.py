@@ -1,5 +1,6 @@
-"""Training: the loop, checkpoints that resume exactly, and DDP under torchrun."""
+"""Training: the step, the loop, checkpoints that resume exactly, and DDP under torchrun."""
 
-from vaekit.training.trainer import evaluate_loss, train
+from vaekit.training.step import train_step
+from vaekit.training.trainer import train
 
-__all__ = ["train", "evaluate_loss"]
+__all__ = ["train", "train_step"]

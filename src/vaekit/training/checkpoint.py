@@ -1,20 +1,21 @@
 """Training checkpoints: everything needed to continue a run exactly, without pickle.
 
-A run folder keeps `checkpoints/step-NNNNNNNN/` folders, each written under a temporary name and
-renamed into place only when complete, and two small pointer files, `checkpoints/latest` and
+A run folder (layout.py) keeps `checkpoints/step-NNNNNNNN/` folders, each written under a temporary name
+and renamed into place only when complete, and two small pointer files, `checkpoints/latest` and
 `checkpoints/best`, each replaced atomically. A crash at any moment leaves the previous complete
 checkpoint as the latest one.
 
-Each checkpoint folder holds:
-  model.safetensors + config.json   the model (what `VAE.from_pretrained` reads) with run metadata
-  state.safetensors + state.json    optimizer tensors and RNG states / the rest of the optimizer state
+Each checkpoint folder holds the model (what `load_model` reads, with run metadata and the training
+progress) and the training state: optimizer tensors and RNG states, to continue exactly.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +24,27 @@ from torch import Tensor
 
 from vaekit.errors import VaekitError
 from vaekit.files import fsync_dir, write_text
-from vaekit.models.autoencoder import AE
+from vaekit.layout import STATE_JSON, STATE_TENSORS, RunFolder, step_of
+from vaekit.models import Autoencoder
 
-STATE_TENSORS = "state.safetensors"
-STATE_JSON = "state.json"
+
+@dataclass
+class Progress:
+    """Where a run stands: stored in every checkpoint (state.json, and config.json for `info`)."""
+
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimizer steps taken (skipped non-finite steps included)
+    batch: int = 0  # batches of the current epoch already seen
+    best_val: float = math.inf  # the lowest validation loss so far
+    bad_epochs: int = 0  # epochs since it last improved (early stopping)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Progress:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def pack(obj: Any, tensors: dict[str, Tensor], key: str = "t") -> Any:
@@ -68,33 +86,33 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(run_dir: Path, model: AE, optimizer: torch.optim.Optimizer, progress: dict[str, Any],
+def save_checkpoint(run_dir: Path, model: Autoencoder, optimizer: torch.optim.Optimizer, progress: Progress,
                     meta: dict[str, Any], is_best: bool, keep: int = 2) -> Path:
     """Write a complete checkpoint folder, then point `latest` (and `best`) at it."""
     from safetensors.torch import save_file
 
-    folder = run_dir / "checkpoints"
-    name = f"step-{progress['step']:08d}"
+    run = RunFolder(run_dir)
+    final = run.step_folder(progress.step)
+    folder, name = final.parent, final.name
     tmp = folder / f".{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, meta={**meta, "progress": progress})
+    model.save_pretrained(tmp, meta={**meta, "progress": progress.to_dict()})
     tensors: dict[str, Tensor] = {}
     state = {"optimizer": pack(optimizer.state_dict(), tensors, "optimizer"), "rng": pack(rng_state(), tensors, "rng"),
-             "progress": progress}
+             "progress": progress.to_dict()}
     save_file(tensors, str(tmp / STATE_TENSORS))
     (tmp / STATE_JSON).write_text(json.dumps(state, indent=1), encoding="utf-8")
     for f in tmp.iterdir():
         with open(f, "rb") as handle:
             os.fsync(handle.fileno())
-    final = folder / name
     if final.exists():  # the same step again (a resumed run re-saving): replace it
         shutil.rmtree(final)
     os.replace(tmp, final)
     fsync_dir(folder)
-    write_text(folder / "latest", name + "\n")
+    write_text(run.pointer("latest"), name + "\n")
     if is_best:
-        write_text(folder / "best", name + "\n")
-    _prune(folder, keep)
+        write_text(run.pointer("best"), name + "\n")
+    _prune(run, keep)
     return final
 
 
@@ -103,10 +121,9 @@ def load_checkpoint(run_dir: Path) -> tuple[Path, dict[str, Any], dict[str, Tens
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    pointer = run_dir / "checkpoints" / "latest"
-    if not pointer.is_file():
+    folder = RunFolder(run_dir).pointed("latest")
+    if folder is None:
         raise VaekitError(f"{run_dir}: no checkpoint to resume from (checkpoints/latest is missing)")
-    folder = run_dir / "checkpoints" / pointer.read_text().strip()
     try:
         state = json.loads((folder / STATE_JSON).read_text(encoding="utf-8"))
         tensors = load_file(str(folder / STATE_TENSORS))
@@ -115,36 +132,36 @@ def load_checkpoint(run_dir: Path) -> tuple[Path, dict[str, Any], dict[str, Tens
     return folder, state, tensors
 
 
-def restore_training_state(state: dict[str, Any], tensors: dict[str, Tensor], optimizer: torch.optim.Optimizer) -> dict:
+def restore_training_state(state: dict[str, Any], tensors: dict[str, Tensor],
+                           optimizer: torch.optim.Optimizer) -> Progress:
     optimizer.load_state_dict(unpack(state["optimizer"], tensors))
     set_rng_state(unpack(state["rng"], tensors))
-    return state["progress"]
+    return Progress.from_dict(state["progress"])
 
 
 def roll_back(run_dir: Path, before_step: int) -> Path | None:
     """Drop checkpoints from `before_step` on and point `latest` at the newest one before it."""
-    folder = run_dir / "checkpoints"
-    steps = sorted(p for p in folder.glob("step-*") if p.is_dir())
-    good = [p for p in steps if int(p.name.split("-")[1]) < before_step]
+    run = RunFolder(run_dir)
+    steps = run.steps()
+    good = [p for p in steps if step_of(p) < before_step]
     for p in steps:
         if p not in good:
             shutil.rmtree(p, ignore_errors=True)
     if not good:
-        (folder / "latest").unlink(missing_ok=True)
+        run.pointer("latest").unlink(missing_ok=True)
         return None
-    write_text(folder / "latest", good[-1].name + "\n")
-    best = folder / "best"
-    if best.is_file() and not (folder / best.read_text().strip()).is_dir():
-        best.unlink()
+    write_text(run.pointer("latest"), good[-1].name + "\n")
+    if run.pointer("best").is_file() and run.pointed("best") is None:
+        run.pointer("best").unlink()
     return good[-1]
 
 
-def _prune(folder: Path, keep: int) -> None:
-    """Delete old checkpoint folders, keeping the newest `keep` and the best one."""
-    protected = {(folder / p).read_text().strip() for p in ("latest", "best") if (folder / p).is_file()}
-    steps = sorted(p.name for p in folder.glob("step-*") if p.is_dir())
-    for name in steps[:-keep] if keep else steps:
-        if name not in protected:
-            shutil.rmtree(folder / name, ignore_errors=True)
-    for stale in folder.glob(".step-*.tmp"):  # left by a crash mid-write
+def _prune(run: RunFolder, keep: int) -> None:
+    """Delete old checkpoint folders, keeping the newest `keep` and the ones `latest` and `best` name."""
+    protected = {run.pointed("latest"), run.pointed("best")}
+    steps = run.steps()
+    for folder in steps[:-keep] if keep else steps:
+        if folder not in protected:
+            shutil.rmtree(folder, ignore_errors=True)
+    for stale in run.checkpoints.glob(".step-*.tmp"):  # left by a crash mid-write
         shutil.rmtree(stale, ignore_errors=True)

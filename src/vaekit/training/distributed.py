@@ -1,4 +1,4 @@
-"""Devices and PyTorch's own distributed engine (DDP under torchrun), nanoGPT style.
+"""PyTorch's own distributed engine (DDP under torchrun), nanoGPT style.
 
 torchrun sets RANK, LOCAL_RANK and WORLD_SIZE; with WORLD_SIZE > 1 we join the process group
 (NCCL on GPUs, gloo on CPUs), rank 0 alone writes files, and every rank seeds with its rank.
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from vaekit.errors import VaekitError
+from vaekit.devices import pick_device
 
 
 @dataclass
@@ -34,24 +34,6 @@ class Dist:
         if self.world > 1:
             dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return t
-
-
-def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank % torch.cuda.device_count())
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise VaekitError(f"unknown device {name!r} (use auto, cpu, cuda, cuda:N or mps)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise VaekitError(f"device {name!r} asked for, but this machine has no CUDA GPU")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise VaekitError(f"device {name!r} asked for, but MPS is not available here")
-    return device
 
 
 def setup(device_name: str = "auto") -> tuple[Dist, torch.device]:

@@ -7,7 +7,6 @@ Every input is validated (latent length, counts, image type and size, body size)
 
 import base64
 import io
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -24,14 +23,13 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from vaekit.config import DataConfig, trained_data_config
-from vaekit.data import Batches, Dataset
+from vaekit.data import Batches, Dataset, map_batches
 from vaekit.data.folder import load_image, pil_errors
 from vaekit.errors import VaekitError
-from vaekit.evaluation.evaluate import embed_all, fit_gmm, gmm_codes
+from vaekit.evaluation.latent import Projection, interpolate
 from vaekit.files import read_json
 from vaekit.images import png_bytes
-from vaekit.models import AE, VAE
-from vaekit.report.figures import Projection, interpolate
+from vaekit.models import Autoencoder, GaussianMixture, load_model
 from vaekit.web.guard import LOOPBACK, Guard, Workers
 
 MAX_BODY = 2 * 2**20  # bytes in any request
@@ -42,32 +40,33 @@ Z_LIMIT = 100.0  # |z_i| beyond this is no code any decoder has seen; refused ra
 
 @dataclass
 class Explorer:
-    """What the API serves: named models, their test codes in 2-D, GMMs fitted to training codes."""
+    """What the API serves: named models (each with its priors: N(0, I) and a mixture fitted to its training
+    codes), their test codes in 2-D."""
 
-    models: dict[str, AE]
+    models: dict[str, Autoencoder]
     data: Dataset
     test_images: torch.Tensor  # float (N, C, H, W), a sample of the test split
     test_labels: list[int]
     maps: dict[str, dict]
-    gmms: dict[str, object]
-    lock: threading.Lock
     data_config: DataConfig = field(default_factory=DataConfig)  # how the models' training images were read
 
     @classmethod
-    def build(cls, models: dict[str, AE], data: Dataset, n_map: int = 2000, seed: int = 0) -> "Explorer":
+    def build(cls, models: dict[str, Autoencoder], data: Dataset, n_map: int = 2000, seed: int = 0) -> "Explorer":
         n = min(n_map, len(data.test))
         images = data.test.subset(torch.arange(n))
         x = torch.cat(list(Batches(images, 1000)))
         labels = images.labels.tolist() if images.labels is not None else [0] * n
-        maps, gmms = {}, {}
+        maps = {}
         for name, model in models.items():
             model.eval()
-            p = Projection.fit(embed_all(model, images, 1000))
+            p = Projection.fit(map_batches(model.embed, images, 1000, model.device))
             maps[name] = {"points": np.round(p.xy, 3).tolist(), "labels": labels, "axes": p.axes,
                           "basis": p.basis.T.tolist(), "offset": p.offset.tolist()}
-            gmms[name] = fit_gmm(embed_all(model, data.train, 1000, limit=5000), 10, seed)
+            if "gmm" not in model.priors:  # a checkpoint from before mixtures were saved with it
+                codes = map_batches(model.embed, data.train, 1000, model.device, limit=5000)
+                model.priors["gmm"] = GaussianMixture.fit(codes, 10, seed)
         data_config = trained_data_config(next(iter(models.values())).meta)
-        return cls(models, data, x, labels, maps, gmms, threading.Lock(), data_config)
+        return cls(models, data, x, labels, maps, data_config)
 
 
 def png_b64(images: torch.Tensor) -> str:
@@ -112,10 +111,10 @@ def create_app(explorer: Explorer, hosts: Sequence[str] = LOOPBACK, token: str |
         model: ModelName = Field(..., description="a name from /api/models")
         z: list[float] = Field(..., description="one latent vector", **size)
 
-    def model_named(name: ModelName) -> AE:
+    def model_named(name: ModelName) -> Autoencoder:
         return ex.models[name.value]
 
-    def check_z(model: AE, z: list[float]) -> torch.Tensor:
+    def check_z(model: Autoencoder, z: list[float]) -> torch.Tensor:
         if len(z) != model.latent_dim:
             raise HTTPException(422, f"z has {len(z)} values; this model's latent space has {model.latent_dim}")
         t = torch.tensor(z, dtype=torch.float32)
@@ -140,9 +139,7 @@ def create_app(explorer: Explorer, hosts: Sequence[str] = LOOPBACK, token: str |
         with torch.no_grad():
             for name, m in ex.models.items():
                 out["images"][name] = [png_b64(img[None]) for img in m.generate(z[:, :m.latent_dim])]
-                with ex.lock:  # sampling sets the shared mixture's random_state
-                    zg = gmm_codes(ex.gmms[name], req.n, int(g.initial_seed() % 2**31))
-                out["gmm"][name] = [png_b64(img[None]) for img in m.generate(zg)]
+                out["gmm"][name] = [png_b64(img[None]) for img in m.sample(req.n, generator=g, prior="gmm")]
         return out
 
     @app.post("/api/decode", summary="decode one latent vector to a PNG", response_class=Response,
@@ -153,7 +150,7 @@ def create_app(explorer: Explorer, hosts: Sequence[str] = LOOPBACK, token: str |
         image = await work.run(generate, m, z[None])
         return Response(base64.b64decode(png_b64(image)), media_type="image/png")
 
-    def generate(m: AE, z: torch.Tensor) -> torch.Tensor:
+    def generate(m: Autoencoder, z: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             return m.generate(z)
 
@@ -224,15 +221,12 @@ def create_app(explorer: Explorer, hosts: Sequence[str] = LOOPBACK, token: str |
         out = {"input": png_b64(x)}
         with torch.no_grad():
             for name, m in ex.models.items():
-                if isinstance(m, VAE):
-                    q = m.encode(x)
-                    z = q.sample(samples)[:, 0]  # the same x, different z = mu + sigma * eps
-                    out[name] = {"mu": q.mean[0].tolist(), "sigma": q.sigma[0].tolist(), "z": z.tolist(),
-                                 "decoded": [png_b64(i[None]) for i in m.generate(z)],
-                                 "mean_decoded": png_b64(m.generate(q.mean))}
-                else:
-                    z = m.encode(x)
-                    out[name] = {"z": z[0].tolist(), "mean_decoded": png_b64(m.generate(z))}
+                q = m.encode(x)
+                out[name] = {"z": q.mean[0].tolist(), "mean_decoded": png_b64(m.generate(q.mean))}
+                if m.has_density:  # the same x, different z = mu + sigma * eps
+                    z = q.sample(samples)[:, 0]
+                    out[name].update(mu=q.mean[0].tolist(), sigma=q.sigma[0].tolist(), z=z.tolist(),
+                                     decoded=[png_b64(i[None]) for i in m.generate(z)])
         return out
 
     static = resources.files("vaekit.web") / "static"
@@ -245,7 +239,7 @@ def create_app(explorer: Explorer, hosts: Sequence[str] = LOOPBACK, token: str |
     return app
 
 
-def load_models(paths: list[str]) -> dict[str, AE]:
+def load_models(paths: list[str]) -> dict[str, Autoencoder]:
     """A `vaekit compare` run folder (the checkpoints it compared), or one or two checkpoints / run folders."""
     folder = Path(paths[0])
     if len(paths) == 1 and (folder / "metrics.json").is_file():
@@ -255,9 +249,9 @@ def load_models(paths: list[str]) -> dict[str, AE]:
             paths = [str(folder / compared[kind]) for kind in ("ae", "vae")]
     if len(paths) == 1 and (folder / "ae").is_dir() and (folder / "vae").is_dir():
         paths = [str(folder / "ae"), str(folder / "vae")]
-    models: dict[str, AE] = {}
+    models: dict[str, Autoencoder] = {}
     for p in paths:
-        m = AE.from_pretrained(p)
+        m = load_model(p)
         name = m.kind if m.kind not in models else f"{m.kind}{len(models) + 1}"
         models[name] = m
     shapes = {tuple(m.config.image_shape) for m in models.values()}

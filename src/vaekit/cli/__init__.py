@@ -1,0 +1,177 @@
+"""The `vaekit` command line: train, compare, evaluate, sample, reconstruct, encode, decode, serve, info.
+
+A user error prints one line and exits with status 2 (`main` is the one boundary). Commands are thin: they
+parse, call the library, and print.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from vaekit.cli import models, runs
+from vaekit.cli.flags import HelpFormatter, Parser, add_config_flags, number
+from vaekit.cli.models import MAX_GRID
+from vaekit.errors import VaekitError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="vaekit", description="Train, evaluate and compare Variational AutoEncoders and plain AutoEncoders.",
+        epilog="Run 'vaekit COMMAND --help' for a command's options.")
+    from vaekit import __version__
+
+    parser.add_argument("--version", action="version", version=f"vaekit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, fn: Callable[[argparse.Namespace], int], help: str, description: str,
+                parents: Sequence[argparse.ArgumentParser] = ()) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=description, parents=list(parents),
+                           formatter_class=HelpFormatter)
+        p.set_defaults(fn=fn)
+        return p
+
+    run_flags = argparse.ArgumentParser(add_help=False)  # commands that create a run folder
+    run_flags.add_argument("--config", help="TOML or YAML file with [model], [data], [train] sections; flags "
+                           "override it")
+    run_flags.add_argument("--out", help="run folder (default: runs/NAME-DATA-TIMESTAMP)")
+    run_flags.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+
+    p = command("train", runs.cmd_train, "train a VAE or an AE",
+                "Train a VAE (default) or a plain AE on a data set, writing a run folder with checkpoints, "
+                "metrics.jsonl/csv, summary.json (test negative ELBO) and samples.png (decoded z ~ N(0, I)).",
+                [run_flags])
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint "
+                   "(--epochs may raise the total)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars; print the summary as JSON")
+    add_config_flags(p)
+
+    p = command("compare", runs.cmd_compare, "the AE vs VAE report: train both, measure, write report.html",
+                "Train an AE and a VAE with identical networks, data, seed and epochs (or take two checkpoints), "
+                "evaluate both (reconstruction, -ELBO, importance-sampled NLL, latent diagnostics, Frechet "
+                "distance and confidence of a feature classifier for samples from N(0, I) and from a Gaussian "
+                "mixture fitted to the codes) and write metrics.json and a self-contained report.html.", [run_flags])
+    p.add_argument("--quick", action="store_true", help="about a minute on 2 CPU cores: 2 epochs, K=100, "
+                   "2000 samples")
+    p.add_argument("--ae", help="an AE checkpoint or run folder to use instead of training one")
+    p.add_argument("--vae", help="a VAE checkpoint or run folder to use instead of training one")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_config_flags(p, skip={("model", "kind")})
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("checkpoint", help="run folder (its best checkpoint) or checkpoint folder")
+    common.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    common.add_argument("--overwrite", action="store_true", help="replace existing output files")
+
+    p = command("sample", models.cmd_sample, "generate images by decoding z ~ N(0, I) (or a fitted mixture)",
+                "Generation from scratch: draw z ~ N(0, I) and decode it. Works for a VAE; for a plain AE, "
+                "whose codes were never pulled towards N(0, I), it usually gives poor images. With --prior gmm, z "
+                "comes from the Gaussian mixture fitted to the training codes, which works for both.", [common])
+    p.add_argument("-n", type=number(int, 1, 2**31 - 1), default=64, help="number of images")
+    p.add_argument("--out", help="PNG grid to write (default samples.png unless --files or --npy is given)")
+    p.add_argument("--files", help="also write one PNG per image into this folder")
+    p.add_argument("--npy", help="also write all images to this .npy as uint8 (N, C, H, W), streamed")
+    p.add_argument("--seed", type=number(int, 0, 2**32 - 1), default=0, help="seed of the z draws")
+    p.add_argument("--prior", default="prior", help="where z is drawn from: 'prior', the model's own p(z) (N(0, I)), "
+                   "or 'gmm', the Gaussian mixture fitted to the training codes after training (saved in the "
+                   "checkpoint)")
+    p.add_argument("--batch-size", type=number(int, 1, 2**20), default=1000, help="images decoded at a time")
+
+    data_flags = argparse.ArgumentParser(add_help=False)
+    data_flags.add_argument("--data", help="data set to take images from (default: the one the model was trained on)")
+    data_flags.add_argument("--split", default="test", choices=["train", "val", "test"], help="which split")
+
+    p = command("reconstruct", models.cmd_reconstruct, "reconstruct images through the model",
+                "Encode images and decode their codes (the VAE's posterior mean): originals above, "
+                "reconstructions below.", [common, data_flags])
+    p.add_argument("-n", type=number(int, 1, MAX_GRID // 2), default=16, help="number of images")
+    p.add_argument("--out", default="reconstructions.png", help="PNG to write")
+
+    p = command("encode", models.cmd_encode, "images to latent codes (.npy)",
+                "Write the codes of a split's images to an .npy array (N, latent): the VAE's posterior means "
+                "mu(x) (or samples with --sample), the AE's z = E(x).", [common, data_flags])
+    p.add_argument("--out", default="codes.npy", help=".npy file to write")
+    p.add_argument("--sample", action="store_true", help="VAE: draw z = mu + sigma * eps instead of mu")
+    p.add_argument("--labels", help="also write the images' labels to this .npy")
+    p.add_argument("--batch-size", type=number(int, 1, 2**20), default=1000, help="images encoded at a time")
+
+    p = command("decode", models.cmd_decode, "latent codes (.npy) to images",
+                "Decode an .npy array of codes shaped (N, latent) into images.", [common])
+    p.add_argument("codes", help=".npy file of codes")
+    p.add_argument("--out", help="PNG grid to write (default decoded.png unless --files or --npy is given)")
+    p.add_argument("--files", help="also write one PNG per image into this folder")
+    p.add_argument("--npy", help="also write all images to this .npy as uint8 (N, C, H, W), streamed")
+    p.add_argument("--batch-size", type=number(int, 1, 2**20), default=1000, help="codes decoded at a time")
+
+    p = command("evaluate", runs.cmd_evaluate, "measure a checkpoint on its test set",
+                "Test -ELBO split into reconstruction and KL, importance-sampled NLL (VAE), latent diagnostics, "
+                "and sample quality from N(0, I) and from a fitted mixture.", [common])
+    p.add_argument("--data", help="data set (default: the one the model was trained on)")
+    p.add_argument("-k", type=number(int, 1, 100_000),
+                   help="importance samples per image (default 1000, 100 with --quick)")
+    p.add_argument("--quick", action="store_true", help="fewer samples: seconds instead of minutes")
+    p.add_argument("--json", help="also write the metrics to this JSON file")
+
+    p = command("serve", runs.cmd_serve, "the latent explorer: a web page and HTTP API over an AE and a VAE",
+                "Serve a web page (and a JSON/PNG API, OpenAPI schema at /docs) to draw z ~ N(0, I) through the AE "
+                "and the VAE side by side, drag sliders through the latent space, reconstruct your own images "
+                "and interpolate between test images.")
+    p.add_argument("paths", nargs="+", metavar="RUN_OR_CHECKPOINT",
+                   help="a `vaekit compare` run folder (uses its ae/ and vae/), or one or two checkpoints")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind; anything but loopback (127.0.0.1, localhost, "
+                   "::1) needs --allow-remote")
+    p.add_argument("--allow-remote", action="store_true", help="really serve beyond this machine (e.g. --host "
+                   "0.0.0.0); a token is then required, printed in the link")
+    p.add_argument("--token", help="require this token (header 'Authorization: Bearer TOKEN', or open the page "
+                   "once with ?token=TOKEN); default: none on loopback, a random one otherwise")
+    p.add_argument("--port", type=number(int, 1, 65535), default=8000, help="port")
+    p.add_argument("--quiet", action="store_true", help="log warnings only")
+
+    p = command("info", runs.cmd_info, "what a checkpoint is",
+                "Show a checkpoint's model, data, training progress and metrics.")
+    p.add_argument("checkpoint", help="run folder or checkpoint folder")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The one boundary: every failure a user can cause ends here as one line on stderr and exit status 2."""
+    try:
+        args = build_parser().parse_args(argv)
+        status = args.fn(args)
+        sys.stdout.flush()  # inside the boundary: a closed pipe is noticed here, not at exit
+        return status
+    except VaekitError as e:
+        return fail(str(e))
+    except MemoryError:
+        return fail("out of memory; try a smaller --batch-size, -n or --image-size")
+    except OSError as e:  # a full disk, a folder without write permission, a broken pipe, ...
+        if isinstance(e, BrokenPipeError):  # `vaekit info --json | head`: the reader left, nothing is wrong
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
+        where = f"{e.filename}: " if e.filename else ""
+        return fail(f"{where}{e.strerror or e}")
+    except KeyboardInterrupt:
+        print("vaekit: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug in vaekit: still one line, the traceback on request
+        if os.environ.get("VAEKIT_DEBUG"):
+            raise
+        fail(f"unexpected {type(e).__name__}: {str(e)[:300]} (a bug in vaekit; VAEKIT_DEBUG=1 shows the "
+             "traceback)")
+        return 1
+
+
+def fail(message: str, limit: int = 400) -> int:
+    """One line on stderr; a message echoing a huge input (a path, a value) is cut in the middle."""
+    message = " ".join(message.split())
+    if len(message) > limit:
+        message = f"{message[:limit // 2]} ... {message[-limit // 2:]}"
+    print(f"vaekit: error: {message}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""Commands over one checkpoint's model: sample, reconstruct, encode, decode (and what they share)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import zipfile
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from vaekit.errors import VaekitError
+from vaekit.files import atomic_write, npy_writer
+
+
+def load_model(path: str, device: str):
+    from vaekit.devices import pick_device
+    from vaekit.models import load_model as load
+
+    dev = pick_device(device)
+    model = load(path, map_location=dev)
+    model.eval()
+    return model, dev
+
+
+def check_output(path: Path, overwrite: bool) -> None:
+    """An output file may be new, or an existing regular file with --overwrite; nothing else is written over."""
+    if path.exists() and not path.is_file():
+        raise VaekitError(f"{path}: exists and is not a regular file; vaekit writes only files")
+    if path.exists() and not overwrite:
+        raise VaekitError(f"{path}: exists; pass --overwrite to replace it")
+
+
+def batch_ranges(n: int, batch: int) -> list[tuple[int, int]]:
+    return [(i, min(n, i + batch)) for i in range(0, n, batch)]
+
+
+MAX_GRID = 1024  # images in one PNG grid; more go to --files
+
+
+def write_images(args: argparse.Namespace, n: int, shape: Sequence[int], what: str, default_out: str,
+                 make: Callable[[int, int], Any]) -> None:
+    """Shared by `sample` and `decode`: images made batch by batch by `make(start, stop)`, so memory stays
+    bounded for any N, written to a PNG grid (--out), one PNG each (--files) and/or a uint8 array (--npy)."""
+    import numpy as np
+    import torch
+
+    from vaekit.images import save_files, save_grid, to_uint8
+    from vaekit.progress import bar
+
+    if args.out is None and args.files is None and args.npy is None:
+        args.out = default_out
+    if args.out and n > MAX_GRID:
+        raise VaekitError(f"{n} images are too many for one grid; write them with --files DIR or --npy FILE")
+    for path in (args.out, args.npy):
+        if path:
+            check_output(Path(path), args.overwrite)
+    if args.files and Path(args.files).is_dir() and any(Path(args.files).iterdir()) and not args.overwrite:
+        raise VaekitError(f"{args.files}: folder is not empty; pass --overwrite to write into it")
+    kept = []
+    with ExitStack() as stack, torch.no_grad():
+        write_npy = None
+        if args.npy:  # (N, C, H, W) uint8, what `--data npy:FILE` reads back
+            write_npy = stack.enter_context(npy_writer(args.npy, (n, *shape), np.uint8))
+        for start, stop in bar(batch_ranges(n, args.batch_size), desc=what, disable=n <= args.batch_size):
+            images = make(start, stop)
+            if args.files:
+                save_files(images, args.files, start)
+            if args.out:
+                kept.append(images.cpu())
+            if write_npy is not None:
+                write_npy(to_uint8(images).transpose(0, 3, 1, 2))
+    if args.out:
+        save_grid(torch.cat(kept), args.out)
+        print(f"{n} {what} -> {args.out}")
+    if args.files:
+        print(f"{n} PNG files -> {args.files}")
+    if args.npy:
+        print(f"{n} images as uint8 (N, C, H, W) -> {args.npy}")
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import torch
+
+    model, device = load_model(args.checkpoint, args.device)
+    if args.prior not in model.priors:
+        fitted = ", ".join(model.fitted_priors()) or "none"
+        raise VaekitError(f"{args.checkpoint}: no prior {args.prior!r} in this checkpoint (fitted priors: {fitted}; "
+                          "training fits a Gaussian mixture unless --gmm-components 0)")
+    generator = torch.Generator(device).manual_seed(args.seed)
+    write_images(args, args.n, model.config.image_shape, f"samples from {model.priors[args.prior].words}",
+                 "samples.png", lambda start, stop: model.sample(stop - start, generator=generator, prior=args.prior))
+    return 0
+
+
+def dataset_for(model, args: argparse.Namespace):
+    """The data set a command works on: the checkpoint's own, or --data (same loading settings)."""
+    from vaekit.config import trained_data_config
+    from vaekit.data import evaluation_view, load_dataset
+
+    config = trained_data_config(model.meta)
+    if args.data:
+        config = dataclasses.replace(config, name=args.data)
+    data = evaluation_view(load_dataset(config), config)
+    if data.shape != tuple(model.config.image_shape):
+        raise VaekitError(f"{config.name}: images are {data.shape}, the model wants {tuple(model.config.image_shape)}")
+    return data, config
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    import torch
+
+    from vaekit.data import Batches
+    from vaekit.images import save_grid
+
+    model, device = load_model(args.checkpoint, args.device)
+    check_output(Path(args.out), args.overwrite)
+    images = dataset_for(model, args)[0].split(args.split)
+    n = min(args.n, len(images))
+    x = next(iter(Batches(images.subset(torch.arange(n)), n, device)))
+    with torch.no_grad():
+        recon = model.reconstruct(x)
+    cols = min(8, n)
+    rows = []  # a row of originals above the row of their reconstructions
+    for i in range(0, n, cols):
+        rows += [x[i:i + cols], recon[i:i + cols]]
+    save_grid(torch.cat(rows), args.out, nrow=cols)
+    err = model.likelihood.nll(x, model.decode(model.embed(x))).mean().item()
+    print(f"{n} images (top rows) and their reconstructions (rows below) -> {args.out}; "
+          f"-log p(x|z) at the code: {err:.2f} nats/image")
+    return 0
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from vaekit.data import Batches
+    from vaekit.progress import bar
+
+    model, device = load_model(args.checkpoint, args.device)
+    out = Path(args.out)
+    for path in (args.out, args.labels):
+        if path:
+            check_output(Path(path), args.overwrite)
+    images = dataset_for(model, args)[0].split(args.split)
+    with npy_writer(out, (len(images), model.latent_dim), np.float32) as write, torch.no_grad():  # any N fits
+        for x in bar(Batches(images, args.batch_size, device), desc="encoding"):
+            q = model.encode(x)
+            write((q.sample() if args.sample else q.mean).cpu().numpy())
+    what = ("samples z ~ q(z|x)" if args.sample else "posterior means") if model.has_density else "codes z = E(x)"
+    print(f"{len(images)} {what} ({model.latent_dim} dims) -> {out}")
+    if args.labels and images.labels is not None:
+        with atomic_write(args.labels) as tmp:
+            np.save(tmp, images.labels.cpu().numpy())
+        print(f"labels -> {args.labels}")
+    return 0
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    model, device = load_model(args.checkpoint, args.device)
+    if not Path(args.codes).is_file():
+        raise VaekitError(f"{args.codes}: no such file")
+    if zipfile.is_zipfile(args.codes):
+        raise VaekitError(f"{args.codes}: an .npz archive; decode takes one .npy array of codes (N, latent)")
+    try:  # memory-mapped: any N decodes in bounded memory; numpy checks the header against the file size
+        codes = np.load(args.codes, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise VaekitError(f"{args.codes}: not a readable .npy array ({str(e)[:200]})") from None
+    if codes.ndim != 2 or codes.shape[1] != model.latent_dim:
+        raise VaekitError(f"{args.codes}: expected codes shaped (N, {model.latent_dim}), got {codes.shape}")
+    if codes.dtype.kind not in "fiu":
+        raise VaekitError(f"{args.codes}: expected numbers, got dtype {codes.dtype}")
+
+    def decode(start: int, stop: int) -> torch.Tensor:
+        z = torch.from_numpy(np.array(codes[start:stop], dtype=np.float32)).to(device)
+        if not torch.isfinite(z).all():
+            raise VaekitError(f"{args.codes}: contains NaN or infinite values (rows {start}-{stop - 1})")
+        return model.generate(z)
+
+    write_images(args, len(codes), model.config.image_shape, "decoded images", "decoded.png", decode)
+    return 0
+
+

@@ -1,0 +1,165 @@
+"""Commands that train or measure: train, compare, evaluate, serve, info."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from vaekit.cli.flags import resume_conflicts, run_config_from_args
+from vaekit.cli.models import check_output, dataset_for, load_model
+from vaekit.config import ModelConfig, RunConfig, to_dict
+from vaekit.errors import VaekitError
+from vaekit.files import write_json
+from vaekit.layout import RunFolder
+
+
+def default_out(run: RunConfig) -> Path:
+    data = run.data.name.split(":")[0].replace("/", "-")
+    return Path("runs") / f"{run.model.kind}-{data}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from vaekit.training import train
+    from vaekit.training.trainer import stored_run
+
+    if args.resume:
+        if args.out is None:
+            raise VaekitError("--resume needs --out RUN_FOLDER (the run to continue)")
+        out = Path(args.out)
+        conflicts = resume_conflicts(args, stored_run(out, None))
+        if conflicts:
+            raise VaekitError(f"--resume continues with the run's stored settings; only --epochs may change (got "
+                              f"{'; '.join(conflicts)})")
+        summary = train(None, out, resume=True, epochs=vars(args).get("train.epochs"), quiet=args.quiet)
+    else:
+        run = run_config_from_args(args)
+        out = Path(args.out) if args.out else default_out(run)
+        summary = train(run, out, overwrite=args.overwrite, quiet=args.quiet,
+                        inputs=[Path(args.config)] if args.config else [])
+    if args.quiet:
+        print(json.dumps({"run": str(out), **summary}))
+    else:
+        print(f"run folder: {out}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from vaekit.report.compare import compare
+
+    if (args.ae is None) != (args.vae is None):
+        raise VaekitError("--ae and --vae go together (two checkpoints to compare)")
+    run = run_config_from_args(args)
+    out = Path(args.out) if args.out else Path("runs") / f"compare-{run.data.name.split(':')[0]}-" \
+        f"{time.strftime('%Y%m%d-%H%M%S')}"
+    metrics = compare(run, out, quick=args.quick, checkpoints=(args.ae, args.vae) if args.ae else None,
+                      data_name=vars(args).get("data.name"), overwrite=args.overwrite, quiet=args.quiet,
+                      inputs=[Path(args.config)] if args.config else [])
+    if args.quiet:
+        print(json.dumps({"run": str(out), "seconds": metrics["seconds"]}))
+    else:
+        print(f"run folder: {out}  (open {out / 'report.html'} in a browser)")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from vaekit.data.sources import data_home
+    from vaekit.evaluation.classifier import load_or_train_classifier
+    from vaekit.evaluation.evaluate import EvalSettings, can_score_samples, evaluate_model, real_reference
+
+    model, _ = load_model(args.checkpoint, args.device)
+    if args.json:
+        check_output(Path(args.json), args.overwrite)
+    data, config = dataset_for(model, args)
+    settings = EvalSettings.quick() if args.quick else EvalSettings()
+    if args.k is not None:
+        settings.k = args.k
+    classifier = features = floor = None
+    if can_score_samples(data):
+        classifier, _ = load_or_train_classifier(data, data_home(config))
+        features, floor = real_reference(data, classifier, settings.n_samples)
+    metrics = evaluate_model(model, data, settings, classifier, features).metrics
+    metrics["real_floor"] = floor
+    if args.json:
+        write_json(args.json, metrics)
+    t = metrics["test"]
+    lines = [f"{model.kind.upper()} on {data.spec} test set ({t['images']} images)",
+             *(f"  ({note})" for note in data.notes),
+             f"  reconstruction -log p(x|z)  {t['recon']:.2f} nats/image"]
+    if model.has_density:
+        lines.append(f"  -ELBO                       {t['nelbo']:.2f} nats/image = recon + KL {t['kl']:.2f}  "
+                     f"({t['bpd']:.4f} bits/dim)")
+    if "is_nll" in metrics:
+        i = metrics["is_nll"]
+        lines.append(f"  IS-NLL, K={i['k']:<5}           {i['nll']:.2f} +- {i['stderr']:.2f} nats/image "
+                     f"on {i['images']} "
+                     f"images ({i['bpd']:.4f} bits/dim; -ELBO on them {i['nelbo_same_images']:.2f})")
+    la = metrics["latent"]
+    lines.append(f"  active units                {la['active_units']} of {model.latent_dim}; "
+                 f"{100 * la['inside_prior_99']:.1f}% of codes inside N(0, I)'s 99% ball")
+    for name, s in metrics.get("samples", {}).items():
+        lines.append(f"  samples from {name:<6}         Frechet distance {s['frechet']:.2f}, classifier confidence "
+                     f"{s['confidence']:.3f}")
+    if floor:
+        lines.append(f"  real held-out images        Frechet distance {floor['frechet']:.2f}, classifier confidence "
+                     f"{floor['confidence']:.3f}")
+    print("\n".join(lines))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from vaekit.web.app import serve
+
+    serve(args.paths, host=args.host, port=args.port, quiet=args.quiet, allow_remote=args.allow_remote,
+          token=args.token)
+    return 0
+
+
+def network_words(c: ModelConfig) -> str:
+    return f"hidden {','.join(map(str, c.hidden))}" if c.arch == "mlp" else f"channels {','.join(map(str, c.channels))}"
+
+
+def objective_words(model) -> str:
+    c = model.config
+    if not model.has_density:
+        return "reconstruction -log p(x|z) only"
+    return f"-ELBO = recon + {c.beta:g} * KL(q || p)" + (f", free bits {c.free_bits:g}" if c.free_bits else "")
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from vaekit.models.saving import resolve_checkpoint
+    from vaekit.training.log import loss_words
+
+    model, _ = load_model(args.checkpoint, "cpu")
+    folder = resolve_checkpoint(args.checkpoint)
+    summary_file = RunFolder(args.checkpoint).summary
+    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else None
+    info = {"checkpoint": str(folder), "model": model.kind, "config": to_dict(model.config),
+            "priors": {name: p.words for name, p in model.priors.items()},
+            "parameters": sum(p.numel() for p in model.parameters()), "dataset": model.meta.get("dataset"),
+            "progress": model.meta.get("progress"), "metrics": model.meta.get("metrics"), "summary": summary}
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    c = model.config
+    lines = [f"checkpoint   {folder}",
+             f"model        {model.kind.upper()}  {c.arch}  latent {c.latent_dim}  "
+             f"{network_words(c)}"
+             f"  {c.likelihood} likelihood  {info['parameters']:,} parameters",
+             f"objective    {objective_words(model)}",
+             f"priors       {', '.join(f'{name}: {p.words}' for name, p in model.priors.items())}",
+             f"data         {info['dataset'] or 'unknown'}  image {'x'.join(map(str, c.image_shape))}"]
+    progress = info["progress"] or {}
+    if progress:
+        lines.append(f"trained      {progress.get('epoch')} epochs, {progress.get('step')} steps")
+    metrics = info["metrics"] or {}
+    if "val_recon" in metrics:
+        lines.append(f"validation   {loss_words(metrics, model.has_density, 'val_')}")
+    if summary:
+        t = summary["test"]
+        lines.append(f"test         {loss_words(t, model.has_density)} on {t['images']} images")
+    print("\n".join(lines))
+    return 0
+
+

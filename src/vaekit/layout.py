@@ -1,0 +1,76 @@
+"""The one place that knows what a run folder and a checkpoint folder hold.
+
+    RUN/
+      .vaekit-run                  marker: a folder vaekit made (what --overwrite may replace)
+      run.json                     the RunConfig the run was started with
+      metrics.jsonl, metrics.csv   one row per epoch; tensorboard/ when installed
+      summary.json, samples.png    test metrics of the best checkpoint; decoded draws from the prior
+      checkpoints/
+        latest, best               pointer files: the name of a step folder
+        step-NNNNNNNN/             a checkpoint folder:
+          config.json                format, version, ModelConfig and run metadata
+          model.safetensors          the weights
+          priors.safetensors         fitted priors (the ex-post Gaussian mixture), when there are any
+          state.safetensors, state.json   optimizer and RNG state, to resume exactly
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+MARKER = ".vaekit-run"
+RUN_FILE = "run.json"
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+PRIORS_FILE = "priors.safetensors"
+STATE_TENSORS = "state.safetensors"
+STATE_JSON = "state.json"
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """Paths inside one run folder."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    run_json = property(lambda self: self.root / RUN_FILE)
+    marker = property(lambda self: self.root / MARKER)
+    metrics_jsonl = property(lambda self: self.root / "metrics.jsonl")
+    metrics_csv = property(lambda self: self.root / "metrics.csv")
+    tensorboard = property(lambda self: self.root / "tensorboard")
+    summary = property(lambda self: self.root / "summary.json")
+    samples = property(lambda self: self.root / "samples.png")
+    checkpoints = property(lambda self: self.root / "checkpoints")
+
+    def step_folder(self, step: int) -> Path:
+        return self.checkpoints / f"step-{step:08d}"
+
+    def steps(self) -> list[Path]:
+        """Complete checkpoint folders, oldest first."""
+        return sorted(p for p in self.checkpoints.glob("step-*") if p.is_dir()) if self.checkpoints.is_dir() else []
+
+    def pointer(self, which: str) -> Path:
+        """The pointer file `latest` or `best`."""
+        return self.checkpoints / which
+
+    def pointed(self, which: str) -> Path | None:
+        """The checkpoint folder `latest` or `best` names, if the pointer exists and names a folder here."""
+        file = self.pointer(which)
+        if not file.is_file():
+            return None
+        name = file.read_text(encoding="utf-8", errors="replace").strip()
+        target = self.checkpoints / name
+        return target if name.startswith("step-") and "/" not in name and target.is_dir() else None
+
+    def looks_like_run(self) -> bool:
+        """Made by vaekit: the marker, or (written by an older vaekit) run.json beside checkpoints/."""
+        return self.marker.is_file() or (self.run_json.is_file() and self.checkpoints.is_dir())
+
+
+def step_of(folder: Path) -> int:
+    """The step number of a `step-NNNNNNNN` folder."""
+    return int(folder.name.split("-")[1])

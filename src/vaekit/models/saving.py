@@ -1,0 +1,148 @@
+"""Model files: safetensors + JSON, never pickle; loading executes no code and trusts no number it reads.
+
+A model folder (layout.py) holds config.json (format, version, the ModelConfig, run metadata),
+model.safetensors (the weights) and, when the model has fitted priors, priors.safetensors.
+
+Format versions: 1 (vaekit 0.1.0: no fitted priors; a top-level "kind" beside the model config) and 2 (fitted
+priors in their own file). Older formats load; a newer one is refused with a message saying so.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from vaekit.config import ModelConfig, from_dict, to_dict
+from vaekit.errors import VaekitError
+from vaekit.files import atomic_write, write_json
+from vaekit.layout import CONFIG_FILE, PRIORS_FILE, WEIGHTS_FILE, RunFolder
+from vaekit.models.autoencoder import Autoencoder, build_model
+from vaekit.models.priors import mixture_from_tensors
+
+FORMAT_VERSION = 2
+READS_VERSIONS = (1, 2)
+MODEL_KEYS = ("format", "version", "kind", "model")  # config.json keys that are not run metadata
+
+
+def save_model(model: Autoencoder, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
+    """Write the model folder `path`: the weights, the fitted priors if any, then config.json (each atomically)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    write_safetensors(path / WEIGHTS_FILE, model.state_dict())
+    save_priors(model, path)
+    write_json(path / CONFIG_FILE, {"format": "vaekit", "version": FORMAT_VERSION, "model": to_dict(model.config),
+                                    **(meta or {})})
+    return path
+
+
+def save_priors(model: Autoencoder, folder: Path) -> None:
+    """The fitted priors into priors.safetensors (one file, replaced atomically: a model never half-has one)."""
+    fitted = model.fitted_priors()
+    if fitted:
+        write_safetensors(folder / PRIORS_FILE, {f"{name}.{key}": value for name, prior in fitted.items()
+                                                 for key, value in prior.tensors().items()})
+
+
+def write_safetensors(file: Path, tensors: dict[str, Tensor]) -> None:
+    from safetensors.torch import save_file
+
+    with atomic_write(file) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Autoencoder:
+    """A model folder, or a run folder's best (else latest) checkpoint."""
+    folder = resolve_checkpoint(path)
+    config = read_model_config(folder)
+    model = build_model(from_dict(ModelConfig, config["model"], f"{folder / CONFIG_FILE}: model"))
+    weights = read_safetensors(folder / WEIGHTS_FILE)
+    bad = next((k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise VaekitError(f"{folder / WEIGHTS_FILE}: {bad} holds NaN or infinite values; refusing weights that "
+                          "would decode every code to garbage")
+    expected = set(model.state_dict())
+    missing, unexpected = sorted(expected - set(weights)), sorted(set(weights) - expected)
+    if missing or unexpected:
+        what = f"missing {missing[0]!r}" if missing else f"unexpected {unexpected[0]!r}"
+        raise VaekitError(f"{folder}: weights do not match the config ({what})")
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[-1].strip()
+        raise VaekitError(f"{folder}: weights do not match the config ({first})") from None
+    if (folder / PRIORS_FILE).is_file():
+        load_priors(model, folder / PRIORS_FILE)
+    model.meta = {k: v for k, v in config.items() if k not in MODEL_KEYS}
+    return model.to(map_location)
+
+
+def load_priors(model: Autoencoder, file: Path) -> None:
+    """Fitted priors from priors.safetensors, each checked against the model's latent size."""
+    grouped: dict[str, dict[str, Tensor]] = {}
+    for key, value in read_safetensors(file).items():
+        name, _, part = key.partition(".")
+        grouped.setdefault(name, {})[part] = value
+    for name, tensors in grouped.items():
+        if name != "gmm":
+            raise VaekitError(f"{file}: unknown prior {name[:40]!r} (this vaekit knows: gmm)")
+        try:
+            model.priors[name] = mixture_from_tensors(tensors, model.latent_dim, str(file))
+        except ValueError as e:
+            raise VaekitError(str(e)) from None
+
+
+def read_safetensors(file: Path) -> dict[str, Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(file))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise VaekitError(f"{file}: not a readable safetensors file ({str(e)[:200]})") from None
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A model folder, a checkpoint folder, or a run folder (its best, else latest, checkpoint)."""
+    path = Path(path)
+    if not path.exists():
+        raise VaekitError(f"{path}: no such checkpoint or run folder")
+    if path.is_file():
+        if path.name in (WEIGHTS_FILE, CONFIG_FILE):
+            return path.parent
+        raise VaekitError(f"{path}: expected a checkpoint folder (model.safetensors + config.json), not a file; "
+                          "vaekit never loads pickled checkpoints")
+    if (path / CONFIG_FILE).is_file():
+        return path
+    run = RunFolder(path)
+    for which in ("best", "latest"):
+        target = run.pointed(which)
+        if target is not None and (target / CONFIG_FILE).is_file():
+            return target
+    raise VaekitError(f"{path}: not a vaekit checkpoint or run folder (no config.json, no checkpoints/latest)")
+
+
+def read_model_config(folder: Path) -> dict[str, Any]:
+    """config.json, checked: a vaekit file of a format this version reads, with a consistent model section."""
+    file = folder / CONFIG_FILE
+    try:
+        config = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise VaekitError(f"{file}: not a readable JSON config ({e})") from None
+    if not isinstance(config, dict) or config.get("format") != "vaekit":
+        raise VaekitError(f"{file}: not a vaekit model config")
+    version = config.get("version")
+    if type(version) is not int or version < 1:
+        raise VaekitError(f"{file}: no valid format version ({str(version)[:20]!r})")
+    if version not in READS_VERSIONS:
+        raise VaekitError(f"{file}: written by a newer vaekit (format {version}; this one reads formats "
+                          f"{', '.join(map(str, READS_VERSIONS))}); upgrade vaekit to load it")
+    if not isinstance(config.get("model"), dict):
+        raise VaekitError(f"{file}: the 'model' section is missing")
+    kind = config["model"].get("kind", ModelConfig.kind)
+    if "kind" in config and config["kind"] != kind:  # format 1 wrote the kind twice
+        raise VaekitError(f"{file}: says kind {str(config['kind'])[:20]!r} and model.kind {str(kind)[:20]!r}")
+    return config

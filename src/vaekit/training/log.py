@@ -1,0 +1,53 @@
+"""What a run reports: the metrics log (JSONL, CSV, TensorBoard) and losses in words."""
+
+from __future__ import annotations
+
+import csv
+import json
+from typing import Any
+
+from vaekit.files import atomic_write, write_text
+from vaekit.layout import RunFolder
+
+
+def loss_words(m: dict[str, float], has_density: bool, prefix: str = "") -> str:
+    """A split's loss in words: -ELBO = recon + KL for a VAE; an AE has no ELBO, only its reconstruction."""
+    get = lambda key: m[f"{prefix}{key}"]  # noqa: E731
+    if not has_density:
+        return f"reconstruction {get('recon'):.2f} nats ({get('bpd'):.3f} bits/dim)"
+    return f"-ELBO {get('nelbo'):.2f} nats (recon {get('recon'):.2f} + KL {get('kl'):.2f}, {get('bpd'):.3f} bits/dim)"
+
+
+class MetricsLog:
+    """One row per epoch, to metrics.jsonl and metrics.csv (and TensorBoard when installed)."""
+
+    def __init__(self, out: RunFolder, keep_until_step: int):
+        self.jsonl, self.csv = out.metrics_jsonl, out.metrics_csv
+        self.rows: list[dict[str, Any]] = []
+        if self.jsonl.is_file():  # resuming: drop rows written after the checkpoint
+            rows = [json.loads(line) for line in self.jsonl.read_text().splitlines() if line.strip()]
+            self.rows = [r for r in rows if r["step"] <= keep_until_step]
+        self._write()
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(out.tensorboard))
+        except ImportError:
+            self.tb = None
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        self._write()
+        if self.tb is not None:
+            for k, v in row.items():
+                if isinstance(v, float):
+                    self.tb.add_scalar(k, v, row["step"])
+            self.tb.flush()
+
+    def _write(self) -> None:
+        write_text(self.jsonl, "".join(json.dumps(r) + "\n" for r in self.rows))
+        if self.rows:
+            with atomic_write(self.csv) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+                writer = csv.DictWriter(f, fieldnames=list(self.rows[-1]))
+                writer.writeheader()
+                writer.writerows(self.rows)

@@ -1,0 +1,79 @@
+"""One training step, and what it needs: the optimizer, the learning-rate schedule, the gradient norm."""
+
+from __future__ import annotations
+
+import math
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from vaekit.config import RunConfig, short
+from vaekit.errors import VaekitError
+from vaekit.models import Autoencoder, Loss
+
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+SCHEDULES = ("constant", "cosine")
+
+
+def check_train_config(run: RunConfig) -> None:
+    """Refuse unknown names before anything is written (numbers are checked by the config itself)."""
+    for name, value, known in (("optimizer", run.train.optimizer, OPTIMIZERS),
+                               ("schedule", run.train.schedule, SCHEDULES)):
+        if value not in known:
+            raise VaekitError(f"unknown {name} {short(value)} (choose from {', '.join(known)})")
+
+
+def make_optimizer(model: Autoencoder, run: RunConfig) -> torch.optim.Optimizer:
+    """Adam or AdamW, fused (one kernel for all parameters) where this PyTorch supports it."""
+    t = run.train
+    try:
+        return OPTIMIZERS[t.optimizer](model.parameters(), lr=t.lr, weight_decay=t.weight_decay, fused=True)
+    except (RuntimeError, TypeError):
+        return OPTIMIZERS[t.optimizer](model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+
+
+def gradient_norm(params: list[torch.nn.Parameter], clip: float) -> torch.Tensor:
+    """The global gradient norm (non-finite when any loss term or gradient is), clipping to `clip` if > 0."""
+    if clip > 0:
+        return torch.nn.utils.clip_grad_norm_(params, clip)
+    if hasattr(torch.nn.utils, "get_total_norm"):  # torch >= 2.6: the norm without a no-op scaling pass
+        return torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+    return torch.nn.utils.clip_grad_norm_(params, math.inf)
+
+
+def lr_at(step: int, total_steps: int, run: RunConfig) -> float:
+    """Linear warm-up, then constant or cosine decay to zero; a function of the step alone, so a
+    resumed run needs no scheduler state."""
+    t = run.train
+    if step < t.lr_warmup_steps:
+        return t.lr * (step + 1) / t.lr_warmup_steps
+    if t.schedule == "cosine":
+        progress = min(1.0, (step - t.lr_warmup_steps) / max(1, total_steps - t.lr_warmup_steps))
+        return t.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return t.lr
+
+
+@dataclass
+class StepResult:
+    loss: Loss
+    grad_norm: Tensor
+    stepped: bool  # False: the loss or a gradient was not finite and the weights were left as they were
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, *, kl_weight: float = 1.0,
+               grad_clip: float = 0.0, autocast: AbstractContextManager = nullcontext()) -> StepResult:
+    """One update: forward (the preset's objective), backward, the finiteness guard, the optimizer step.
+
+    A NaN or infinite loss or gradient skips the update (vdvae): one bad batch does not poison the weights;
+    the caller counts skipped steps and gives up after `max_bad_steps` in a row."""
+    with autocast:
+        loss = model(x, kl_weight)
+    optimizer.zero_grad(set_to_none=True)
+    loss.objective.backward()
+    grad_norm = gradient_norm([p for group in optimizer.param_groups for p in group["params"]], grad_clip)
+    stepped = bool(torch.isfinite(grad_norm))  # the one host sync per step
+    if stepped:
+        optimizer.step()
+    return StepResult(loss, grad_norm, stepped)
