@@ -48,6 +48,24 @@ def test_sampling_is_reproducible_by_seed(cli, tmp_path):
     assert np.array_equal(a, b) and not np.array_equal(a, c)
 
 
+def test_the_mixture_fitted_after_training_is_in_the_checkpoint_and_samples_from_the_file(cli, tmp_path):
+    """The plain AE cannot generate from N(0, I); the Gaussian mixture fitted to its codes, saved in the run's
+    best checkpoint, lets `vaekit sample --prior gmm` generate from the file alone."""
+    cli("train", "--data", "digits", "--model", "ae", "--epochs", "2", "--gmm-components", "4", "--out", "ae")
+    best = tmp_path / "ae" / "checkpoints" / (tmp_path / "ae" / "checkpoints" / "best").read_text().strip()
+    assert (best / "priors.safetensors").is_file()
+    out = cli("sample", "ae", "-n", "16", "--prior", "gmm", "--out", "gmm.png", "--seed", "1").stdout
+    assert "4-component Gaussian mixture" in out
+    gmm = np.asarray(Image.open(tmp_path / "gmm.png"))
+    cli("sample", "ae", "-n", "16", "--out", "normal.png", "--seed", "1")
+    assert gmm.std() > 1 and not np.array_equal(gmm, np.asarray(Image.open(tmp_path / "normal.png")))
+    info = json.loads(cli("info", "ae", "--json").stdout)
+    assert set(info["priors"]) == {"prior", "gmm"}
+    cli("train", "--data", "digits", "--epochs", "1", "--gmm-components", "0", "--out", "none")
+    refused = cli("sample", "none", "--prior", "gmm", check=False)
+    assert refused.returncode == 2 and "no prior 'gmm' in this checkpoint (fitted priors: none" in refused.stderr
+
+
 def test_config_file_and_flags(cli, tmp_path):
     (tmp_path / "c.toml").write_text('[model]\nkind = "ae"\nlatent_dim = 3\n[data]\nname = "digits"\n'
                                      '[train]\nepochs = 1\nbatch_size = 32\n')

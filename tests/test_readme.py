@@ -27,8 +27,9 @@ QUICK = {"train": ["--epochs", "1", "--samples", "4"], "compare": ["--epochs", "
          "evaluate": ["--quick"]}
 QUICK_RESUME = ["--epochs", "2"]  # a resumed run must go past the one epoch trained
 DEFAULT_DATA = ["--data", "digits"]  # Fashion-MNIST takes minutes; the digits ship inside vaekit
-PYTHON_CHANGES = {'summary = train(run, "runs/api-digits")':
-                  'run.train.epochs = 1\nsummary = train(run, "runs/api-digits", quiet=True)'}
+PYTHON_CHANGES = {'summary = train(RunConfig(data=DataConfig(name="digits")), "runs/api-digits")':
+                  'from vaekit import TrainConfig\nsummary = train(RunConfig(data=DataConfig(name="digits"), '
+                  'train=TrainConfig(epochs=1)), "runs/api-digits", quiet=True)'}
 
 
 def block(language: str, after: str) -> str:
@@ -114,4 +115,4 @@ def test_the_readme_python_snippet_runs(home):
         code = code.replace(old, new)
     scope: dict = {}
     exec(compile(code, "README.md", "exec"), scope)
-    assert scope["images"].shape[0] == 16 and scope["summary"]["test"]["images"] > 0
+    assert scope["images"].shape[0] == scope["mixture"].shape[0] == 16 and scope["summary"]["test"]["images"] > 0

@@ -39,6 +39,26 @@ def build_parser() -> argparse.ArgumentParser:
     run_flags.add_argument("--out", help="run folder (default: runs/NAME-DATA-TIMESTAMP)")
     run_flags.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
 
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("checkpoint", help="run folder (its best checkpoint) or checkpoint folder")
+    common.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    common.add_argument("--overwrite", action="store_true", help="replace existing output files")
+
+    data_flags = argparse.ArgumentParser(add_help=False)
+    data_flags.add_argument("--data", help="data set to take images from (default: the one the model was trained on)")
+    data_flags.add_argument("--split", default="test", choices=["train", "val", "test"], help="which split")
+
+    add_run_commands(command, run_flags)
+    add_model_commands(command, common, data_flags)
+    add_checkpoint_commands(command, common)
+    return parser
+
+
+Command = Callable[..., argparse.ArgumentParser]
+
+
+def add_run_commands(command: Command, run_flags: argparse.ArgumentParser) -> None:
+    """train and compare: the commands that write a run folder."""
     p = command("train", runs.cmd_train, "train a VAE or an AE",
                 "Train a VAE (default) or a plain AE on a data set, writing a run folder with checkpoints, "
                 "metrics.jsonl/csv, summary.json (test negative ELBO) and samples.png (decoded z ~ N(0, I)).",
@@ -60,11 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_config_flags(p, skip={("model", "kind")})
 
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("checkpoint", help="run folder (its best checkpoint) or checkpoint folder")
-    common.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    common.add_argument("--overwrite", action="store_true", help="replace existing output files")
 
+def add_model_commands(command: Command, common: argparse.ArgumentParser, data_flags: argparse.ArgumentParser) -> None:
+    """sample, reconstruct, encode, decode: images in or out of one checkpoint's model."""
     p = command("sample", models.cmd_sample, "generate images by decoding z ~ N(0, I) (or a fitted mixture)",
                 "Generation from scratch: draw z ~ N(0, I) and decode it. Works for a VAE; for a plain AE, "
                 "whose codes were never pulled towards N(0, I), it usually gives poor images. With --prior gmm, z "
@@ -78,10 +96,6 @@ def build_parser() -> argparse.ArgumentParser:
                    "or 'gmm', the Gaussian mixture fitted to the training codes after training (saved in the "
                    "checkpoint)")
     p.add_argument("--batch-size", type=number(int, 1, 2**20), default=1000, help="images decoded at a time")
-
-    data_flags = argparse.ArgumentParser(add_help=False)
-    data_flags.add_argument("--data", help="data set to take images from (default: the one the model was trained on)")
-    data_flags.add_argument("--split", default="test", choices=["train", "val", "test"], help="which split")
 
     p = command("reconstruct", models.cmd_reconstruct, "reconstruct images through the model",
                 "Encode images and decode their codes (the VAE's posterior mean): originals above, "
@@ -105,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--npy", help="also write all images to this .npy as uint8 (N, C, H, W), streamed")
     p.add_argument("--batch-size", type=number(int, 1, 2**20), default=1000, help="codes decoded at a time")
 
+
+def add_checkpoint_commands(command: Command, common: argparse.ArgumentParser) -> None:
+    """evaluate, serve, info."""
     p = command("evaluate", runs.cmd_evaluate, "measure a checkpoint on its test set",
                 "Test -ELBO split into reconstruction and KL, importance-sampled NLL (VAE), latent diagnostics, "
                 "and sample quality from N(0, I) and from a fitted mixture.", [common])
@@ -133,7 +150,6 @@ def build_parser() -> argparse.ArgumentParser:
                 "Show a checkpoint's model, data, training progress and metrics.")
     p.add_argument("checkpoint", help="run folder or checkpoint folder")
     p.add_argument("--json", action="store_true", help="print JSON")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

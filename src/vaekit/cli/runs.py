@@ -11,7 +11,7 @@ from vaekit.cli.flags import resume_conflicts, run_config_from_args
 from vaekit.cli.models import check_output, dataset_for, load_model
 from vaekit.config import ModelConfig, RunConfig, to_dict
 from vaekit.errors import VaekitError
-from vaekit.files import write_json
+from vaekit.files import read_json, write_json
 from vaekit.layout import RunFolder
 
 
@@ -129,37 +129,41 @@ def objective_words(model) -> str:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from vaekit.models.saving import resolve_checkpoint
-    from vaekit.training.log import loss_words
+    from vaekit.training.checkpoint import Progress
 
     model, _ = load_model(args.checkpoint, "cpu")
-    folder = resolve_checkpoint(args.checkpoint)
     summary_file = RunFolder(args.checkpoint).summary
-    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else None
-    info = {"checkpoint": str(folder), "model": model.kind, "config": to_dict(model.config),
-            "priors": {name: p.words for name, p in model.priors.items()},
+    stored = model.meta.get("progress")
+    progress = Progress.from_dict(stored) if isinstance(stored, dict) else None
+    info = {"checkpoint": str(resolve_checkpoint(args.checkpoint)), "model": model.kind,
+            "config": to_dict(model.config), "priors": {name: p.words for name, p in model.priors.items()},
             "parameters": sum(p.numel() for p in model.parameters()), "dataset": model.meta.get("dataset"),
-            "progress": model.meta.get("progress"), "metrics": model.meta.get("metrics"), "summary": summary}
-    if args.json:
-        print(json.dumps(info, indent=2))
-        return 0
-    c = model.config
-    lines = [f"checkpoint   {folder}",
-             f"model        {model.kind.upper()}  {c.arch}  latent {c.latent_dim}  "
-             f"{network_words(c)}"
-             f"  {c.likelihood} likelihood  {info['parameters']:,} parameters",
-             f"objective    {objective_words(model)}",
-             f"priors       {', '.join(f'{name}: {p.words}' for name, p in model.priors.items())}",
-             f"data         {info['dataset'] or 'unknown'}  image {'x'.join(map(str, c.image_shape))}"]
-    progress = info["progress"] or {}
-    if progress:
-        lines.append(f"trained      {progress.get('epoch')} epochs, {progress.get('step')} steps")
-    metrics = info["metrics"] or {}
-    if "val_recon" in metrics:
-        lines.append(f"validation   {loss_words(metrics, model.has_density, 'val_')}")
-    if summary:
-        t = summary["test"]
-        lines.append(f"test         {loss_words(t, model.has_density)} on {t['images']} images")
-    print("\n".join(lines))
+            "progress": progress.to_dict() if progress else None, "metrics": model.meta.get("metrics"),
+            "summary": read_json(summary_file) if summary_file.is_file() else None}
+    print(json.dumps(info, indent=2) if args.json else "\n".join(info_lines(model, info, progress)))
     return 0
 
 
+def info_lines(model, info: dict, progress) -> list[str]:
+    """`vaekit info` in words."""
+    from vaekit.training.log import loss_words
+
+    c = model.config
+    lines = [f"checkpoint   {info['checkpoint']}",
+             f"model        {model.kind.upper()}  {c.arch}  latent {c.latent_dim}  {network_words(c)}"
+             f"  {c.likelihood} likelihood  {info['parameters']:,} parameters",
+             f"objective    {objective_words(model)}",
+             f"priors       {', '.join(f'{name}: {words}' for name, words in info['priors'].items())}",
+             f"data         {info['dataset'] or 'unknown'}  image {'x'.join(map(str, c.image_shape))}"]
+    if progress:
+        lines.append(f"trained      {progress.epoch} epochs, {progress.step} steps")
+    metrics, summary = info["metrics"], info["summary"]
+    try:
+        if isinstance(metrics, dict) and "val_recon" in metrics:
+            lines.append(f"validation   {loss_words(metrics, model.has_density, 'val_')}")
+        if isinstance(summary, dict) and "test" in summary:
+            t = summary["test"]
+            lines.append(f"test         {loss_words(t, model.has_density)} on {t['images']} images")
+    except (KeyError, TypeError, ValueError):
+        lines.append("(the stored metrics are incomplete)")
+    return lines

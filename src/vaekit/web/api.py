@@ -1,0 +1,103 @@
+"""The explorer's routes. Each handler checks what its schema cannot, then hands the model work (the functions
+in vaekit.web.explorer) to the workers, off the event loop. The handlers' names make the OpenAPI operation ids."""
+
+from enum import Enum
+from importlib import resources
+from typing import Annotated
+
+from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from vaekit.web.explorer import (
+    Explorer,
+    draw_samples,
+    encode_upload,
+    generate,
+    image_pair,
+    image_strip,
+    interpolate_between,
+    latent_vector,
+    model_list,
+    png,
+    reconstruct_upload,
+)
+from vaekit.web.guard import Workers
+from vaekit.web.schemas import MAX_BODY, InterpolateRequest, SampleRequest, decode_request
+
+
+async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """422 naming each problem, never echoing the input (it may be huge, or NaN that JSON cannot carry)."""
+    problems = [{"loc": [str(part)[:50] for part in e.get("loc", ())], "msg": str(e.get("msg", ""))[:200],
+                 "type": str(e.get("type", ""))} for e in exc.errors()[:10]]
+    return JSONResponse({"detail": problems}, status_code=422)
+
+
+async def read_upload(file: UploadFile) -> bytes:
+    """The uploaded file's bytes (at most one more than any body may hold); 422 if it is empty."""
+    data = await file.read(MAX_BODY + 1)
+    if not data:
+        raise HTTPException(422, "the uploaded file is empty")
+    return data
+
+
+def add_model_routes(app: FastAPI, ex: Explorer, work: Workers, names: type[Enum]) -> None:
+    """The models, samples from them, a latent vector decoded, and each model's map of test codes."""
+    DecodeRequest = decode_request(ex.models, names)
+
+    @app.get("/api/models", summary="the models being served")
+    def models() -> list[dict]:
+        return model_list(ex)
+
+    @app.post("/api/sample", summary="decode the same z ~ N(0, I) with every model, plus GMM samples")
+    async def sample(req: SampleRequest) -> dict:
+        return await work.run(draw_samples, ex, req.n, req.seed)
+
+    @app.post("/api/decode", summary="decode one latent vector to a PNG", response_class=Response,
+              responses={200: {"content": {"image/png": {}}}})
+    async def decode(req: DecodeRequest) -> Response:
+        model = ex.models[req.model.value]
+        z = latent_vector(model, req.z)
+        image = await work.run(generate, model, z[None])
+        return Response(png(image), media_type="image/png")
+
+    @app.get("/api/map", summary="2-D map of test codes (PCA, or the codes for a 2-D latent) for a model")
+    def latent_map(model: names) -> dict:
+        return ex.maps[model.value]
+
+
+def add_test_image_routes(app: FastAPI, ex: Explorer, work: Workers) -> None:
+    """Test images to pick from, and the line between the codes of two of them."""
+
+    @app.get("/api/test-images", summary="a strip of test images to pick from, by index")
+    def test_images(start: Annotated[int, Query(ge=0)] = 0, count: Annotated[int, Query(ge=1, le=64)] = 16) -> dict:
+        return image_strip(ex, start, count)
+
+    @app.post("/api/interpolate", summary="decode the straight line between the codes of two test images")
+    async def interpolate_images(req: InterpolateRequest) -> dict:
+        x = image_pair(ex, req.a, req.b)
+        return await work.run(interpolate_between, ex, x, req.steps)
+
+
+def add_upload_routes(app: FastAPI, ex: Explorer, work: Workers) -> None:
+    """An uploaded image reconstructed, and encoded."""
+
+    @app.post("/api/reconstruct", summary="reconstruct an uploaded image with every model")
+    async def reconstruct(file: Annotated[UploadFile, File(description="PNG, JPEG, ... image")]) -> dict:
+        return await work.run(reconstruct_upload, ex, await read_upload(file))
+
+    @app.post("/api/encode", summary="encode an uploaded image: the AE's code, the VAE's mu, sigma and samples")
+    async def encode(file: Annotated[UploadFile, File(description="PNG, JPEG, ... image")],
+                     samples: Annotated[int, Query(ge=1, le=16)] = 6) -> dict:
+        return await work.run(encode_upload, ex, await read_upload(file), samples)
+
+
+def add_page(app: FastAPI) -> None:
+    """The static files and the page at /, which is not part of the API's schema."""
+    static = resources.files("vaekit.web") / "static"
+    app.mount("/static", StaticFiles(directory=str(static)), name="static")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index() -> HTMLResponse:
+        return HTMLResponse((static / "index.html").read_text(encoding="utf-8"))

@@ -1,0 +1,171 @@
+"""What the explorer computes, as plain functions of an `Explorer` (no HTTP needed to call them).
+
+The model work runs under no_grad and returns JSON-ready dicts, images as base64 PNG. Input the routes' schemas
+cannot check (a latent vector of another model's size, an index past the end, an unreadable upload) is refused
+with an HTTPException carrying the status and message the API answers with.
+"""
+
+import base64
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from fastapi import HTTPException
+
+from vaekit.config import DataConfig, trained_data_config
+from vaekit.data import Batches, Dataset, map_batches
+from vaekit.data.folder import load_image, pil_errors
+from vaekit.errors import VaekitError
+from vaekit.evaluation.latent import Projection, interpolate
+from vaekit.images import png_bytes
+from vaekit.models import Autoencoder, GaussianMixture
+from vaekit.web.schemas import MAX_UPLOAD_PIXELS, Z_LIMIT
+
+
+@dataclass
+class Explorer:
+    """What the API serves: named models (each with its priors: N(0, I) and a mixture fitted to its training
+    codes), their test codes in 2-D."""
+
+    models: dict[str, Autoencoder]
+    data: Dataset
+    test_images: torch.Tensor  # float (N, C, H, W), a sample of the test split
+    test_labels: list[int]
+    maps: dict[str, dict]
+    data_config: DataConfig = field(default_factory=DataConfig)  # how the models' training images were read
+
+    @classmethod
+    def build(cls, models: dict[str, Autoencoder], data: Dataset, n_map: int = 2000, seed: int = 0) -> "Explorer":
+        n = min(n_map, len(data.test))
+        images = data.test.subset(torch.arange(n))
+        x = torch.cat(list(Batches(images, 1000)))
+        labels = images.labels.tolist() if images.labels is not None else [0] * n
+        maps = {}
+        for name, model in models.items():
+            model.eval()
+            p = Projection.fit(map_batches(model.embed, images, 1000, model.device))
+            maps[name] = {"points": np.round(p.xy, 3).tolist(), "labels": labels, "axes": p.axes,
+                          "basis": p.basis.T.tolist(), "offset": p.offset.tolist()}
+            if "gmm" not in model.priors:  # a checkpoint from before mixtures were saved with it
+                codes = map_batches(model.embed, data.train, 1000, model.device, limit=5000)
+                model.priors["gmm"] = GaussianMixture.fit(codes, 10, seed)
+        data_config = trained_data_config(next(iter(models.values())).meta)
+        return cls(models, data, x, labels, maps, data_config)
+
+
+def png(images: torch.Tensor) -> bytes:
+    """Images side by side, no border, about 96 pixels tall, as PNG."""
+    return png_bytes(images, nrow=len(images), pad=0, height=96)
+
+
+def png_b64(images: torch.Tensor) -> str:
+    """The same PNG in base64, for JSON."""
+    return base64.b64encode(png(images)).decode()
+
+
+def pngs_b64(images: torch.Tensor) -> list[str]:
+    """Each image on its own, as base64 PNG."""
+    return [png_b64(image[None]) for image in images]
+
+
+def model_list(ex: Explorer) -> list[dict]:
+    """Name, kind, latent size, image shape and architecture of each model, with the data's class names."""
+    return [{"name": n, "kind": m.kind, "latent_dim": m.latent_dim, "image_shape": list(m.config.image_shape),
+             "arch": m.config.arch, "classes": ex.data.classes} for n, m in ex.models.items()]
+
+
+def draw_samples(ex: Explorer, n: int, seed: int | None) -> dict:
+    """The same n codes z ~ N(0, I) decoded by every model (a smaller latent space takes the first values of
+    each z), and n samples from each model's fitted mixture prior; a random seed when `seed` is None."""
+    g = torch.Generator().manual_seed(seed if seed is not None else int(torch.randint(0, 2**31 - 1, ())))
+    z = torch.randn(n, max(m.latent_dim for m in ex.models.values()), generator=g)
+    out = {"z": z.tolist(), "images": {}, "gmm": {}}
+    with torch.no_grad():
+        for name, m in ex.models.items():
+            out["images"][name] = pngs_b64(m.generate(z[:, :m.latent_dim]))
+            out["gmm"][name] = pngs_b64(m.sample(n, generator=g, prior="gmm"))
+    return out
+
+
+def latent_vector(model: Autoencoder, z: list[float]) -> torch.Tensor:
+    """`z` as a tensor, once it is known to fit the model's latent space and to hold finite, moderate values."""
+    if len(z) != model.latent_dim:
+        raise HTTPException(422, f"z has {len(z)} values; this model's latent space has {model.latent_dim}")
+    t = torch.tensor(z, dtype=torch.float32)
+    if not torch.isfinite(t).all() or t.abs().max() > Z_LIMIT:
+        raise HTTPException(422, f"z values must be finite and within [-{Z_LIMIT:g}, {Z_LIMIT:g}]")
+    return t
+
+
+def generate(model: Autoencoder, z: torch.Tensor) -> torch.Tensor:
+    """The images the model decodes from the codes `z` (a batch)."""
+    with torch.no_grad():
+        return model.generate(z)
+
+
+def image_strip(ex: Explorer, start: int, count: int) -> dict:
+    """Up to `count` test images from index `start`, with their labels and the number of test images."""
+    if start >= len(ex.test_images):
+        raise HTTPException(422, f"start must be below {len(ex.test_images)}")
+    images = ex.test_images[start:start + count]
+    return {"start": start, "images": pngs_b64(images), "labels": ex.test_labels[start:start + count],
+            "total": len(ex.test_images)}
+
+
+def image_pair(ex: Explorer, a: int, b: int) -> torch.Tensor:
+    """Test images `a` and `b` as a batch of two."""
+    n = len(ex.test_images)
+    if a >= n or b >= n:
+        raise HTTPException(422, f"image indices must be below {n}")
+    return ex.test_images[[a, b]]
+
+
+def interpolate_between(ex: Explorer, x: torch.Tensor, steps: int) -> dict:
+    """For each model, `steps` images decoded along the straight line between the codes of the two images `x`."""
+    out = {}
+    with torch.no_grad():
+        for name, m in ex.models.items():
+            z = m.embed(x)
+            out[name] = pngs_b64(m.generate(interpolate(z[0], z[1], steps)))
+    return out
+
+
+def decode_upload(ex: Explorer, data: bytes) -> torch.Tensor:
+    """The upload as a batch of one float image, read as the training images were (alpha on the same
+    background, 16 bits scaled, the same resize policy), by the folder loader's own decoder."""
+    from PIL import Image
+
+    shape = next(iter(ex.models.values())).config.image_shape
+    try:
+        with pil_errors(Path("upload")), Image.open(io.BytesIO(data)) as img:
+            if img.width * img.height > MAX_UPLOAD_PIXELS:
+                raise HTTPException(413, f"image is {img.width}x{img.height}; at most {MAX_UPLOAD_PIXELS} pixels")
+        x = load_image(io.BytesIO(data), shape, ex.data_config.resize, ex.data_config.background)
+    except VaekitError as e:
+        raise HTTPException(413 if "too many pixels" in str(e) else 415, str(e)[:200]) from None
+    return x[None].float() / 255.0
+
+
+def reconstruct_upload(ex: Explorer, data: bytes) -> dict:
+    """The uploaded image and each model's reconstruction of it."""
+    x = decode_upload(ex, data)
+    with torch.no_grad():
+        return {"input": png_b64(x), **{n: png_b64(m.reconstruct(x)) for n, m in ex.models.items()}}
+
+
+def encode_upload(ex: Explorer, data: bytes, samples: int) -> dict:
+    """The uploaded image and, for each model, its code (the posterior mean) and that code decoded; for a model
+    whose posterior has a density, also mu, sigma and `samples` codes z = mu + sigma * eps, decoded."""
+    x = decode_upload(ex, data)
+    out = {"input": png_b64(x)}
+    with torch.no_grad():
+        for name, m in ex.models.items():
+            q = m.encode(x)
+            out[name] = {"z": q.mean[0].tolist(), "mean_decoded": png_b64(m.generate(q.mean))}
+            if m.has_density:  # the same x, different z
+                z = q.sample(samples)[:, 0]
+                out[name].update(mu=q.mean[0].tolist(), sigma=q.sigma[0].tolist(), z=z.tolist(),
+                                 decoded=pngs_b64(m.generate(z)))
+    return out
