@@ -14,10 +14,12 @@ from vaekit.models import DiagonalGaussian, PointMass, build_model
 
 
 def VAE(config: ModelConfig):
-    return build_model(config)
+    """The vae preset with this config's networks."""
+    return build_model(ModelConfig(**{**config.__dict__, "kind": "vae"}))
 
 
 def AE(config: ModelConfig):
+    """The ae preset with this config's networks."""
     return build_model(ModelConfig(**{**config.__dict__, "kind": "ae"}))
 
 @pytest.mark.parametrize("arch", ["mlp", "conv"])

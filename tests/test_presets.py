@@ -15,6 +15,7 @@ import torch
 from vaekit import PRESETS, ModelConfig, build_model, load
 from vaekit.errors import VaekitError
 from vaekit.evaluation.metrics import importance_sampled_nll
+from vaekit.models import GaussianMixture
 
 SHAPES = [(1, 8, 8), (3, 16, 16)]
 FIXTURES = Path(__file__).parent / "fixtures" / "format-1"
@@ -35,6 +36,7 @@ def test_contract(kind, arch, shape, tmp_path):
     q = model.encode(x)
     assert q.mean.shape == q.sample().shape == (3, 5) and q.sample(4).shape == (4, 3, 5)
     assert model.embed(x).shape == (3, 5) and model.decode(q.mean).shape == (3, *shape)
+    model.priors["gmm"] = GaussianMixture.fit(torch.randn(200, 5), components=3)  # as training adds one
     for prior in model.priors:
         images = model.sample(4, torch.Generator().manual_seed(0), prior=prior)
         assert images.shape == (4, *shape) and 0 <= images.min() and images.max() <= 1

@@ -124,8 +124,9 @@ class TrainConfig(Checked):
     max_bad_steps: int = setting(20, 1, BIG,
         help="stop after this many consecutive steps with a non-finite loss or gradient")
     eval_batch_size: int = setting(1000, 1, 2**20, help="batch size for validation and test")
-    samples: int = setting(64, 1, 1024, help="images drawn from N(0, I) into samples.png at the end")
-    gmm_components: int = setting(10, 0, 1000,
+    samples: int = setting(64, 1, 1024,
+        help="images drawn from the model's prior (N(0, I)) into samples.png at the end")
+    gmm_components: int = setting(10, 0, 100,
         help="components of the Gaussian mixture fitted to the training codes after training and saved with the best "
         "checkpoint, so `vaekit sample --prior gmm` works from the file (0: none)")
 

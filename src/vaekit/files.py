@@ -55,8 +55,8 @@ def write_text(path: str | Path, text: str) -> None:
 def read_json(path: str | Path) -> Any:
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise VaekitError(f"{path}: not a readable JSON file ({e})") from None
+    except (OSError, ValueError) as e:  # ValueError: not UTF-8, not JSON, or an integer of thousands of digits
+        raise VaekitError(f"{path}: not a readable JSON file ({str(e)[:200]})") from None
 
 
 def write_json(path: str | Path, data: Any) -> None:

@@ -61,7 +61,8 @@ def add_run_commands(command: Command, run_flags: argparse.ArgumentParser) -> No
     """train and compare: the commands that write a run folder."""
     p = command("train", runs.cmd_train, "train a VAE or an AE",
                 "Train a VAE (default) or a plain AE on a data set, writing a run folder with checkpoints, "
-                "metrics.jsonl/csv, summary.json (test negative ELBO) and samples.png (decoded z ~ N(0, I)).",
+                "metrics.jsonl/csv, summary.json (test loss: the negative ELBO of a VAE, the reconstruction error "
+                "of an AE), samples.png (decoded z ~ N(0, I)) and a Gaussian mixture fitted to the training codes.",
                 [run_flags])
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint "
                    "(--epochs may raise the total)")

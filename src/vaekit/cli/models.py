@@ -86,8 +86,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     model, device = load_model(args.checkpoint, args.device)
     if args.prior not in model.priors:
         fitted = ", ".join(model.fitted_priors()) or "none"
-        raise VaekitError(f"{args.checkpoint}: no prior {args.prior!r} in this checkpoint (fitted priors: {fitted}; "
-                          "training fits a Gaussian mixture unless --gmm-components 0)")
+        raise VaekitError(f"{args.checkpoint}: no prior {args.prior!r} in this checkpoint (its priors: prior, fitted: "
+                          f"{fitted}); training saves a Gaussian mixture 'gmm' into a run's best checkpoint unless "
+                          "--gmm-components is 0")
     generator = torch.Generator(device).manual_seed(args.seed)
     write_images(args, args.n, model.config.image_shape, f"samples from {model.priors[args.prior].words}",
                  "samples.png", lambda start, stop: model.sample(stop - start, generator=generator, prior=args.prior))

@@ -83,29 +83,34 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     metrics["real_floor"] = floor
     if args.json:
         write_json(args.json, metrics)
-    t = metrics["test"]
+    print("\n".join(evaluation_lines(model, data, metrics)))
+    return 0
+
+
+def evaluation_lines(model, data, metrics: dict) -> list[str]:
+    """`vaekit evaluate` in words."""
+    t, floor = metrics["test"], metrics["real_floor"]
     lines = [f"{model.kind.upper()} on {data.spec} test set ({t['images']} images)",
              *(f"  ({note})" for note in data.notes),
              f"  reconstruction -log p(x|z)  {t['recon']:.2f} nats/image"]
-    if model.has_density:
+    if "nelbo" in t:
         lines.append(f"  -ELBO                       {t['nelbo']:.2f} nats/image = recon + KL {t['kl']:.2f}  "
                      f"({t['bpd']:.4f} bits/dim)")
     if "is_nll" in metrics:
         i = metrics["is_nll"]
-        lines.append(f"  IS-NLL, K={i['k']:<5}           {i['nll']:.2f} +- {i['stderr']:.2f} nats/image "
-                     f"on {i['images']} "
-                     f"images ({i['bpd']:.4f} bits/dim; -ELBO on them {i['nelbo_same_images']:.2f})")
+        lines.append(f"  IS-NLL, K={i['k']:<5}           {i['nll']:.2f} +- {i['stderr']:.2f} nats/image on "
+                     f"{i['images']} images ({i['bpd']:.4f} bits/dim; -ELBO on them {i['nelbo_same_images']:.2f})")
     la = metrics["latent"]
-    lines.append(f"  active units                {la['active_units']} of {model.latent_dim}; "
-                 f"{100 * la['inside_prior_99']:.1f}% of codes inside N(0, I)'s 99% ball")
+    inside = f"; {100 * la['inside_prior_99']:.1f}% of codes inside N(0, I)'s 99% ball" if "inside_prior_99" in la \
+        else ""
+    lines.append(f"  active units                {la['active_units']} of {model.latent_dim}{inside}")
     for name, s in metrics.get("samples", {}).items():
         lines.append(f"  samples from {name:<6}         Frechet distance {s['frechet']:.2f}, classifier confidence "
-                     f"{s['confidence']:.3f}")
+                     f"{s['confidence']:.3f}  (z ~ {metrics['priors'][name]})")
     if floor:
         lines.append(f"  real held-out images        Frechet distance {floor['frechet']:.2f}, classifier confidence "
                      f"{floor['confidence']:.3f}")
-    print("\n".join(lines))
-    return 0
+    return lines
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -152,6 +157,7 @@ def info_lines(model, info: dict, progress) -> list[str]:
     lines = [f"checkpoint   {info['checkpoint']}",
              f"model        {model.kind.upper()}  {c.arch}  latent {c.latent_dim}  {network_words(c)}"
              f"  {c.likelihood} likelihood  {info['parameters']:,} parameters",
+             f"preset       {model.preset.words}",
              f"objective    {objective_words(model)}",
              f"priors       {', '.join(f'{name}: {words}' for name, words in info['priors'].items())}",
              f"data         {info['dataset'] or 'unknown'}  image {'x'.join(map(str, c.image_shape))}"]

@@ -14,13 +14,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from vaekit.data import Batches, Dataset, TensorImages, map_batches
+from vaekit.data import Batches, Dataset, TensorImages
 from vaekit.evaluation.classifier import FeatureClassifier
 from vaekit.evaluation.metrics import active_units, code_statistics, frechet_distance, importance_sampled_nll
-from vaekit.models import Autoencoder, GaussianMixture
+from vaekit.models import Autoencoder
 from vaekit.models.objectives import mean_loss
 from vaekit.models.priors import GMM_FIT_CODES
 from vaekit.progress import bar
+from vaekit.training.expost import fit_mixture
 
 
 @dataclass
@@ -56,8 +57,7 @@ def samplers(model: Autoencoder, data: Dataset, s: EvalSettings) -> dict[str, nn
     """The priors to generate from: the model's own, and its fitted mixture (fitted here if it has none)."""
     priors = dict(model.priors.items())
     if "gmm" not in priors:
-        codes = map_batches(model.embed, data.train, s.batch_size, model.device, limit=s.gmm_fit_codes)
-        priors["gmm"] = GaussianMixture.fit(codes, s.gmm_components, s.seed).to(model.device)
+        priors["gmm"] = fit_mixture(model, data.train, s.gmm_components, s.seed, s.batch_size, s.gmm_fit_codes)
     return priors
 
 

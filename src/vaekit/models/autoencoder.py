@@ -46,7 +46,7 @@ class Autoencoder(nn.Module):
     kind = property(lambda self: self.config.kind)
     latent_dim = property(lambda self: self.config.latent_dim)
     has_density = property(lambda self: self.preset.posterior.has_density)  # a likelihood bound exists
-    prior = property(lambda self: self.priors["prior"])  # the p(z) the objective uses
+    prior = property(lambda self: self.priors["prior"])  # its own p(z): generation draws from it
 
     @property
     def device(self) -> torch.device:

@@ -50,8 +50,8 @@ def elbo(model: Any, x: Tensor, kl_weight: float = 1.0) -> Loss:
     c, q = model.config, model.encode(x)
     z = q.sample()
     recon = model.likelihood.nll(x, model.decode(z))
-    if model.prior.is_standard_normal:
-        kl_dims = q.kl_per_dim()
+    kl_dims = model.prior.closed_form_kl(q)  # (B, D), or None where there is no closed form
+    if kl_dims is not None:
         kl, penalty = kl_dims.sum(-1), kl_dims.mean(0).clamp(min=c.free_bits).sum()
     else:
         kl = q.kl(model.prior, z)

@@ -62,10 +62,12 @@ class DiagonalGaussian:
         return 0.5 * (self.mu.pow(2) + self.logvar.exp() - 1.0 - self.logvar)
 
     def kl(self, prior: Prior | None = None, z: Tensor | None = None) -> Tensor:
-        """KL(q(z|x) || p(z)) in nats, one value per row. Closed form against N(0, I) (prior None or a standard
-        normal); otherwise the one-sample Monte Carlo estimate log q(z|x) - log p(z) at `z` (a draw from q)."""
-        if prior is None or prior.is_standard_normal:
-            return self.kl_per_dim().sum(-1)
+        """KL(q(z|x) || p(z)) in nats, one value per row (per draw, if `z` carries sample dimensions): in closed
+        form where the prior has one (N(0, I), also when `prior` is None), otherwise the Monte Carlo estimate
+        log q(z|x) - log p(z) at `z` (draws from q; one fresh draw if None)."""
+        closed = self.kl_per_dim() if prior is None else prior.closed_form_kl(self)
+        if closed is not None:
+            return closed.sum(-1)
         z = self.sample() if z is None else z
         return self.log_prob(z) - prior.log_prob(z)
 
@@ -101,6 +103,3 @@ class PointMass:
     def kl(self, prior: Prior | None = None, z: Tensor | None = None) -> Tensor:
         return torch.zeros(self.code.shape[:-1], dtype=self.code.dtype, device=self.code.device)
 
-
-Posterior = DiagonalGaussian | PointMass
-POSTERIORS: dict[str, type[DiagonalGaussian] | type[PointMass]] = {"gaussian": DiagonalGaussian, "point": PointMass}

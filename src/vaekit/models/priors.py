@@ -2,24 +2,38 @@
 
 The seed's question, "how do we know where the codes are, so we can sample?", has several answers, and
 each is a prior object with one contract: `sample(n, generator)` and `log_prob(z)`.
-  StandardNormal   N(0, I): the VAE's prior, the one its KL pulls the codes towards
+  StandardNormal   N(0, I): the prior of both presets; the VAE's KL pulls its codes towards it
   GaussianMixture  a mixture fitted to the training codes after training (Ghosh et al., 2020): an answer
                    that works for the plain AE too. Saved beside the weights, so a checkpoint can sample
                    from it without the training data.
 
-A model holds its priors by name ("prior": the one it was trained with; "gmm": fitted ex post).
+A model holds its priors by name ("prior": its own, what generation draws from; "gmm": fitted ex post).
 Their tensors are non-persistent buffers: they move with the model but live in their own file
 (`priors.safetensors`), so fitting one later never rewrites the weights.
 """
 
 from __future__ import annotations
 
-import math
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from torch import Tensor, nn
 
 from vaekit.models.posterior import LOG_2PI
+
+if TYPE_CHECKING:
+    from vaekit.models.posterior import DiagonalGaussian
+
+
+class Prior(Protocol):
+    """What every prior offers."""
+
+    is_standard_normal: bool  # N(0, I): what the chi-square ball of the diagnostics refers to
+    words: str  # what it is, for people
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor: ...
+    def log_prob(self, z: Tensor) -> Tensor: ...
+    def closed_form_kl(self, q: DiagonalGaussian) -> Tensor | None: ...
 
 
 class StandardNormal(nn.Module):
@@ -39,6 +53,10 @@ class StandardNormal(nn.Module):
         """log N(z; 0, I), summed over the last dimension."""
         return -0.5 * (z.pow(2) + LOG_2PI).sum(-1)
 
+    def closed_form_kl(self, q: DiagonalGaussian) -> Tensor:
+        """KL(q || N(0, I)) per latent dimension, (B, D): the one prior with a closed form."""
+        return q.kl_per_dim()
+
 
 class GaussianMixture(nn.Module):
     """p(z) = sum_k w_k N(z; m_k, L_k L_k^T), full covariances held by their Cholesky factors L_k."""
@@ -54,6 +72,10 @@ class GaussianMixture(nn.Module):
     @property
     def words(self) -> str:
         return f"a {len(self.weights)}-component Gaussian mixture fitted to the training codes"
+
+    def closed_form_kl(self, q: DiagonalGaussian) -> None:
+        """None: the KL from a Gaussian to a mixture has no closed form (the ELBO uses Monte Carlo)."""
+        return None
 
     def tensors(self) -> dict[str, Tensor]:
         return {"weights": self.weights, "means": self.means, "scale_tril": self.scale_tril}
@@ -76,14 +98,17 @@ class GaussianMixture(nn.Module):
 
     @classmethod
     def fit(cls, codes: Tensor, components: int = 10, seed: int = 0) -> GaussianMixture:
-        """EM on the codes (scikit-learn, full covariances); components are capped by the number of codes."""
+        """EM on the codes (scikit-learn, full covariances), on the CPU; components are capped by the number of
+        codes. Raises ValueError for codes it cannot fit (fewer than two, or not finite)."""
         from sklearn.mixture import GaussianMixture as SklearnMixture
 
         codes64 = codes.detach().double().cpu().numpy()
+        if len(codes64) < 2 or not torch.isfinite(codes.detach()).all():
+            raise ValueError(f"cannot fit a mixture to {len(codes64)} codes that are not all finite numbers")
         gmm = SklearnMixture(n_components=max(1, min(components, len(codes64))), covariance_type="full",
                              random_state=seed, reg_covar=1e-5).fit(codes64)
         tril = torch.linalg.cholesky(torch.from_numpy(gmm.covariances_))
-        return cls(torch.from_numpy(gmm.weights_), torch.from_numpy(gmm.means_), tril).to(codes.device)
+        return cls(torch.from_numpy(gmm.weights_), torch.from_numpy(gmm.means_), tril)
 
 
 MAX_COMPONENTS = 10_000
@@ -91,15 +116,17 @@ GMM_FIT_CODES = 20_000  # training codes an ex-post mixture is fitted to
 
 
 def mixture_from_tensors(t: dict[str, Tensor], dim: int, where: str) -> GaussianMixture:
-    """A mixture read back from a file, after checking its shapes and values (never trusted blindly)."""
+    """A mixture read back from a file, after checking its shapes and values in the float32 it will be used in
+    (never trusted blindly: a float64 1e300 would become inf, a 1e-300 scale zero)."""
     w, m, s = (t.get(key) for key in ("weights", "means", "scale_tril"))
-    k = len(w) if w is not None and w.ndim == 1 else -1
-    if not 1 <= k <= MAX_COMPONENTS or m is None or s is None or m.shape != (k, dim) or s.shape != (k, dim, dim):
+    if any(v is None or not v.is_floating_point() for v in (w, m, s)):
+        raise ValueError(f"{where}: the Gaussian mixture needs floating-point weights, means and scale_tril")
+    w, m, s = (v.float() for v in (w, m, s))
+    k = len(w) if w.ndim == 1 else -1
+    if not 1 <= k <= MAX_COMPONENTS or m.shape != (k, dim) or s.shape != (k, dim, dim):
         raise ValueError(f"{where}: the Gaussian mixture's tensors do not fit a {dim}-dimensional code")
-    if not all(torch.isfinite(v).all() for v in (w, m, s)) or (w < 0).any() or not math.isclose(
-            float(w.double().sum()), 1.0, abs_tol=1e-3) or (s.diagonal(dim1=-2, dim2=-1) <= 0).any():
+    diagonal = s.diagonal(dim1=-2, dim2=-1)
+    if not all(torch.isfinite(v).all() for v in (w, m, s)) or (w < 0).any() or not 0.999 < float(w.sum()) < 1.001 \
+            or not (diagonal > 1e-12).all() or not torch.isfinite(diagonal.log().sum(-1)).all():
         raise ValueError(f"{where}: the Gaussian mixture holds invalid weights or covariances")
-    return GaussianMixture(w, m, torch.tril(s))
-
-
-PRIORS = {"standard-normal": StandardNormal}
+    return GaussianMixture(w / w.sum(), m, torch.tril(s))

@@ -34,15 +34,19 @@ def save_model(model: Autoencoder, path: str | Path, meta: dict[str, Any] | None
     path.mkdir(parents=True, exist_ok=True)
     write_safetensors(path / WEIGHTS_FILE, model.state_dict())
     save_priors(model, path)
-    write_json(path / CONFIG_FILE, {"format": "vaekit", "version": FORMAT_VERSION, "model": to_dict(model.config),
-                                    **(meta or {})})
+    # "kind" repeats model.kind for readers of format 1 (vaekit 0.1.0 looks for it; loading ignores it)
+    write_json(path / CONFIG_FILE, {"format": "vaekit", "version": FORMAT_VERSION, "kind": model.kind,
+                                    "model": to_dict(model.config), **(meta or {})})
     return path
 
 
 def save_priors(model: Autoencoder, folder: Path) -> None:
-    """The fitted priors into priors.safetensors (one file, replaced atomically: a model never half-has one)."""
+    """The fitted priors into priors.safetensors (one file, replaced atomically: a model never half-has one); a
+    model without any leaves none behind from an earlier save into the same folder."""
     fitted = model.fitted_priors()
-    if fitted:
+    if not fitted:
+        (folder / PRIORS_FILE).unlink(missing_ok=True)
+    else:
         write_safetensors(folder / PRIORS_FILE, {f"{name}.{key}": value for name, prior in fitted.items()
                                                  for key, value in prior.tensors().items()})
 
@@ -130,8 +134,8 @@ def read_model_config(folder: Path) -> dict[str, Any]:
     file = folder / CONFIG_FILE
     try:
         config = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise VaekitError(f"{file}: not a readable JSON config ({e})") from None
+    except (OSError, ValueError) as e:  # ValueError: not UTF-8, not JSON, or an integer of thousands of digits
+        raise VaekitError(f"{file}: not a readable JSON config ({str(e)[:200]})") from None
     if not isinstance(config, dict) or config.get("format") != "vaekit":
         raise VaekitError(f"{file}: not a vaekit model config")
     version = config.get("version")

@@ -29,6 +29,7 @@ from vaekit.evaluation.evaluate import (
 )
 from vaekit.evaluation.latent import interpolate
 from vaekit.files import new_run_folder, write_json, write_text
+from vaekit.layout import RunFolder
 from vaekit.models import Autoencoder, load_model
 from vaekit.progress import say as show
 from vaekit.report.page import render
@@ -144,7 +145,7 @@ def interpolate_pairs(model: Autoencoder, images: torch.Tensor) -> torch.Tensor:
 
 
 def read_history(run_dir: Path) -> list[dict]:
-    f = run_dir / "metrics.jsonl"
+    f = RunFolder(run_dir).metrics_jsonl
     return [json.loads(line) for line in f.read_text().splitlines() if line.strip()] if f.is_file() else []
 
 

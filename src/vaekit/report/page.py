@@ -17,7 +17,7 @@ from vaekit.report import figures
 
 Section = tuple[str, str, list[str]]  # (title, html body, sentences)
 
-SAMPLERS = {"prior": "N(0, I)", "gmm": "GMM(10) on codes"}  # metrics table row labels
+SAMPLERS = {"prior": "N(0, I)", "gmm": "GMM on codes"}  # metrics table row labels
 SAMPLE_CAPTIONS = {"prior": "z ~ N(0, I)", "gmm": "z ~ GMM fitted to codes"}  # sample figure captions
 
 
@@ -112,7 +112,7 @@ def metrics_words(m: dict) -> list[str]:
                      f"{fmt(v['prior']['frechet'])}; real held-out images score {fmt(floor['frechet'])}.")
         best = min((a["gmm"]["frechet"], "AE"), (v["gmm"]["frechet"], "VAE"), (a["prior"]["frechet"], "AE-prior"),
                    (v["prior"]["frechet"], "VAE-prior"))
-        words.append(f"With a 10-component Gaussian mixture fitted to the training codes instead of N(0, I), the AE "
+        words.append(f"With {m['ae']['priors']['gmm']} instead of N(0, I), the AE "
                      f"scores {fmt(a['gmm']['frechet'])} and the VAE {fmt(v['gmm']['frechet'])}; the lowest distance "
                      f"of the four is {best[1]}{'-GMM' if '-' not in best[1] else ''}'s ({fmt(best[0])}). "
                      "Knowing where the codes are is what sampling needs: the VAE's KL puts them near N(0, I), "
@@ -156,7 +156,8 @@ def samples_section(m: dict, evals: dict[str, Evaluation], settings: EvalSetting
             body += f"<figure>{picture}<figcaption>{kind.upper()}: {caption}</figcaption></figure>"
     body += "</div>"
     words = [f"The left column decodes the same {n_show} draws z ~ N(0, I) with each model's decoder; the right "
-             "column draws z from a 10-component Gaussian mixture fitted to each model's training codes."]
+             f"column draws z from {m['ae']['priors']['gmm'].replace('the training codes', 'each model')}'s training "
+             "codes."]
     if m["real_floor"] is not None:
         a, v = m["ae"]["samples"]["prior"], m["vae"]["samples"]["prior"]
         better = "VAE" if v["frechet"] < a["frechet"] else "AE"
@@ -182,8 +183,8 @@ def latent_section(m: dict, models: dict[str, Autoencoder], evals: dict[str, Eva
              "of N(0, I), where generation draws z from.",
              f"Inside the prior's 99% ball (radius of the chi distribution with {models['ae'].latent_dim} degrees of "
              "freedom) lie "
-             f"{100 * lv['inside_prior_99']:.1f}% of the VAE's test codes and {100 * la['inside_prior_99']:.1f}% of "
-             "the AE's.",
+             f"{100 * lv.get('inside_prior_99', float('nan')):.1f}% of the VAE's test codes and "
+             f"{100 * la.get('inside_prior_99', float('nan')):.1f}% of the AE's.",
              f"The AE's codes have per-dimension standard deviations from {min(la['std']):.2f} to {max(la['std']):.2f} "
              f"and means from {min(la['mean']):.2f} to {max(la['mean']):.2f}; the VAE's means of q(z|x) have standard "
              f"deviations from {min(lv['std']):.2f} to {max(lv['std']):.2f}. Nothing in the AE's loss ties its codes "

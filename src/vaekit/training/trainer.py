@@ -23,18 +23,18 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from vaekit.config import RunConfig, to_dict
-from vaekit.data import Batches, Dataset, data_paths, evaluation_view, load_dataset, map_batches
+from vaekit.data import Batches, Dataset, data_paths, evaluation_view, load_dataset
 from vaekit.errors import VaekitError, warn
 from vaekit.files import new_run_folder, read_json, write_json
 from vaekit.images import save_grid
 from vaekit.layout import RunFolder
-from vaekit.models import Autoencoder, GaussianMixture, build_model, load_model
+from vaekit.models import Autoencoder, build_model, load_model
 from vaekit.models.objectives import mean_loss
-from vaekit.models.priors import GMM_FIT_CODES
 from vaekit.models.saving import resolve_checkpoint, save_priors
 from vaekit.progress import bar, say
 from vaekit.training import distributed
 from vaekit.training.checkpoint import Progress, load_checkpoint, restore_training_state, roll_back, save_checkpoint
+from vaekit.training.expost import fit_mixture
 from vaekit.training.log import MetricsLog, loss_words
 from vaekit.training.step import check_train_config, lr_at, make_optimizer, train_step
 
@@ -178,6 +178,7 @@ def run_epoch(s: Session) -> tuple[float, Tensor, int]:
     t, p = s.run.train, s.progress
     steps_per_epoch, kl_warmup_steps = len(s.train_batches), t.kl_warmup_epochs * len(s.train_batches)
     autocast = torch.autocast(s.device.type, dtype=torch.bfloat16, enabled=t.bf16 and s.device.type == "cuda")
+    s.model.train()
     started = time.perf_counter()
     sums, n_images = torch.zeros(2, device=s.device), 0  # recon, kl: accumulated on the device, no per-step sync
     with bar(total=steps_per_epoch, initial=p.batch, desc=f"epoch {p.epoch + 1}/{t.epochs}", disable=s.quiet) as shown:
@@ -228,8 +229,8 @@ def end_epoch(s: Session, seconds: float, sums: Tensor, n_images: int) -> None:
 
 
 def finish(s: Session) -> dict[str, Any]:
-    """Test metrics of the best checkpoint, a Gaussian mixture fitted to its codes (saved beside it), samples
-    from its prior, summary.json."""
+    """Test metrics of the best checkpoint, samples from its prior, summary.json, and a Gaussian mixture fitted
+    to its training codes, saved beside its weights."""
     run, out, device = s.run, s.out, s.device
     best = load_model(out.root, map_location=device)
     shared = {"binarize": run.data.binarize, "workers": run.data.workers}
@@ -238,10 +239,6 @@ def finish(s: Session) -> dict[str, Any]:
     summary = {"model": best.kind, "dataset": s.data.spec, "epochs": best.meta["progress"]["epoch"],
                "step": best.meta["progress"]["step"], "test": test}
     if s.info.is_main:
-        if run.train.gmm_components:
-            codes = map_batches(best.embed, s.data.train, run.train.eval_batch_size, device, limit=GMM_FIT_CODES)
-            best.priors["gmm"] = GaussianMixture.fit(codes, run.train.gmm_components, run.train.seed)
-            save_priors(best, resolve_checkpoint(out.root))
         with torch.no_grad():
             samples = best.sample(run.train.samples, generator=torch.Generator(device).manual_seed(run.train.seed))
         save_grid(samples, out.samples)
@@ -249,4 +246,21 @@ def finish(s: Session) -> dict[str, Any]:
         if not s.quiet:
             say(f"test {loss_words(test, best.has_density)} per image; samples from {best.prior.words} in "
                 f"{out.samples}")
+        if run.train.gmm_components:
+            add_mixture(best, s)
     return summary
+
+
+def add_mixture(best: Autoencoder, s: Session) -> None:
+    """Fit the ex-post mixture to the best model's training codes and save it into its checkpoint folder; a fit
+    that fails (codes that are not finite) costs the run nothing but the mixture."""
+    t = s.run.train
+    try:
+        best.priors["gmm"] = fit_mixture(best, s.data.train, t.gmm_components, t.seed, t.eval_batch_size)
+    except ValueError as e:
+        warn(f"no Gaussian mixture saved with the best checkpoint: {str(e)[:200]}")
+        return
+    save_priors(best, resolve_checkpoint(s.out.root))
+    if not s.quiet:
+        say(f"prior 'gmm': {best.priors['gmm'].words}, saved with the best checkpoint "
+            f"(vaekit sample {s.out.root} --prior gmm)")

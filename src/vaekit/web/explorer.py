@@ -20,7 +20,8 @@ from vaekit.data.folder import load_image, pil_errors
 from vaekit.errors import VaekitError
 from vaekit.evaluation.latent import Projection, interpolate
 from vaekit.images import png_bytes
-from vaekit.models import Autoencoder, GaussianMixture
+from vaekit.models import Autoencoder
+from vaekit.training.expost import fit_mixture
 from vaekit.web.schemas import MAX_UPLOAD_PIXELS, Z_LIMIT
 
 
@@ -48,9 +49,8 @@ class Explorer:
             p = Projection.fit(map_batches(model.embed, images, 1000, model.device))
             maps[name] = {"points": np.round(p.xy, 3).tolist(), "labels": labels, "axes": p.axes,
                           "basis": p.basis.T.tolist(), "offset": p.offset.tolist()}
-            if "gmm" not in model.priors:  # a checkpoint from before mixtures were saved with it
-                codes = map_batches(model.embed, data.train, 1000, model.device, limit=5000)
-                model.priors["gmm"] = GaussianMixture.fit(codes, 10, seed)
+            if "gmm" not in model.priors:  # a checkpoint without one (older, or trained with --gmm-components 0)
+                model.priors["gmm"] = fit_mixture(model, data.train, 10, seed, limit=5000)
         data_config = trained_data_config(next(iter(models.values())).meta)
         return cls(models, data, x, labels, maps, data_config)
 
