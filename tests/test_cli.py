@@ -129,6 +129,20 @@ def test_help_explains_each_option(cli):
     assert "N(0, I)" in cli("sample", "--help").stdout
 
 
+def test_every_setting_is_documented_once_in_its_dataclass_and_shown_by_help(cli):
+    """The help of a flag is the help declared on its config field (nowhere else), with its default."""
+    import dataclasses
+
+    from vaekit.cli.flags import SECTIONS, flag_name
+
+    text = " ".join(cli("train", "--help").stdout.split())
+    for section, config in SECTIONS.items():
+        for f in dataclasses.fields(config):
+            assert f.metadata.get("help"), f"{section}.{f.name} has no help"
+            if f.name != "image_shape":
+                assert flag_name(section, f.name) in text and " ".join(f.metadata["help"].split()[:6]) in text
+
+
 def test_evaluate_and_compare_from_checkpoints_on_digits(cli, tmp_path):
     cli("train", "--data", "digits", "--model", "ae", "--epochs", "3", "--out", "ae")
     cli("train", "--data", "digits", "--model", "vae", "--epochs", "3", "--out", "vae")

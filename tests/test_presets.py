@@ -89,3 +89,14 @@ def test_format_versions_are_checked(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({**config, "version": 1, "kind": "ae"}))
     with pytest.raises(VaekitError, match="says kind 'ae' and model.kind 'vae'"):
         load(tmp_path)
+
+
+@pytest.mark.parametrize("kind", sorted(PRESETS))
+def test_the_objective_compiles_whole_for_any_batch_size(kind):
+    """`--compile` traces the preset's objective with TorchDynamo; a new batch size (an epoch's ragged last batch)
+    retraces it with a symbolic batch dimension, which must not break the graph either."""
+    model = make(kind, "mlp", (1, 8, 8))
+    compiled = torch.compile(model, backend="eager", fullgraph=True)
+    for batch in (3, 5, 7):
+        compiled(torch.rand(batch, 1, 8, 8), 0.5).objective.backward()
+    assert all(p.grad is not None for p in model.parameters())

@@ -50,7 +50,8 @@ class DiagonalGaussian:
         """Reparameterized draw z = mu + sigma * eps, eps ~ N(0, I): the randomness sits in eps,
         so gradients flow to mu and sigma. With `n`, returns n draws per row: shape (n, B, D)."""
         shape = self.mu.shape if n is None else (n, *self.mu.shape)
-        eps = torch.randn(shape, dtype=self.mu.dtype, device=self.mu.device, generator=generator)
+        drawn_by = {"generator": generator} if generator is not None else {}  # torch.compile refuses generator=None
+        eps = torch.randn(shape, dtype=self.mu.dtype, device=self.mu.device, **drawn_by)
         return self.mu + self.sigma * eps
 
     def log_prob(self, z: Tensor) -> Tensor:
