@@ -113,6 +113,7 @@ class Session:
     log: MetricsLog | None
     train_batches: Batches
     val_batches: Batches
+    steps_per_epoch: int  # len(train_batches), counted once: it builds an epoch's permutation
     bad_steps: int = 0
 
     def more_epochs(self) -> bool:
@@ -121,7 +122,7 @@ class Session:
 
     @property
     def total_steps(self) -> int:
-        return self.run.train.epochs * len(self.train_batches)
+        return self.run.train.epochs * self.steps_per_epoch
 
     def checkpoint(self, is_best: bool, metrics: dict[str, Any] | None = None) -> None:
         if self.bad_steps:  # the current weights just gave a non-finite loss: not worth keeping
@@ -154,10 +155,10 @@ def start(run: RunConfig, model: Autoencoder, data: Dataset, out: RunFolder, inf
     if t.compile:
         step_model = torch.compile(step_model)
     shared = {"binarize": run.data.binarize, "workers": run.data.workers, "rank": info.rank, "world": info.world}
+    train_batches = Batches(data.train, t.batch_size, device, shuffle=True, seed=t.seed, lockstep=True, **shared)
     session = Session(run, model, step_model, optimizer, data, out, info, device, quiet, progress,
-                      MetricsLog(out, keep_until_step=progress.step) if info.is_main else None,
-                      Batches(data.train, t.batch_size, device, shuffle=True, seed=t.seed, lockstep=True, **shared),
-                      Batches(data.val, t.eval_batch_size, device, **shared))
+                      MetricsLog(out, keep_until_step=progress.step) if info.is_main else None, train_batches,
+                      Batches(data.val, t.eval_batch_size, device, **shared), len(train_batches))
     if not quiet:
         announce(session)
     return session
@@ -176,7 +177,8 @@ def announce(s: Session) -> None:
 def run_epoch(s: Session) -> tuple[float, Tensor, int]:
     """One pass over this rank's batches; returns the seconds it took, (recon sum, KL sum) and the images seen."""
     t, p = s.run.train, s.progress
-    steps_per_epoch, kl_warmup_steps = len(s.train_batches), t.kl_warmup_epochs * len(s.train_batches)
+    steps_per_epoch, total_steps = s.steps_per_epoch, s.total_steps
+    kl_warmup_steps = t.kl_warmup_epochs * steps_per_epoch
     autocast = torch.autocast(s.device.type, dtype=torch.bfloat16, enabled=t.bf16 and s.device.type == "cuda")
     s.model.train()
     started = time.perf_counter()
@@ -184,7 +186,7 @@ def run_epoch(s: Session) -> tuple[float, Tensor, int]:
     with bar(total=steps_per_epoch, initial=p.batch, desc=f"epoch {p.epoch + 1}/{t.epochs}", disable=s.quiet) as shown:
         for x in s.train_batches.epoch(p.epoch, skip=p.batch):
             for group in s.optimizer.param_groups:
-                group["lr"] = lr_at(p.step, s.total_steps, s.run)
+                group["lr"] = lr_at(p.step, total_steps, s.run)
             kl_weight = min(1.0, p.step / kl_warmup_steps) if kl_warmup_steps > 0 else 1.0
             result = train_step(s.step_model, s.optimizer, x, kl_weight=kl_weight, grad_clip=t.grad_clip,
                                 autocast=autocast)
