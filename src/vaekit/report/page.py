@@ -243,7 +243,7 @@ PAGE = """<!doctype html>
 body {{ font: 15px/1.5 system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }}
 h1 {{ margin-bottom: 0.2em; }} .meta {{ color: #555; }}
 section {{ margin: 2em 0; border-top: 1px solid #ddd; }}
-table {{ border-collapse: collapse; margin: 1em 0; }}
+table {{ border-collapse: collapse; margin: 1em 0; display: block; max-width: 100%; overflow-x: auto; }}
 td, th {{ border: 1px solid #ccc; padding: 4px 10px; text-align: right; }}
 th:first-child {{ text-align: left; }} tr.floor {{ color: #666; font-style: italic; }}
 img {{ max-width: 100%; image-rendering: pixelated; }}
