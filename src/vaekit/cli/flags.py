@@ -12,14 +12,14 @@ import typing
 from collections.abc import Callable
 from typing import Any
 
-from vaekit.config import Bounds, DataConfig, ModelConfig, RunConfig, TrainConfig, check_range, read_config_file, short
+from vaekit.config import Bounds, RunConfig, check_range, read_config_file, short
 from vaekit.errors import VaekitError
 
 # Flag name for each config field where it is not simply the field name with dashes.
 FLAG_NAMES = {("model", "kind"): "model", ("data", "name"): "data", ("model", "channels"): "conv-channels",
               ("data", "channels"): "image-channels", ("train", "samples"): "samples"}
 
-SECTIONS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+SECTIONS = RunConfig.SECTIONS  # each section of a run and its config dataclass
 
 
 def flag_name(section: str, name: str) -> str:

@@ -112,14 +112,18 @@ def fit(img, size: tuple[int, int], policy: str, background: tuple[int, int, int
 
 
 def load_image(source: Path | IO[bytes], shape: tuple[int, int, int], resize: str = "crop",
-               background: str = "white") -> Tensor:
+               background: str = "white", max_pixels: int = MAX_PIXELS) -> Tensor:
     """Decode one image (a file, or bytes) to uint8 (C, H, W): 8 bits, alpha composited, grey or RGB, fitted
-    to `shape`."""
+    to `shape`. More than `max_pixels` declared in the header is refused before anything is decoded."""
     from PIL import Image
 
     c, h, w = shape
     colour = background_colour(background)
-    with pil_errors(source if isinstance(source, Path) else Path("upload")), Image.open(source) as img:
+    where = source if isinstance(source, Path) else Path("upload")
+    with pil_errors(where), Image.open(source) as img:
+        if img.width * img.height > max_pixels:
+            raise VaekitError(f"{where}: image is {img.width}x{img.height}, too many pixels (at most "
+                              f"{max_pixels:,})")
         img.seek(0)
         flat = flatten_alpha(to_8bit(img), colour).convert("L" if c == 1 else "RGB")
         array = np.asarray(fit(flat, (w, h), resize, colour), dtype=np.uint8)

@@ -8,7 +8,6 @@ with an HTTPException carrying the status and message the API answers with.
 import base64
 import io
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -16,7 +15,7 @@ from fastapi import HTTPException
 
 from vaekit.config import DataConfig, trained_data_config
 from vaekit.data import Batches, Dataset, map_batches
-from vaekit.data.folder import load_image, pil_errors
+from vaekit.data.folder import load_image
 from vaekit.errors import VaekitError
 from vaekit.evaluation.latent import Projection, interpolate
 from vaekit.images import png_bytes
@@ -135,14 +134,10 @@ def interpolate_between(ex: Explorer, x: torch.Tensor, steps: int) -> dict:
 def decode_upload(ex: Explorer, data: bytes) -> torch.Tensor:
     """The upload as a batch of one float image, read as the training images were (alpha on the same
     background, 16 bits scaled, the same resize policy), by the folder loader's own decoder."""
-    from PIL import Image
-
     shape = next(iter(ex.models.values())).config.image_shape
     try:
-        with pil_errors(Path("upload")), Image.open(io.BytesIO(data)) as img:
-            if img.width * img.height > MAX_UPLOAD_PIXELS:
-                raise HTTPException(413, f"image is {img.width}x{img.height}; at most {MAX_UPLOAD_PIXELS} pixels")
-        x = load_image(io.BytesIO(data), shape, ex.data_config.resize, ex.data_config.background)
+        x = load_image(io.BytesIO(data), shape, ex.data_config.resize, ex.data_config.background,
+                       max_pixels=MAX_UPLOAD_PIXELS)
     except VaekitError as e:
         raise HTTPException(413 if "too many pixels" in str(e) else 415, str(e)[:200]) from None
     return x[None].float() / 255.0
