@@ -59,21 +59,55 @@ def lr_at(step: int, total_steps: int, run: RunConfig) -> float:
 class StepResult:
     loss: Loss
     grad_norm: Tensor
-    stepped: bool  # False: the loss or a gradient was not finite and the weights were left as they were
+    bad: Tensor  # on the device, True where the loss or a gradient was not finite and the weights were kept
+
+
+def skip_if(optimizer: torch.optim.Optimizer, bad: Tensor) -> None:
+    """Step the optimizer unless `bad`, without asking the host: fused Adam reads `found_inf` on the device (as
+    under torch.amp's GradScaler) and leaves weights, moments and step count as they were. An unfused optimizer
+    (a PyTorch without fused kernels for this device) falls back to one host sync."""
+    if optimizer.defaults.get("fused"):
+        optimizer.found_inf = bad.float()  # type: ignore[attr-defined]
+        optimizer.step()
+    elif not bool(bad):
+        optimizer.step()
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, *, kl_weight: float = 1.0,
                grad_clip: float = 0.0, autocast: AbstractContextManager = nullcontext()) -> StepResult:
     """One update: forward (the preset's objective), backward, the finiteness guard, the optimizer step.
 
-    A NaN or infinite loss or gradient skips the update (vdvae): one bad batch does not poison the weights;
-    the caller counts skipped steps and gives up after `max_bad_steps` in a row."""
+    A NaN or infinite loss or gradient skips the update (vdvae): one bad batch does not poison the weights. The
+    decision stays on the device, so the step never waits for it; the caller counts bad steps there too
+    (`BadSteps`) and gives up after `max_bad_steps` in a row."""
     with autocast:
         loss = model(x, kl_weight)
     optimizer.zero_grad(set_to_none=True)
     loss.objective.backward()
     grad_norm = gradient_norm([p for group in optimizer.param_groups for p in group["params"]], grad_clip)
-    stepped = bool(torch.isfinite(grad_norm))  # the one host sync per step
-    if stepped:
-        optimizer.step()
-    return StepResult(loss, grad_norm, stepped)
+    bad = ~torch.isfinite(grad_norm)
+    skip_if(optimizer, bad)
+    return StepResult(loss, grad_norm, bad)
+
+
+class BadSteps:
+    """Consecutive non-finite steps, counted on the device so the loop never waits for them; `tripped()` reads
+    them (one host sync) only when the loop asks: every few steps, before a checkpoint, at an epoch's end."""
+
+    def __init__(self, limit: int, device: torch.device):
+        self.limit = limit
+        self.streak = torch.zeros((), dtype=torch.int64, device=device)  # bad steps in a row, up to now
+        self.first = torch.full((), -1, dtype=torch.int64, device=device)  # where the first streak of `limit` began
+
+    def add(self, bad: Tensor, step: int) -> None:
+        self.streak = torch.where(bad, self.streak + 1, 0)
+        reached = (self.first < 0) & (self.streak >= self.limit)
+        self.first = torch.where(reached, step - self.limit + 1, self.first)
+
+    def tripped(self) -> int | None:
+        """The step where `limit` bad steps in a row began, if that happened."""
+        first = int(self.first)
+        return first if first >= 0 else None
+
+    def last_was_bad(self) -> bool:
+        return bool(self.streak > 0)

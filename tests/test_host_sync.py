@@ -1,0 +1,92 @@
+"""The training step never waits for the device: no `.item()`, `bool(tensor)` or `.tolist()` in it, so a GPU runs
+ahead of Python. Counted here with a TorchFunctionMode that sees every such call (the CPU's equivalent of
+`torch.cuda.set_sync_debug_mode`, which these tests also switch on where a GPU exists)."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import pytest
+import torch
+from torch.overrides import TorchFunctionMode
+
+from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from vaekit.models import build_model
+from vaekit.training import train, train_step
+from vaekit.training.step import BadSteps, make_optimizer
+
+SYNCS = {"item", "__bool__", "tolist", "__float__", "__int__", "__index__", "numpy", "cpu"}
+DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+
+
+class HostReads(TorchFunctionMode):
+    """Records every call that copies a tensor's value to the host (each one a wait on a GPU)."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if getattr(func, "__name__", "") in SYNCS:
+            self.calls.append(func.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+@contextmanager
+def no_cuda_sync(device: str):
+    """On a GPU, make any synchronising CUDA call in the block an error."""
+    if device != "cuda":
+        yield
+        return
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("preset", ["vae", "ae"])
+def test_a_training_step_reads_nothing_back_from_the_device(device, preset):
+    model = build_model(ModelConfig(kind=preset, image_shape=(1, 8, 8))).to(device)
+    optimizer = make_optimizer(model, RunConfig(data=DataConfig(name="digits")))
+    assert optimizer.defaults.get("fused"), "the device-side skip needs fused Adam on this device"
+    good, bad = torch.rand(16, 1, 8, 8, device=device), torch.rand(16, 1, 8, 8, device=device)
+    bad[0, 0, 0, 0] = float("nan")
+    counter = BadSteps(limit=3, device=torch.device(device))
+    train_step(model, optimizer, good)  # the first step builds the optimizer state (allocations, not reads)
+    with HostReads() as reads, no_cuda_sync(device):
+        for step, x in enumerate([good, bad, good, bad, bad]):
+            result = train_step(model, optimizer, x, grad_clip=1.0)
+            counter.add(result.bad, step)
+    assert reads.calls == []
+    assert counter.tripped() is None and counter.streak.tolist() == 2  # two bad in a row: under the limit of 3
+
+
+def test_bad_steps_are_counted_in_a_row_and_report_where_the_streak_began():
+    counter = BadSteps(limit=3, device=torch.device("cpu"))
+    pattern = [0, 1, 1, 0, 1, 1, 1, 1, 0, 1, 1, 1]  # the first run of three bad steps begins at step 4
+    for step, bad in enumerate(pattern):
+        counter.add(torch.tensor(bool(bad)), step)
+    assert counter.tripped() == 4 and counter.last_was_bad()
+
+
+def test_an_epoch_reads_the_device_only_every_few_steps(tmp_path, monkeypatch):
+    """A whole training epoch (batches, steps, loss sums, the divergence guard) reads values back once per
+    CHECK_EVERY steps, not once per step."""
+    from vaekit.training import trainer
+
+    counted = []
+
+    def counting(session):
+        with HostReads() as reads:
+            result = run_epoch(session)
+        counted.append((session.steps_per_epoch, len(reads.calls)))
+        return result
+
+    run_epoch = trainer.run_epoch
+    monkeypatch.setattr(trainer, "run_epoch", counting)
+    train(RunConfig(data=DataConfig(name="digits"), train=TrainConfig(epochs=1, batch_size=8, samples=4,
+                                                                      gmm_components=0)), tmp_path / "run", quiet=True)
+    (steps, reads), = counted
+    assert steps > 100 and reads <= steps // trainer.CHECK_EVERY + 2
