@@ -139,7 +139,8 @@ def test_image_folder_colour_and_resizing(tmp_path):
 
 def test_large_folder_streams_through_a_dataloader(tmp_path):
     write_images(tmp_path / "big", 20, (8, 8), "L")
-    config = DataConfig(name=str(tmp_path / "big"), max_in_memory_gb=1e-9, val_fraction=0.2, test_fraction=0.2)
+    config = DataConfig(name=str(tmp_path / "big"), max_in_memory_gb=1e-9, val_fraction=0.2, test_fraction=0.2,
+                        folder_cache=False)
     streamed = load_dataset(config)
     in_memory = load_dataset(DataConfig(name=str(tmp_path / "big"), val_fraction=0.2, test_fraction=0.2))
     assert type(streamed.train).__name__ == "FileImages"

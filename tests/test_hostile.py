@@ -29,7 +29,7 @@ BOMB_SECONDS = 10
 BASES = {"train": ["--data", "npz:missing.npz", "--out", "o"], "compare": ["--data", "npz:missing.npz", "--out", "o"],
          "sample": ["missing-run"], "reconstruct": ["missing-run"], "encode": ["missing-run"],
          "decode": ["missing-run", "z.npy"], "evaluate": ["missing-run"], "serve": ["missing-run"],
-         "info": ["missing-run"]}
+         "info": ["missing-run"], "cache": ["list"]}
 VALUES = ["nan", "inf", "-inf", "0", "-1", "1e400", "99999999999999999999999", "", "\x00", "x" * 5000]
 
 

@@ -140,20 +140,26 @@ def test_odd_aspect_ratios_follow_the_resize_policy(tmp_path, policy):
     assert any(f"are {'centre-cropped' if policy == 'crop' else policy}" in n for n in data.notes) or policy == "pad"
 
 
-def test_a_corrupt_image_in_a_streamed_folder_is_one_line_or_skipped(tmp_path):
+@pytest.mark.parametrize("cache", [True, False], ids=["decoded-once", "streamed"])
+def test_a_corrupt_image_in_a_large_folder_is_one_line_or_skipped(tmp_path, cache, capsys):
+    """Larger than memory: with the cache the file fails while the folder is decoded once (and again each time the
+    entry is read, unless skipped); streamed, it fails when its batch is read in a worker process."""
     save_many(tmp_path / "big", lambda i: Image.fromarray(np.full((8, 8), i * 9, np.uint8)), n=20)
     good = (tmp_path / "big" / "3.png").read_bytes()
     (tmp_path / "big" / "3.png").write_bytes(good[:60])  # the header reads; the pixels do not
-    config = dict(max_in_memory_gb=1e-9, workers=1)
-    data = folder(tmp_path, "big", config)
-    every = [data.train, data.val, data.test]
-    with pytest.raises(VaekitError, match="3.png: not a readable image.*--skip-bad-images") as raised:
-        for split in every:
-            list(Batches(split, 4, workers=1))
-    assert "Traceback" not in str(raised.value) and "worker" not in str(raised.value)
-    skipping = folder(tmp_path, "big", config, skip_bad_images=True)
-    seen = sum(len(x) for split in (skipping.train, skipping.val, skipping.test) for x in Batches(split, 4, workers=1))
-    assert seen == 19
+    config = dict(max_in_memory_gb=1e-9, workers=1, folder_cache=cache, data_dir=str(tmp_path / "cache"))
+
+    def every_image(**kw) -> int:
+        data = folder(tmp_path, "big", config, **kw)
+        return sum(len(x) for split in (data.train, data.val, data.test) for x in Batches(split, 4, workers=1))
+
+    for attempt in range(2):  # the second time, a cache entry built while skipping must not hide the file
+        with pytest.raises(VaekitError, match="3.png: not a readable image.*--skip-bad-images") as raised:
+            every_image()
+        assert "Traceback" not in str(raised.value) and "worker" not in str(raised.value)
+        capsys.readouterr()
+        assert every_image(skip_bad_images=True) == 19
+        assert "3.png: not a readable image" in capsys.readouterr().err
 
 
 ICONS = Path(os.environ.get("VAEKIT_TEST_DATA", Path.home() / ".cache" / "vaekit-test")) / "gnome-icon-theme"

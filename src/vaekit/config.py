@@ -94,9 +94,14 @@ class DataConfig(Checked):
     download: bool = option(True, "allow downloading a missing data set from its official source (checksums verified)")
     skip_bad_images: bool = option(False, "skip unreadable images in a folder with a warning instead of stopping")
     max_in_memory_gb: float = setting(4.0, 0.0, 1e6, open_lo=True,
-        help="image folders larger than this stream from disk instead of loading into memory; also the most memory one "
-        "array file (IDX, .npy, .npz) may declare")
-    workers: int = setting(2, 0, 64, help="DataLoader worker processes for streamed folders")
+        help="image folders larger than this are read from disk a batch at a time instead of held in memory; also the "
+        "most memory one array file (IDX, .npy, .npz) may declare")
+    folder_cache: bool = option(True,
+        "decode a folder larger than --max-in-memory-gb once into one uint8 file under the data directory "
+        "(VAEKIT_DATA, else ~/.cache/vaekit; `vaekit cache` lists and clears them) and read batches from it; "
+        "--no-folder-cache decodes every image again every epoch")
+    workers: int = setting(2, 0, 64, help="processes that decode folder images (the first decode, and streamed "
+                                          "folders with --no-folder-cache)")
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The `vaekit` command line: train, compare, evaluate, sample, reconstruct, encode, decode, serve, info.
+"""The `vaekit` command line: train, compare, evaluate, sample, reconstruct, encode, decode, serve, info, cache.
 
 A user error prints one line and exits with status 2 (`main` is the one boundary). Commands are thin: they
 parse, call the library, and print.
@@ -51,6 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_commands(command, run_flags)
     add_model_commands(command, common, data_flags)
     add_checkpoint_commands(command, common)
+    p = command("cache", runs.cmd_cache, "list or remove the decoded copies of large image folders",
+                "Image folders larger than --max-in-memory-gb are decoded once into a uint8 file under the data "
+                "directory, then read from there by every run. 'list' shows those copies (source folder, images, "
+                "size), 'clear' removes them all; nothing else in the data directory (downloaded data sets, "
+                "feature classifiers) is touched, and a folder's next run decodes it again.")
+    p.add_argument("action", choices=["list", "clear"], help="list the copies, or remove them")
+    p.add_argument("--data-dir", help="the data directory (default: $VAEKIT_DATA, else ~/.cache/vaekit)")
     return parser
 
 

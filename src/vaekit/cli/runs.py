@@ -9,7 +9,7 @@ from pathlib import Path
 
 from vaekit.cli.flags import resume_conflicts, run_config_from_args
 from vaekit.cli.models import check_output, dataset_for, load_model
-from vaekit.config import ModelConfig, RunConfig, to_dict
+from vaekit.config import DataConfig, ModelConfig, RunConfig, short, to_dict
 from vaekit.errors import VaekitError
 from vaekit.files import read_json, write_json
 from vaekit.layout import RunFolder
@@ -173,3 +173,23 @@ def info_lines(model, info: dict, progress) -> list[str]:
     except (KeyError, TypeError, ValueError):
         lines.append("(the stored metrics are incomplete)")
     return lines
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from vaekit.data.cache import clear, entries
+    from vaekit.data.sources import data_home
+
+    if args.data_dir is not None and not (args.data_dir and Path(args.data_dir).is_dir()):
+        raise VaekitError(f"--data-dir {short(args.data_dir)}: no such folder")
+    folder = data_home(DataConfig(data_dir=args.data_dir or "")) / "folders"
+    if args.action == "clear":
+        removed, freed = clear(folder)
+        print(f"removed {removed} decoded folder{'' if removed == 1 else 's'} ({freed / 2**20:,.1f} MiB) from {folder}")
+        return 0
+    found = entries(folder)
+    for entry, meta in found:
+        print(f"{meta['source']}: {meta['count']:,} images of {'x'.join(map(str, meta['shape']))}, "
+              f"{meta['bytes'] / 2**20:,.1f} MiB, decoded {meta['created']} in {meta['seconds']:.1f} s ({entry})")
+    print(f"{len(found)} decoded folders in {folder}; `vaekit cache clear` removes them" if found else
+          f"no decoded folders in {folder}")
+    return 0

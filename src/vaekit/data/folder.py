@@ -17,11 +17,11 @@ from __future__ import annotations
 import hashlib
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -135,6 +135,7 @@ class Scan:
     """What a folder holds: unique readable images, their labels (or None) and the target shape."""
 
     files: list[Path]
+    digests: list[str]  # SHA-1 of each file's bytes (the cache key is made of them)
     labels: Tensor | None
     classes: list[str]
     shape: tuple[int, int, int]
@@ -142,10 +143,11 @@ class Scan:
     label_source: str
 
 
-def image_files(root: Path, config: DataConfig) -> tuple[list[Path], int, int]:
-    """Image files under `root`, each kept once: by resolved path (symlinks) and by content (SHA-1)."""
+def image_files(root: Path, config: DataConfig) -> tuple[list[Path], list[str], int, int]:
+    """Image files under `root`, each kept once: by resolved path (symlinks) and by content (SHA-1); the files,
+    their digests, and how many links and copies were left out."""
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    seen_paths, seen_bytes, unique = set(), set(), []
+    seen_paths, seen_bytes, unique, digests = set(), set(), [], []
     links = copies = 0
     for f in files:
         real = f.resolve()
@@ -163,7 +165,8 @@ def image_files(root: Path, config: DataConfig) -> tuple[list[Path], int, int]:
             continue
         seen_bytes.add(digest)
         unique.append(f)
-    return unique, links, copies
+        digests.append(digest.hex())
+    return unique, digests, links, copies
 
 
 def folder_labels(root: Path, files: list[Path], policy: str) -> tuple[Tensor | None, list[str], str]:
@@ -188,16 +191,17 @@ def scan_folder(root: Path, config: DataConfig) -> Scan:
     check_options(config)
     if not root.is_dir():
         raise VaekitError(f"{root}: no such folder")
-    files, links, copies = image_files(root, config)
+    files, digests, links, copies = image_files(root, config)
     if not files:
         raise VaekitError(f"{root}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
-    sizes, colour, readable = [], False, []
-    for i, f in enumerate(files):
+    sizes, colour, readable, readable_digests = [], False, [], []
+    for f, digest in zip(files, digests):
         try:
             with pil_errors(f), Image.open(f) as img:  # reads the header only
                 sizes.append(img.size)
                 colour |= img.mode not in GREY and not (img.mode == "P" and _grey_palette(img))
             readable.append(f)
+            readable_digests.append(digest)
         except VaekitError as e:
             bad_image(e, config)
     if not readable:
@@ -223,7 +227,7 @@ def scan_folder(root: Path, config: DataConfig) -> Scan:
     if resized:
         notes.append(f"{resized} images resized to {w}x{h}")
     notes.append(f"transparent pixels are composited on {config.background} (--background)")
-    return Scan(readable, labels, classes, (c, h, w), notes, label_source)
+    return Scan(readable, readable_digests, labels, classes, (c, h, w), notes, label_source)
 
 
 def _grey_palette(img) -> bool:
@@ -237,3 +241,32 @@ def bad_image(error: VaekitError, config: DataConfig | None = None, skip: bool =
     if not (skip or (config is not None and config.skip_bad_images)):
         raise VaekitError(f"{error} (use --skip-bad-images to skip such files)")
     warn(f"{error}; skipped")
+
+
+PARALLEL_FROM = 256  # images; fewer are decoded in this process (starting workers would cost more)
+
+
+def decode_files(scan: Scan, config: DataConfig, write: Callable[[np.ndarray], Any],
+                 desc: str) -> tuple[list[int], list[str]]:
+    """Decode every file of `scan` in order, spread over `config.workers` processes with a progress bar, passing
+    each chunk of good images (uint8, (B, C, H, W)) to `write`. An unreadable file stops the decode or, with
+    `skip_bad_images`, is skipped with a warning. Returns the positions in `scan.files` of the images written,
+    and the errors of those skipped."""
+    from vaekit.data.sets import FileImages
+    from vaekit.progress import bar
+
+    images = FileImages(scan.files, None, scan.shape, config.resize, config.background)
+    chunk = 64
+    loader = torch.utils.data.DataLoader(images, batch_size=chunk, collate_fn=images.collate,
+                                         num_workers=config.workers if len(images) >= PARALLEL_FROM else 0)
+    keep: list[int] = []
+    skipped: list[str] = []
+    with bar(total=len(images), desc=desc, unit="img") as shown:
+        for start, (batch, kept, errors) in zip(range(0, len(images), chunk), loader):
+            for error in errors:
+                bad_image(error, config)
+                skipped.append(str(error))
+            write(batch.numpy())
+            keep.extend(start + k for k in kept)
+            shown.update(len(kept) + len(errors))
+    return keep, skipped

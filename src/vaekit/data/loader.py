@@ -11,8 +11,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor
 
-from vaekit.data.folder import bad_image
-from vaekit.data.sets import FileImages, ImageSet, TensorImages
+from vaekit.data.sets import ImageSet
 
 
 def epoch_batches(n: int, batch_size: int, *, shuffle: bool, seed: int = 0, epoch: int = 0, rank: int = 0,
@@ -37,7 +36,7 @@ class Batches:
                  shuffle: bool = False, seed: int = 0, binarize: bool = False, rank: int = 0, world: int = 1,
                  lockstep: bool = False, workers: int = 0):
         self.device = torch.device(device)
-        self.images = images.to(self.device) if isinstance(images, TensorImages) else images
+        self.images = images.placed(self.device)
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.binarize, self.rank, self.world, self.lockstep, self.workers = binarize, rank, world, lockstep, workers
 
@@ -53,24 +52,8 @@ class Batches:
 
     def epoch(self, epoch: int, skip: int = 0) -> Iterator[Tensor]:
         """The batches of `epoch`, leaving out the first `skip` (already seen before a resume)."""
-        for raw in self.raw_batches(self.indices(epoch)[skip:]):
+        for raw in self.images.uint8_batches(self.indices(epoch)[skip:], self.device, self.workers):
             yield self.to_float(raw)
-
-    def raw_batches(self, batches: list[Tensor]) -> Iterator[Tensor]:
-        if isinstance(self.images, TensorImages):
-            images = self.images.images
-            for idx in batches:
-                yield images.index_select(0, idx.to(images.device))
-        else:
-            assert isinstance(self.images, FileImages)
-            loader = torch.utils.data.DataLoader(self.images, batch_sampler=[b.tolist() for b in batches],
-                                                 num_workers=self.workers, pin_memory=self.device.type == "cuda",
-                                                 collate_fn=self.images.collate)
-            for raw, errors in loader:
-                for error in errors:
-                    bad_image(error, skip=self.images.skip_bad)
-                if len(raw):  # a batch whose every image was skipped as unreadable
-                    yield raw.to(self.device, non_blocking=True)
 
     def to_float(self, raw: Tensor) -> Tensor:
         x = torch.div(raw, 255.0)  # uint8 -> float32 in one pass

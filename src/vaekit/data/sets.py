@@ -1,14 +1,24 @@
 """Image sets and their train / validation / test splits.
 
-Every set hands out uint8 images shaped (N, C, H, W); conversion to floats in [0, 1] happens
-per batch (`vaekit.data.loader`). Small sets live in memory as one tensor; large image folders
-stay on disk and are decoded by DataLoader workers.
+Every set hands out uint8 images shaped (N, C, H, W), a batch at a time (`uint8_batches`); conversion to floats
+in [0, 1] happens per batch (`vaekit.data.loader`). Three kinds of set, one interface:
+
+- `TensorImages`: all images in one tensor, in memory or on the GPU (small sets, and folders that fit);
+- `DiskImages`: one raw uint8 file on disk, read with positional reads (folders larger than memory, decoded once
+  by `vaekit.data.cache`);
+- `FileImages`: image files decoded on demand by DataLoader workers (large folders with the cache turned off).
 """
 
 from __future__ import annotations
 
+import math
+import os
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -17,12 +27,15 @@ from torch import Tensor
 from vaekit.config import DataConfig
 from vaekit.errors import VaekitError
 
+DEVICE_SHARE = 0.5  # image sets up to this share of a GPU's free memory live on it; larger ones stay pinned on the host
+
 
 class ImageSet:
     """A sized collection of uint8 images (C, H, W) with optional integer labels."""
 
     shape: tuple[int, int, int]
     labels: Tensor | None
+    in_memory: bool = False  # every image one index away (the feature classifier needs that)
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -30,9 +43,19 @@ class ImageSet:
     def subset(self, indices: Tensor) -> ImageSet:
         raise NotImplementedError
 
+    def placed(self, device: torch.device) -> ImageSet:
+        """This set as batches for `device` are best cut from it (the same set unless it can move there)."""
+        return self
+
+    def uint8_batches(self, batches: list[Tensor], device: torch.device, workers: int = 0) -> Iterator[Tensor]:
+        """The images of each index batch, as uint8 (B, C, H, W) on `device`."""
+        raise NotImplementedError
+
 
 class TensorImages(ImageSet):
     """All images in one uint8 tensor; a batch is one indexing operation, no per-sample Python."""
+
+    in_memory = True
 
     def __init__(self, images: Tensor, labels: Tensor | None = None):
         if images.dtype != torch.uint8 or images.ndim != 4:
@@ -48,12 +71,87 @@ class TensorImages(ImageSet):
         return TensorImages(self.images[indices], None if self.labels is None else self.labels[indices])
 
     def to(self, device: torch.device | str) -> TensorImages:
-        """Keep the uint8 data on the training device: batches are then sliced there, no copies per step."""
         return TensorImages(self.images.to(device), None if self.labels is None else self.labels.to(device))
+
+    def placed(self, device: torch.device) -> TensorImages:
+        """On the training device when it fits there (batches are then sliced on it, no copy per step); on a GPU
+        too small for it, in pinned host memory, so each batch crosses with an asynchronous copy."""
+        if device.type != "cuda" or self.images.device == device:
+            return self.to(device)
+        free, _ = torch.cuda.mem_get_info(device)
+        if self.images.numel() <= DEVICE_SHARE * free:
+            return self.to(device)
+        return TensorImages(self.images.pin_memory(), self.labels)
+
+    def uint8_batches(self, batches: list[Tensor], device: torch.device, workers: int = 0) -> Iterator[Tensor]:
+        images = self.images
+        if images.device == device:
+            if not batches:
+                return
+            order = torch.cat(batches).to(device)  # one copy of the epoch's order, not one per step
+            for idx in order.split([len(b) for b in batches]):
+                yield images.index_select(0, idx)
+            return
+        for idx in batches:
+            out = torch.empty((len(idx), *self.shape), dtype=torch.uint8, pin_memory=images.is_pinned())
+            yield torch.index_select(images, 0, idx, out=out).to(device, non_blocking=True)
+
+
+class DiskImages(ImageSet):
+    """Images in one raw uint8 file, (N, C, H, W) in C order, read a batch at a time with positional reads.
+
+    Nothing is memory-mapped, so the process holds only the batches in flight, whatever the file's size (the
+    operating system's page cache keeps what fits in memory). Runs of consecutive rows are read in one call, so
+    evaluation in order reads whole batches at once. The file stays open from the start: a newer run that
+    replaces it (the folder changed) does not pull it from under this one."""
+
+    def __init__(self, file: Path | BinaryIO, shape: tuple[int, int, int], rows: Tensor,
+                 labels: Tensor | None = None):
+        self.file = open(file, "rb", buffering=0) if isinstance(file, Path) else file  # noqa: SIM115 (kept open)
+        self.shape, self.rows, self.labels = shape, rows, labels
+        self.lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def subset(self, indices: Tensor) -> DiskImages:
+        return DiskImages(self.file, self.shape, self.rows[indices],
+                          None if self.labels is None else self.labels[indices])
+
+    def read(self, idx: Tensor, pin: bool = False) -> Tensor:
+        rows = self.rows[idx].numpy()
+        order = np.argsort(rows, kind="stable")
+        ordered = rows[order]
+        size = math.prod(self.shape)
+        buffer = np.empty((len(rows), size), np.uint8)
+        starts = [0, *(np.flatnonzero(np.diff(ordered) != 1) + 1).tolist(), len(rows)]
+        for a, b in zip(starts[:-1], starts[1:]):
+            if self.read_at(memoryview(buffer[a:b]).cast("B"), int(ordered[a]) * size) != (b - a) * size:
+                raise VaekitError(f"{self.file.name}: the decoded copy is shorter than it should be (remove it "
+                                  "with `vaekit cache clear`)")
+        out = torch.empty((len(rows), *self.shape), dtype=torch.uint8, pin_memory=pin)
+        out.numpy().reshape(len(rows), size)[order] = buffer
+        return out
+
+    def read_at(self, into: memoryview, offset: int) -> int:
+        if hasattr(os, "preadv"):  # positional: safe beside the prefetching thread
+            return os.preadv(self.file.fileno(), [into], offset)
+        with self.lock:
+            self.file.seek(offset)
+            return self.file.readinto(into)
+
+    def uint8_batches(self, batches: list[Tensor], device: torch.device, workers: int = 0) -> Iterator[Tensor]:
+        pin = device.type == "cuda"
+        with ThreadPoolExecutor(1) as reader:  # file reads release the GIL: the next batch loads during this step
+            pending = reader.submit(self.read, batches[0], pin) if batches else None
+            for i in range(len(batches)):
+                raw = pending.result()
+                pending = reader.submit(self.read, batches[i + 1], pin) if i + 1 < len(batches) else None
+                yield raw.to(device, non_blocking=True)
 
 
 class FileImages(ImageSet, torch.utils.data.Dataset):
-    """Image files decoded on demand (folders too large for memory), for a DataLoader with workers.
+    """Image files decoded on demand (folders too large for memory, the cache turned off), by DataLoader workers.
 
     A file that fails to decode comes back as its VaekitError rather than raising inside a worker process;
     `collate` (which runs in the worker) passes the errors on beside the good images, and the main process
@@ -75,15 +173,27 @@ class FileImages(ImageSet, torch.utils.data.Dataset):
         except VaekitError as e:
             return e
 
-    def collate(self, items: list[Tensor | VaekitError]) -> tuple[Tensor, list[VaekitError]]:
-        good = [item for item in items if isinstance(item, Tensor)]
-        batch = torch.stack(good) if good else torch.empty(0, *self.shape, dtype=torch.uint8)
-        return batch, [item for item in items if isinstance(item, VaekitError)]
+    def collate(self, items: list[Tensor | VaekitError]) -> tuple[Tensor, list[int], list[VaekitError]]:
+        """The good images stacked, their positions in `items`, and the errors of the others."""
+        kept = [k for k, item in enumerate(items) if isinstance(item, Tensor)]
+        batch = torch.stack([items[k] for k in kept]) if kept else torch.empty(0, *self.shape, dtype=torch.uint8)
+        return batch, kept, [item for item in items if isinstance(item, VaekitError)]
 
     def subset(self, indices: Tensor) -> FileImages:
         files = [self.files[i] for i in indices.tolist()]
         return FileImages(files, None if self.labels is None else self.labels[indices], self.shape, self.resize,
                           self.background, self.skip_bad)
+
+    def uint8_batches(self, batches: list[Tensor], device: torch.device, workers: int = 0) -> Iterator[Tensor]:
+        from vaekit.data.folder import bad_image
+
+        loader = torch.utils.data.DataLoader(self, batch_sampler=[b.tolist() for b in batches], num_workers=workers,
+                                             pin_memory=device.type == "cuda", collate_fn=self.collate)
+        for raw, _, errors in loader:
+            for error in errors:
+                bad_image(error, skip=self.skip_bad)
+            if len(raw):  # a batch whose every image was skipped as unreadable
+                yield raw.to(device, non_blocking=True)
 
 
 @dataclass
@@ -118,7 +228,7 @@ def evaluation_view(data: Dataset, config: DataConfig) -> Dataset:
     images every time, while the validation and test images are binarized once with a fixed seed (the
     literature's protocol), so every evaluation of every model sees the same binary images."""
     if not config.binarize or not isinstance(data.test, TensorImages) or not isinstance(data.val, TensorImages):
-        return data
+        return data  # binarized once in memory; a folder on disk keeps dynamic binarization everywhere
     note = "validation and test images binarized once with a fixed seed (the model was trained with --binarize)"
     return replace(data, val=binarize_once(data.val, seed=1), test=binarize_once(data.test, seed=2),
                    notes=[*data.notes, note])

@@ -7,6 +7,7 @@ Offline first: a local copy is always preferred; downloads are verified against 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import urllib.request
 from collections.abc import Callable
@@ -18,7 +19,8 @@ import torch
 
 from vaekit.config import DataConfig, short
 from vaekit.data.arrays import read_array_file
-from vaekit.data.folder import bad_image, load_image, scan_folder
+from vaekit.data.cache import cached_images
+from vaekit.data.folder import Scan, decode_files, scan_folder
 from vaekit.data.idx import read_idx
 from vaekit.data.sets import Dataset, FileImages, ImageSet, TensorImages, from_arrays, split_indices
 from vaekit.errors import VaekitError
@@ -184,24 +186,40 @@ def memory_budget(config: DataConfig) -> int:
 
 
 def load_folder(path: str, config: DataConfig) -> Dataset:
+    """A folder of images: held in memory when it fits in `max_in_memory_gb`; otherwise decoded once into a file
+    on disk and read from there (`vaekit.data.cache`), or, with the cache off, decoded anew every epoch."""
     root = Path(path)
     scan = scan_folder(root, config)
-    files, labels, shape = scan.files, scan.labels, scan.shape
-    full: ImageSet = FileImages(files, labels, shape, config.resize, config.background, config.skip_bad_images)
-    if len(files) * np.prod(shape) <= config.max_in_memory_gb * 2**30:
-        images, keep = [], []
-        for i, f in enumerate(bar(files, desc=f"reading {root.name}")):
-            try:
-                images.append(load_image(f, shape, config.resize, config.background))
-                keep.append(i)
-            except VaekitError as e:  # a header that reads but data that does not (a truncated file)
-                bad_image(e, config)
-        if not images:
-            raise VaekitError(f"{root}: none of the images is readable")
-        full = TensorImages(torch.stack(images), None if labels is None else labels[keep])
+    notes = list(scan.notes)
+    if len(scan.files) * math.prod(scan.shape) <= memory_budget(config):
+        full: ImageSet = decode_in_memory(root, scan, config)
+    elif config.folder_cache:
+        full, note = cached_images(root, scan, config, data_home(config) / "folders")
+        notes.append(f"larger than --max-in-memory-gb {config.max_in_memory_gb:g}: {note}")
+    else:
+        full = FileImages(scan.files, scan.labels, scan.shape, config.resize, config.background,
+                          config.skip_bad_images)
+        notes.append(f"larger than --max-in-memory-gb {config.max_in_memory_gb:g}: decoded anew every epoch "
+                     "(--no-folder-cache)")
     data = three_way(full, config, f"folder:{root}", scan.classes, scan.label_source)
-    data.notes = scan.notes
+    data.notes = notes
     return data
+
+
+def decode_in_memory(root: Path, scan: Scan, config: DataConfig) -> TensorImages:
+    images = np.empty((len(scan.files), *scan.shape), np.uint8)
+    filled = 0
+
+    def write(batch: np.ndarray) -> None:
+        nonlocal filled
+        images[filled:filled + len(batch)] = batch
+        filled += len(batch)
+
+    keep, _ = decode_files(scan, config, write, f"reading {root.name}")
+    if not keep:
+        raise VaekitError(f"{root}: none of the images is readable")
+    labels = None if scan.labels is None else scan.labels[torch.tensor(keep)]
+    return TensorImages(torch.from_numpy(images[:filled]), labels)
 
 
 PATH_SOURCES = ("folder", "npz", "npy")

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from vaekit.data import Batches, Dataset, TensorImages
+from vaekit.data import Batches, Dataset
 from vaekit.evaluation.classifier import FeatureClassifier
 from vaekit.evaluation.metrics import active_units, code_statistics, frechet_distance, importance_sampled_nll
 from vaekit.models import Autoencoder
@@ -169,4 +169,4 @@ def real_reference(data: Dataset, classifier: FeatureClassifier, n: int) -> tupl
 
 def can_score_samples(data: Dataset) -> bool:
     """Sample quality needs labels (for the classifier) and images in memory."""
-    return all(isinstance(s, TensorImages) and s.labels is not None for s in (data.train, data.test))
+    return all(s.in_memory and s.labels is not None for s in (data.train, data.test))

@@ -1,0 +1,141 @@
+"""Image folders larger than memory, decoded once into one uint8 file on disk and read back a batch at a time.
+
+An entry is a folder `<data dir>/folders/<key>/` holding `images.u8` (raw uint8, (N, C, H, W) in C order),
+`keep.npy` (which of the scanned files those N images are) and `cache.json` (what the entry holds, written last;
+the folder is built under another name and renamed into place, so a half-built entry is never read). The key
+hashes each image's relative path and SHA-1 (computed by the folder scan anyway, to drop duplicates) and the
+settings that shape the decoded pixels: a changed, added or removed file, or another --image-size, --channels,
+--resize or --background, gives another key and a fresh decode, and the entry it replaces (same source folder)
+is removed once the new one is complete. `vaekit cache clear` removes every entry; nothing else is touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vaekit.config import DataConfig
+from vaekit.data.folder import Scan, bad_image, decode_files
+from vaekit.data.sets import DiskImages
+from vaekit.errors import VaekitError
+
+FORMAT = 1
+MARKER, IMAGES, KEEP = "cache.json", "images.u8", "keep.npy"
+SPARE_BYTES = 256 * 2**20  # left free on the disk after a cache is written
+
+
+def cache_key(root: Path, scan: Scan, config: DataConfig) -> str:
+    digest = hashlib.sha256(json.dumps([FORMAT, scan.shape, config.resize, config.background]).encode())
+    for file, sha1 in zip(scan.files, scan.digests):
+        digest.update(f"{file.relative_to(root)}\0{sha1}\n".encode())
+    return digest.hexdigest()[:24]
+
+
+def cached_images(root: Path, scan: Scan, config: DataConfig, cache_dir: Path) -> tuple[DiskImages, str]:
+    """The folder's images from their cache entry, decoding them into a new entry first if there is none;
+    returns them and a note in words for the log."""
+    entry = cache_dir / cache_key(root, scan, config)
+    meta = read_entry(entry)
+    if meta is None:
+        meta = build_entry(root, scan, config, entry)
+        drop_replaced(cache_dir, source=meta["source"], keep=entry)
+        note = f"decoded once into {entry} ({meta['bytes'] / 2**20:,.1f} MiB in {meta['seconds']:.1f} s)"
+    else:
+        for error in meta["skipped"]:  # unreadable when the entry was built: the same line as a fresh decode
+            bad_image(VaekitError(error), config)
+        note = f"read from the decoded copy in {entry} (built {meta['created']})"
+    keep = torch.from_numpy(np.load(entry / KEEP, allow_pickle=False))
+    labels = None if scan.labels is None else scan.labels[keep]
+    return DiskImages(entry / IMAGES, scan.shape, torch.arange(len(keep)), labels), note
+
+
+def read_entry(entry: Path) -> dict[str, Any] | None:
+    """The entry's description if it is complete and whole (images file of the declared size), else None."""
+    try:
+        meta = json.loads((entry / MARKER).read_text())
+        complete = meta["format"] == FORMAT and (entry / KEEP).is_file() and \
+            (entry / IMAGES).stat().st_size == meta["count"] * math.prod(meta["shape"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return meta if complete else None
+
+
+def build_entry(root: Path, scan: Scan, config: DataConfig, entry: Path) -> dict[str, Any]:
+    """Decode every image of the scan into a new entry, then put it in place; returns its description."""
+    size = math.prod(scan.shape)
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(entry.parent).free
+    if len(scan.files) * size > free - SPARE_BYTES:
+        raise VaekitError(f"{root}: decoded once, its images need {len(scan.files) * size / 2**30:.2f} GiB in "
+                          f"{entry.parent}, which has {free / 2**30:.2f} GiB free; free some space, set VAEKIT_DATA "
+                          "(or --data-dir) to another disk, or use --no-folder-cache to decode every image every "
+                          "epoch")
+    part = entry.with_name(f"{entry.name}.part-{os.getpid()}")
+    shutil.rmtree(part, ignore_errors=True)  # left by an earlier build of this process id that was killed
+    part.mkdir()
+    try:
+        started = time.perf_counter()
+        with open(part / IMAGES, "wb") as f:
+            keep, skipped = decode_files(scan, config, lambda batch: f.write(batch.tobytes()),
+                                         f"decoding {root.name} once")
+        if not keep:
+            raise VaekitError(f"{root}: none of the images is readable")
+        np.save(part / KEEP, np.asarray(keep, dtype=np.int64))
+        meta = {"format": FORMAT, "source": str(root.resolve()), "shape": list(scan.shape), "count": len(keep),
+                "bytes": len(keep) * size, "seconds": round(time.perf_counter() - started, 2),
+                "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "skipped": skipped}
+        (part / MARKER).write_text(json.dumps(meta, indent=1))
+        put_in_place(part, entry)
+    except BaseException:
+        shutil.rmtree(part, ignore_errors=True)
+        raise
+    return meta
+
+
+def put_in_place(part: Path, entry: Path) -> None:
+    """Rename the finished build to its entry; if another process (a second rank, a second run) finished the same
+    entry first, keep that one. A damaged entry of the same name (read_entry refused it) is replaced."""
+    if entry.exists() and read_entry(entry) is None:
+        shutil.rmtree(entry)
+    try:
+        os.replace(part, entry)
+    except OSError:
+        if read_entry(entry) is None:
+            raise
+        shutil.rmtree(part, ignore_errors=True)
+
+
+def entries(cache_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """The complete entries under `cache_dir`, oldest first."""
+    found = [(d, read_entry(d)) for d in sorted(cache_dir.glob("*")) if d.is_dir()] if cache_dir.is_dir() else []
+    return sorted(((d, m) for d, m in found if m is not None), key=lambda e: e[1]["created"])
+
+
+def drop_replaced(cache_dir: Path, source: str, keep: Path) -> None:
+    """Remove the entries of the same source folder that `keep` replaces (older contents or settings)."""
+    for folder, meta in entries(cache_dir):
+        if meta["source"] == source and folder != keep:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def clear(cache_dir: Path) -> tuple[int, int]:
+    """Remove every entry, and builds left by killed processes; returns how many entries and bytes went. Only
+    folders that vaekit wrote are touched: an entry (its cache.json) or a build (`<key>.part-<pid>`)."""
+    removed = freed = 0
+    for folder, meta in entries(cache_dir):
+        shutil.rmtree(folder)
+        removed, freed = removed + 1, freed + meta["bytes"]
+    for part in cache_dir.glob("*.part-*") if cache_dir.is_dir() else []:
+        if part.is_dir() and {p.name for p in part.iterdir()} <= {IMAGES, KEEP, MARKER}:
+            shutil.rmtree(part)
+    return removed, freed

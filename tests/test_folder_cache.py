@@ -1,0 +1,144 @@
+"""Folders larger than memory are decoded once into a file under the data directory and read back from it: the
+same images, labels and order as in memory; rebuilt when a file changes; never half-read after a kill; removed
+by `vaekit cache clear` and by nothing else."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vaekit.config import DataConfig
+from vaekit.data import Batches, load_dataset
+from vaekit.data.cache import entries
+from vaekit.errors import VaekitError
+
+N = 300  # above PARALLEL_FROM: the first decode runs in worker processes
+
+
+def make_folder(root: Path, n: int = N, size: int = 12) -> Path:
+    """RGB PNGs of a few sizes (so images are resized as they are decoded) in two class subfolders."""
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        folder = root / ("cats" if i % 3 else "dogs")
+        folder.mkdir(parents=True, exist_ok=True)
+        side = size + (i % 4) * 2
+        Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(folder / f"{i:05d}.png")
+    return root
+
+
+def config(root: Path, tmp_path: Path, **kw) -> DataConfig:
+    settings = dict(name=f"folder:{root}", image_size=12, val_fraction=0.2, test_fraction=0.2,
+                    data_dir=str(tmp_path / "data-home"), max_in_memory_gb=1e-9, workers=2)
+    return DataConfig(**{**settings, **kw})
+
+
+def every_batch(data, shuffle: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.cat(list(Batches(data.train, 7, shuffle=shuffle, seed=3)))
+    return x, data.train.labels
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    return make_folder(tmp_path_factory.mktemp("images") / "pets")
+
+
+def test_the_decoded_copy_holds_what_memory_holds(folder, tmp_path):
+    cached = load_dataset(config(folder, tmp_path))
+    in_memory = load_dataset(config(folder, tmp_path, max_in_memory_gb=4.0))
+    assert type(cached.train).__name__ == "DiskImages" and in_memory.train.in_memory
+    assert any("decoded once into" in note for note in cached.notes)
+    for shuffle in (False, True):
+        assert all(torch.equal(a, b) for a, b in zip(every_batch(cached, shuffle), every_batch(in_memory, shuffle)))
+    (entry, meta), = entries(tmp_path / "data-home" / "folders")
+    assert meta["count"] == N and (entry / "images.u8").stat().st_size == N * 3 * 12 * 12
+
+
+def test_a_second_run_reads_the_copy_and_a_changed_file_replaces_it(folder, tmp_path):
+    load_dataset(config(folder, tmp_path))
+    (entry, meta), = entries(tmp_path / "data-home" / "folders")
+    again = load_dataset(config(folder, tmp_path))
+    assert any("read from the decoded copy" in note for note in again.notes)
+    assert entries(tmp_path / "data-home" / "folders") == [(entry, meta)]
+
+    changed = tmp_path / "changed"
+    make_folder(changed, n=20)
+    first = load_dataset(config(changed, tmp_path))
+    pixels = np.asarray(Image.open(changed / "cats" / "00001.png"))
+    Image.fromarray(255 - pixels).save(changed / "cats" / "00001.png")
+    second = load_dataset(config(changed, tmp_path))
+    assert any("decoded once into" in note for note in second.notes)
+    assert not torch.equal(torch.cat([s.read(torch.arange(len(s))) for s in (first.train, first.val, first.test)]),
+                           torch.cat([s.read(torch.arange(len(s))) for s in (second.train, second.val, second.test)]))
+    sources = [meta["source"] for _, meta in entries(tmp_path / "data-home" / "folders")]
+    assert sorted(sources) == sorted([str(folder.resolve()), str(changed.resolve())])  # the old copy was replaced
+
+
+def test_batches_are_read_not_mapped(folder, tmp_path):
+    """The process holds the batches in flight, not the file: nothing of it is mapped into memory."""
+    data = load_dataset(config(folder, tmp_path))
+    (entry, _), = entries(tmp_path / "data-home" / "folders")
+    for _ in Batches(data.train, 16, shuffle=True):
+        assert str(entry) not in Path("/proc/self/maps").read_text()
+
+
+def test_a_damaged_copy_is_decoded_again(folder, tmp_path):
+    before = every_batch(load_dataset(config(folder, tmp_path)))[0]
+    (entry, _), = entries(tmp_path / "data-home" / "folders")
+    with open(entry / "images.u8", "r+b") as f:
+        f.truncate(100)
+    again = load_dataset(config(folder, tmp_path))
+    assert any("decoded once into" in note for note in again.notes)
+    assert torch.equal(before, every_batch(again)[0])
+
+
+def test_no_room_on_the_disk_is_one_line_before_anything_is_written(folder, tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(VaekitError, match=r"need 0\.00 GiB in .*which has 0\.00 GiB free.*--no-folder-cache"):
+        load_dataset(config(folder, tmp_path))
+    assert not any((tmp_path / "data-home" / "folders").iterdir())
+
+
+BUILD = """
+import sys
+from vaekit.config import DataConfig
+from vaekit.data import load_dataset
+load_dataset(DataConfig(name=sys.argv[1], image_size=64, data_dir=sys.argv[2], max_in_memory_gb=1e-9, workers=1))
+"""
+
+
+def test_a_killed_first_decode_leaves_nothing_that_is_read(tmp_path, run_cli):
+    """SIGKILL while the folder is being decoded: the half-written build is never read, the next run decodes again,
+    and `vaekit cache clear` removes the leftover."""
+    root = make_folder(tmp_path / "slow", n=1500, size=96)
+    home = tmp_path / "cache"  # run_cli's data directory
+    proc = subprocess.Popen([sys.executable, "-c", BUILD, f"folder:{root}", str(home)], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not any(p.stat().st_size > 0 for p in home.glob("folders/*.part-*/images.u8")):
+        assert proc.poll() is None and time.monotonic() < deadline, "the decode ended before it could be killed"
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert entries(home / "folders") == [] and list(home.glob("folders/*.part-*"))
+    listed = run_cli("cache", "list")
+    assert "no decoded folders" in listed.stdout
+
+    data = load_dataset(DataConfig(name=f"folder:{root}", image_size=64, data_dir=str(home), max_in_memory_gb=1e-9))
+    assert len(data.train) + len(data.val) + len(data.test) == 1500
+    listed = run_cli("cache", "list")
+    assert str(root.resolve()) in listed.stdout and "1,500 images" in listed.stdout
+    (home / "classifiers").mkdir()
+    (home / "classifiers" / "keep.txt").write_text("not the cache's")
+    cleared = run_cli("cache", "clear")
+    assert "removed 1 decoded folder" in cleared.stdout
+    assert not list((home / "folders").iterdir()) and (home / "classifiers" / "keep.txt").is_file()
