@@ -1,6 +1,7 @@
 """Training and evaluation speed: vaekit against the plain PyTorch loop and Pythae 0.1.2.
 
     python bench/train_speed.py [--rounds 5] [--archs mlp conv] [--out bench/RESULTS.md]
+    python bench/train_speed.py --device cuda [--batch 128] [--out bench/RESULTS-cuda.md]
 
 Every measurement runs in a fresh process of its own (`--worker ...`), so no contender inherits another's heap,
 thread pool or compiled code. A round runs every contender once, one after another, in an order that rotates from
@@ -14,7 +15,12 @@ Contenders, with the same network, data (Fashion-MNIST, the 60,000 training imag
   compile  the same with `compile=True`: the second epoch's time, and what the first spent compiling
   pythae   Pythae's TrainingPipeline (MLP only), in its own virtual environment made on first use
            (bench/.venv-pythae: torch==2.13.0 and pythae==0.1.2 from PyPI), through bench/pythae_ref.py
-  gemm     this machine's float32 GEMM rate (1024^3), so the report states the fraction of it each loop reaches
+  gemm     this machine's float32 GEMM rate (1024^3 on a CPU, 8192^3 on a GPU), so the report states the fraction
+           of it each loop reaches
+  bf16     (GPU only) vaekit with `bf16=True` (autocast), against the bf16 GEMM rate
+With --device cuda every loop runs on the GPU, the data resident there, and Pythae (whose venv is made from PyPI)
+is left out, as is its NLL; `vaekit` and `plain` then differ mainly in host synchronisation: plain reads
+loss.item() every step, vaekit's step never waits for the GPU.
 The FLOPs of a step are counted by torch.utils.flop_counter on vaekit's own forward and backward.
 
 Importance-sampled NLL: one vaekit model trained here, its weights loaded into Pythae's VAE, and both estimators
@@ -47,7 +53,8 @@ from vaekit.data.sets import TensorImages
 HERE = Path(__file__).resolve().parent
 VENV = HERE / ".venv-pythae"
 PYTHAE = [str(VENV / "bin" / "python"), str(HERE / "pythae_ref.py")]
-BATCH = 128
+BATCH = int(os.environ.get("VAEKIT_BENCH_BATCH", "128"))  # set by --batch, read by the worker processes
+DEVICE = os.environ.get("VAEKIT_BENCH_DEVICE", "cpu")  # set by --device
 ARCHS = ("mlp", "conv")
 
 
@@ -100,9 +107,10 @@ def plain_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tens
 
 def plain_epoch(arch: str, images: torch.Tensor, seed: int) -> float:
     torch.manual_seed(seed)
-    model = {"mlp": PlainMLP, "conv": PlainConv}[arch]()
+    model = {"mlp": PlainMLP, "conv": PlainConv}[arch]().to(DEVICE)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    perm = torch.randperm(len(images))
+    perm = torch.randperm(len(images), device=images.device)
+    plain_step(model, optimizer, images[:BATCH])  # the first step builds the optimizer state and CUDA's handles
     start = time.perf_counter()
     total = 0.0
     for i in range(0, len(images), BATCH):
@@ -113,11 +121,12 @@ def plain_epoch(arch: str, images: torch.Tensor, seed: int) -> float:
 # --- vaekit ------------------------------------------------------------------------------------------------
 
 
-def vaekit_run(arch: str, seed: int = 0, epochs: int = 1, compile: bool = False) -> RunConfig:
+def vaekit_run(arch: str, seed: int = 0, epochs: int = 1, compile: bool = False, bf16: bool = False) -> RunConfig:
     model = ModelConfig(kind="vae", arch="mlp", hidden=(400,), latent_dim=20) if arch == "mlp" else \
         ModelConfig(kind="vae", arch="conv", latent_dim=20)
     return RunConfig(model=model, data=DataConfig(name="fashion-mnist"),
-                     train=TrainConfig(epochs=epochs, batch_size=BATCH, lr=1e-3, seed=seed, samples=1, compile=compile))
+                     train=TrainConfig(epochs=epochs, batch_size=BATCH, lr=1e-3, seed=seed, samples=1, compile=compile,
+                                       device=DEVICE, bf16=bf16, gmm_components=0))
 
 
 def full_training_set() -> Dataset:
@@ -145,37 +154,50 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def gemm_gflops(n: int = 1024, repeats: int = 30) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def gemm_gflops(n: int = 1024, repeats: int = 30, dtype: torch.dtype = torch.float32) -> float:
+    n = 8192 if DEVICE.startswith("cuda") else n
+    a, b = torch.randn(n, n, device=DEVICE, dtype=dtype), torch.randn(n, n, device=DEVICE, dtype=dtype)
     for _ in range(5):
         a @ b
     times = []
     for _ in range(repeats):
+        sync()
         start = time.perf_counter()
         a @ b
+        sync()
         times.append(time.perf_counter() - start)
     return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def sync() -> None:
+    if DEVICE.startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 # --- workers: one measurement each, in a fresh process of its own (run_worker) ---------------------------------
 
 
 def gemm_worker(arch: str, seed: int) -> dict:
-    return {"gflops": gemm_gflops()}
+    result = {"gflops": gemm_gflops()}
+    if DEVICE.startswith("cuda"):
+        result["bf16_gflops"] = gemm_gflops(dtype=torch.bfloat16)
+    return result
 
 
 def plain_worker(arch: str, seed: int) -> dict:
-    images = full_training_set().train.images.float().div(255)
-    return {"seconds": plain_epoch(arch, images, seed), "rss_mb": peak_rss_mb()}
+    images = full_training_set().train.images.to(DEVICE).float().div(255)
+    seconds = plain_epoch(arch, images, seed)  # plain_step's loss.item() waits for the GPU at every step
+    return {"seconds": seconds, "rss_mb": peak_rss_mb()}
 
 
-def vaekit_worker(arch: str, seed: int, compile: bool = False) -> dict:
-    """One epoch (two with compile: the second is timed, the first less the second is the compile time)."""
+def vaekit_worker(arch: str, seed: int, compile: bool = False, bf16: bool = False) -> dict:
+    """One epoch (two with compile: the second is timed, the first less the second is the compile time). On a GPU
+    the time vaekit logs ends with the epoch's last divergence check, which waits for the GPU's last step."""
     from vaekit.training import train
 
     with tempfile.TemporaryDirectory() as out:
-        train(vaekit_run(arch, seed, epochs=2 if compile else 1, compile=compile), Path(out) / "run", quiet=True,
-              dataset=full_training_set())
+        train(vaekit_run(arch, seed, epochs=2 if compile else 1, compile=compile, bf16=bf16), Path(out) / "run",
+              quiet=True, dataset=full_training_set())
         seconds = [json.loads(r)["seconds"] for r in (Path(out) / "run" / "metrics.jsonl").read_text().splitlines()]
     result = {"seconds": seconds[-1], "rss_mb": peak_rss_mb()}
     if compile:
@@ -201,9 +223,11 @@ def nll_worker(arch: str, seed: int, folder: str, k: str) -> dict:
     from vaekit.evaluation import importance_sampled_nll
     from vaekit.models import load_model
 
-    model = load_model(Path(folder) / "run").eval()
-    x = torch.from_numpy(np.load(Path(folder) / "x.npy"))
+    model = load_model(Path(folder) / "run", map_location=DEVICE).eval()
+    x = torch.from_numpy(np.load(Path(folder) / "x.npy")).to(DEVICE)
     torch.manual_seed(seed)
+    importance_sampled_nll(model, x[:10], k=int(k))  # warm-up: CUDA's handles and kernels
+    sync()
     start = time.perf_counter()
     value = importance_sampled_nll(model, x, k=int(k)).mean().item()
     return {"seconds": time.perf_counter() - start, "nll": value}
@@ -211,6 +235,7 @@ def nll_worker(arch: str, seed: int, folder: str, k: str) -> dict:
 
 WORKERS = {"gemm": gemm_worker, "plain": plain_worker, "vaekit": vaekit_worker,
            "compile": lambda arch, seed: vaekit_worker(arch, seed, compile=True),
+           "bf16": lambda arch, seed: vaekit_worker(arch, seed, bf16=True),
            "nll-model": nll_model_worker, "nll": nll_worker}
 
 
@@ -259,7 +284,11 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=1000, help="importance samples for the NLL comparison")
     parser.add_argument("--nll-images", type=int, default=1000)
     parser.add_argument("--nll-rounds", type=int, default=3)
-    parser.add_argument("--out", default=str(HERE / "RESULTS.md"))
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda: every loop on the GPU, without Pythae")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--compile", action="store_true", help="on a GPU, also time compile=True (Inductor compiles "
+                        "from an empty cache in every round: minutes)")
+    parser.add_argument("--out", default=None, help="default: bench/RESULTS.md, on a GPU bench/RESULTS-cuda.md")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--arch", default="mlp", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
@@ -267,12 +296,19 @@ def main() -> None:
     if args.worker:
         print(json.dumps(WORKERS[args.worker](args.arch, args.seed, *extra)))
         return
-    ensure_pythae()
+    global BATCH, DEVICE
+    BATCH, DEVICE = args.batch, args.device
+    os.environ.update(VAEKIT_BENCH_DEVICE=args.device, VAEKIT_BENCH_BATCH=str(args.batch))  # for the workers
+    gpu = args.device.startswith("cuda")
+    args.out = args.out or str(HERE / ("RESULTS-cuda.md" if gpu else "RESULTS.md"))
+    if not gpu:
+        ensure_pythae()
     started = time.strftime("%Y-%m-%d %H:%M")
 
     # Training: every contender once per round, in a rotating order.
-    contenders = [("gemm", "-")] + [(name, arch) for arch in args.archs for name in ("plain", "vaekit", "compile")]
-    if "mlp" in args.archs:
+    loops = ("plain", "vaekit", "compile") if not gpu else ("plain", "vaekit", "bf16", *(("compile",) * args.compile))
+    contenders = [("gemm", "-")] + [(name, arch) for arch in args.archs for name in loops]
+    if "mlp" in args.archs and not gpu:
         contenders.append(("pythae", "mlp"))
     rounds: list[dict[tuple[str, str], dict]] = []
     for r in range(args.rounds):
@@ -284,7 +320,7 @@ def main() -> None:
                                              for (n, a), v in results.items()), flush=True)
 
     # Importance-sampled NLL: one trained model, scored by both estimators.
-    nll: dict[str, list[dict]] = {"vaekit": [], "pythae no_grad": [], "pythae grad": []}
+    nll: dict[str, list[dict]] = {"vaekit": []} if gpu else {"vaekit": [], "pythae no_grad": [], "pythae grad": []}
     with tempfile.TemporaryDirectory() as folder:
         run_worker("nll-model", "mlp", 0, folder, str(args.nll_images))
         for r in range(args.nll_rounds):
@@ -304,17 +340,22 @@ def report(args: argparse.Namespace, rounds: list[dict], nll: dict[str, list[dic
     def series(name: str, arch: str, key: str = "seconds") -> list[float]:
         return [r[name, arch][key] for r in rounds]
 
+    gpu = DEVICE.startswith("cuda")
     gemm = series("gemm", "-", "gflops")
+    bf16_gemm = series("gemm", "-", "bf16_gflops") if gpu else []
+    where = (f"GPU: {torch.cuda.get_device_name()}, float32 GEMM (8192^3, TF32 off) {stats(gemm, 0)} GFLOP/s, bf16 "
+             f"{stats(bf16_gemm, 0)} GFLOP/s, in the same rounds; data resident on the GPU." if gpu else
+             f"Float32 GEMM (1024^3) in the same rounds: {stats(gemm, 0)} GFLOP/s. No GPU was lent to this run.")
     lines = [
         "# vaekit speed against plain PyTorch and Pythae 0.1.2",
         "",
-        f"Command: `python bench/train_speed.py --rounds {args.rounds} --archs {' '.join(args.archs)}` (started "
+        f"Command: `python bench/train_speed.py --rounds {args.rounds} --archs {' '.join(args.archs)}"
+        + (f" --device {DEVICE} --batch {BATCH}" if gpu or BATCH != 128 else "") + "` (started "
         f"{started}). Every contender ran in a fresh process of its own; each round ran all of them once, in an order "
         "rotating from round to round. Cells: median (min-max) over the rounds; ratios are taken within each round.",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads), Python {platform.python_version()}. Float32 GEMM (1024^3) in the "
-        f"same rounds: {stats(gemm, 0)} GFLOP/s. No GPU was lent to this run.",
+        f"({torch.get_num_threads()} threads), Python {platform.python_version()}. {where}",
         "",
         f"Data: Fashion-MNIST, 60,000 training images, batch {BATCH} ({-(-60000 // BATCH)} steps per epoch), "
         "Adam 1e-3.",
@@ -322,7 +363,7 @@ def report(args: argparse.Namespace, rounds: list[dict], nll: dict[str, list[dic
     for arch in args.archs:
         gflop = step_gflop(arch)
         epoch_gflop = gflop * -(-60000 // BATCH)
-        names = ["plain", "vaekit", "compile"] + (["pythae"] if arch == "mlp" else [])
+        names = [n for n in ("plain", "vaekit", "compile", "bf16", "pythae") if (n, arch) in rounds[0]]
         title = {"mlp": "the pytorch/examples MLP 784-400-20", "conv": "vaekit's default conv net for 28x28 "
                  "(Conv 32, Conv 64, 4x4 stride 2; mirrored by transposed convolutions)"}[arch]
         lines += [
@@ -330,24 +371,28 @@ def report(args: argparse.Namespace, rounds: list[dict], nll: dict[str, list[dic
             f"## Training one epoch: {title}",
             "",
             f"One step: {gflop:.3f} GFLOP of matmuls and convolutions (forward and backward), {epoch_gflop:.0f} GFLOP "
-            f"per epoch; at the GEMM rate of each round that is a floor of {stats([epoch_gflop / g for g in gemm])} "
+            f"per epoch; at the GEMM rate of each round that is a floor of "
+            f"{stats([epoch_gflop / g for g in gemm], 4 if gpu else 2)} "
             "s per epoch.",
             "",
-            "| loop | seconds | / plain | / Pythae | fraction of GEMM peak | peak RSS, MB |",
-            "| --- | --- | --- | --- | --- | --- |",
+            "| loop | seconds | images/s | / plain | / Pythae | fraction of GEMM peak | peak RSS, MB |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
         ]
         for name in names:
             t = series(name, arch)
             vs_plain = stats([a / b for a, b in zip(t, series("plain", arch))])
-            vs_pythae = stats([a / b for a, b in zip(t, series("pythae", arch))]) if arch == "mlp" else "-"
-            fraction = stats([epoch_gflop / s / g for s, g in zip(t, gemm)])
+            vs_pythae = stats([a / b for a, b in zip(t, series("pythae", arch))]) if arch == "mlp" and not gpu else "-"
+            fraction = stats([epoch_gflop / s / g for s, g in zip(t, bf16_gemm if name == "bf16" else gemm)], 4)
             rss = stats(series(name, arch, "rss_mb"), 0) if name != "compile" else "-"
-            label = {"compile": "vaekit `compile=True` (epoch 2)"}.get(name, name)
-            lines.append(f"| {label} | {stats(t)} | {vs_plain} | {vs_pythae} | {fraction} | {rss} |")
-        compile_s = series("compile", arch, "compile_seconds")
-        lines += ["", f"`compile=True` spent {stats(compile_s, 1)} s compiling in its first epoch (first epoch less "
-                  "the second; Inductor's cache empty, as on a user's first run)."]
-        if arch == "mlp":
+            label = {"compile": "vaekit `compile=True` (epoch 2)", "bf16": "vaekit `bf16=True` (of the bf16 peak)"
+                     }.get(name, name)
+            lines.append(f"| {label} | {stats(t)} | {stats([60000 / x for x in t], 0)} | {vs_plain} | {vs_pythae} | "
+                         f"{fraction} | {rss} |")
+        if "compile" in names:
+            compile_s = series("compile", arch, "compile_seconds")
+            lines += ["", f"`compile=True` spent {stats(compile_s, 1)} s compiling in its first epoch (first epoch "
+                      "less the second; Inductor's cache empty, as on a user's first run)."]
+        if arch == "mlp" and not gpu:
             rss = stats([a / b for a, b in zip(series("vaekit", arch, "rss_mb"), series("pythae", arch, "rss_mb"))])
             pipeline = stats(series("pythae", arch, "pipeline_seconds"))
             lines += [f"Peak RSS, vaekit / Pythae: {rss} (each a process that loads the data and trains one epoch). "
@@ -359,13 +404,15 @@ def report(args: argparse.Namespace, rounds: list[dict], nll: dict[str, list[dic
         "",
         f"## Importance-sampled NLL: K = {args.k}, {args.nll_images} Fashion-MNIST test images, the same weights",
         "",
-        "The MLP VAE trained 3 epochs by vaekit; its weights loaded into Pythae's VAE. "
+        "The MLP VAE trained 3 epochs by vaekit" + ("." if gpu else "; its weights loaded into Pythae's VAE.") + " "
         f"{args.nll_rounds} rounds, fresh processes.",
         "",
         "| estimator | seconds | vaekit faster by | -log p(x), nats |",
         "| --- | --- | --- | --- |",
         f"| vaekit `importance_sampled_nll` | {stats(vk)} | 1.00 | {stats([v['nll'] for v in nll['vaekit']], 3)} |",
     ]
+    if gpu:
+        return "\n".join(lines + [""])
     for name, label in (("pythae no_grad", "Pythae `get_nll` inside torch.no_grad()"),
                         ("pythae grad", "Pythae `get_nll` as documented (autograd on)")):
         t = [v["seconds"] for v in nll[name]]
