@@ -78,16 +78,41 @@ def test_a_second_run_reads_the_copy_and_a_changed_file_replaces_it(folder, tmp_
     assert any("decoded once into" in note for note in second.notes)
     assert not torch.equal(torch.cat([s.read(torch.arange(len(s))) for s in (first.train, first.val, first.test)]),
                            torch.cat([s.read(torch.arange(len(s))) for s in (second.train, second.val, second.test)]))
-    sources = [meta["source"] for _, meta in entries(tmp_path / "data-home" / "folders")]
-    assert sorted(sources) == sorted([str(folder.resolve()), str(changed.resolve())])  # the old copy was replaced
+    sources = sorted(meta["source"] for _, meta in entries(tmp_path / "data-home" / "folders"))
+    assert sources == sorted([str(folder.resolve()), str(changed.resolve())])  # the old copy was replaced
+    load_dataset(config(changed, tmp_path, image_size=10))  # another size is another copy, kept beside it
+    sizes = [m["shape"][-1] for _, m in entries(tmp_path / "data-home" / "folders")
+             if m["source"] == str(changed.resolve())]
+    assert sorted(sizes) == [10, 12]
 
 
-def test_batches_are_read_not_mapped(folder, tmp_path):
-    """The process holds the batches in flight, not the file: nothing of it is mapped into memory."""
-    data = load_dataset(config(folder, tmp_path))
-    (entry, _), = entries(tmp_path / "data-home" / "folders")
-    for _ in Batches(data.train, 16, shuffle=True):
-        assert str(entry) not in Path("/proc/self/maps").read_text()
+def resident_kib(file: Path) -> int:
+    """How much of `file` this process holds in memory through its mappings (Rss in /proc/self/smaps)."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        if "-" in line.split(" ", 1)[0]:  # a mapping's first line: address range, ..., path
+            inside = line.rstrip().endswith(str(file))
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
+def test_the_process_holds_the_batches_not_the_file(tmp_path):
+    """An epoch through a 12 MiB file, 16 images at a time in shuffled order: every page of the file is read, and
+    the process never holds more than about a batch's pages of it."""
+    from vaekit.data.sets import DiskImages
+
+    file = tmp_path / "images.u8"
+    images = torch.randint(0, 256, (4096, 3, 32, 32), dtype=torch.uint8)
+    file.write_bytes(images.numpy().tobytes())
+    disk = DiskImages(file, (3, 32, 32), torch.arange(4096))
+    batches, peak, seen = Batches(disk, 16, shuffle=True), 0, []
+    for x in batches:
+        peak = max(peak, resident_kib(file))
+        seen.append(x)
+    order = torch.cat(batches.indices(0))
+    assert torch.equal(torch.cat(seen), images[order] / 255.0) and file.stat().st_size == 12 * 2**20
+    assert peak <= 16 * 64  # one fault maps at most 64 KiB around the touched page
 
 
 def test_a_damaged_copy_is_decoded_again(folder, tmp_path):

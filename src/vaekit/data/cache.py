@@ -5,8 +5,9 @@ An entry is a folder `<data dir>/folders/<key>/` holding `images.u8` (raw uint8,
 the folder is built under another name and renamed into place, so a half-built entry is never read). The key
 hashes each image's relative path and SHA-1 (computed by the folder scan anyway, to drop duplicates) and the
 settings that shape the decoded pixels: a changed, added or removed file, or another --image-size, --channels,
---resize or --background, gives another key and a fresh decode, and the entry it replaces (same source folder)
-is removed once the new one is complete. `vaekit cache clear` removes every entry; nothing else is touched.
+--resize or --background, gives another key and a fresh decode. When files changed, the entry the new one replaces
+(same folder, same settings) is removed once the new one is complete; copies at other settings stay.
+`vaekit cache clear` removes every entry; nothing else is touched.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def cached_images(root: Path, scan: Scan, config: DataConfig, cache_dir: Path) -
     meta = read_entry(entry)
     if meta is None:
         meta = build_entry(root, scan, config, entry)
-        drop_replaced(cache_dir, source=meta["source"], keep=entry)
+        drop_replaced(cache_dir, meta, keep=entry)
         note = f"decoded once into {entry} ({meta['bytes'] / 2**20:,.1f} MiB in {meta['seconds']:.1f} s)"
     else:
         for error in meta["skipped"]:  # unreadable when the entry was built: the same line as a fresh decode
@@ -90,7 +91,8 @@ def build_entry(root: Path, scan: Scan, config: DataConfig, entry: Path) -> dict
         if not keep:
             raise VaekitError(f"{root}: none of the images is readable")
         np.save(part / KEEP, np.asarray(keep, dtype=np.int64))
-        meta = {"format": FORMAT, "source": str(root.resolve()), "shape": list(scan.shape), "count": len(keep),
+        meta = {"format": FORMAT, "source": str(root.resolve()), "shape": list(scan.shape), "resize": config.resize,
+                "background": config.background, "count": len(keep),
                 "bytes": len(keep) * size, "seconds": round(time.perf_counter() - started, 2),
                 "created": time.strftime("%Y-%m-%d %H:%M:%S"),
                 "skipped": skipped}
@@ -121,10 +123,12 @@ def entries(cache_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
     return sorted(((d, m) for d, m in found if m is not None), key=lambda e: e[1]["created"])
 
 
-def drop_replaced(cache_dir: Path, source: str, keep: Path) -> None:
-    """Remove the entries of the same source folder that `keep` replaces (older contents or settings)."""
+def drop_replaced(cache_dir: Path, new: dict[str, Any], keep: Path) -> None:
+    """Remove the entries that `keep` replaces: the same folder decoded with the same settings, before its files
+    changed. Copies of the folder at another size (or resize, background) stay: a user may go back to them."""
+    same = ("source", "shape", "resize", "background")
     for folder, meta in entries(cache_dir):
-        if meta["source"] == source and folder != keep:
+        if folder != keep and all(meta.get(k) == new[k] for k in same):
             shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -12,13 +12,10 @@ in [0, 1] happens per batch (`vaekit.data.loader`). Three kinds of set, one inte
 from __future__ import annotations
 
 import math
-import os
-import threading
+import mmap
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -98,18 +95,17 @@ class TensorImages(ImageSet):
 
 
 class DiskImages(ImageSet):
-    """Images in one raw uint8 file, (N, C, H, W) in C order, read a batch at a time with positional reads.
+    """Images in one raw uint8 file, (N, C, H, W) in C order, read a batch at a time.
 
-    Nothing is memory-mapped, so the process holds only the batches in flight, whatever the file's size (the
-    operating system's page cache keeps what fits in memory). Runs of consecutive rows are read in one call, so
-    evaluation in order reads whole batches at once. The file stays open from the start: a newer run that
-    replaces it (the folder changed) does not pull it from under this one."""
+    The file is memory-mapped for fast gathers, and the pages a batch touched are released from the process
+    right after (`madvise(DONTNEED)`): the process holds the batches in flight, not the file, whatever its size
+    (the operating system's page cache keeps what fits in memory). The mapping is made at the start, so a newer
+    run that replaces the file (the folder changed) does not pull it from under this one."""
 
-    def __init__(self, file: Path | BinaryIO, shape: tuple[int, int, int], rows: Tensor,
+    def __init__(self, file: Path | Mapped, shape: tuple[int, int, int], rows: Tensor,
                  labels: Tensor | None = None):
-        self.file = open(file, "rb", buffering=0) if isinstance(file, Path) else file  # noqa: SIM115 (kept open)
+        self.file = Mapped.open(file, shape) if isinstance(file, Path) else file
         self.shape, self.rows, self.labels = shape, rows, labels
-        self.lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -120,34 +116,40 @@ class DiskImages(ImageSet):
 
     def read(self, idx: Tensor, pin: bool = False) -> Tensor:
         rows = self.rows[idx].numpy()
-        order = np.argsort(rows, kind="stable")
-        ordered = rows[order]
-        size = math.prod(self.shape)
-        buffer = np.empty((len(rows), size), np.uint8)
-        starts = [0, *(np.flatnonzero(np.diff(ordered) != 1) + 1).tolist(), len(rows)]
-        for a, b in zip(starts[:-1], starts[1:]):
-            if self.read_at(memoryview(buffer[a:b]).cast("B"), int(ordered[a]) * size) != (b - a) * size:
-                raise VaekitError(f"{self.file.name}: the decoded copy is shorter than it should be (remove it "
-                                  "with `vaekit cache clear`)")
+        order = np.argsort(rows, kind="stable")  # in file order: neighbouring rows share pages
         out = torch.empty((len(rows), *self.shape), dtype=torch.uint8, pin_memory=pin)
-        out.numpy().reshape(len(rows), size)[order] = buffer
+        out.numpy().reshape(len(rows), -1)[order] = self.file.rows[rows[order]]
+        self.file.release()
         return out
 
-    def read_at(self, into: memoryview, offset: int) -> int:
-        if hasattr(os, "preadv"):  # positional: safe beside the prefetching thread
-            return os.preadv(self.file.fileno(), [into], offset)
-        with self.lock:
-            self.file.seek(offset)
-            return self.file.readinto(into)
-
     def uint8_batches(self, batches: list[Tensor], device: torch.device, workers: int = 0) -> Iterator[Tensor]:
-        pin = device.type == "cuda"
-        with ThreadPoolExecutor(1) as reader:  # file reads release the GIL: the next batch loads during this step
-            pending = reader.submit(self.read, batches[0], pin) if batches else None
-            for i in range(len(batches)):
-                raw = pending.result()
-                pending = reader.submit(self.read, batches[i + 1], pin) if i + 1 < len(batches) else None
-                yield raw.to(device, non_blocking=True)
+        """Read on the host, into pinned memory for a GPU: the copy is asynchronous, and since the training step
+        never waits for the GPU, the next batch is read while the GPU still works on this one."""
+        for idx in batches:
+            yield self.read(idx, pin=device.type == "cuda").to(device, non_blocking=True)
+
+
+@dataclass
+class Mapped:
+    """A raw uint8 file mapped read-only as rows of images; the mapping outlives the file's name."""
+
+    view: mmap.mmap
+    rows: np.ndarray  # (N, C*H*W), a view of `view`
+
+    @classmethod
+    def open(cls, file: Path, shape: tuple[int, int, int]) -> Mapped:
+        with open(file, "rb") as f:
+            view = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        if len(view) % math.prod(shape):
+            raise VaekitError(f"{file}: the decoded copy is not a whole number of images (remove it with `vaekit "
+                              "cache clear`)")
+        return cls(view, np.frombuffer(view, dtype=np.uint8).reshape(-1, math.prod(shape)))
+
+    def release(self) -> None:
+        """Drop the mapped pages from this process (they stay in the page cache; a later read maps them again).
+        Where madvise is missing (Windows), the mapping keeps what it touched."""
+        if hasattr(self.view, "madvise"):
+            self.view.madvise(mmap.MADV_DONTNEED)
 
 
 class FileImages(ImageSet, torch.utils.data.Dataset):
