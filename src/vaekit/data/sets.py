@@ -73,7 +73,7 @@ class TensorImages(ImageSet):
     def placed(self, device: torch.device) -> TensorImages:
         """On the training device when it fits there (batches are then sliced on it, no copy per step); on a GPU
         too small for it, in pinned host memory, so each batch crosses with an asynchronous copy."""
-        if device.type != "cuda" or self.images.device == device:
+        if device.type != "cuda" or on(self.images, device):
             return self.to(device)
         free, _ = torch.cuda.mem_get_info(device)
         if self.images.numel() <= DEVICE_SHARE * free:
@@ -82,7 +82,7 @@ class TensorImages(ImageSet):
 
     def uint8_batches(self, batches: list[Tensor], device: torch.device, workers: int = 0) -> Iterator[Tensor]:
         images = self.images
-        if images.device == device:
+        if on(images, device):
             if not batches:
                 return
             order = torch.cat(batches).to(device)  # one copy of the epoch's order, not one per step
@@ -92,6 +92,11 @@ class TensorImages(ImageSet):
         for idx in batches:
             out = torch.empty((len(idx), *self.shape), dtype=torch.uint8, pin_memory=images.is_pinned())
             yield torch.index_select(images, 0, idx, out=out).to(device, non_blocking=True)
+
+
+def on(tensor: Tensor, device: torch.device) -> bool:
+    """Whether `tensor` lives on `device` ("cuda" means the current GPU, as PyTorch reads it)."""
+    return tensor.device.type == device.type and device.index in (None, tensor.device.index)
 
 
 class DiskImages(ImageSet):
