@@ -4,6 +4,7 @@ ahead of Python. Counted here with a TorchFunctionMode that sees every such call
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 
 import pytest
@@ -13,7 +14,7 @@ from torch.overrides import TorchFunctionMode
 from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaekit.models import build_model
 from vaekit.training import train, train_step
-from vaekit.training.step import BadSteps, make_optimizer
+from vaekit.training.step import StepLog, StepResult, make_optimizer
 
 SYNCS = {"item", "__bool__", "tolist", "__float__", "__int__", "__index__", "numpy", "cpu"}
 DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
@@ -53,22 +54,32 @@ def test_a_training_step_reads_nothing_back_from_the_device(device, preset):
     assert optimizer.defaults.get("fused"), "the device-side skip needs fused Adam on this device"
     good, bad = torch.rand(16, 1, 8, 8, device=device), torch.rand(16, 1, 8, 8, device=device)
     bad[0, 0, 0, 0] = float("nan")
-    counter = BadSteps(limit=3, device=torch.device(device))
+    log = StepLog(limit=3, device=torch.device(device))
     train_step(model, optimizer, good)  # the first step builds the optimizer state (allocations, not reads)
     with HostReads() as reads, no_cuda_sync(device):
         for step, x in enumerate([good, bad, good, bad, bad]):
-            result = train_step(model, optimizer, x, grad_clip=1.0)
-            counter.add(result.bad, step)
+            log.add(train_step(model, optimizer, x, grad_clip=1.0), len(x), step)
     assert reads.calls == []
-    assert counter.tripped() is None and counter.streak.tolist() == 2  # two bad in a row: under the limit of 3
+    log.flush()  # the one read: two bad in a row, under the limit of 3; the good steps' sums kept
+    assert log.tripped is None and log.streak == 2 and log.images == 32 and math.isfinite(log.recon) and log.recon > 0
 
 
 def test_bad_steps_are_counted_in_a_row_and_report_where_the_streak_began():
-    counter = BadSteps(limit=3, device=torch.device("cpu"))
+    """Streaks span flushes and epochs; bad steps add nothing to the sums."""
+    from vaekit.models import Loss
+
+    log = StepLog(limit=3, device=torch.device("cpu"), size=4)
     pattern = [0, 1, 1, 0, 1, 1, 1, 1, 0, 1, 1, 1]  # the first run of three bad steps begins at step 4
     for step, bad in enumerate(pattern):
-        counter.add(torch.tensor(bool(bad)), step)
-    assert counter.tripped() == 4 and counter.last_was_bad()
+        value = torch.tensor([float("nan") if bad else 2.0])
+        result = StepResult(Loss(value, value / 2, value.mean()), value, torch.tensor(bool(bad)))
+        log.add(result, 1, step)
+        if step == 5:
+            assert log.streak == 0 and log.tripped is None  # read up to step 3 (good); 4 and 5 not yet
+            log.new_epoch()
+    log.flush()
+    assert log.tripped == 4 and log.streak == 3
+    assert (log.recon, log.kl, log.images) == (2.0, 1.0, 1)  # since the new epoch: step 8 alone was good
 
 
 def test_an_epoch_reads_the_device_only_every_few_steps(tmp_path, monkeypatch):

@@ -78,8 +78,8 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, *,
     """One update: forward (the preset's objective), backward, the finiteness guard, the optimizer step.
 
     A NaN or infinite loss or gradient skips the update (vdvae): one bad batch does not poison the weights. The
-    decision stays on the device, so the step never waits for it; the caller counts bad steps there too
-    (`BadSteps`) and gives up after `max_bad_steps` in a row."""
+    decision stays on the device, so the step never waits for it; the caller counts bad steps (`StepLog`) and
+    gives up after `max_bad_steps` in a row."""
     with autocast:
         loss = model(x, kl_weight)
     optimizer.zero_grad(set_to_none=True)
@@ -90,24 +90,41 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, *,
     return StepResult(loss, grad_norm, bad)
 
 
-class BadSteps:
-    """Consecutive non-finite steps, counted on the device so the loop never waits for them; `tripped()` reads
-    them (one host sync) only when the loop asks: every few steps, before a checkpoint, at an epoch's end."""
+class StepLog:
+    """What the loop keeps of each step, without waiting for the device: the step's loss sums (reconstruction, KL)
+    and its non-finite flag are written into a small buffer on the device; `flush()` reads the buffer (one host
+    sync for `size` steps), adds the steps that updated the weights to the epoch's sums, and counts the steps that
+    did not, in a row across epochs."""
 
-    def __init__(self, limit: int, device: torch.device):
-        self.limit = limit
-        self.streak = torch.zeros((), dtype=torch.int64, device=device)  # bad steps in a row, up to now
-        self.first = torch.full((), -1, dtype=torch.int64, device=device)  # where the first streak of `limit` began
+    def __init__(self, limit: int, device: torch.device, size: int = 20):
+        self.limit = limit  # this many bad steps in a row: diverged
+        self.buffer = torch.zeros(size, 3, device=device)
+        self.pending: list[tuple[int, int]] = []  # (step, images) of each buffered row
+        self.streak = 0  # bad steps in a row up to the last flush
+        self.tripped: int | None = None  # the step where the first streak of `limit` bad steps began
+        self.recon = self.kl = 0.0  # sums over this epoch's good steps, up to the last flush
+        self.images = 0
 
-    def add(self, bad: Tensor, step: int) -> None:
-        self.streak = torch.where(bad, self.streak + 1, 0)
-        reached = (self.first < 0) & (self.streak >= self.limit)
-        self.first = torch.where(reached, step - self.limit + 1, self.first)
+    def add(self, result: StepResult, images: int, step: int) -> None:
+        loss, row = result.loss, self.buffer[len(self.pending)]
+        torch.stack([loss.recon.detach().sum().float(), loss.kl.detach().sum().float(), result.bad.float()], out=row)
+        self.pending.append((step, images))
+        if len(self.pending) == len(self.buffer):
+            self.flush()
 
-    def tripped(self) -> int | None:
-        """The step where `limit` bad steps in a row began, if that happened."""
-        first = int(self.first)
-        return first if first >= 0 else None
+    def flush(self) -> None:
+        rows = self.buffer[:len(self.pending)].tolist() if self.pending else []
+        for (step, images), (recon, kl, bad) in zip(self.pending, rows):
+            if bad:
+                self.streak += 1
+                if self.streak >= self.limit and self.tripped is None:
+                    self.tripped = step - self.limit + 1
+            else:
+                self.streak = 0
+                self.recon, self.kl, self.images = self.recon + recon, self.kl + kl, self.images + images
+        self.pending.clear()
 
-    def last_was_bad(self) -> bool:
-        return bool(self.streak > 0)
+    def new_epoch(self) -> None:
+        self.flush()
+        self.recon = self.kl = 0.0
+        self.images = 0

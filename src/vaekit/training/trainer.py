@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from vaekit.config import RunConfig, to_dict
@@ -36,9 +36,9 @@ from vaekit.training import distributed
 from vaekit.training.checkpoint import Progress, load_checkpoint, restore_training_state, roll_back, save_checkpoint
 from vaekit.training.expost import fit_mixture
 from vaekit.training.log import MetricsLog, loss_words
-from vaekit.training.step import BadSteps, check_train_config, lr_at, make_optimizer, train_step
+from vaekit.training.step import StepLog, check_train_config, lr_at, make_optimizer, train_step
 
-CHECK_EVERY = 20  # steps between host reads of the loss sums and the bad-step count
+CHECK_EVERY = 20  # steps between host reads of the steps' loss sums and finiteness (StepLog's buffer)
 
 
 def diverged(out: Path, first_bad: int, count: int, is_main: bool) -> VaekitError:
@@ -116,7 +116,7 @@ class Session:
     train_batches: Batches
     val_batches: Batches
     steps_per_epoch: int  # len(train_batches), counted once: it builds an epoch's permutation
-    bad: BadSteps
+    steps: StepLog  # the steps' loss sums and bad-step count, read from the device every CHECK_EVERY steps
 
     def more_epochs(self) -> bool:
         t, p = self.run.train, self.progress
@@ -127,7 +127,8 @@ class Session:
         return self.run.train.epochs * self.steps_per_epoch
 
     def checkpoint(self, is_best: bool, metrics: dict[str, Any] | None = None) -> None:
-        if self.bad.last_was_bad():  # the current weights just gave a non-finite loss: not worth keeping
+        self.steps.flush()
+        if self.steps.streak:  # the current weights just gave a non-finite loss: not worth keeping
             return
         if self.info.is_main:
             meta = {"data": to_dict(self.run.data), "train": to_dict(self.run.train), "dataset": self.data.spec,
@@ -161,7 +162,7 @@ def start(run: RunConfig, model: Autoencoder, data: Dataset, out: RunFolder, inf
     session = Session(run, model, step_model, optimizer, data, out, info, device, quiet, progress,
                       MetricsLog(out, keep_until_step=progress.step) if info.is_main else None, train_batches,
                       Batches(data.val, t.eval_batch_size, device, **shared), len(train_batches),
-                      BadSteps(t.max_bad_steps, device))
+                      StepLog(t.max_bad_steps, device, CHECK_EVERY))
     if not quiet:
         announce(session)
     return session
@@ -177,17 +178,16 @@ def announce(s: Session) -> None:
         + (f", {s.info.world} processes" if s.info.world > 1 else ""))
 
 
-def run_epoch(s: Session) -> tuple[float, Tensor, int]:
-    """One pass over this rank's batches; returns the seconds it took, the sums (recon, KL, images) over the steps
-    that updated the weights, and the images seen. Nothing in a step waits for the device: the loss sums and the
-    bad-step count stay there and are read every CHECK_EVERY steps."""
+def run_epoch(s: Session) -> tuple[float, int]:
+    """One pass over this rank's batches; returns the seconds it took and the images seen. Nothing in a step
+    waits for the device: each step's loss sums and finiteness go to `s.steps`, read every CHECK_EVERY steps."""
     t, p = s.run.train, s.progress
     steps_per_epoch, total_steps = s.steps_per_epoch, s.total_steps
     kl_warmup_steps = t.kl_warmup_epochs * steps_per_epoch
     autocast = torch.autocast(s.device.type, dtype=torch.bfloat16, enabled=t.bf16 and s.device.type == "cuda")
     s.model.train()
-    started = time.perf_counter()
-    sums, n_images = torch.zeros(3, device=s.device), 0
+    s.steps.new_epoch()
+    started, n_images = time.perf_counter(), 0
     with bar(total=steps_per_epoch, initial=p.batch, desc=f"epoch {p.epoch + 1}/{t.epochs}", disable=s.quiet) as shown:
         for x in s.train_batches.epoch(p.epoch, skip=p.batch):
             for group in s.optimizer.param_groups:
@@ -195,37 +195,33 @@ def run_epoch(s: Session) -> tuple[float, Tensor, int]:
             kl_weight = min(1.0, p.step / kl_warmup_steps) if kl_warmup_steps > 0 else 1.0
             result = train_step(s.step_model, s.optimizer, x, kl_weight=kl_weight, grad_clip=t.grad_clip,
                                 autocast=autocast)
-            s.bad.add(result.bad, p.step)
-            loss = result.loss
-            good = (~result.bad).float()  # a skipped step adds nothing (its loss is not finite)
-            sums += torch.stack([loss.recon.detach().sum().float(), loss.kl.detach().sum().float(),
-                                 good * len(x)]).nan_to_num(0.0, 0.0, 0.0) * good
+            s.steps.add(result, len(x), p.step)
             n_images += len(x)
             p.step, p.batch = p.step + 1, p.batch + 1
             shown.update()
             checkpoint_due = bool(t.checkpoint_every) and p.step % t.checkpoint_every == 0
             if p.batch % CHECK_EVERY == 0 or p.batch == steps_per_epoch or checkpoint_due:
                 stop_if_diverged(s)
-                if not shown.disable:
-                    r, k, n = sums.tolist()
-                    shown.set_postfix(loss=f"{(r + k) / max(n, 1):.2f}", recon=f"{r / max(n, 1):.2f}",
-                                      kl=f"{k / max(n, 1):.2f}", refresh=False)
+                n = max(s.steps.images, 1)
+                shown.set_postfix(loss=f"{(s.steps.recon + s.steps.kl) / n:.2f}", recon=f"{s.steps.recon / n:.2f}",
+                                  kl=f"{s.steps.kl / n:.2f}", refresh=False)
             if checkpoint_due and p.batch < steps_per_epoch:
                 s.checkpoint(is_best=False)
-    return time.perf_counter() - started, sums, n_images
+    return time.perf_counter() - started, n_images
 
 
 def stop_if_diverged(s: Session) -> None:
-    """Raise once `max_bad_steps` steps in a row were not finite (one host read of the device's count)."""
-    first = s.bad.tripped()
-    if first is not None:
-        raise diverged(s.out.root, first_bad=first, count=s.bad.limit, is_main=s.info.is_main)
+    """Raise once `max_bad_steps` steps in a row were not finite (one host read of the steps since the last)."""
+    s.steps.flush()
+    if s.steps.tripped is not None:
+        raise diverged(s.out.root, first_bad=s.steps.tripped, count=s.steps.limit, is_main=s.info.is_main)
 
 
-def end_epoch(s: Session, seconds: float, sums: Tensor, n_images: int) -> None:
+def end_epoch(s: Session, seconds: float, n_images: int) -> None:
     """Validation, the metrics row, early-stopping bookkeeping and the epoch's checkpoint."""
-    p, t = s.progress, s.run.train
-    r, k, n, seen = s.info.sum(torch.cat([sums.double(), torch.tensor([float(n_images)], device=s.device)])).tolist()
+    p, t, log = s.progress, s.run.train, s.steps
+    r, k, n, seen = s.info.sum(torch.tensor([log.recon, log.kl, log.images, n_images], dtype=torch.float64,
+                                            device=s.device)).tolist()
     n = max(n, 1.0)
     val = mean_loss(s.model, s.val_batches, s.info.sum)
     row = {"epoch": p.epoch + 1, "step": p.step, "train_loss": (r + k) / n, "train_recon": r / n,
