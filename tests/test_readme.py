@@ -2,7 +2,8 @@
 
 The only changes, all here: every run uses the shipped 8x8 digits unless the line names its own data, one
 epoch, and `--quick` evaluation, so the whole README runs in about a minute; `~` is a temporary home holding a
-`photos/` folder; the server is started on a free port, asked for its models, and stopped.
+`photos/` folder, made "larger than memory" by a tiny `--max-in-memory-gb`; the server is started on a free port,
+asked for its models, and stopped.
 """
 
 import os
@@ -51,6 +52,8 @@ def adapted(argv: list[str]) -> list[str]:
         extra = [*extra, *DEFAULT_DATA]
     if "--config" in argv:
         extra = [*extra, *DEFAULT_DATA]  # the config file names Fashion-MNIST too
+    if "--max-in-memory-gb" in argv:  # the 24 photos (0.3 MB at 64x64) must not fit
+        argv = [a if b != "--max-in-memory-gb" else "0.0001" for b, a in zip(["", *argv], argv)]
     return argv[1:] + extra
 
 
@@ -105,6 +108,8 @@ def test_the_readme_commands_run_as_written(home):
     assert (home / "runs" / "compare" / "report.html").is_file() and (home / "samples" / "000000.png").is_file()
     assert (home / "runs" / "photos" / "run.json").is_file() and "photos" in (home / "runs" / "photos" /
                                                                             "run.json").read_text()
+    assert (home / "runs" / "big" / "summary.json").is_file()
+    assert not list((home / "cache" / "folders").iterdir())  # made by runs/big, removed by `vaekit cache clear`
 
 
 def test_the_readme_python_snippet_runs(home):
