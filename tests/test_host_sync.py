@@ -46,12 +46,20 @@ def no_cuda_sync(device: str):
         torch.cuda.set_sync_debug_mode("default")
 
 
+def test_the_counter_sees_host_reads():
+    """The check below would prove nothing if the mode missed Tensor methods."""
+    t = torch.ones(2)
+    with HostReads() as reads:
+        bool(t.sum() > 0), t.sum().item(), t.tolist(), float(t[0])
+    assert reads.calls == ["__bool__", "item", "tolist", "__float__"]
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("preset", ["vae", "ae"])
 def test_a_training_step_reads_nothing_back_from_the_device(device, preset):
     model = build_model(ModelConfig(kind=preset, image_shape=(1, 8, 8))).to(device)
     optimizer = make_optimizer(model, RunConfig(data=DataConfig(name="digits")))
-    assert optimizer.defaults.get("fused"), "the device-side skip needs fused Adam on this device"
+    fused = optimizer.defaults.get("fused")  # PyTorch < 2.4 has no fused Adam on a CPU: one read a step there
     good, bad = torch.rand(16, 1, 8, 8, device=device), torch.rand(16, 1, 8, 8, device=device)
     bad[0, 0, 0, 0] = float("nan")
     log = StepLog(limit=3, device=torch.device(device))
@@ -59,7 +67,7 @@ def test_a_training_step_reads_nothing_back_from_the_device(device, preset):
     with HostReads() as reads, no_cuda_sync(device):
         for step, x in enumerate([good, bad, good, bad, bad]):
             log.add(train_step(model, optimizer, x, grad_clip=1.0), len(x), step)
-    assert reads.calls == []
+    assert reads.calls == ([] if fused else ["__bool__"] * 5)
     log.flush()  # the one read: two bad in a row, under the limit of 3; the good steps' sums kept
     assert log.tripped is None and log.streak == 2 and log.images == 32 and math.isfinite(log.recon) and log.recon > 0
 
@@ -100,4 +108,4 @@ def test_an_epoch_reads_the_device_only_every_few_steps(tmp_path, monkeypatch):
     train(RunConfig(data=DataConfig(name="digits"), train=TrainConfig(epochs=1, batch_size=8, samples=4,
                                                                       gmm_components=0)), tmp_path / "run", quiet=True)
     (steps, reads), = counted
-    assert steps > 100 and reads <= steps // trainer.CHECK_EVERY + 2
+    assert steps > 100 and steps // trainer.CHECK_EVERY <= reads <= steps // trainer.CHECK_EVERY + 2

@@ -16,8 +16,12 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +32,23 @@ from vaekit.config import DataConfig
 from vaekit.data.folder import Scan, bad_image, decode_files
 from vaekit.data.sets import DiskImages
 from vaekit.errors import VaekitError
+from vaekit.progress import say
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
 
 FORMAT = 1
 MARKER, IMAGES, KEEP = "cache.json", "images.u8", "keep.npy"
+KEY = re.compile(r"[0-9a-f]{24}")  # an entry's name
 SPARE_BYTES = 256 * 2**20  # left free on the disk after a cache is written
 
 
 def cache_key(root: Path, scan: Scan, config: DataConfig) -> str:
     digest = hashlib.sha256(json.dumps([FORMAT, scan.shape, config.resize, config.background]).encode())
     for file, sha1 in zip(scan.files, scan.digests):
-        digest.update(f"{file.relative_to(root)}\0{sha1}\n".encode())
+        digest.update(os.fsencode(file.relative_to(root)) + f"\0{sha1}\n".encode())  # any name the disk holds
     return digest.hexdigest()[:24]
 
 
@@ -47,16 +58,35 @@ def cached_images(root: Path, scan: Scan, config: DataConfig, cache_dir: Path) -
     entry = cache_dir / cache_key(root, scan, config)
     meta = read_entry(entry)
     if meta is None:
-        meta = build_entry(root, scan, config, entry)
-        drop_replaced(cache_dir, meta, keep=entry)
-        note = f"decoded once into {entry} ({meta['bytes'] / 2**20:,.1f} MiB in {meta['seconds']:.1f} s)"
-    else:
-        for error in meta["skipped"]:  # unreadable when the entry was built: the same line as a fresh decode
-            bad_image(VaekitError(error), config)
-        note = f"read from the decoded copy in {entry} (built {meta['created']})"
+        check_room(root, len(scan.files) * math.prod(scan.shape), cache_dir)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        with building(entry, root):
+            meta = read_entry(entry)  # another process (a second rank, a second run) may have built it meanwhile
+            if meta is None:
+                meta = build_entry(root, scan, config, entry)
+                drop_replaced(cache_dir, meta, keep=entry)
+                return disk_images(entry, scan), f"decoded once into {entry} ({meta['bytes'] / 2**20:,.1f} MiB " \
+                    f"in {meta['seconds']:.1f} s)"
+    for error in meta["skipped"]:  # unreadable when the entry was built: the same line as a fresh decode
+        bad_image(VaekitError(error), config)
+    return disk_images(entry, scan), f"read from the decoded copy in {entry} (built {meta['created']})"
+
+
+def check_room(root: Path, size: int, cache_dir: Path) -> None:
+    """Refuse, before writing anything, a copy the disk has no room for."""
+    where = next(p for p in (cache_dir, *cache_dir.parents) if p.exists())
+    free = shutil.disk_usage(where).free
+    if size > free - SPARE_BYTES:
+        raise VaekitError(f"{root}: decoded once, its images need {size / 2**30:.2f} GiB in {cache_dir}, which has "
+                          f"{free / 2**30:.2f} GiB free; free some space, set VAEKIT_DATA (or --data-dir) to another "
+                          "disk, or use --no-folder-cache to decode every image every epoch")
+
+
+def disk_images(entry: Path, scan: Scan) -> DiskImages:
+    """The entry's images, with the labels of the scanned files they came from."""
     keep = torch.from_numpy(np.load(entry / KEEP, allow_pickle=False))
     labels = None if scan.labels is None else scan.labels[keep]
-    return DiskImages(entry / IMAGES, scan.shape, torch.arange(len(keep)), labels), note
+    return DiskImages(entry / IMAGES, scan.shape, torch.arange(len(keep)), labels)
 
 
 def read_entry(entry: Path) -> dict[str, Any] | None:
@@ -73,21 +103,12 @@ def read_entry(entry: Path) -> dict[str, Any] | None:
 def build_entry(root: Path, scan: Scan, config: DataConfig, entry: Path) -> dict[str, Any]:
     """Decode every image of the scan into a new entry, then put it in place; returns its description."""
     size = math.prod(scan.shape)
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(entry.parent).free
-    if len(scan.files) * size > free - SPARE_BYTES:
-        raise VaekitError(f"{root}: decoded once, its images need {len(scan.files) * size / 2**30:.2f} GiB in "
-                          f"{entry.parent}, which has {free / 2**30:.2f} GiB free; free some space, set VAEKIT_DATA "
-                          "(or --data-dir) to another disk, or use --no-folder-cache to decode every image every "
-                          "epoch")
-    part = entry.with_name(f"{entry.name}.part-{os.getpid()}")
-    shutil.rmtree(part, ignore_errors=True)  # left by an earlier build of this process id that was killed
-    part.mkdir()
+    part = Path(tempfile.mkdtemp(prefix=f"{entry.name}.part-", dir=entry.parent))
     try:
         started = time.perf_counter()
         with open(part / IMAGES, "wb") as f:
             keep, skipped = decode_files(scan, config, lambda batch: f.write(batch.tobytes()),
-                                         f"decoding {root.name} once")
+                                         f"decoding {root.name} once", in_memory=False)
         if not keep:
             raise VaekitError(f"{root}: none of the images is readable")
         np.save(part / KEEP, np.asarray(keep, dtype=np.int64))
@@ -117,9 +138,38 @@ def put_in_place(part: Path, entry: Path) -> None:
         shutil.rmtree(part, ignore_errors=True)
 
 
+@contextmanager
+def building(entry: Path, root: Path) -> Iterator[None]:
+    """Hold the entry's lock file (`<key>.lock`): one process decodes a given folder at a time, and another that
+    wants the same copy waits, then reads it. A POSIX record lock (`lockf`): it belongs to this process alone, not
+    to the decode workers it forks, and goes with it, killed or not. Without fcntl (Windows) there is no lock: two
+    builders each decode, and the first to finish puts its copy in place."""
+    with open(entry.with_name(entry.name + ".lock"), "a") as lock:
+        if fcntl is not None:
+            try:
+                fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                say(f"waiting for another process that is decoding {root} into {entry.parent}")
+                fcntl.lockf(lock, fcntl.LOCK_EX)
+        yield
+
+
+def in_use(lock: Path) -> bool:
+    """Whether a live process holds this lock file (a build in progress)."""
+    if fcntl is None:
+        return True  # cannot tell (Windows): leave builds alone
+    try:
+        with open(lock, "a") as f:
+            fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    return False
+
+
 def entries(cache_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
-    """The complete entries under `cache_dir`, oldest first."""
-    found = [(d, read_entry(d)) for d in sorted(cache_dir.glob("*")) if d.is_dir()] if cache_dir.is_dir() else []
+    """The complete entries under `cache_dir`, oldest first (builds in progress are not entries)."""
+    found = [(d, read_entry(d)) for d in sorted(cache_dir.glob("*")) if d.is_dir() and KEY.fullmatch(d.name)] \
+        if cache_dir.is_dir() else []
     return sorted(((d, m) for d, m in found if m is not None), key=lambda e: e[1]["created"])
 
 
@@ -133,13 +183,23 @@ def drop_replaced(cache_dir: Path, new: dict[str, Any], keep: Path) -> None:
 
 
 def clear(cache_dir: Path) -> tuple[int, int]:
-    """Remove every entry, and builds left by killed processes; returns how many entries and bytes went. Only
-    folders that vaekit wrote are touched: an entry (its cache.json) or a build (`<key>.part-<pid>`)."""
+    """Remove every copy: complete entries, damaged ones (`read_entry` refuses them: cut short, an older format) and
+    builds left by killed processes, but no build in progress; returns how many folders and bytes went. Only what
+    vaekit writes is touched: folders named `<key>` or `<key>.part-...` holding nothing but its three files, and
+    their lock files."""
     removed = freed = 0
-    for folder, meta in entries(cache_dir):
-        shutil.rmtree(folder)
-        removed, freed = removed + 1, freed + meta["bytes"]
-    for part in cache_dir.glob("*.part-*") if cache_dir.is_dir() else []:
-        if part.is_dir() and {p.name for p in part.iterdir()} <= {IMAGES, KEEP, MARKER}:
-            shutil.rmtree(part)
+    for folder in sorted(cache_dir.iterdir()) if cache_dir.is_dir() else []:
+        key, build, _ = folder.name.partition(".part-")
+        ours = KEY.fullmatch(key) and folder.is_dir() and {p.name for p in folder.iterdir()} <= {IMAGES, KEEP, MARKER}
+        if not ours or (build and in_use(cache_dir / f"{key}.lock")):
+            continue
+        try:
+            size = sum(p.stat().st_size for p in folder.iterdir())
+            shutil.rmtree(folder)
+        except OSError:  # gone meanwhile (a build put in place, another clear)
+            continue
+        removed, freed = removed + 1, freed + size
+    for lock in cache_dir.glob("*.lock") if cache_dir.is_dir() else []:
+        if KEY.fullmatch(lock.stem) and not (cache_dir / lock.stem).exists() and not in_use(lock):
+            lock.unlink()
     return removed, freed

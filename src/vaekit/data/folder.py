@@ -246,19 +246,27 @@ def bad_image(error: VaekitError, config: DataConfig | None = None, skip: bool =
 PARALLEL_FROM = 256  # images; fewer are decoded in this process (starting workers would cost more)
 
 
-def decode_files(scan: Scan, config: DataConfig, write: Callable[[np.ndarray], Any],
-                 desc: str) -> tuple[list[int], list[str]]:
+def decode_files(scan: Scan, config: DataConfig, write: Callable[[np.ndarray], Any], desc: str,
+                 in_memory: bool = True) -> tuple[list[int], list[str]]:
     """Decode every file of `scan` in order, spread over `config.workers` processes with a progress bar, passing
     each chunk of good images (uint8, (B, C, H, W)) to `write`. An unreadable file stops the decode or, with
     `skip_bad_images`, is skipped with a warning. Returns the positions in `scan.files` of the images written,
-    and the errors of those skipped."""
+    and the errors of those skipped.
+
+    A folder that fits in memory is decoded in worker processes only where they fork (Linux): elsewhere they
+    start by importing the caller's script, which a script without `if __name__ == "__main__"` does not survive,
+    and such a folder used to load without them."""
+    import multiprocessing
+
     from vaekit.data.sets import FileImages
     from vaekit.progress import bar
 
+    forked = multiprocessing.get_start_method() == "fork"
+
     images = FileImages(scan.files, None, scan.shape, config.resize, config.background)
     chunk = 64
-    loader = torch.utils.data.DataLoader(images, batch_size=chunk, collate_fn=images.collate,
-                                         num_workers=config.workers if len(images) >= PARALLEL_FROM else 0)
+    workers = config.workers if len(images) >= PARALLEL_FROM and (forked or not in_memory) else 0
+    loader = torch.utils.data.DataLoader(images, batch_size=chunk, collate_fn=images.collate, num_workers=workers)
     keep: list[int] = []
     skipped: list[str] = []
     with bar(total=len(images), desc=desc, unit="img") as shown:

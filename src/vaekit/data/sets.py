@@ -4,8 +4,8 @@ Every set hands out uint8 images shaped (N, C, H, W), a batch at a time (`uint8_
 in [0, 1] happens per batch (`vaekit.data.loader`). Three kinds of set, one interface:
 
 - `TensorImages`: all images in one tensor, in memory or on the GPU (small sets, and folders that fit);
-- `DiskImages`: one raw uint8 file on disk, read with positional reads (folders larger than memory, decoded once
-  by `vaekit.data.cache`);
+- `DiskImages`: one raw uint8 file on disk, memory-mapped and read a batch at a time (folders larger than memory,
+  decoded once by `vaekit.data.cache`);
 - `FileImages`: image files decoded on demand by DataLoader workers (large folders with the cache turned off).
 """
 
@@ -72,13 +72,11 @@ class TensorImages(ImageSet):
 
     def placed(self, device: torch.device) -> TensorImages:
         """On the training device when it fits there (batches are then sliced on it, no copy per step); on a GPU
-        too small for it, in pinned host memory, so each batch crosses with an asynchronous copy."""
+        too small for it, left on the host, each batch gathered into pinned memory and copied asynchronously."""
         if device.type != "cuda" or on(self.images, device):
             return self.to(device)
         free, _ = torch.cuda.mem_get_info(device)
-        if self.images.numel() <= DEVICE_SHARE * free:
-            return self.to(device)
-        return TensorImages(self.images.pin_memory(), self.labels)
+        return self.to(device) if self.images.numel() <= DEVICE_SHARE * free else self
 
     def uint8_batches(self, batches: list[Tensor], device: torch.device, workers: int = 0) -> Iterator[Tensor]:
         images = self.images
@@ -90,7 +88,7 @@ class TensorImages(ImageSet):
                 yield images.index_select(0, idx)
             return
         for idx in batches:
-            out = torch.empty((len(idx), *self.shape), dtype=torch.uint8, pin_memory=images.is_pinned())
+            out = torch.empty((len(idx), *self.shape), dtype=torch.uint8, pin_memory=device.type == "cuda")
             yield torch.index_select(images, 0, idx, out=out).to(device, non_blocking=True)
 
 

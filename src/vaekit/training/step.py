@@ -66,9 +66,10 @@ def skip_if(optimizer: torch.optim.Optimizer, bad: Tensor) -> None:
     """Step the optimizer unless `bad`, without asking the host: fused Adam reads `found_inf` on the device (as
     under torch.amp's GradScaler) and leaves weights, moments and step count as they were. An unfused optimizer
     (a PyTorch without fused kernels for this device) falls back to one host sync."""
-    if optimizer.defaults.get("fused"):
+    if optimizer.defaults.get("fused") and bad.device.type in ("cuda", "cpu"):  # MPS's fused Adam refused it once
         optimizer.found_inf = bad.float()  # type: ignore[attr-defined]
         optimizer.step()
+        optimizer.found_inf = None  # type: ignore[attr-defined]  # a later step() elsewhere is not skipped
     elif not bool(bad):
         optimizer.step()
 

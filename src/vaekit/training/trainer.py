@@ -207,6 +207,7 @@ def run_epoch(s: Session) -> tuple[float, int]:
                                   kl=f"{s.steps.kl / n:.2f}", refresh=False)
             if checkpoint_due and p.batch < steps_per_epoch:
                 s.checkpoint(is_best=False)
+    stop_if_diverged(s)  # the steps since the last read (an epoch can end early: batches of unreadable images)
     return time.perf_counter() - started, n_images
 
 
@@ -222,7 +223,7 @@ def end_epoch(s: Session, seconds: float, n_images: int) -> None:
     p, t, log = s.progress, s.run.train, s.steps
     r, k, n, seen = s.info.sum(torch.tensor([log.recon, log.kl, log.images, n_images], dtype=torch.float64,
                                             device=s.device)).tolist()
-    n = max(n, 1.0)
+    n = n or math.nan  # no step updated the weights: the epoch's training loss is not a number
     val = mean_loss(s.model, s.val_batches, s.info.sum)
     row = {"epoch": p.epoch + 1, "step": p.step, "train_loss": (r + k) / n, "train_recon": r / n,
            "train_kl": k / n, **{f"val_{key}": v for key, v in val.items()},
