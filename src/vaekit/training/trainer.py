@@ -221,8 +221,9 @@ def stop_if_diverged(s: Session) -> None:
 def end_epoch(s: Session, seconds: float, n_images: int) -> None:
     """Validation, the metrics row, early-stopping bookkeeping and the epoch's checkpoint."""
     p, t, log = s.progress, s.run.train, s.steps
+    where = s.device if s.info.world > 1 else "cpu"  # the all-reduce needs the device; MPS has no float64
     r, k, n, seen = s.info.sum(torch.tensor([log.recon, log.kl, log.images, n_images], dtype=torch.float64,
-                                            device=s.device)).tolist()
+                                            device=where)).tolist()
     n = n or math.nan  # no step updated the weights: the epoch's training loss is not a number
     val = mean_loss(s.model, s.val_batches, s.info.sum)
     row = {"epoch": p.epoch + 1, "step": p.step, "train_loss": (r + k) / n, "train_recon": r / n,
