@@ -190,6 +190,6 @@ def cmd_cache(args: argparse.Namespace) -> int:
     for entry, meta in found:
         print(f"{meta['source']}: {meta['count']:,} images of {'x'.join(map(str, meta['shape']))}, "
               f"{meta['bytes'] / 2**20:,.1f} MiB, decoded {meta['created']} in {meta['seconds']:.1f} s ({entry})")
-    print(f"{len(found)} decoded folders in {folder}; `vaekit cache clear` removes them" if found else
-          f"no decoded folders in {folder}")
+    copies = f"{len(found)} decoded folder{'' if len(found) == 1 else 's'}"
+    print(f"{copies} in {folder}; `vaekit cache clear` removes them" if found else f"no decoded folders in {folder}")
     return 0
