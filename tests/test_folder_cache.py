@@ -4,6 +4,7 @@ by `vaekit cache clear` and by nothing else."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -117,14 +118,25 @@ def test_the_process_holds_the_batches_not_the_file(tmp_path):
     assert peak <= 16 * 64  # one fault maps at most 64 KiB around the touched page
 
 
-def test_a_damaged_copy_is_decoded_again(folder, tmp_path):
-    before = every_batch(load_dataset(config(folder, tmp_path)))[0]
+@pytest.mark.parametrize("damage", ["cut the images", "keep out of range", "keep too short", "keep as floats",
+                                    "marker not JSON", "skipped not a list"])
+def test_a_damaged_copy_is_decoded_again(folder, tmp_path, damage):
+    before = every_batch(load_dataset(config(folder, tmp_path)))
     (entry, _), = entries(tmp_path / "data-home" / "folders")
-    with open(entry / "images.u8", "r+b") as f:
-        f.truncate(100)
+    marker = json.loads((entry / "cache.json").read_text())
+    if damage == "cut the images":
+        with open(entry / "images.u8", "r+b") as f:
+            f.truncate(100)
+    elif damage.startswith("keep"):
+        keep = {"keep out of range": np.arange(N) + 10**6, "keep too short": np.arange(N - 1),
+                "keep as floats": np.arange(N, dtype=float)}[damage]
+        np.save(entry / "keep.npy", keep)
+    else:
+        (entry / "cache.json").write_text("{" if damage == "marker not JSON" else
+                                          json.dumps({**marker, "skipped": "x.png: broken"}))
     again = load_dataset(config(folder, tmp_path))
     assert any("decoded once into" in note for note in again.notes)
-    assert torch.equal(before, every_batch(again)[0])
+    assert all(torch.equal(a, b) for a, b in zip(before, every_batch(again)))
 
 
 def test_no_room_on_the_disk_is_one_line_before_anything_is_written(folder, tmp_path, monkeypatch):

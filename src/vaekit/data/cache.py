@@ -56,12 +56,12 @@ def cached_images(root: Path, scan: Scan, config: DataConfig, cache_dir: Path) -
     """The folder's images from their cache entry, decoding them into a new entry first if there is none;
     returns them and a note in words for the log."""
     entry = cache_dir / cache_key(root, scan, config)
-    meta = read_entry(entry)
+    meta = read_entry(entry, len(scan.files))
     if meta is None:
         check_room(root, len(scan.files) * math.prod(scan.shape), cache_dir)
         cache_dir.mkdir(parents=True, exist_ok=True)
         with building(entry, root):
-            meta = read_entry(entry)  # another process (a second rank, a second run) may have built it meanwhile
+            meta = read_entry(entry, len(scan.files))  # another process (a rank, a run) may have built it meanwhile
             if meta is None:
                 meta = build_entry(root, scan, config, entry)
                 drop_replaced(cache_dir, meta, keep=entry)
@@ -89,13 +89,18 @@ def disk_images(entry: Path, scan: Scan) -> DiskImages:
     return DiskImages(entry / IMAGES, scan.shape, torch.arange(len(keep)), labels)
 
 
-def read_entry(entry: Path) -> dict[str, Any] | None:
-    """The entry's description if it is complete and whole (images file of the declared size), else None."""
+def read_entry(entry: Path, files: int | None = None) -> dict[str, Any] | None:
+    """The entry's description if it is complete and whole, else None: the images file of the declared size,
+    and (given the number of scanned `files`) one increasing position among them per image."""
     try:
         meta = json.loads((entry / MARKER).read_text())
-        complete = meta["format"] == FORMAT and (entry / KEEP).is_file() and \
+        complete = meta["format"] == FORMAT and isinstance(meta["skipped"], list) and \
             (entry / IMAGES).stat().st_size == meta["count"] * math.prod(meta["shape"])
-    except (OSError, ValueError, KeyError, TypeError):
+        if complete and files is not None:
+            keep = np.load(entry / KEEP, allow_pickle=False)
+            complete = keep.shape == (meta["count"],) and keep.dtype == np.int64 and \
+                bool(np.all(np.diff(keep) > 0)) and 0 <= keep.min() and keep.max() < files
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     return meta if complete else None
 
@@ -118,22 +123,22 @@ def build_entry(root: Path, scan: Scan, config: DataConfig, entry: Path) -> dict
                 "created": time.strftime("%Y-%m-%d %H:%M:%S"),
                 "skipped": skipped}
         (part / MARKER).write_text(json.dumps(meta, indent=1))
-        put_in_place(part, entry)
+        put_in_place(part, entry, len(scan.files))
     except BaseException:
         shutil.rmtree(part, ignore_errors=True)
         raise
     return meta
 
 
-def put_in_place(part: Path, entry: Path) -> None:
+def put_in_place(part: Path, entry: Path, files: int) -> None:
     """Rename the finished build to its entry; if another process (a second rank, a second run) finished the same
     entry first, keep that one. A damaged entry of the same name (read_entry refused it) is replaced."""
-    if entry.exists() and read_entry(entry) is None:
+    if entry.exists() and read_entry(entry, files) is None:
         shutil.rmtree(entry)
     try:
         os.replace(part, entry)
     except OSError:
-        if read_entry(entry) is None:
+        if read_entry(entry, files) is None:
             raise
         shutil.rmtree(part, ignore_errors=True)
 
