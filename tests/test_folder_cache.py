@@ -119,7 +119,7 @@ def test_the_process_holds_the_batches_not_the_file(tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["cut the images", "keep out of range", "keep too short", "keep as floats",
-                                    "marker not JSON", "skipped not a list"])
+                                    "marker not JSON", "skipped not a list", "another shape, same bytes"])
 def test_a_damaged_copy_is_decoded_again(folder, tmp_path, damage):
     before = every_batch(load_dataset(config(folder, tmp_path)))
     (entry, _), = entries(tmp_path / "data-home" / "folders")
@@ -131,6 +131,9 @@ def test_a_damaged_copy_is_decoded_again(folder, tmp_path, damage):
         keep = {"keep out of range": np.arange(N) + 10**6, "keep too short": np.arange(N - 1),
                 "keep as floats": np.arange(N, dtype=float)}[damage]
         np.save(entry / "keep.npy", keep)
+    elif damage == "another shape, same bytes":  # half as many images of twice the channels: sizes all agree
+        (entry / "cache.json").write_text(json.dumps({**marker, "count": N // 2, "shape": [6, 12, 12]}))
+        np.save(entry / "keep.npy", np.arange(0, N, 2))
     else:
         (entry / "cache.json").write_text("{" if damage == "marker not JSON" else
                                           json.dumps({**marker, "skipped": "x.png: broken"}))
@@ -143,9 +146,47 @@ def test_no_room_on_the_disk_is_one_line_before_anything_is_written(folder, tmp_
     import shutil
 
     monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
-    with pytest.raises(VaekitError, match=r"need 0\.00 GiB in .*which has 0\.00 GiB free.*--no-folder-cache"):
+    with pytest.raises(VaekitError, match=r"need 0\.00 GiB in .*leaves 0\.25 GiB free, but 0\.00 GiB are free.*"
+                                          r"--no-folder-cache"):
         load_dataset(config(folder, tmp_path))
     assert not (tmp_path / "data-home" / "folders").exists()
+
+
+def test_a_file_changed_after_the_scan_never_enters_the_copy(tmp_path):
+    """The copy is keyed on the scan's digests: an image replaced between the scan and its decode is caught by the
+    digest of the bytes actually decoded, and nothing is kept."""
+    from vaekit.data.cache import cached_images
+    from vaekit.data.folder import scan_folder
+
+    root = make_folder(tmp_path / "moving", n=20)
+    settings = config(root, tmp_path)
+    scan = scan_folder(root, settings)
+    Image.fromarray(np.zeros((12, 12, 3), np.uint8)).save(root / "cats" / "00001.png")
+    with pytest.raises(VaekitError, match="00001.png: changed while the folder was being read"):
+        cached_images(root, scan, settings, tmp_path / "data-home" / "folders")
+    assert entries(tmp_path / "data-home" / "folders") == []
+    assert not list((tmp_path / "data-home" / "folders").glob("*.part-*"))
+
+
+def test_clear_touches_only_what_vaekit_wrote(folder, tmp_path, cli):
+    """Look-alikes of a copy (a folder named like one holding a folder named images.u8, a lock file with content,
+    a link named like a copy) are neither removed nor followed; a link in a copy's place is refused in one line."""
+    home = tmp_path / "cache"  # the cli fixture's data directory
+    load_dataset(config(folder, tmp_path, data_dir=str(home)))
+    (entry, _), = entries(home / "folders")
+    fake = home / "folders" / ("b" * 24) / "images.u8" / "precious"
+    fake.mkdir(parents=True)
+    (fake / "thesis.tex").write_text("years of work")
+    (home / "folders" / ("f" * 24 + ".lock")).write_text("not a vaekit lock")
+    outside = tmp_path / "outside"
+    entry.rename(outside)
+    entry.symlink_to(outside, target_is_directory=True)
+    assert "removed 0 decoded folders" in cli("cache", "clear").stdout
+    assert (fake / "thesis.tex").is_file() and (home / "folders" / ("f" * 24 + ".lock")).is_file()
+    assert (outside / "images.u8").is_file() and entry.is_symlink()
+    failed = cli("train", "--data", f"folder:{folder}", "--image-size", "12", "--max-in-memory-gb", "1e-9",
+                 "--epochs", "1", "--out", "run", check=False)
+    assert failed.returncode == 2 and f"{entry} is a symbolic link, not a copy vaekit made" in failed.stderr
 
 
 BUILD = """

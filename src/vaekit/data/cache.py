@@ -18,12 +18,13 @@ import math
 import os
 import re
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -56,12 +57,12 @@ def cached_images(root: Path, scan: Scan, config: DataConfig, cache_dir: Path) -
     """The folder's images from their cache entry, decoding them into a new entry first if there is none;
     returns them and a note in words for the log."""
     entry = cache_dir / cache_key(root, scan, config)
-    meta = read_entry(entry, len(scan.files))
+    meta = read_entry(entry, scan)
     if meta is None:
         check_room(root, len(scan.files) * math.prod(scan.shape), cache_dir)
         cache_dir.mkdir(parents=True, exist_ok=True)
         with building(entry, root):
-            meta = read_entry(entry, len(scan.files))  # another process (a rank, a run) may have built it meanwhile
+            meta = read_entry(entry, scan)  # another process (a second rank, a second run) may have built it
             if meta is None:
                 meta = build_entry(root, scan, config, entry)
                 drop_replaced(cache_dir, meta, keep=entry)
@@ -77,9 +78,10 @@ def check_room(root: Path, size: int, cache_dir: Path) -> None:
     where = next(p for p in (cache_dir, *cache_dir.parents) if p.exists())
     free = shutil.disk_usage(where).free
     if size > free - SPARE_BYTES:
-        raise VaekitError(f"{root}: decoded once, its images need {size / 2**30:.2f} GiB in {cache_dir}, which has "
-                          f"{free / 2**30:.2f} GiB free; free some space, set VAEKIT_DATA (or --data-dir) to another "
-                          "disk, or use --no-folder-cache to decode every image every epoch")
+        raise VaekitError(f"{root}: decoded once, its images need {size / 2**30:.2f} GiB in {cache_dir} and "
+                          f"vaekit leaves {SPARE_BYTES / 2**30:.2f} GiB free, but {free / 2**30:.2f} GiB are free; "
+                          "free some space, set VAEKIT_DATA (or --data-dir) to another disk, or use --no-folder-cache "
+                          "to decode every image every epoch")
 
 
 def disk_images(entry: Path, scan: Scan) -> DiskImages:
@@ -89,20 +91,37 @@ def disk_images(entry: Path, scan: Scan) -> DiskImages:
     return DiskImages(entry / IMAGES, scan.shape, torch.arange(len(keep)), labels)
 
 
-def read_entry(entry: Path, files: int | None = None) -> dict[str, Any] | None:
-    """The entry's description if it is complete and whole, else None: the images file of the declared size,
-    and (given the number of scanned `files`) one increasing position among them per image."""
+FIELDS = {"format": int, "source": str, "shape": list, "resize": str, "background": str, "count": int, "bytes": int,
+          "seconds": (int, float), "created": str, "skipped": list}
+
+
+def read_entry(entry: Path, scan: Scan | None = None) -> dict[str, Any] | None:
+    """The entry's description if it is whole, else None (a damaged copy, decoded again and removable by `clear`):
+    a real folder of regular files, every field of its description of the right type, the images file of the
+    declared size, and, for a scanned folder, its shape and one increasing position among its files per image."""
     try:
+        if entry.is_symlink() or not all(regular(entry / name) for name in (MARKER, IMAGES, KEEP)):
+            return None
         meta = json.loads((entry / MARKER).read_text())
-        complete = meta["format"] == FORMAT and isinstance(meta["skipped"], list) and \
-            (entry / IMAGES).stat().st_size == meta["count"] * math.prod(meta["shape"])
-        if complete and files is not None:
+        if not (isinstance(meta, dict) and all(isinstance(meta.get(k), t) for k, t in FIELDS.items())
+                and meta["format"] == FORMAT and all(isinstance(e, str) for e in meta["skipped"])
+                and (entry / IMAGES).stat().st_size == meta["count"] * math.prod(meta["shape"]) == meta["bytes"]):
+            return None
+        if scan is not None:
+            if meta["shape"] != list(scan.shape) or (entry / KEEP).stat().st_size > 4096 + 8 * meta["count"]:
+                return None
             keep = np.load(entry / KEEP, allow_pickle=False)
-            complete = keep.shape == (meta["count"],) and keep.dtype == np.int64 and \
-                bool(np.all(np.diff(keep) > 0)) and 0 <= keep.min() and keep.max() < files
+            if not (keep.shape == (meta["count"],) and keep.dtype == np.int64 and bool(np.all(np.diff(keep) > 0))
+                    and 0 <= keep.min() and keep.max() < len(scan.files)):
+                return None
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    return meta if complete else None
+    return meta
+
+
+def regular(path: Path) -> bool:
+    """A regular file itself, not a link to one."""
+    return stat.S_ISREG(path.lstat().st_mode)
 
 
 def build_entry(root: Path, scan: Scan, config: DataConfig, entry: Path) -> dict[str, Any]:
@@ -123,22 +142,25 @@ def build_entry(root: Path, scan: Scan, config: DataConfig, entry: Path) -> dict
                 "created": time.strftime("%Y-%m-%d %H:%M:%S"),
                 "skipped": skipped}
         (part / MARKER).write_text(json.dumps(meta, indent=1))
-        put_in_place(part, entry, len(scan.files))
+        put_in_place(part, entry, scan)
     except BaseException:
         shutil.rmtree(part, ignore_errors=True)
         raise
     return meta
 
 
-def put_in_place(part: Path, entry: Path, files: int) -> None:
+def put_in_place(part: Path, entry: Path, scan: Scan) -> None:
     """Rename the finished build to its entry; if another process (a second rank, a second run) finished the same
-    entry first, keep that one. A damaged entry of the same name (read_entry refused it) is replaced."""
-    if entry.exists() and read_entry(entry, files) is None:
+    entry first, keep that one. A damaged entry of the same name (read_entry refused it) is replaced; a link by
+    that name, which vaekit never makes, is refused with the way out."""
+    if entry.is_symlink():
+        raise VaekitError(f"{entry} is a symbolic link, not a copy vaekit made; remove it (`rm {entry}`)")
+    if entry.exists() and read_entry(entry, scan) is None:
         shutil.rmtree(entry)
     try:
         os.replace(part, entry)
     except OSError:
-        if read_entry(entry, files) is None:
+        if read_entry(entry, scan) is None:
             raise
         shutil.rmtree(part, ignore_errors=True)
 
@@ -149,7 +171,7 @@ def building(entry: Path, root: Path) -> Iterator[None]:
     wants the same copy waits, then reads it. A POSIX record lock (`lockf`): it belongs to this process alone, not
     to the decode workers it forks, and goes with it, killed or not. Without fcntl (Windows) there is no lock: two
     builders each decode, and the first to finish puts its copy in place."""
-    with open(entry.with_name(entry.name + ".lock"), "a") as lock:
+    with open_lock(entry.with_name(entry.name + ".lock")) as lock:
         if fcntl is not None:
             try:
                 fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -159,12 +181,18 @@ def building(entry: Path, root: Path) -> Iterator[None]:
         yield
 
 
+def open_lock(path: Path) -> IO[str]:
+    """The lock file, created if missing; never through a symbolic link (O_NOFOLLOW where there is one)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    return os.fdopen(fd, "w")
+
+
 def in_use(lock: Path) -> bool:
     """Whether a live process holds this lock file (a build in progress)."""
     if fcntl is None:
         return True  # cannot tell (Windows): leave builds alone
     try:
-        with open(lock, "a") as f:
+        with open_lock(lock) as f:
             fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         return True
@@ -190,21 +218,28 @@ def drop_replaced(cache_dir: Path, new: dict[str, Any], keep: Path) -> None:
 def clear(cache_dir: Path) -> tuple[int, int]:
     """Remove every copy: complete entries, damaged ones (`read_entry` refuses them: cut short, an older format) and
     builds left by killed processes, but no build in progress; returns how many folders and bytes went. Only what
-    vaekit writes is touched: folders named `<key>` or `<key>.part-...` holding nothing but its three files, and
-    their lock files."""
+    vaekit writes is touched: real folders named `<key>` or `<key>.part-...` holding nothing but regular files of
+    its three names, and empty `<key>.lock` files. A failure to remove (a read-only disk) is an error, not a skip."""
     removed = freed = 0
     for folder in sorted(cache_dir.iterdir()) if cache_dir.is_dir() else []:
         key, build, _ = folder.name.partition(".part-")
-        ours = KEY.fullmatch(key) and folder.is_dir() and {p.name for p in folder.iterdir()} <= {IMAGES, KEEP, MARKER}
-        if not ours or (build and in_use(cache_dir / f"{key}.lock")):
+        if not (KEY.fullmatch(key) and ours(folder)) or (build and in_use(cache_dir / f"{key}.lock")):
             continue
+        size = sum(p.lstat().st_size for p in folder.iterdir())
         try:
-            size = sum(p.stat().st_size for p in folder.iterdir())
             shutil.rmtree(folder)
-        except OSError:  # gone meanwhile (a build put in place, another clear)
+        except FileNotFoundError:  # gone meanwhile (a build put in place, another clear)
             continue
         removed, freed = removed + 1, freed + size
     for lock in cache_dir.glob("*.lock") if cache_dir.is_dir() else []:
-        if KEY.fullmatch(lock.stem) and not (cache_dir / lock.stem).exists() and not in_use(lock):
+        if KEY.fullmatch(lock.stem) and regular(lock) and not lock.lstat().st_size \
+                and not (cache_dir / lock.stem).exists() and not in_use(lock):
             lock.unlink()
     return removed, freed
+
+
+def ours(folder: Path) -> bool:
+    """A real folder holding only regular files named as vaekit names a copy's files."""
+    if folder.is_symlink() or not folder.is_dir():
+        return False
+    return all(p.name in (IMAGES, KEEP, MARKER) and regular(p) for p in folder.iterdir())

@@ -15,6 +15,7 @@ names that may or may not be categories. Each is handled on purpose:
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 import warnings
 from collections.abc import Callable, Iterator
@@ -32,6 +33,7 @@ from vaekit.errors import VaekitError, warn
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 MAX_PIXELS = 64_000_000  # per image; larger files are treated as bombs (uploads to the explorer have a lower limit)
+MAX_FILE_BYTES = 2**30  # per image file: more than a 64-megapixel 16-bit RGBA image needs
 BACKGROUNDS = {"white": (255, 255, 255), "black": (0, 0, 0), "grey": (128, 128, 128), "gray": (128, 128, 128)}
 RESIZE = ("crop", "pad", "stretch")
 LABELS = ("auto", "folders", "none")
@@ -119,7 +121,7 @@ def load_image(source: Path | IO[bytes], shape: tuple[int, int, int], resize: st
 
     c, h, w = shape
     colour = background_colour(background)
-    where = source if isinstance(source, Path) else Path("upload")
+    where = source if isinstance(source, Path) else Path(getattr(source, "name", "upload"))
     with pil_errors(where), Image.open(source) as img:
         if img.width * img.height > max_pixels:
             raise VaekitError(f"{where}: image is {img.width}x{img.height}, too many pixels (at most "
@@ -156,17 +158,70 @@ def image_files(root: Path, config: DataConfig) -> tuple[list[Path], list[str], 
             continue
         seen_paths.add(real)
         try:
-            digest = hashlib.sha1(real.read_bytes(), usedforsecurity=False).digest()
-        except OSError as e:
-            bad_image(VaekitError(f"{f}: cannot read ({e.strerror or e})"), config)
+            digest = file_digest(real, f)
+        except VaekitError as e:
+            bad_image(e, config)
             continue
         if digest in seen_bytes:
             copies += 1
             continue
         seen_bytes.add(digest)
         unique.append(f)
-        digests.append(digest.hex())
+        digests.append(digest)
     return unique, digests, links, copies
+
+
+def file_digest(real: Path, shown: Path) -> str:
+    """SHA-1 of a file's bytes, read in 1 MiB blocks (memory stays bounded whatever the file's size); a file
+    larger than any image vaekit reads is refused without being read."""
+    digest = hashlib.sha1(usedforsecurity=False)
+    try:
+        size = real.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise VaekitError(f"{shown}: {size / 2**30:.1f} GiB, larger than any image vaekit reads "
+                              f"({MAX_FILE_BYTES / 2**30:.0f} GiB at most)")
+        with open(real, "rb") as f:
+            while block := f.read(1 << 20):
+                digest.update(block)
+    except OSError as e:
+        raise VaekitError(f"{shown}: cannot read ({e.strerror or e})") from None
+    return digest.hexdigest()
+
+
+class Decoding(torch.utils.data.Dataset):
+    """The scanned files for their first decode: each read once, its SHA-1 taken from the very bytes decoded, so a
+    file changed after the scan cannot enter a copy keyed on the scan's digests."""
+
+    def __init__(self, scan: Scan, config: DataConfig):
+        self.files, self.shape, self.resize, self.background = scan.files, scan.shape, config.resize, config.background
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[Tensor | VaekitError, str]:
+        try:
+            if self.files[i].stat().st_size > MAX_FILE_BYTES:
+                raise VaekitError(f"{self.files[i]}: larger than any image vaekit reads")
+            data = self.files[i].read_bytes()
+        except OSError as e:
+            return VaekitError(f"{self.files[i]}: cannot read ({e.strerror or e})"), ""
+        except VaekitError as e:
+            return e, ""
+        source = io.BytesIO(data)
+        source.name = str(self.files[i])  # named in any error
+        try:
+            image: Tensor | VaekitError = load_image(source, self.shape, self.resize, self.background)
+        except VaekitError as e:
+            image = e
+        return image, hashlib.sha1(data, usedforsecurity=False).hexdigest()
+
+    def collate(self, items: list[tuple[Tensor | VaekitError, str]]) -> tuple[Tensor, list[int], list[str],
+                                                                              list[VaekitError]]:
+        """The good images stacked, their positions in `items` and digests, and the errors of the others."""
+        kept = [k for k, (image, _) in enumerate(items) if isinstance(image, Tensor)]
+        batch = torch.stack([items[k][0] for k in kept]) if kept else torch.empty(0, *self.shape, dtype=torch.uint8)
+        errors = [image for image, _ in items if isinstance(image, VaekitError)]
+        return batch, kept, [items[k][1] for k in kept], errors
 
 
 def folder_labels(root: Path, files: list[Path], policy: str) -> tuple[Tensor | None, list[str], str]:
@@ -258,22 +313,24 @@ def decode_files(scan: Scan, config: DataConfig, write: Callable[[np.ndarray], A
     and such a folder used to load without them."""
     import multiprocessing
 
-    from vaekit.data.sets import FileImages
     from vaekit.progress import bar
 
     forked = multiprocessing.get_start_method() == "fork"
-
-    images = FileImages(scan.files, None, scan.shape, config.resize, config.background)
+    images = Decoding(scan, config)
     chunk = 64
     workers = config.workers if len(images) >= PARALLEL_FROM and (forked or not in_memory) else 0
     loader = torch.utils.data.DataLoader(images, batch_size=chunk, collate_fn=images.collate, num_workers=workers)
     keep: list[int] = []
     skipped: list[str] = []
     with bar(total=len(images), desc=desc, unit="img") as shown:
-        for start, (batch, kept, errors) in zip(range(0, len(images), chunk), loader):
+        for start, (batch, kept, digests, errors) in zip(range(0, len(images), chunk), loader):
             for error in errors:
                 bad_image(error, config)
                 skipped.append(str(error))
+            for k, digest in zip(kept, digests):
+                if digest != scan.digests[start + k]:
+                    raise VaekitError(f"{scan.files[start + k]}: changed while the folder was being read (its bytes "
+                                      "differ from the scan's); run again once it is settled")
             write(batch.numpy())
             keep.extend(start + k for k in kept)
             shown.update(len(kept) + len(errors))
