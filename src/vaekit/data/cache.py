@@ -156,6 +156,8 @@ def put_in_place(part: Path, entry: Path, scan: Scan) -> None:
     if entry.is_symlink():
         raise VaekitError(f"{entry} is a symbolic link, not a copy vaekit made; remove it (`rm {entry}`)")
     if entry.exists() and read_entry(entry, scan) is None:
+        if not ours(entry):
+            raise VaekitError(f"{entry} holds files vaekit did not write; move them away and run again")
         shutil.rmtree(entry)
     try:
         os.replace(part, entry)
