@@ -189,6 +189,20 @@ def test_clear_touches_only_what_vaekit_wrote(folder, tmp_path, cli):
     assert failed.returncode == 2 and f"{entry} is a symbolic link, not a copy vaekit made" in failed.stderr
 
 
+def test_a_foreign_folder_in_a_copys_place_is_refused_not_removed(tmp_path):
+    from vaekit.data.cache import cache_key
+    from vaekit.data.folder import scan_folder
+
+    root = make_folder(tmp_path / "pets", n=20)
+    settings = config(root, tmp_path)
+    entry = tmp_path / "data-home" / "folders" / cache_key(root, scan_folder(root, settings), settings)
+    entry.mkdir(parents=True)
+    (entry / "notes.txt").write_text("mine")
+    with pytest.raises(VaekitError, match="holds files vaekit did not write; move them away"):
+        load_dataset(settings)
+    assert (entry / "notes.txt").read_text() == "mine"
+
+
 BUILD = """
 import sys
 from vaekit.config import DataConfig
