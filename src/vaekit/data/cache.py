@@ -4,9 +4,10 @@ An entry is a folder `<data dir>/folders/<key>/` holding `images.u8` (raw uint8,
 `keep.npy` (which of the scanned files those N images are) and `cache.json` (what the entry holds, written last;
 the folder is built under another name and renamed into place, so a half-built entry is never read). The key
 hashes each image's relative path and SHA-1 (computed by the folder scan anyway, to drop duplicates) and the
-settings that shape the decoded pixels: a changed, added or removed file, or another --image-size, --channels,
---resize or --background, gives another key and a fresh decode. When files changed, the entry the new one replaces
-(same folder, same settings) is removed once the new one is complete; copies at other settings stay.
+settings that shape the decoded pixels: a changed, added or removed file, or another --image-size,
+--image-channels, --resize or --background, gives another key and a fresh decode. When files changed, the entry
+the new one replaces (same folder, same settings) is removed once the new one is complete; copies at other
+settings stay.
 `vaekit cache clear` removes every entry; nothing else is touched.
 """
 

@@ -176,16 +176,21 @@ def file_digest(real: Path, shown: Path) -> str:
     larger than any image vaekit reads is refused without being read."""
     digest = hashlib.sha1(usedforsecurity=False)
     try:
-        size = real.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise VaekitError(f"{shown}: {size / 2**30:.1f} GiB, larger than any image vaekit reads "
-                              f"({MAX_FILE_BYTES / 2**30:.0f} GiB at most)")
+        refuse_huge(real, shown)
         with open(real, "rb") as f:
             while block := f.read(1 << 20):
                 digest.update(block)
     except OSError as e:
         raise VaekitError(f"{shown}: cannot read ({e.strerror or e})") from None
     return digest.hexdigest()
+
+
+def refuse_huge(real: Path, shown: Path) -> None:
+    """A file larger than any image vaekit reads is refused before it is read."""
+    size = real.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise VaekitError(f"{shown}: {size / 2**30:.1f} GiB, larger than any image vaekit reads "
+                          f"({MAX_FILE_BYTES / 2**30:.0f} GiB at most)")
 
 
 class Decoding(torch.utils.data.Dataset):
@@ -200,8 +205,7 @@ class Decoding(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> tuple[Tensor | VaekitError, str]:
         try:
-            if self.files[i].stat().st_size > MAX_FILE_BYTES:
-                raise VaekitError(f"{self.files[i]}: larger than any image vaekit reads")
+            refuse_huge(self.files[i], self.files[i])
             data = self.files[i].read_bytes()
         except OSError as e:
             return VaekitError(f"{self.files[i]}: cannot read ({e.strerror or e})"), ""
@@ -217,10 +221,10 @@ class Decoding(torch.utils.data.Dataset):
 
     def collate(self, items: list[tuple[Tensor | VaekitError, str]]) -> tuple[Tensor, list[int], list[str],
                                                                               list[VaekitError]]:
-        """The good images stacked, their positions in `items` and digests, and the errors of the others."""
-        kept = [k for k, (image, _) in enumerate(items) if isinstance(image, Tensor)]
-        batch = torch.stack([items[k][0] for k in kept]) if kept else torch.empty(0, *self.shape, dtype=torch.uint8)
-        errors = [image for image, _ in items if isinstance(image, VaekitError)]
+        """As `FileImages.collate`, with the digests of the good images."""
+        from vaekit.data.sets import stack_decoded
+
+        batch, kept, errors = stack_decoded([image for image, _ in items], self.shape)
         return batch, kept, [items[k][1] for k in kept], errors
 
 

@@ -155,6 +155,15 @@ class Mapped:
             self.view.madvise(mmap.MADV_DONTNEED)
 
 
+def stack_decoded(items: list[Tensor | VaekitError], shape: tuple[int, int, int]) -> tuple[Tensor, list[int],
+                                                                                          list[VaekitError]]:
+    """Decoded images and decoding errors, as a DataLoader worker hands them on: the good images stacked, their
+    positions in `items`, and the errors of the others."""
+    kept = [k for k, item in enumerate(items) if isinstance(item, Tensor)]
+    batch = torch.stack([items[k] for k in kept]) if kept else torch.empty(0, *shape, dtype=torch.uint8)
+    return batch, kept, [item for item in items if isinstance(item, VaekitError)]
+
+
 class FileImages(ImageSet, torch.utils.data.Dataset):
     """Image files decoded on demand (folders too large for memory, the cache turned off), by DataLoader workers.
 
@@ -179,10 +188,7 @@ class FileImages(ImageSet, torch.utils.data.Dataset):
             return e
 
     def collate(self, items: list[Tensor | VaekitError]) -> tuple[Tensor, list[int], list[VaekitError]]:
-        """The good images stacked, their positions in `items`, and the errors of the others."""
-        kept = [k for k, item in enumerate(items) if isinstance(item, Tensor)]
-        batch = torch.stack([items[k] for k in kept]) if kept else torch.empty(0, *self.shape, dtype=torch.uint8)
-        return batch, kept, [item for item in items if isinstance(item, VaekitError)]
+        return stack_decoded(items, self.shape)
 
     def subset(self, indices: Tensor) -> FileImages:
         files = [self.files[i] for i in indices.tolist()]
