@@ -161,5 +161,10 @@ def test_evaluate_and_compare_from_checkpoints_on_digits(cli, tmp_path):
     swapped = cli("compare", "--data", "digits", "--ae", "vae", "--vae", "ae", "--quick", "--out", "bad",
                       check=False)
     assert swapped.returncode == 2 and "expected an AE checkpoint, found a VAE" in swapped.stderr
-    half = cli("compare", "--ae", "ae", check=False)
-    assert half.returncode == 2 and "--ae and --vae go together" in half.stderr
+    twice = cli("compare", "--ae", "ae", "--use", "ae=vae", check=False)
+    assert twice.returncode == 2 and "--ae and --use ae=... name two different checkpoints" in twice.stderr
+    for bad, message in ((["--use", "gan=ae"], "expected MODEL=PATH with MODEL one of"),
+                         (["--models", "ae,ae"], "a model twice"), (["--models", "vae,flow"], "unknown model 'flow'"),
+                         (["--models", "vae"], "a comparison needs at least two models")):
+        refused = cli("compare", "--data", "digits", *bad, "--out", "never", check=False)
+        assert refused.returncode == 2 and message in refused.stderr and not (tmp_path / "never").exists()

@@ -50,8 +50,9 @@ class ModelConfig(Checked):
     """The architecture and the objective; enough to rebuild the model without the command line."""
 
     kind: str = option("vae",
-        "vae (encoder returns q(z|x) = N(mu, sigma^2), loss = recon + KL) or ae (deterministic code, reconstruction "
-        "only)")
+        "the family member: ae (deterministic code, reconstruction only), vae (q(z|x) = N(mu, sigma^2), loss = recon + "
+        "KL), beta-vae, iwae (k-sample importance-weighted bound), vamp (VampPrior), wae (WAE-MMD), rae (regularized "
+        "AE)")
     image_shape: tuple[int, int, int] = setting((1, 28, 28), 1, 4096, help="set from the data; not a flag")
     arch: str = option("auto", "network family: mlp, conv, or auto (MLP for small grey images, conv otherwise)")
     latent_dim: int = setting(0, 0, 4096, help="size of z (0: 8 for 8x8 images, 20 up to 32x32 grey, else 64)")
@@ -67,6 +68,14 @@ class ModelConfig(Checked):
         help="nats per latent dimension of KL left unpenalised (against posterior collapse)")
     logvar_min: float = setting(-30.0, -80.0, 80.0, help="lower clamp of log sigma^2")
     logvar_max: float = setting(20.0, -80.0, 80.0, help="upper clamp of log sigma^2")
+    iwae_k: int = setting(5, 1, 1000,
+        help="iwae: importance-weighted draws per image in the training bound (1: the ELBO)")
+    pseudo_inputs: int = setting(100, 1, 100_000,
+        help="vamp: learned pseudo-inputs, the components of the VampPrior (Tomczak & Welling used 500 on MNIST; each "
+        "costs an encoder pass per step)")
+    mmd_weight: float = setting(100.0, 0.0, help="wae: weight lambda of the MMD between the codes and N(0, I)")
+    code_l2: float = setting(1.0, 0.0, help="rae: weight of ||z||^2 / 2, the penalty on the codes' size")
+    decoder_l2: float = setting(1e-4, 0.0, help="rae: weight of the squared norm of the decoder's weights")
 
 
 @dataclass
@@ -131,6 +140,9 @@ class TrainConfig(Checked):
     eval_batch_size: int = setting(1000, 1, 2**20, help="batch size for validation and test")
     samples: int = setting(64, 1, 1024,
         help="images drawn from the model's prior (N(0, I)) into samples.png at the end")
+    two_stage_epochs: int = setting(30, 0, 10_000,
+        help="epochs of the second VAE fitted to the training codes after training (Dai & Wipf, 2019) and saved with "
+        "the best checkpoint, so `vaekit sample --prior two-stage` works from the file (0: none)")
     gmm_components: int = setting(10, 0, 100,
         help="components of the Gaussian mixture fitted to the training codes after training and saved with the best "
         "checkpoint, so `vaekit sample --prior gmm` works from the file (0: none)")

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from vaekit.cli import models, runs
-from vaekit.cli.flags import HelpFormatter, Parser, add_config_flags, number
+from vaekit.cli.flags import HelpFormatter, Parser, add_config_flags, model_names, named_path, number
 from vaekit.cli.models import MAX_GRID
 from vaekit.errors import VaekitError
 
@@ -76,15 +76,24 @@ def add_run_commands(command: Command, run_flags: argparse.ArgumentParser) -> No
     p.add_argument("--quiet", action="store_true", help="no progress bars; print the summary as JSON")
     add_config_flags(p)
 
-    p = command("compare", runs.cmd_compare, "the AE vs VAE report: train both, measure, write report.html",
-                "Train an AE and a VAE with identical networks, data, seed and epochs (or take two checkpoints), "
-                "evaluate both (reconstruction, -ELBO, importance-sampled NLL, latent diagnostics, Frechet "
-                "distance and confidence of a feature classifier for samples from N(0, I) and from a Gaussian "
-                "mixture fitted to the codes) and write metrics.json and a self-contained report.html.", [run_flags])
-    p.add_argument("--quick", action="store_true", help="about a minute on 2 CPU cores: 2 epochs, K=100, "
-                   "2000 samples")
-    p.add_argument("--ae", help="an AE checkpoint or run folder to use instead of training one")
-    p.add_argument("--vae", help="a VAE checkpoint or run folder to use instead of training one")
+    p = command("compare", runs.cmd_compare, "members of the family side by side: train them, measure, write "
+                "report.html",
+                "Train several members of the family (default: an AE and a VAE, the seed's comparison) with identical "
+                "networks, data, seed and epochs, or take checkpoints, evaluate each (reconstruction, the training "
+                "bound, importance-sampled NLL where a density exists, active units, training time, latent "
+                "diagnostics, and the Frechet distance and confidence of a feature classifier for samples from each "
+                "sampler: the model's own prior, a Gaussian mixture and a second-stage VAE fitted to its codes) and "
+                "write metrics.json (keyed by model name) and a self-contained report.html.", [run_flags])
+    p.add_argument("--models", type=model_names, default=["ae", "vae"], metavar="NAMES",
+                   help="presets to train and compare, comma-separated: ae, vae, beta-vae, iwae, vamp, wae, rae "
+                   "(default: ae,vae; e.g. ae,vae,iwae,vamp,wae,rae)")
+    p.add_argument("--quick", action="store_true", help="about a minute on 2 CPU cores for two models: 2 epochs, "
+                   "K=100, 2000 samples")
+    p.add_argument("--use", type=named_path, action="append", default=[], metavar="MODEL=PATH",
+                   help="a checkpoint or run folder to use instead of training that model (repeatable), e.g. "
+                   "--use iwae=runs/iwae")
+    p.add_argument("--ae", help="an AE checkpoint or run folder: the same as --use ae=PATH")
+    p.add_argument("--vae", help="a VAE checkpoint or run folder: the same as --use vae=PATH")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_config_flags(p, skip={("model", "kind")})
 
@@ -144,7 +153,7 @@ def add_checkpoint_commands(command: Command, common: argparse.ArgumentParser) -
                 "and the VAE side by side, drag sliders through the latent space, reconstruct your own images "
                 "and interpolate between test images.")
     p.add_argument("paths", nargs="+", metavar="RUN_OR_CHECKPOINT",
-                   help="a `vaekit compare` run folder (uses its ae/ and vae/), or one or two checkpoints")
+                   help="a `vaekit compare` run folder (serves every model it compared), or checkpoints")
     p.add_argument("--host", default="127.0.0.1", help="address to bind; anything but loopback (127.0.0.1, localhost, "
                    "::1) needs --allow-remote")
     p.add_argument("--allow-remote", action="store_true", help="really serve beyond this machine (e.g. --host "

@@ -81,6 +81,26 @@ def one_of(section: str, name: str) -> Callable[[str], str]:
     return parse
 
 
+def model_names(text: str) -> list[str]:
+    """An argparse type: comma-separated preset names (`--models ae,vae,iwae`), each checked, none twice."""
+    known = list(importlib.import_module("vaekit.models.presets").PRESETS)
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    bad = next((n for n in names if n not in known), None)
+    if bad is not None or not names or len(set(names)) < len(names):
+        why = f"unknown model {short(bad)}" if bad is not None else "no model named" if not names else "a model twice"
+        raise argparse.ArgumentTypeError(f"{why} (choose from {', '.join(known)}, comma-separated)")
+    return names
+
+
+def named_path(text: str) -> tuple[str, str]:
+    """An argparse type: NAME=PATH, a preset name and the run or checkpoint folder that holds one."""
+    name, sep, path = text.partition("=")
+    known = list(importlib.import_module("vaekit.models.presets").PRESETS)
+    if not sep or not path or name not in known:
+        raise argparse.ArgumentTypeError(f"expected MODEL=PATH with MODEL one of {', '.join(known)}, got {short(text)}")
+    return name, path
+
+
 def add_config_flags(parser: argparse.ArgumentParser, skip: set[tuple[str, str]] = frozenset()) -> None:
     """One flag per config field, defaulting to 'not given' so that config files can fill them."""
     for section, cls in SECTIONS.items():

@@ -48,12 +48,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from vaekit.report.compare import compare
 
-    if (args.ae is None) != (args.vae is None):
-        raise VaekitError("--ae and --vae go together (two checkpoints to compare)")
+    checkpoints = dict(args.use)
+    for name in ("ae", "vae"):
+        given = getattr(args, name)
+        if given is not None and checkpoints.setdefault(name, given) != given:
+            raise VaekitError(f"--{name} and --use {name}=... name two different checkpoints")
     run = run_config_from_args(args)
     out = Path(args.out) if args.out else Path("runs") / f"compare-{run.data.name.split(':')[0]}-" \
         f"{time.strftime('%Y%m%d-%H%M%S')}"
-    metrics = compare(run, out, quick=args.quick, checkpoints=(args.ae, args.vae) if args.ae else None,
+    metrics = compare(run, out, names=args.models, quick=args.quick, checkpoints=checkpoints,
                       data_name=vars(args).get("data.name"), overwrite=args.overwrite, quiet=args.quiet,
                       inputs=[Path(args.config)] if args.config else [])
     if args.quiet:

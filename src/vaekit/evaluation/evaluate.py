@@ -92,15 +92,18 @@ def likelihood_metrics(model: Autoencoder, data: Dataset, s: EvalSettings) -> di
         return metrics
     dims = math.prod(model.config.image_shape)
     x = test_tensor(data, s.is_images)
-    nll, nelbo = [], []
+    nll, nelbo, bound = [], [], []
     for xb in x.split(max(1, 100_000 // max(1, s.k))):
         xb = xb.to(model.device)
         nll.append(importance_sampled_nll(model, xb, s.k).cpu())
         with torch.no_grad():
-            nelbo.append(model(xb).total.cpu().double())
-    nll, nelbo = torch.cat(nll), torch.cat(nelbo)
+            loss = model(xb)
+            nelbo.append((loss.recon + loss.kl).cpu().double())
+            bound.append(loss.total.cpu().double())
+    nll, nelbo, bound = torch.cat(nll), torch.cat(nelbo), torch.cat(bound)
     metrics["is_nll"] = {"nll": nll.mean().item(), "bpd": nll.mean().item() / (dims * math.log(2)), "k": s.k,
                          "images": len(x), "nelbo_same_images": nelbo.mean().item(),
+                         "bound_same_images": bound.mean().item(),
                          "stderr": (nll.std() / math.sqrt(len(nll))).item()}
     return metrics
 

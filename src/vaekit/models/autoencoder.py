@@ -10,6 +10,7 @@ plausible images is what the comparison measures.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +33,13 @@ class Autoencoder(nn.Module):
         super().__init__()
         config = with_defaults(config)
         validate(config)
-        self.config = config
         self.preset = PRESETS[config.kind]
+        self.config = config = with_preset_settings(config, self.preset.settings)
         make_encoder, make_decoder = ARCHS[config.arch]
         self.encoder = make_encoder(config, config.latent_dim * self.preset.posterior.params_per_dim)
         self.decoder = make_decoder(config)
         self.likelihood = LIKELIHOODS[config.likelihood].from_config(config)
-        self.priors = nn.ModuleDict({"prior": self.preset.prior(config.latent_dim)})
+        self.priors = nn.ModuleDict({"prior": self.preset.prior(self)})
         self.meta: dict[str, Any] = {}  # run metadata read from a checkpoint (data, training progress, metrics)
 
     # --- what the model is and can do ----------------------------------------------------------------------
@@ -98,6 +99,12 @@ class Autoencoder(nn.Module):
         from vaekit.models.saving import load_model
 
         return load_model(path, map_location)
+
+
+def with_preset_settings(config: ModelConfig, settings: dict[str, Any]) -> ModelConfig:
+    """The preset's own values for the settings the config leaves at their defaults (beta-vae's beta)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+    return dataclasses.replace(config, **{k: v for k, v in settings.items() if getattr(config, k) == defaults[k]})
 
 
 MAX_PARAMETERS = 2_000_000_000  # 8 GB of float32 weights, before Adam's two copies

@@ -3,8 +3,13 @@
   reconstruction   the plain AE:  -log p(x | z),  z = E(x)
   elbo             the VAE:       -log p(x | z) + beta * KL(q(z|x) || p(z)),  z = mu + sigma * eps
                    with KL warm-up (`kl_weight` ramps beta) and free bits (Kingma et al., 2016)
-  log_weights      log p(x|z_k) + log p(z_k) - log q(z_k|x) for K draws from q: the importance weights
-                   behind the IS estimate of log p(x) (and, next, the IWAE bound)
+  iwae             the k-sample importance-weighted bound (Burda et al., 2016):
+                   -log (1/k) sum_k w_k,  log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x);  k = 1 is the ELBO
+  wae_mmd          the Wasserstein AE (Tolstikhin et al., 2018): -log p(x | z) + lambda * MMD(codes, draws of p(z)),
+                   inverse multiquadric kernels; the encoder is deterministic
+  rae              the regularized AE (Ghosh et al., 2020):
+                   -log p(x | z) + beta_z * ||z||^2 / 2 + lambda * ||decoder weights||^2
+  log_weights      the importance weights behind the IWAE bound and the IS estimate of log p(x)
 
 Every objective returns a `Loss`: terms in nats per image, and the scalar to minimise. Losses sum over
 pixels and latent dimensions and average over the batch.
@@ -26,14 +31,14 @@ class Loss:
     """Loss terms in nats, one value per image, and the scalar that training minimises."""
 
     recon: Tensor  # -log p(x|z): the reconstruction term, (B,)
-    kl: Tensor  # KL(q(z|x) || p(z)), (B,); zero for a point-mass posterior (the AE has no KL term)
-    objective: Tensor  # mean over the batch of recon + weighted (possibly free-bits) KL
+    kl: Tensor  # KL(q(z|x) || p(z)), (B,); zero for a point-mass posterior (it has no KL term)
+    objective: Tensor  # what training minimises: the batch mean of the terms, weighted, plus any penalty
+    total: Tensor | None = None  # the bound per image, (B,): recon + KL (the -ELBO) unless the objective is a
+    # tighter bound (IWAE); for a point-mass posterior, the reconstruction error (it defines no bound)
 
-    @property
-    def total(self) -> Tensor:
-        """recon + KL per image: the negative ELBO where the posterior has a density, the reconstruction error
-        for the AE (which has no ELBO)."""
-        return self.recon + self.kl
+    def __post_init__(self) -> None:
+        if self.total is None:
+            self.total = self.recon + self.kl
 
 
 def reconstruction(model: Any, x: Tensor, kl_weight: float = 1.0) -> Loss:
@@ -54,8 +59,8 @@ def elbo(model: Any, x: Tensor, kl_weight: float = 1.0) -> Loss:
     if kl_dims is not None:
         kl, penalty = kl_dims.sum(-1), kl_dims.mean(0).clamp(min=c.free_bits).sum()
     else:
-        kl = q.kl(model.prior, z)
-        penalty = kl.mean().clamp(min=c.free_bits * model.latent_dim)
+        kl = q.kl(model.prior, z)  # one draw: may fall below 0, so the floor applies only with free bits
+        penalty = kl.mean().clamp(min=c.free_bits * model.latent_dim) if c.free_bits > 0 else kl.mean()
     return Loss(recon=recon, kl=kl, objective=recon.mean() + kl_weight * c.beta * penalty)
 
 
@@ -65,39 +70,94 @@ def default_rows(device: torch.device) -> int:
     return 4096 if device.type == "cpu" else 50_000
 
 
-def log_weights(model: Any, x: Tensor, k: int, rows: int | None = None) -> Tensor:
-    """log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x), z_k ~ q(z|x): shape (K, B).
+def log_weight_terms(model: Any, x: Tensor, k: int, rows: int | None = None, q: Any = None) -> tuple[Tensor, Tensor]:
+    """For K draws z_k ~ q(z|x): log p(x|z_k) and log p(z_k) - log q(z_k|x), each (K, B).
 
-    Batched over images and samples, no Python loop per image: each decode takes about `rows` codes. Needs a
-    posterior with a density (a point mass has none)."""
-    q = model.encode(x)  # once per image, not once per sample
+    The encoder runs once (or not at all, given `q`); the decoder on all draws, batched, no Python loop per image:
+    each decode takes about `rows` codes. Needs a posterior with a density (a point mass has none)."""
+    q = model.encode(x) if q is None else q  # once per image, not once per sample
     per_decode = max(1, (rows or default_rows(x.device)) // len(x))
-    chunks = []
+    fits, ratios = [], []
     for start in range(0, k, per_decode):
         n = min(per_decode, k - start)
         z = q.sample(n)  # (n, B, D)
         logits = model.decode(z.reshape(n * len(x), -1)).reshape(n, *x.shape)
-        log_px_z = -model.likelihood.nll(x.unsqueeze(0), logits)  # (n, B)
-        chunks.append(log_px_z + model.prior.log_prob(z) - q.log_prob(z))
-    return torch.cat(chunks)
+        fits.append(-model.likelihood.nll(x.unsqueeze(0), logits))  # (n, B)
+        ratios.append(model.prior.log_prob(z) - q.log_prob(z))
+    return torch.cat(fits), torch.cat(ratios)
+
+
+def log_weights(model: Any, x: Tensor, k: int, rows: int | None = None) -> Tensor:
+    """log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x), z_k ~ q(z|x): shape (K, B)."""
+    fit, ratio = log_weight_terms(model, x, k, rows)
+    return fit + ratio
+
+
+def iwae(model: Any, x: Tensor, kl_weight: float = 1.0) -> Loss:
+    """The negative IWAE bound with k = config.iwae_k draws: -(logsumexp_k log w_k - log k), never above the -ELBO
+    in expectation and equal to it at k = 1. Reported beside it: the k-draw estimates of the ELBO's terms.
+
+    Warm-up and beta weigh log p(z) - log q(z|x) inside each weight (at kl_weight * beta = 1: the bound itself)."""
+    k, q = model.config.iwae_k, model.encode(x)
+    fit, ratio = log_weight_terms(model, x, k, q=q)
+    bound = torch.logsumexp(fit + ratio, dim=0) - math.log(k)
+    weighted = torch.logsumexp(fit + kl_weight * model.config.beta * ratio, dim=0) - math.log(k)
+    closed = model.prior.closed_form_kl(q)
+    kl = closed.sum(-1) if closed is not None else -ratio.mean(0)
+    return Loss(recon=-fit.mean(0), kl=kl, objective=-weighted.mean(), total=-bound)
+
+
+def imq_mmd(a: Tensor, b: Tensor, scale: float = 1.0) -> Tensor:
+    """Unbiased MMD^2 between samples a and b (rows) under inverse multiquadric kernels k(x, y) = C / (C + |x - y|^2),
+    summed over C = 2 D scale^2 * {0.1, 0.2, 0.5, 1, 2, 5, 10} (Tolstikhin et al., 2018)."""
+    n, d = a.shape
+    both = torch.cat([a, b])
+    dist = torch.cdist(both, both).pow(2)
+    kernel = sum(c / (c + dist) for c in (2 * d * scale ** 2 * f for f in (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)))
+    off = 1 - torch.eye(len(both), dtype=a.dtype, device=a.device)
+    kaa, kbb, kab = (kernel * off)[:n, :n], (kernel * off)[n:, n:], kernel[:n, n:]
+    m = len(b)
+    return kaa.sum() / (n * (n - 1)) + kbb.sum() / (m * (m - 1)) - 2 * kab.mean()
+
+
+def wae_mmd(model: Any, x: Tensor, kl_weight: float = 1.0) -> Loss:
+    """The WAE-MMD objective: reconstruction at the deterministic code, plus mmd_weight * MMD^2 between the batch's
+    codes and as many draws from p(z). The penalty is a batch quantity: it enters the objective, not the terms."""
+    z = model.encode(x).sample()
+    recon = model.likelihood.nll(x, model.decode(z))
+    penalty = imq_mmd(z, model.prior.sample(len(z)).to(z.dtype)) if len(z) > 1 else z.new_zeros(())
+    return Loss(recon=recon, kl=torch.zeros_like(recon),
+                objective=recon.mean() + kl_weight * model.config.mmd_weight * penalty)
+
+
+def rae(model: Any, x: Tensor, kl_weight: float = 1.0) -> Loss:
+    """The RAE-L2 objective: reconstruction, code_l2 * ||z||^2 / 2 (which replaces the VAE's noise and KL), and
+    decoder_l2 * the squared norm of the decoder's weights (which keeps the decoder smooth)."""
+    z = model.encode(x).sample()
+    recon = model.likelihood.nll(x, model.decode(z))
+    c = model.config
+    weights = sum(p.pow(2).sum() for p in model.decoder.parameters())
+    penalty = c.code_l2 * 0.5 * z.pow(2).sum(-1).mean() + c.decoder_l2 * weights
+    return Loss(recon=recon, kl=torch.zeros_like(recon), objective=recon.mean() + penalty)
 
 
 @torch.no_grad()
 def mean_loss(model: Any, batches: Iterable[Tensor], total: Callable[[Tensor], Tensor] = lambda t: t) -> dict[str, Any]:
-    """Mean reconstruction, KL and their sum per image (nats) and bits/dim over a whole split.
+    """Mean reconstruction, KL and the bound (`Loss.total`) per image (nats) and bits/dim over a whole split.
 
-    `total` reduces the sums across processes (DDP); the sum is also called `nelbo` where it is one (the
-    posterior has a density)."""
+    `loss` is the bound the model trains on (`Loss.total`: the -ELBO, IWAE's k-draw bound, the AE's reconstruction
+    error); `nelbo`, where the posterior has a density, is recon + KL. `total` reduces the sums across processes."""
     was_training = model.training
     model.eval()
-    sums = torch.zeros(3, dtype=torch.float64, device=getattr(batches, "device", None))
+    sums = torch.zeros(4, dtype=torch.float64, device=getattr(batches, "device", None))
     for x in batches:
         loss = model(x)
-        sums += torch.stack([loss.recon.sum(), loss.kl.sum(), torch.tensor(float(len(x)), device=x.device)]).double()
+        sums += torch.stack([loss.recon.sum(), loss.kl.sum(), loss.total.sum(),
+                             torch.tensor(float(len(x)), device=x.device)]).double()
     model.train(was_training)
-    recon, kl, n = total(sums).tolist()
+    recon, kl, bound, n = total(sums).tolist()
     n = max(n, 1.0)
-    loss = (recon + kl) / n
+    loss = bound / n
     result = {"recon": recon / n, "kl": kl / n, "loss": loss, "bpd": loss / (math.prod(model.config.image_shape)
                                                                                 * math.log(2)), "images": int(n)}
-    return {**result, "nelbo": loss} if model.has_density else result
+    return {**result, "nelbo": (recon + kl) / n} if model.has_density else result

@@ -24,6 +24,11 @@ if TYPE_CHECKING:
 LOG_2PI = math.log(2 * math.pi)
 
 
+def drawn_by(generator: torch.Generator | None) -> dict[str, torch.Generator]:
+    """`generator=` for torch.randn and kin, left out when None: torch.compile refuses generator=None."""
+    return {"generator": generator} if generator is not None else {}
+
+
 class DiagonalGaussian:
     """q(z|x) = N(mu, diag(exp(logvar))) for a batch: mu and logvar have shape (B, D)."""
 
@@ -50,8 +55,7 @@ class DiagonalGaussian:
         """Reparameterized draw z = mu + sigma * eps, eps ~ N(0, I): the randomness sits in eps,
         so gradients flow to mu and sigma. With `n`, returns n draws per row: shape (n, B, D)."""
         shape = self.mu.shape if n is None else (n, *self.mu.shape)
-        drawn_by = {"generator": generator} if generator is not None else {}  # torch.compile refuses generator=None
-        eps = torch.randn(shape, dtype=self.mu.dtype, device=self.mu.device, **drawn_by)
+        eps = torch.randn(shape, dtype=self.mu.dtype, device=self.mu.device, **drawn_by(generator))
         return self.mu + self.sigma * eps
 
     def log_prob(self, z: Tensor) -> Tensor:

@@ -1,31 +1,61 @@
 """The family, as presets over shared parts: which posterior the encoder returns, which prior the codes are
 drawn from, which objective trains it. Adding a member is one entry here (and, if it needs one, an objective
 in objectives.py or a prior in priors.py); no class to subclass, no code that asks which member it has.
+
+Every member answers the seed's question, "how do we know where the codes are, so we can sample?", its own way:
+  ae        it does not: nothing ties the codes to N(0, I) (an ex-post sampler must find them)
+  vae       the KL pulls each q(z|x) towards N(0, I);  beta-vae: harder (beta > 1)
+  iwae      the same prior, a tighter bound: k importance-weighted draws per image
+  vamp      the prior moves to the codes: a mixture of the encoder's posteriors at learned pseudo-inputs
+  wae       deterministic codes whose batch distribution is pushed to N(0, I) by an MMD penalty
+  rae       deterministic codes kept small and a smooth decoder; the sampler is fitted afterwards (gmm, two-stage)
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from torch import nn
 
-from vaekit.models.objectives import Loss, elbo, reconstruction
+from vaekit.models.objectives import Loss, elbo, iwae, rae, reconstruction, wae_mmd
 from vaekit.models.posterior import DiagonalGaussian, PointMass
-from vaekit.models.priors import StandardNormal
+from vaekit.models.priors import StandardNormal, VampPrior
+
+
+def standard_normal(model: Any) -> nn.Module:
+    return StandardNormal(model.latent_dim)
+
+
+def vamp_prior(model: Any) -> nn.Module:
+    return VampPrior(model.encode, model.config.pseudo_inputs, model.config.image_shape)
 
 
 @dataclass(frozen=True)
 class Preset:
     posterior: type[DiagonalGaussian] | type[PointMass]  # what encode() returns
     objective: Callable[..., Loss]  # objective(model, x, kl_weight) -> Loss
-    prior: Callable[[int], nn.Module]  # prior(latent_dim): p(z), what generation draws from
+    prior: Callable[[Any], nn.Module]  # prior(model): p(z), what generation draws from
     words: str  # one line for --help and reports
+    settings: dict[str, Any] = field(default_factory=dict)  # ModelConfig values this member uses where the config
+    # keeps the field's default (beta-vae: beta 4 unless --beta says otherwise)
 
 
 PRESETS: dict[str, Preset] = {
-    "ae": Preset(PointMass, reconstruction, StandardNormal,
+    "ae": Preset(PointMass, reconstruction, standard_normal,
                  "plain AE: a deterministic code z = E(x), trained on reconstruction alone"),
-    "vae": Preset(DiagonalGaussian, elbo, StandardNormal,
+    "vae": Preset(DiagonalGaussian, elbo, standard_normal,
                   "VAE: the encoder returns q(z|x) = N(mu, sigma^2); loss = recon + beta * KL(q || N(0, I))"),
+    "beta-vae": Preset(DiagonalGaussian, elbo, standard_normal,
+                       "beta-VAE: the VAE with the KL weighted by beta (--beta, 4 unless given)", {"beta": 4.0}),
+    "iwae": Preset(DiagonalGaussian, iwae, standard_normal,
+                   "IWAE: the VAE trained on the k-sample importance-weighted bound (--iwae-k)"),
+    "vamp": Preset(DiagonalGaussian, elbo, vamp_prior,
+                   "VampPrior VAE: p(z) is the mixture of q(z|u) at learned pseudo-inputs u (--pseudo-inputs)"),
+    "wae": Preset(PointMass, wae_mmd, standard_normal,
+                  "WAE-MMD: deterministic codes, recon + lambda * MMD(codes, N(0, I)) (--mmd-weight)"),
+    "rae": Preset(PointMass, rae, standard_normal,
+                  "RAE: deterministic codes, recon + L2 on codes and decoder (--code-l2, --decoder-l2); sample it "
+                  "with the fitted gmm or two-stage prior"),
 }

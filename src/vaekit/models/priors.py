@@ -2,27 +2,33 @@
 
 The seed's question, "how do we know where the codes are, so we can sample?", has several answers, and
 each is a prior object with one contract: `sample(n, generator)` and `log_prob(z)`.
-  StandardNormal   N(0, I): the prior of both presets; the VAE's KL pulls its codes towards it
+  StandardNormal   N(0, I): the VAE's KL (or the WAE's MMD) pulls its codes towards it
+  VampPrior        (1/K) sum_k q(z | u_k): the encoder's own posteriors at K learned pseudo-inputs u_k
+                   (Tomczak & Welling, 2018), trained with the model
   GaussianMixture  a mixture fitted to the training codes after training (Ghosh et al., 2020): an answer
-                   that works for the plain AE too. Saved beside the weights, so a checkpoint can sample
-                   from it without the training data.
+                   that works for the plain AE too
+  TwoStage         the decoder of a second, small VAE fitted to the training codes after training (Dai & Wipf,
+                   2019): z = D2(u), u ~ N(0, I); it has no density here, only samples
 
-A model holds its priors by name ("prior": its own, what generation draws from; "gmm": fitted ex post).
-Their tensors are non-persistent buffers: they move with the model but live in their own file
-(`priors.safetensors`), so fitting one later never rewrites the weights.
+A model holds its priors by name ("prior": its own, what generation draws from; "gmm" and "two-stage": fitted
+ex post). The fitted ones keep their tensors in non-persistent buffers: they move with the model but live in
+their own file (`priors.safetensors`), so fitting one later never rewrites the weights, and a checkpoint can
+sample from them without the training data.
 """
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Protocol
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vaekit.models.posterior import LOG_2PI
+from vaekit.models.posterior import LOG_2PI, DiagonalGaussian, drawn_by
 
 if TYPE_CHECKING:
-    from vaekit.models.posterior import DiagonalGaussian
+    from collections.abc import Callable
 
 
 class Prior(Protocol):
@@ -47,7 +53,7 @@ class StandardNormal(nn.Module):
         self.register_buffer("loc", torch.zeros(dim), persistent=False)  # carries the device and the size
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        return torch.randn(n, len(self.loc), generator=generator, device=self.loc.device)
+        return torch.randn(n, len(self.loc), device=self.loc.device, **drawn_by(generator))
 
     def log_prob(self, z: Tensor) -> Tensor:
         """log N(z; 0, I), summed over the last dimension."""
@@ -56,6 +62,42 @@ class StandardNormal(nn.Module):
     def closed_form_kl(self, q: DiagonalGaussian) -> Tensor:
         """KL(q || N(0, I)) per latent dimension, (B, D): the one prior with a closed form."""
         return q.kl_per_dim()
+
+
+class VampPrior(nn.Module):
+    """p(z) = (1/K) sum_k q(z | u_k), u_k = sigmoid(a_k): the model's encoder at K pseudo-inputs, images whose
+    pixels a_k are parameters trained with the model. The encoder is held by reference, not as a submodule, so
+    its weights are stored once (as the encoder's)."""
+
+    is_standard_normal = False
+
+    def __init__(self, encode: Callable[[Tensor], DiagonalGaussian], count: int, image_shape: tuple[int, ...]):
+        super().__init__()
+        self.encode = encode
+        self.pseudo_inputs = nn.Parameter(0.5 * torch.randn(count, *image_shape))  # pixels before the sigmoid
+
+    @property
+    def words(self) -> str:
+        return f"a VampPrior: the mixture of q(z|u) at {len(self.pseudo_inputs)} learned pseudo-inputs u"
+
+    def components(self) -> DiagonalGaussian:
+        """q(z | u_k) for every pseudo-input: K Gaussians, (K, D)."""
+        return self.encode(torch.sigmoid(self.pseudo_inputs))
+
+    def closed_form_kl(self, q: DiagonalGaussian) -> None:
+        """None: KL(q || a mixture) has no closed form (the ELBO uses Monte Carlo)."""
+        return None
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        """log (1/K) sum_k q(z | u_k) over the last dimension of z (any leading shape)."""
+        return torch.logsumexp(self.components().log_prob(z.unsqueeze(-2)), dim=-1) - math.log(len(self.pseudo_inputs))
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """A pseudo-input k uniformly, then z ~ q(z | u_k)."""
+        q = self.components()
+        k = torch.randint(len(self.pseudo_inputs), (n,), device=q.mu.device, **drawn_by(generator))
+        eps = torch.randn(n, q.mu.shape[1], device=q.mu.device, **drawn_by(generator))
+        return q.mu[k] + q.sigma[k] * eps
 
 
 class GaussianMixture(nn.Module):
@@ -111,6 +153,46 @@ class GaussianMixture(nn.Module):
         return cls(torch.from_numpy(gmm.weights_), torch.from_numpy(gmm.means_), tril)
 
 
+class TwoStage(nn.Module):
+    """p(z) = integral N(z; D2(u), diag(scale^2)) N(u; 0, I) du: the generative model of a second VAE fitted to the
+    first model's training codes (Dai & Wipf, 2019; training/expost.py fits it). D2 is held as its linear layers'
+    tensors (ReLU between them, none after the last), `scale` is its Gaussian decoder's learned sigma in code units.
+    Dai & Wipf decode the mean alone; the scale is kept because on codes that fill their space the second VAE explains
+    part of them by that noise, and the mean alone would then draw too narrow a cloud."""
+
+    is_standard_normal = False
+
+    def __init__(self, layers: list[tuple[Tensor, Tensor]], scale: Tensor):
+        super().__init__()
+        self.depth = len(layers)
+        for i, (weight, bias) in enumerate(layers):
+            self.register_buffer(f"weight{i}", weight.float(), persistent=False)  # (out, in)
+            self.register_buffer(f"bias{i}", bias.float(), persistent=False)
+        self.register_buffer("scale", scale.float(), persistent=False)  # (D,)
+
+    @property
+    def words(self) -> str:
+        return f"a two-stage VAE: a second VAE ({self.depth} decoder layers) fitted to the training codes"
+
+    def tensors(self) -> dict[str, Tensor]:
+        layers = {f"{kind}{i}": getattr(self, f"{kind}{i}") for i in range(self.depth) for kind in ("weight", "bias")}
+        return {**layers, "scale": self.scale}
+
+    def closed_form_kl(self, q: DiagonalGaussian) -> None:
+        return None
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        raise ValueError("the two-stage sampler has no density here; it draws codes, it does not score them")
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        device = self.weight0.device
+        h = torch.randn(n, self.weight0.shape[1], device=device, **drawn_by(generator))
+        for i in range(self.depth):
+            h = F.linear(h, getattr(self, f"weight{i}"), getattr(self, f"bias{i}"))
+            h = torch.relu(h) if i < self.depth - 1 else h
+        return h + self.scale * torch.randn(h.shape, device=device, **drawn_by(generator))
+
+
 MAX_COMPONENTS = 10_000
 GMM_FIT_CODES = 20_000  # training codes an ex-post mixture is fitted to
 
@@ -130,3 +212,29 @@ def mixture_from_tensors(t: dict[str, Tensor], dim: int, where: str) -> Gaussian
             or not (diagonal > 1e-12).all() or not torch.isfinite(diagonal.log().sum(-1)).all():
         raise ValueError(f"{where}: the Gaussian mixture holds invalid weights or covariances")
     return GaussianMixture(w / w.sum(), m, torch.tril(s))
+
+
+MAX_LAYERS = 16
+
+
+def two_stage_from_tensors(t: dict[str, Tensor], dim: int, where: str) -> TwoStage:
+    """A two-stage sampler read back from a file: a chain of finite float layers from some width to `dim`, and a
+    finite, non-negative scale per code dimension."""
+    depth = (len(t) - 1) // 2
+    names = {f"{kind}{i}" for i in range(depth) for kind in ("weight", "bias")} | {"scale"}
+    if not 1 <= depth <= MAX_LAYERS or set(t) != names or not all(v.is_floating_point() for v in t.values()):
+        raise ValueError(f"{where}: the two-stage sampler needs weight0, bias0, ..., scale as floating-point tensors")
+    layers = [(t[f"weight{i}"].float(), t[f"bias{i}"].float()) for i in range(depth)]
+    width = layers[0][0].shape[-1] if layers[0][0].ndim == 2 else -1
+    for weight, bias in layers:
+        if weight.ndim != 2 or weight.shape[1] != width or bias.shape != weight.shape[:1]:
+            raise ValueError(f"{where}: the two-stage sampler's layers do not chain")
+        width = weight.shape[0]
+    scale = t["scale"].float()
+    finite = all(torch.isfinite(v).all() for v in (scale, *(v for pair in layers for v in pair)))
+    if width != dim or scale.shape != (dim,) or not finite or (scale < 0).any():
+        raise ValueError(f"{where}: the two-stage sampler does not give finite {dim}-dimensional codes")
+    return TwoStage(layers, scale)
+
+
+FITTED = {"gmm": mixture_from_tensors, "two-stage": two_stage_from_tensors}  # fitted priors, as read from a file

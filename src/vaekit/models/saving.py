@@ -3,8 +3,9 @@
 A model folder (layout.py) holds config.json (format, version, the ModelConfig, run metadata),
 model.safetensors (the weights) and, when the model has fitted priors, priors.safetensors.
 
-Format versions: 1 (vaekit 0.1.0: no fitted priors; a top-level "kind" beside the model config) and 2 (fitted
-priors in their own file). Older formats load; a newer one is refused with a message saying so.
+Format versions: 1 (vaekit 0.1.0: no fitted priors; a top-level "kind" beside the model config), 2 (fitted
+priors in their own file) and 3 (the family: presets beyond ae and vae, their settings, the two-stage prior).
+Older formats load; a newer one is refused with a message saying so.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from vaekit.errors import VaekitError
 from vaekit.files import atomic_write, write_json
 from vaekit.layout import CONFIG_FILE, PRIORS_FILE, WEIGHTS_FILE, RunFolder
 from vaekit.models.autoencoder import Autoencoder, build_model
-from vaekit.models.priors import mixture_from_tensors
+from vaekit.models.priors import FITTED
 
-FORMAT_VERSION = 2
-READS_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+READS_VERSIONS = (1, 2, 3)
 MODEL_KEYS = ("format", "version", "kind", "model")  # config.json keys that are not run metadata
 
 
@@ -91,10 +92,10 @@ def load_priors(model: Autoencoder, file: Path) -> None:
         name, _, part = key.partition(".")
         grouped.setdefault(name, {})[part] = value
     for name, tensors in grouped.items():
-        if name != "gmm":
-            raise VaekitError(f"{file}: unknown prior {name[:40]!r} (this vaekit knows: gmm)")
+        if name not in FITTED:
+            raise VaekitError(f"{file}: unknown prior {name[:40]!r} (this vaekit knows: {', '.join(FITTED)})")
         try:
-            model.priors[name] = mixture_from_tensors(tensors, model.latent_dim, str(file))
+            model.priors[name] = FITTED[name](tensors, model.latent_dim, str(file))
         except ValueError as e:
             raise VaekitError(str(e)) from None
 

@@ -1,6 +1,8 @@
-"""`vaekit compare`: an AE and a VAE with identical networks, data, seed and budget, measured side by side.
+"""`vaekit compare`: members of the family with identical networks, data, seed and budget, measured side by side.
 
-Writes a run folder with ae/ and vae/ (ordinary runs), metrics.json and a self-contained report.html.
+The default is the seed's comparison, an AE and a VAE; `--models` takes any presets (ae, vae, beta-vae, iwae, vamp,
+wae, rae). Writes a run folder with one ordinary run per model (ae/, vae/, ...), metrics.json keyed by model name
+and a self-contained report.html.
 """
 
 from __future__ import annotations
@@ -8,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -30,68 +32,88 @@ from vaekit.evaluation.evaluate import (
 from vaekit.evaluation.latent import interpolate
 from vaekit.files import new_run_folder, write_json, write_text
 from vaekit.layout import RunFolder
-from vaekit.models import Autoencoder, load_model
+from vaekit.models import PRESETS, Autoencoder, load_model
 from vaekit.progress import say as show
 from vaekit.report.page import render
 from vaekit.training import train
 
+DEFAULT_MODELS = ("ae", "vae")  # the seed's comparison
 
-def compare(run: RunConfig, out: Path, *, quick: bool = False, checkpoints: tuple[str, str] | None = None,
-            data_name: str | None = None, overwrite: bool = False, quiet: bool = False,
-            inputs: Sequence[Path] = ()) -> dict[str, Any]:
-    """Train (or load) an AE and a VAE, evaluate both, write metrics.json and report.html into `out`.
 
-    Two `checkpoints` are evaluated on the data they were trained on (which must be the same), or on
-    `data_name` when given. Every input is checked before `out` is touched; see `files.new_run_folder`."""
+def compare(run: RunConfig, out: Path, *, names: Sequence[str] = DEFAULT_MODELS, quick: bool = False,
+            checkpoints: Mapping[str, str] | None = None, data_name: str | None = None, overwrite: bool = False,
+            quiet: bool = False, inputs: Sequence[Path] = ()) -> dict[str, Any]:
+    """Train the presets `names` (or load them: `checkpoints` maps a preset name to a run or checkpoint folder),
+    evaluate every one, write metrics.json and report.html into `out`.
+
+    Checkpoints are evaluated on the data they were trained on (which must be the same for all), or on `data_name`
+    when given; models trained here use that data. Every input is checked before `out` is touched; see
+    `files.new_run_folder`."""
     started = time.perf_counter()
     say = (lambda msg: None) if quiet else show
-    models = {kind: load_checked(kind, given) for kind, given in zip(("ae", "vae"), checkpoints or ())}
+    checkpoints = dict(checkpoints or {})
+    names = list(dict.fromkeys([*names, *checkpoints]))
+    unknown = [n for n in names if n not in PRESETS]
+    if unknown or len(names) < 2:
+        raise VaekitError(f"unknown model {unknown[0]!r} (choose from {', '.join(PRESETS)})" if unknown else
+                          f"a comparison needs at least two models, got {', '.join(names) or 'none'}")
+    models = {name: load_checked(name, given) for name, given in checkpoints.items()}
     if models:
         trained_on = checkpoints_data(models, checkpoints, check=not data_name)
         run = replace(run, data=replace(trained_on, name=data_name) if data_name else trained_on)
     data = evaluation_view(load_dataset(run.data), run.data)
-    for given, model in zip(checkpoints or (), models.values()):
+    for name, model in models.items():
         if tuple(model.config.image_shape) != data.shape:
-            raise VaekitError(f"{given}: the model takes {tuple(model.config.image_shape)} images, {data.spec} has "
-                              f"{data.shape}")
+            raise VaekitError(f"{checkpoints[name]}: the model takes {tuple(model.config.image_shape)} images, "
+                              f"{data.spec} has {data.shape}")
     if quick:  # about a minute on 2 CPU cores: fewer epochs, fewer importance samples and generated images
         run = replace(run, train=replace(run.train, epochs=min(run.train.epochs, 2)))
-    with new_run_folder(out, overwrite, [*inputs, *map(Path, checkpoints or ()), *data_paths(run.data)]):
-        for kind in ("ae", "vae"):
-            if kind not in models:
-                say(f"training the {kind.upper()} ({run.train.epochs} epochs)")
-                train(replace(run, model=replace(run.model, kind=kind)), out / kind, quiet=quiet, dataset=data)
-                models[kind] = load_model(out / kind)
+    with new_run_folder(out, overwrite, [*inputs, *map(Path, checkpoints.values()), *data_paths(run.data)]):
+        for name in names:
+            if name not in models:
+                say(f"training the {label(name)} ({run.train.epochs} epochs)")
+                train(replace(run, model=replace(run.model, kind=name)), out / name, quiet=quiet, dataset=data)
+                models[name] = load_model(out / name)
+        models = {name: models[name] for name in names}
         return measure(run, out, models, data, quick, started, say, quiet, checkpoints)
 
 
-def load_checked(kind: str, given: str) -> Autoencoder:
+def label(name: str) -> str:
+    """How a preset is named for people: AE, VAE, beta-VAE, IWAE, VAMP, WAE, RAE."""
+    return name.upper().replace("BETA-", "beta-")
+
+
+def load_checked(name: str, given: str) -> Autoencoder:
     model = load_model(given)
-    if model.kind != kind:
-        article = {"ae": "an", "vae": "a"}
-        raise VaekitError(f"{given}: expected {article[kind]} {kind.upper()} checkpoint, found "
-                          f"{article[model.kind]} {model.kind.upper()}")
+    if model.kind != name:
+        raise VaekitError(f"{given}: expected {article(name)} {label(name)} checkpoint, found {article(model.kind)} "
+                          f"{label(model.kind)}")
     return model
 
 
-def checkpoints_data(models: dict[str, Autoencoder], paths: tuple[str, str], check: bool = True) -> DataConfig:
-    """The data set both checkpoints were trained on; two different ones are refused, naming both (unless
+def article(name: str) -> str:
+    return "an" if label(name)[0] in "AEIOUR" else "a"  # an AE, an IWAE, an RAE; a VAE, a beta-VAE
+
+
+def checkpoints_data(models: dict[str, Autoencoder], paths: Mapping[str, str], check: bool = True) -> DataConfig:
+    """The data set all checkpoints were trained on; two different ones are refused, naming both (unless
     `check` is off: the caller names the data set)."""
-    configs = [trained_data_config(m.meta) for m in models.values()]
-    if not check:
-        return configs[0]
-    keys = ("name", "binarize", "image_size", "channels", "resize", "background")
-    seen = [{k: getattr(c, k) for k in keys} for c in configs]
-    if seen[0] != seen[1]:
-        diff = next(k for k in keys if seen[0][k] != seen[1][k])
-        raise VaekitError(f"the checkpoints were trained on different data ({diff}: {seen[0][diff]!r} in {paths[0]}, "
-                          f"{seen[1][diff]!r} in {paths[1]}); pass --data to evaluate both on one set")
-    return configs[0]
+    configs = {name: trained_data_config(m.meta) for name, m in models.items()}
+    first = next(iter(configs))
+    if check:
+        keys = ("name", "binarize", "image_size", "channels", "resize", "background")
+        for name, config in configs.items():
+            diff = next((k for k in keys if getattr(config, k) != getattr(configs[first], k)), None)
+            if diff is not None:
+                raise VaekitError(f"the checkpoints were trained on different data ({diff}: "
+                                  f"{getattr(configs[first], diff)!r} in {paths[first]}, {getattr(config, diff)!r} in "
+                                  f"{paths[name]}); pass --data to evaluate them on one set")
+    return configs[first]
 
 
 def measure(run: RunConfig, out: Path, models: dict[str, Autoencoder], data: Dataset, quick: bool, started: float, say,
-            quiet: bool, checkpoints: tuple[str, str] | None) -> dict[str, Any]:
-    """Evaluate both models, write metrics.json and report.html."""
+            quiet: bool, checkpoints: Mapping[str, str]) -> dict[str, Any]:
+    """Evaluate every model, write metrics.json and report.html."""
     settings = EvalSettings.quick() if quick else EvalSettings()
     settings.seed = run.train.seed
     classifier, real_features, floor, accuracy = None, None, None, None
@@ -99,20 +121,21 @@ def measure(run: RunConfig, out: Path, models: dict[str, Autoencoder], data: Dat
         say("feature classifier for sample quality (cached after the first run)")
         classifier, accuracy = load_or_train_classifier(data, data_home(run.data), quiet=quiet)
         real_features, floor = real_reference(data, classifier, settings.n_samples)
-    evals = {kind: evaluate_model(model, data, settings, classifier, real_features, quiet=quiet)
-             for kind, model in models.items()}
-    metrics = {"checkpoints": checkpoint_paths(out, checkpoints),
+    evals = {name: evaluate_model(model, data, settings, classifier, real_features, quiet=quiet)
+             for name, model in models.items()}
+    histories = {name: read_history(out / name) for name in models}
+    metrics = {"models": list(models), "checkpoints": checkpoint_paths(out, models, checkpoints),
                "data": data.spec, "labels": data.label_source, "data_notes": data.notes, "quick": quick,
-               "settings": settings.__dict__, "classifier_accuracy": accuracy,
-               "real_floor": floor, "ae": evals["ae"].metrics, "vae": evals["vae"].metrics,
-               "same_networks": same_networks(models["ae"], models["vae"])}
-    histories = {kind: read_history(out / kind) for kind in models}
+               "settings": settings.__dict__, "classifier_accuracy": accuracy, "real_floor": floor,
+               **{name: {**e.metrics, "training_seconds": training_seconds(histories[name])}
+                  for name, e in evals.items()},
+               "same_networks": same_networks(list(models.values()))}
     pairs = test_tensor(data, 2 * INTERPOLATION_PAIRS)
-    interpolations = {kind: interpolate_pairs(model, pairs) for kind, model in models.items()}
+    interpolations = {name: interpolate_pairs(model, pairs) for name, model in models.items()}
     if classifier is not None:
         metrics["interpolation_confidence"] = {
-            kind: classifier.features_and_confidence(imgs[:, 1:-1].flatten(0, 1))[1].mean().item()
-            for kind, imgs in interpolations.items()}
+            name: classifier.features_and_confidence(imgs[:, 1:-1].flatten(0, 1))[1].mean().item()
+            for name, imgs in interpolations.items()}
     metrics["seconds"] = time.perf_counter() - started
     write_json(out / "metrics.json", metrics)
     write_text(out / "report.html", render(metrics, models, evals, data, histories, settings, interpolations))
@@ -120,16 +143,20 @@ def measure(run: RunConfig, out: Path, models: dict[str, Autoencoder], data: Dat
     return metrics
 
 
-def checkpoint_paths(out: Path, checkpoints: tuple[str, str] | None) -> dict[str, str]:
-    """Where each model's run folder is, relative to `out` (its own ae/ and vae/ when it trained them)."""
-    given = checkpoints or (out / "ae", out / "vae")
-    return {kind: os.path.relpath(Path(path).resolve(), out.resolve()) for kind, path in zip(("ae", "vae"), given)}
+def checkpoint_paths(out: Path, models: Mapping[str, Autoencoder], checkpoints: Mapping[str, str]) -> dict[str, str]:
+    """Where each model's run folder is, relative to `out` (its own subfolder when it was trained here)."""
+    return {name: os.path.relpath(Path(checkpoints.get(name, out / name)).resolve(), out.resolve()) for name in models}
 
 
-def same_networks(ae: Autoencoder, vae: Autoencoder) -> bool:
-    """Whether the two models have the same architecture, layer sizes and latent dimension."""
-    a, v = ae.config, vae.config
-    return a.arch == v.arch and a.hidden == v.hidden and a.channels == v.channels and ae.latent_dim == vae.latent_dim
+def training_seconds(history: list[dict]) -> float | None:
+    """The training epochs' seconds, summed (None for a checkpoint whose history is not at hand)."""
+    return sum(row["seconds"] for row in history) if history else None
+
+
+def same_networks(models: Sequence[Autoencoder]) -> bool:
+    """Whether all models have the same architecture, layer sizes and latent dimension."""
+    shapes = {(c.arch, c.hidden, c.channels, c.latent_dim) for c in (m.config for m in models)}
+    return len(shapes) == 1
 
 
 INTERPOLATION_PAIRS, INTERPOLATION_STEPS = 50, 10
@@ -152,7 +179,6 @@ def read_history(run_dir: Path) -> list[dict]:
 def summary_line(m: dict) -> str:
     if m["real_floor"] is None:
         return "(no labels: sample quality not scored)"
-    s = {k: m[k]["samples"] for k in ("ae", "vae")}
-    return (f"Frechet distance to real test images (lower is better): AE-prior {s['ae']['prior']['frechet']:.2f}, "
-            f"VAE-prior {s['vae']['prior']['frechet']:.2f}, AE-GMM {s['ae']['gmm']['frechet']:.2f}, "
-            f"VAE-GMM {s['vae']['gmm']['frechet']:.2f}, real {m['real_floor']['frechet']:.2f}")
+    scores = ", ".join(f"{label(name)}-{sampler} {s['frechet']:.2f}" for name in m["models"]
+                       for sampler, s in m[name]["samples"].items())
+    return f"Frechet distance to real test images (lower is better): {scores}, real {m['real_floor']['frechet']:.2f}"

@@ -37,8 +37,12 @@ def image_grid_png(images: Tensor, nrow: int) -> bytes:
 
 def latent_maps(codes: dict[str, Tensor], labels: Tensor | None, classes: list[str]) -> bytes:
     plt = _plt()
-    fig, axes = plt.subplots(1, len(codes), figsize=(5.2 * len(codes), 4.8))
-    for ax, (name, z) in zip(np.atleast_1d(axes), codes.items()):
+    cols = min(3, len(codes))
+    rows = math.ceil(len(codes) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 4.8 * rows), squeeze=False)
+    for ax in axes.flat[len(codes):]:
+        ax.set_visible(False)
+    for ax, (name, z) in zip(axes.flat, codes.items()):
         p = Projection.fit(z)
         xy = p.xy
         colours = [COLOURS[int(c) % 10] for c in labels.tolist()] if labels is not None else COLOURS[0]

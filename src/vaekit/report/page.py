@@ -17,8 +17,9 @@ from vaekit.report import figures
 
 Section = tuple[str, str, list[str]]  # (title, html body, sentences)
 
-SAMPLERS = {"prior": "N(0, I)", "gmm": "GMM on codes"}  # metrics table row labels
-SAMPLE_CAPTIONS = {"prior": "z ~ N(0, I)", "gmm": "z ~ GMM fitted to codes"}  # sample figure captions
+SAMPLERS = {"prior": "own prior", "gmm": "GMM on codes", "two-stage": "two-stage VAE"}  # metrics table labels
+SAMPLE_CAPTIONS = {"prior": "z ~ its prior p(z)", "gmm": "z ~ GMM fitted to codes",
+                   "two-stage": "z ~ two-stage VAE"}  # sample figure captions
 
 
 def img(data: bytes, alt: str) -> str:
@@ -39,10 +40,26 @@ def ratio_words(a: float, b: float) -> str:
     return f"{r:.1f} times larger than" if r > 1 else f"{1 / r:.1f} times smaller than"
 
 
+def label(name: str) -> str:
+    """How a preset is named for people: AE, VAE, beta-VAE, IWAE, VAMP, WAE, RAE."""
+    return name.upper().replace("BETA-", "beta-")
+
+
+def names_words(names: list[str]) -> str:
+    """'AE', 'AE and VAE', 'AE, VAE and IWAE'."""
+    labels = [label(n) for n in names]
+    return labels[0] if len(labels) == 1 else f"{', '.join(labels[:-1])} and {labels[-1]}"
+
+
+def seed_pair(m: dict) -> bool:
+    """Whether the seed's own comparison, an AE against a VAE, is among the models."""
+    return {"ae", "vae"} <= set(m["models"])
+
+
 def render(m: dict, models: dict[str, Autoencoder], evals: dict[str, Evaluation], data: Dataset,
            histories: dict[str, list[dict]], settings: EvalSettings, interpolations: dict[str, torch.Tensor]) -> str:
     """The whole page: a header, then one <section> per part of the comparison."""
-    sections = [metrics_section(m, models, settings),
+    sections = [metrics_section(m, settings),
                 reconstructions_section(m, models, data),
                 samples_section(m, evals, settings),
                 latent_section(m, models, evals, data),
@@ -50,20 +67,23 @@ def render(m: dict, models: dict[str, Autoencoder], evals: dict[str, Evaluation]
                 interpolation_section(m, interpolations)]
     if all(histories.values()):
         sections.append(training_section(histories))
-    parts = [header(m, models["ae"], data, settings)]
+    parts = [header(m, next(iter(models.values())), data, settings)]
     for title, body, words in sections:
         parts.append(f"<section><h2>{html.escape(title)}</h2>{body}"
                      + "".join(f"<p>{html.escape(w)}</p>" for w in words) + "</section>")
-    return PAGE.format(title=f"vaekit: AE vs VAE on {html.escape(data.spec)}", body="\n".join(parts))
+    title = " vs ".join(label(n) for n in m["models"])
+    return PAGE.format(title=f"vaekit: {html.escape(title)} on {html.escape(data.spec)}", body="\n".join(parts))
 
 
-def header(m: dict, ae: Autoencoder, data: Dataset, settings: EvalSettings) -> str:
+def header(m: dict, first: Autoencoder, data: Dataset, settings: EvalSettings) -> str:
     """Title and the two meta paragraphs: networks, run settings, where the labels come from."""
-    c = ae.config
+    c = first.config
     net = f"{c.arch} " + (f"hidden {','.join(map(str, c.hidden))}" if c.arch == "mlp" else
                           f"channels {','.join(map(str, c.channels))}")
+    same = "Same networks" if m["same_networks"] else "Networks differ! First model's"
     notes = m["data_notes"]
-    return (f"<h1>AE vs VAE on {html.escape(data.spec)}</h1><p class=meta>Same networks ({net}, latent "
+    title = " vs ".join(label(n) for n in m["models"])
+    return (f"<h1>{html.escape(title)} on {html.escape(data.spec)}</h1><p class=meta>{same} ({net}, latent "
             f"{c.latent_dim}, {c.likelihood} likelihood), same data and seed. {'Quick run. ' if m['quick'] else ''}"
             f"Generated images per sampler: {settings.n_samples}. Wall time {m['seconds']:.0f} s.</p>"
             f"<p class=meta>Labels (used only by the feature classifier that scores samples): "
@@ -74,35 +94,42 @@ def header(m: dict, ae: Autoencoder, data: Dataset, settings: EvalSettings) -> s
 # --- 1. metrics -------------------------------------------------------------------------------------------
 
 
-def metrics_section(m: dict, models: dict[str, Autoencoder], settings: EvalSettings) -> Section:
-    return "Metrics", metrics_table(m, models, settings), metrics_words(m)
+def metrics_section(m: dict, settings: EvalSettings) -> Section:
+    words = (seed_words(m) if seed_pair(m) else []) + family_words(m)
+    return "Metrics", metrics_table(m, settings), words
 
 
-def metrics_table(m: dict, models: dict[str, Autoencoder], settings: EvalSettings) -> str:
-    """One row per model and sampler, then the real held-out images as a floor (when samples are scored)."""
-    floor = m["real_floor"]
-    rows = []
-    for kind in models:
-        t, is_nll = m[kind]["test"], m[kind].get("is_nll")
-        for sampler, label in SAMPLERS.items():
-            if floor is None:
-                scores = "<td>n/a</td><td>n/a</td>"
-            else:
-                s = m[kind]["samples"][sampler]
-                scores = f"<td>{fmt(s['frechet'])}</td><td>{fmt(s['confidence'], 3)}</td>"
-            rows.append(f"<tr><th>{kind.upper()} + {label}</th>"
-                        f"<td>{fmt(t['recon'])}</td><td>{fmt(t.get('nelbo'))}</td>"
-                        f"<td>{fmt(is_nll['nll'] if is_nll else None)}</td>{scores}</tr>")
+def model_cells(r: dict, rows: int) -> str:
+    """The cells that belong to a model, not to a sampler, spanning its sampler rows."""
+    t, is_nll, seconds = r["test"], r.get("is_nll"), r.get("training_seconds")
+    bound = t["loss"] if "nelbo" in t else None  # the -ELBO, or IWAE's k-draw bound; no bound without a density
+    cells = [fmt(t["recon"]), fmt(bound), fmt(is_nll["nll"] if is_nll else None),
+             f"{r['latent']['active_units']} / {r['latent_dim']}", "n/a" if seconds is None else f"{seconds:.0f}"]
+    return "".join(f"<td rowspan={rows}>{c}</td>" for c in cells)
+
+
+def metrics_table(m: dict, settings: EvalSettings) -> str:
+    """One block of rows per model (one row per sampler), then the real held-out images as a floor."""
+    floor, rows = m["real_floor"], []
+    for name in m["models"]:
+        r = m[name]
+        samplers = list(r["priors"])
+        for i, sampler in enumerate(samplers):
+            s = r.get("samples", {}).get(sampler)
+            scores = f"<td>{fmt(s['frechet'])}</td><td>{fmt(s['confidence'], 3)}</td>" if s else "<td>n/a</td>" * 2
+            first = f"<th rowspan={len(samplers)}>{label(name)}</th>{model_cells(r, len(samplers))}" if i == 0 else ""
+            rows.append(f"<tr>{first}<td class=sampler>{html.escape(SAMPLERS.get(sampler, sampler))}</td>{scores}</tr>")
     if floor is not None:
-        rows.append(f"<tr class=floor><th>real held-out images (floor)</th><td></td><td></td><td></td>"
+        rows.append(f"<tr class=floor><th colspan=7>real held-out images (floor)</th>"
                     f"<td>{fmt(floor['frechet'])}</td><td>{fmt(floor['confidence'], 3)}</td></tr>")
-    return ("<table><tr><th>model + sampler</th><th>reconstruction<br>-log p(x|z), nats</th><th>-ELBO<br>nats</th>"
-            f"<th>IS-NLL (K={settings.k})<br>nats</th><th>Frechet distance<br>(lower is better)</th>"
-            "<th>classifier<br>confidence</th></tr>" + "".join(rows) + "</table>")
+    return ("<table><tr><th>model</th><th>reconstruction<br>-log p(x|z), nats</th><th>training bound<br>nats</th>"
+            f"<th>IS-NLL (K={settings.k})<br>nats</th><th>active<br>units</th><th>training<br>seconds</th>"
+            "<th>sampler</th><th>Frechet distance<br>(lower is better)</th><th>classifier<br>confidence</th></tr>"
+            + "".join(rows) + "</table>")
 
 
-def metrics_words(m: dict) -> list[str]:
-    """What the table says: sample quality under both samplers, the classifier, the VAE's likelihood."""
+def seed_words(m: dict) -> list[str]:
+    """The seed's claim in numbers: an AE decoding z ~ N(0, I) against a VAE, and the mixture that rescues the AE."""
     words = []
     floor = m["real_floor"]
     if floor is not None:
@@ -110,24 +137,66 @@ def metrics_words(m: dict) -> list[str]:
         words.append(f"From z ~ N(0, I), the AE's samples lie at Frechet distance {fmt(a['prior']['frechet'])} from "
                      f"real test images, {ratio_words(a['prior']['frechet'], v['prior']['frechet'])} the VAE's "
                      f"{fmt(v['prior']['frechet'])}; real held-out images score {fmt(floor['frechet'])}.")
-        best = min((a["gmm"]["frechet"], "AE"), (v["gmm"]["frechet"], "VAE"), (a["prior"]["frechet"], "AE-prior"),
-                   (v["prior"]["frechet"], "VAE-prior"))
-        words.append(f"With {m['ae']['priors']['gmm']} instead of N(0, I), the AE "
-                     f"scores {fmt(a['gmm']['frechet'])} and the VAE {fmt(v['gmm']['frechet'])}; the lowest distance "
-                     f"of the four is {best[1]}{'-GMM' if '-' not in best[1] else ''}'s ({fmt(best[0])}). "
-                     "Knowing where the codes are is what sampling needs: the VAE's KL puts them near N(0, I), "
-                     "an AE needs the mixture fitted afterwards.")
+        if "gmm" in a and "gmm" in v:
+            words.append(f"With {m['ae']['priors']['gmm']} instead of N(0, I), the AE scores "
+                         f"{fmt(a['gmm']['frechet'])} and the VAE {fmt(v['gmm']['frechet'])}. Knowing where the codes "
+                         "are is what sampling needs: the VAE's KL puts them near N(0, I), an AE needs a sampler "
+                         "fitted afterwards.")
         words.append(f"The feature classifier reaches {100 * m['classifier_accuracy']:.1f}% test accuracy; its mean "
                      f"confidence is {fmt(v['prior']['confidence'], 3)} on VAE-prior samples, "
                      f"{fmt(a['prior']['confidence'], 3)} on AE-prior samples and "
                      f"{fmt(floor['test_confidence'], 3)} on real test images.")
-    if m["vae"].get("is_nll"):
-        i = m["vae"]["is_nll"]
-        words.append(f"The VAE is a model of p(x): with K = {i['k']} importance samples on {i['images']} test images, "
-                     f"-log p(x) is about {fmt(i['nll'])} nats ({fmt(i['bpd'], 4)} bits/dim), below the -ELBO "
-                     f"{fmt(i['nelbo_same_images'])} on the same images, as a tighter bound must be. "
-                     "The AE defines no density, so it has neither number.")
     return words
+
+
+def ranked(m: dict, value) -> list[tuple[float, str]]:
+    """(value, model) for the models where `value(metrics)` is a number, best (lowest) first."""
+    return sorted((v, name) for name in m["models"] if (v := value(m[name])) is not None)
+
+
+def family_words(m: dict) -> list[str]:
+    """Which model wins what, from the numbers, and the reason each member is built for."""
+    words = []
+    recon = ranked(m, lambda r: r["test"]["recon"])
+    words.append(f"Reconstruction: {label(recon[0][1])} is best ({fmt(recon[0][0])} nats), "
+                 f"{label(recon[-1][1])} worst ({fmt(recon[-1][0])}); deterministic codes (AE, WAE, RAE) carry "
+                 "more about x than a VAE's noisy ones, whose KL trades reconstruction for a usable prior.")
+    nll = ranked(m, lambda r: r.get("is_nll", {}).get("nll"))
+    if nll:
+        listed = ", ".join(f"{label(n)} {fmt(v)}" for v, n in nll)
+        words.append(f"Likelihood (IS-NLL, lower is better): {listed} nats. {PRESETS_WHY.get(nll[0][1], '')}".strip())
+        if len(nll) < len(m["models"]):
+            none = [label(n) for n in m["models"] if n not in {n for _, n in nll}]
+            words.append(f"{names_words(none)} define no density (deterministic codes), so no likelihood.")
+    if m["real_floor"] is not None:
+        scored = sorted((s["frechet"], name, sampler) for name in m["models"]
+                        for sampler, s in m[name]["samples"].items())
+        best, prior_only = scored[0], [x for x in scored if x[2] == "prior"]
+        words.append(f"Sample quality: the lowest Frechet distance is {label(best[1])} with its "
+                     f"{SAMPLERS.get(best[2], best[2])} sampler ({fmt(best[0])}; real images "
+                     f"{fmt(m['real_floor']['frechet'])}). From each model's own prior, {label(prior_only[0][1])} is "
+                     f"best ({fmt(prior_only[0][0])}).")
+        lost = [n for f, n, _ in prior_only if f > 2 * prior_only[0][0]]
+        if lost:
+            one = len(lost) == 1
+            words.append(f"{names_words(lost)} sample{'s' if one else ''} poorly from {'its' if one else 'their'} own "
+                         "prior (more than twice the best distance): the codes are not where the prior puts its mass.")
+        wins = sum(1 for n in m["models"] if {"gmm", "two-stage"} <= set(m[n]["samples"])
+                   and m[n]["samples"]["two-stage"]["frechet"] < m[n]["samples"]["gmm"]["frechet"])
+        fitted = sum(1 for n in m["models"] if {"gmm", "two-stage"} <= set(m[n]["samples"]))
+        if fitted:
+            words.append(f"Ex-post samplers: the two-stage VAE beats the Gaussian mixture for {wins} of {fitted} "
+                         "models.")
+    return words
+
+
+PRESETS_WHY = {
+    "iwae": "IWAE trains on the k-sample bound, which is tighter than the ELBO, so its encoder is free to be less "
+            "Gaussian-exact and the model can place more mass on the data.",
+    "vamp": "The VampPrior moves the prior to where the codes are, so less KL is paid for codes the data needs.",
+    "vae": "The VAE's ELBO is the bound the IS estimate tightens; here the other members did not beat it.",
+    "beta-vae": "A beta above 1 usually costs likelihood; here it did not.",
+}
 
 
 # --- 2. reconstructions and samples -----------------------------------------------------------------------
@@ -138,74 +207,76 @@ def reconstructions_section(m: dict, models: dict[str, Autoencoder], data: Datas
     x = test_tensor(data, 10)
     with torch.no_grad():
         recon = [model.reconstruct(x.to(model.device)).cpu() for model in models.values()]
-    body = img(figures.image_grid_png(torch.cat([x, *recon]), nrow=len(x)), "test images, AE and VAE reconstructions")
-    gap = m["vae"]["test"]["recon"] - m["ae"]["test"]["recon"]
-    words = [f"Rows: test images, the AE's reconstructions, the VAE's (from the posterior mean). The AE reconstructs "
-             f"at {fmt(m['ae']['test']['recon'])} nats per image, the VAE at {fmt(m['vae']['test']['recon'])} "
-             f"(expected under q(z|x)), {fmt(abs(gap))} nats {'worse' if gap > 0 else 'better'}, while its KL of "
-             f"{fmt(m['vae']['test']['kl'])} nats pulls the codes towards N(0, I)."]
+    body = img(figures.image_grid_png(torch.cat([x, *recon]), nrow=len(x)), "test images and reconstructions")
+    listed = ", ".join(f"{label(n)} {fmt(m[n]['test']['recon'])}" for n in m["models"])
+    words = [f"Rows: test images, then the reconstructions (from the posterior mean) of {names_words(m['models'])}, "
+             f"in that order. Reconstruction error -log p(x|z), nats per image: {listed}."]
+    if seed_pair(m):
+        gap = m["vae"]["test"]["recon"] - m["ae"]["test"]["recon"]
+        words.append(f"The VAE reconstructs {fmt(abs(gap))} nats {'worse' if gap > 0 else 'better'} than the AE, "
+                     f"while its KL of {fmt(m['vae']['test']['kl'])} nats pulls the codes towards N(0, I).")
     return "Reconstructions", body, words
 
 
-def samples_section(m: dict, evals: dict[str, Evaluation], settings: EvalSettings, n_show: int = 64) -> Section:
-    """A grid of generated images per model and sampler."""
-    body = "<div class=pair>"
-    for kind, evaluation in evals.items():
-        for sampler, caption in SAMPLE_CAPTIONS.items():
-            picture = img(figures.image_grid_png(evaluation.samples[sampler][:n_show], 8), f"{kind} {sampler}")
-            body += f"<figure>{picture}<figcaption>{kind.upper()}: {caption}</figcaption></figure>"
-    body += "</div>"
-    words = [f"The left column decodes the same {n_show} draws z ~ N(0, I) with each model's decoder; the right "
-             f"column draws z from {m['ae']['priors']['gmm'].replace('the training codes', 'each model')}'s training "
-             "codes."]
+def samples_section(m: dict, evals: dict[str, Evaluation], settings: EvalSettings, n_show: int = 32) -> Section:
+    """A grid of generated images per model and sampler: one row of figures per model."""
+    rows = []
+    for name, evaluation in evals.items():
+        figures_html = "".join(
+            f"<figure>{img(figures.image_grid_png(images[:n_show], 8), f'{name} {sampler}')}<figcaption>"
+            f"{label(name)}: {html.escape(SAMPLE_CAPTIONS.get(sampler, sampler))}</figcaption></figure>"
+            for sampler, images in evaluation.samples.items())
+        rows.append(f"<div class=samplers>{figures_html}</div>")
+    words = [f"Each row is one model; each column one sampler: the model's own prior p(z) (N(0, I), or the learned "
+             f"VampPrior), a Gaussian mixture fitted to its training codes, a second-stage VAE fitted to them. Every "
+             f"sampler decodes its own draws with the model's decoder; the first {n_show} of {settings.n_samples} "
+             "are shown."]
     if m["real_floor"] is not None:
-        a, v = m["ae"]["samples"]["prior"], m["vae"]["samples"]["prior"]
-        better = "VAE" if v["frechet"] < a["frechet"] else "AE"
-        words.append(f"Measured on {settings.n_samples} samples each, the {better}'s prior samples are closer to the "
-                     f"data (Frechet distance {fmt(min(a['frechet'], v['frechet']))} against "
-                     f"{fmt(max(a['frechet'], v['frechet']))}).")
-    return "Generation from scratch", body, words
+        best = min((m[n]["samples"]["prior"]["frechet"], n) for n in m["models"])
+        words.append(f"Measured on {settings.n_samples} samples each, {label(best[1])}'s prior samples are the "
+                     f"closest to the data from a prior (Frechet distance {fmt(best[0])}).")
+    return "Generation from scratch", "".join(rows), words
 
 
 # --- 3. the latent space ----------------------------------------------------------------------------------
 
 
 def figure_codes(evals: dict[str, Evaluation]) -> dict[str, torch.Tensor]:
-    """Each model's test codes, keyed by its name on the figures ("AE", "VAE")."""
-    return {kind.upper(): evaluation.test_codes for kind, evaluation in evals.items()}
+    """Each model's test codes, keyed by its name on the figures ("AE", "VAE", ...)."""
+    return {label(name): evaluation.test_codes for name, evaluation in evals.items()}
 
 
 def latent_section(m: dict, models: dict[str, Autoencoder], evals: dict[str, Evaluation], data: Dataset) -> Section:
-    """Test codes coloured by class, against the prior's circles."""
+    """Test codes coloured by class, against the circles of N(0, I)."""
     body = img(figures.latent_maps(figure_codes(evals), data.test.labels, data.classes), "latent maps")
-    la, lv = m["ae"]["latent"], m["vae"]["latent"]
+    inside = [(n, m[n]["latent"]["inside_prior_99"]) for n in m["models"] if "inside_prior_99" in m[n]["latent"]]
     words = ["Each point is a test image's code, coloured by class; the circles mark 1, 2 and 3 standard deviations "
-             "of N(0, I), where generation draws z from.",
-             f"Inside the prior's 99% ball (radius of the chi distribution with {models['ae'].latent_dim} degrees of "
-             "freedom) lie "
-             f"{100 * lv.get('inside_prior_99', float('nan')):.1f}% of the VAE's test codes and "
-             f"{100 * la.get('inside_prior_99', float('nan')):.1f}% of the AE's.",
-             f"The AE's codes have per-dimension standard deviations from {min(la['std']):.2f} to {max(la['std']):.2f} "
-             f"and means from {min(la['mean']):.2f} to {max(la['mean']):.2f}; the VAE's means of q(z|x) have standard "
-             f"deviations from {min(lv['std']):.2f} to {max(lv['std']):.2f}. Nothing in the AE's loss ties its codes "
-             "to N(0, I); the KL term ties the VAE's."]
+             "of N(0, I), where the prior sampler of every model but the VAMP draws z from."]
+    if inside:
+        words.append("Share of test codes inside N(0, I)'s 99% ball (radius of the chi distribution with "
+                     f"{next(iter(models.values())).latent_dim} degrees of freedom): "
+                     + ", ".join(f"{label(n)} {100 * v:.1f}%" for n, v in inside) + ".")
+    if seed_pair(m):
+        la, lv = m["ae"]["latent"], m["vae"]["latent"]
+        words.append(f"The AE's codes have per-dimension standard deviations from {min(la['std']):.2f} to "
+                     f"{max(la['std']):.2f} and means from {min(la['mean']):.2f} to {max(la['mean']):.2f}; the VAE's "
+                     f"means of q(z|x) have standard deviations from {min(lv['std']):.2f} to {max(lv['std']):.2f}. "
+                     "Nothing in the AE's loss ties its codes to N(0, I); the KL term ties the VAE's.")
     return "The latent space", body, words
 
 
 def histograms_section(m: dict, models: dict[str, Autoencoder], evals: dict[str, Evaluation]) -> Section:
-    """Per-dimension histograms of the codes, active units and the VAE's KL per dimension."""
+    """Per-dimension histograms of the codes, active units and the KL per dimension."""
     body = img(figures.code_histograms(figure_codes(evals)), "code histograms")
-    la, lv = m["ae"]["latent"], m["vae"]["latent"]
-    ae_dims, vae_dims = models["ae"].latent_dim, models["vae"].latent_dim
-    kl = lv.get("kl_per_dim", [])
-    words = [f"Histograms of the first dimensions of the test codes against the N(0, 1) density (black). The VAE "
-             f"keeps {lv['active_units']} of {vae_dims} dimensions active (Burda et al.: variance of mu(x) over "
-             f"the data above 0.01); the AE {la['active_units']} of {ae_dims}."]
-    if kl:
-        words.append(f"The VAE's KL per dimension ranges from {min(kl):.2f} to {max(kl):.2f} nats"
-                     + ("." if lv["active_units"] == vae_dims else
-                        f"; its {vae_dims - lv['active_units']} inactive dimensions carry almost no information "
-                        "about x (their q(z|x) stays close to N(0, 1)), a mild form of posterior collapse."))
+    active = ", ".join(f"{label(n)} {m[n]['latent']['active_units']} of {models[n].latent_dim}" for n in m["models"])
+    words = [f"Histograms of the first dimensions of the test codes against the N(0, 1) density (black). Active "
+             f"dimensions (Burda et al.: variance of the code's mean over the data above 0.01): {active}."]
+    for name in m["models"]:
+        kl, la = m[name]["latent"].get("kl_per_dim", []), m[name]["latent"]
+        if kl and la["active_units"] < models[name].latent_dim:
+            words.append(f"The {label(name)}'s KL per dimension ranges from {min(kl):.2f} to {max(kl):.2f} nats; its "
+                         f"{models[name].latent_dim - la['active_units']} inactive dimensions carry almost no "
+                         "information about x, a mild form of posterior collapse.")
     return "Codes against N(0, 1)", body, words
 
 
@@ -216,24 +287,25 @@ def interpolation_section(m: dict, interpolations: dict[str, torch.Tensor]) -> S
     """The first interpolation pair of each model, one row per model; `interpolations` is (pairs, steps, C, H, W)."""
     rows = [lines[0] for lines in interpolations.values()]
     body = img(figures.image_grid_png(torch.cat(rows), nrow=len(rows[0])), "interpolations")
-    words = ["Top: the AE, bottom: the VAE, decoding points on the straight line between the codes of two test "
-             "images."]
+    words = [f"One row per model ({names_words(m['models'])}, top to bottom), decoding points on the straight line "
+             "between the codes of two test images."]
     if "interpolation_confidence" in m:
         ic = m["interpolation_confidence"]
-        words.append(f"Over {len(interpolations['ae'])} such pairs, the classifier's mean confidence on the "
-                     f"in-between images is {fmt(ic['ae'], 3)} for the AE and {fmt(ic['vae'], 3)} for the VAE "
-                     f"(real test images: {fmt(m['real_floor']['test_confidence'], 3)}): the higher, the more the "
-                     "path between two codes stays among images that look like data.")
+        listed = ", ".join(f"{label(n)} {fmt(ic[n], 3)}" for n in m["models"])
+        words.append(f"Over {len(next(iter(interpolations.values())))} such pairs, the classifier's mean confidence "
+                     f"on the in-between images: {listed} (real test images: "
+                     f"{fmt(m['real_floor']['test_confidence'], 3)}); the higher, the more the path between two codes "
+                     "stays among images that look like data.")
     return "Interpolation", body, words
 
 
 def training_section(histories: dict[str, list[dict]]) -> Section:
-    """Both models' learning curves and where they ended."""
-    body = img(figures.training_curves({kind.upper(): h for kind, h in histories.items()}), "training curves")
-    last = {kind: h[-1] for kind, h in histories.items()}
-    words = [f"After {last['vae']['epoch']} epochs the validation reconstruction is {fmt(last['ae']['val_recon'])} "
-             f"nats for the AE and {fmt(last['vae']['val_recon'])} for the VAE, whose KL is "
-             f"{fmt(last['vae']['val_kl'])} nats. Both used the same networks, data, seed and epochs."]
+    """Every model's learning curves and where they ended."""
+    body = img(figures.training_curves({label(name): h for name, h in histories.items()}), "training curves")
+    last = {name: h[-1] for name, h in histories.items()}
+    listed = ", ".join(f"{label(n)} {fmt(r['val_recon'])}" for n, r in last.items())
+    words = [f"After {next(iter(last.values()))['epoch']} epochs the validation reconstruction is: {listed} nats. All "
+             "used the same networks, data, seed and epochs."]
     return "Training", body, words
 
 
@@ -247,7 +319,8 @@ table {{ border-collapse: collapse; margin: 1em 0; display: block; max-width: 10
 td, th {{ border: 1px solid #ccc; padding: 4px 10px; text-align: right; }}
 th:first-child {{ text-align: left; }} tr.floor {{ color: #666; font-style: italic; }}
 img {{ max-width: 100%; image-rendering: pixelated; }}
-.pair {{ display: grid; grid-template-columns: 1fr 1fr; gap: 1em; }}
+.samplers {{ display: grid; grid-template-columns: repeat(auto-fit, minmax(200px, 1fr)); gap: 1em; margin: 1em 0; }}
+td.sampler {{ text-align: left; }}
 figure {{ margin: 0; }} figcaption {{ text-align: center; font-weight: 600; }}
 </style></head>
 <body>

@@ -11,11 +11,14 @@ from vaekit.layout import RunFolder
 
 
 def loss_words(m: dict[str, float], has_density: bool, prefix: str = "") -> str:
-    """A split's loss in words: -ELBO = recon + KL for a VAE; an AE has no ELBO, only its reconstruction."""
+    """A split's loss in words: -ELBO = recon + KL for a VAE (after the tighter bound it trains on, for IWAE); an AE
+    has no ELBO, only its reconstruction."""
     get = lambda key: m[f"{prefix}{key}"]  # noqa: E731
     if not has_density:
         return f"reconstruction {get('recon'):.2f} nats ({get('bpd'):.3f} bits/dim)"
-    return f"-ELBO {get('nelbo'):.2f} nats (recon {get('recon'):.2f} + KL {get('kl'):.2f}, {get('bpd'):.3f} bits/dim)"
+    words = f"-ELBO {get('nelbo'):.2f} nats (recon {get('recon'):.2f} + KL {get('kl'):.2f})"
+    tighter = f"-bound {get('loss'):.2f} nats, " if get("loss") < get("nelbo") - 1e-6 else ""
+    return f"{tighter}{words}, {get('bpd'):.3f} bits/dim"
 
 
 class MetricsLog:

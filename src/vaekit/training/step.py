@@ -92,40 +92,42 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, *,
 
 
 class StepLog:
-    """What the loop keeps of each step, without waiting for the device: the step's loss sums (reconstruction, KL)
-    and its non-finite flag are written into a small buffer on the device; `flush()` reads the buffer (one host
-    sync for `size` steps), adds the steps that updated the weights to the epoch's sums, and counts the steps that
+    """What the loop keeps of each step, without waiting for the device: the step's loss sums (reconstruction, KL,
+    the bound) and its non-finite flag are written into a small buffer on the device; `flush()` reads the buffer (one
+    host sync for `size` steps), adds the steps that updated the weights to the epoch's sums, and counts the steps that
     did not, in a row across epochs."""
 
     def __init__(self, limit: int, device: torch.device, size: int = 20):
         self.limit = limit  # this many bad steps in a row: diverged
-        self.buffer = torch.zeros(size, 3, device=device)
+        self.buffer = torch.zeros(size, 4, device=device)
         self.pending: list[tuple[int, int]] = []  # (step, images) of each buffered row
         self.streak = 0  # bad steps in a row up to the last flush
         self.tripped: int | None = None  # the step where the first streak of `limit` bad steps began
-        self.recon = self.kl = 0.0  # sums over this epoch's good steps, up to the last flush
+        self.recon = self.kl = self.total = 0.0  # sums over this epoch's good steps, up to the last flush
         self.images = 0
 
     def add(self, result: StepResult, images: int, step: int) -> None:
         loss, row = result.loss, self.buffer[len(self.pending)]
-        torch.stack([loss.recon.detach().sum().float(), loss.kl.detach().sum().float(), result.bad.float()], out=row)
+        torch.stack([loss.recon.detach().sum().float(), loss.kl.detach().sum().float(),
+                     loss.total.detach().sum().float(), result.bad.float()], out=row)
         self.pending.append((step, images))
         if len(self.pending) == len(self.buffer):
             self.flush()
 
     def flush(self) -> None:
         rows = self.buffer[:len(self.pending)].tolist() if self.pending else []
-        for (step, images), (recon, kl, bad) in zip(self.pending, rows):
+        for (step, images), (recon, kl, total, bad) in zip(self.pending, rows):
             if bad:
                 self.streak += 1
                 if self.streak >= self.limit and self.tripped is None:
                     self.tripped = step - self.limit + 1
             else:
                 self.streak = 0
-                self.recon, self.kl, self.images = self.recon + recon, self.kl + kl, self.images + images
+                self.recon, self.kl, self.total = self.recon + recon, self.kl + kl, self.total + total
+                self.images += images
         self.pending.clear()
 
     def new_epoch(self) -> None:
         self.flush()
-        self.recon = self.kl = 0.0
+        self.recon = self.kl = self.total = 0.0
         self.images = 0

@@ -4,8 +4,8 @@ for each epoch:
     for each batch x:        train_step: the preset's objective (e.g. recon + kl_weight * beta * KL),
                              backward, clip, skip the update if the loss or gradient is not finite, Adam step
     validation loss, metrics row, checkpoint (best and latest), early stopping
-then: test metrics of the best checkpoint, a Gaussian mixture fitted to its training codes (saved with it),
-and samples from its prior.
+then: test metrics of the best checkpoint, samples from its prior, and the ex-post samplers fitted to its
+training codes (a Gaussian mixture, a second-stage VAE), saved with it.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from vaekit.models.saving import resolve_checkpoint, save_priors
 from vaekit.progress import bar, say
 from vaekit.training import distributed
 from vaekit.training.checkpoint import Progress, load_checkpoint, restore_training_state, roll_back, save_checkpoint
-from vaekit.training.expost import fit_mixture
+from vaekit.training.expost import fit_mixture, fit_two_stage
 from vaekit.training.log import MetricsLog, loss_words
 from vaekit.training.step import StepLog, check_train_config, lr_at, make_optimizer, train_step
 
@@ -203,7 +203,7 @@ def run_epoch(s: Session) -> tuple[float, int]:
             if p.batch % CHECK_EVERY == 0 or p.batch == steps_per_epoch or checkpoint_due:
                 stop_if_diverged(s)
                 n = max(s.steps.images, 1)
-                shown.set_postfix(loss=f"{(s.steps.recon + s.steps.kl) / n:.2f}", recon=f"{s.steps.recon / n:.2f}",
+                shown.set_postfix(loss=f"{s.steps.total / n:.2f}", recon=f"{s.steps.recon / n:.2f}",
                                   kl=f"{s.steps.kl / n:.2f}", refresh=False)
             if checkpoint_due and p.batch < steps_per_epoch:
                 s.checkpoint(is_best=False)
@@ -222,11 +222,11 @@ def end_epoch(s: Session, seconds: float, n_images: int) -> None:
     """Validation, the metrics row, early-stopping bookkeeping and the epoch's checkpoint."""
     p, t, log = s.progress, s.run.train, s.steps
     where = s.device if s.info.world > 1 else "cpu"  # the all-reduce needs the device; MPS has no float64
-    r, k, n, seen = s.info.sum(torch.tensor([log.recon, log.kl, log.images, n_images], dtype=torch.float64,
-                                            device=where)).tolist()
+    r, k, b, n, seen = s.info.sum(torch.tensor([log.recon, log.kl, log.total, log.images, n_images],
+                                               dtype=torch.float64, device=where)).tolist()
     n = n or math.nan  # no step updated the weights: the epoch's training loss is not a number
     val = mean_loss(s.model, s.val_batches, s.info.sum)
-    row = {"epoch": p.epoch + 1, "step": p.step, "train_loss": (r + k) / n, "train_recon": r / n,
+    row = {"epoch": p.epoch + 1, "step": p.step, "train_loss": b / n, "train_recon": r / n,
            "train_kl": k / n, **{f"val_{key}": v for key, v in val.items()},
            "lr": lr_at(p.step - 1, s.total_steps, s.run), "seconds": seconds,
            "images_per_s": seen / seconds if seconds > 0 else 0.0}
@@ -244,7 +244,7 @@ def end_epoch(s: Session, seconds: float, n_images: int) -> None:
 
 
 def finish(s: Session) -> dict[str, Any]:
-    """Test metrics of the best checkpoint, samples from its prior, summary.json, and a Gaussian mixture fitted
+    """Test metrics of the best checkpoint, samples from its prior, summary.json, and the ex-post samplers fitted
     to its training codes, saved beside its weights."""
     run, out, device = s.run, s.out, s.device
     best = load_model(out.root, map_location=device)
@@ -261,21 +261,28 @@ def finish(s: Session) -> dict[str, Any]:
         if not s.quiet:
             say(f"test {loss_words(test, best.has_density)} per image; samples from {best.prior.words} in "
                 f"{out.samples}")
-        if run.train.gmm_components:
-            add_mixture(best, s)
+        add_samplers(best, s)
     return summary
 
 
-def add_mixture(best: Autoencoder, s: Session) -> None:
-    """Fit the ex-post mixture to the best model's training codes and save it into its checkpoint folder; a fit
-    that fails (codes that are not finite) costs the run nothing but the mixture."""
+def add_samplers(best: Autoencoder, s: Session) -> None:
+    """Fit the ex-post samplers the run asks for to the best model's training codes and save them into its
+    checkpoint folder; a fit that fails (codes that are not finite) costs the run nothing but that sampler."""
     t = s.run.train
-    try:
-        best.priors["gmm"] = fit_mixture(best, s.data.train, t.gmm_components, t.seed, t.eval_batch_size)
-    except ValueError as e:
-        warn(f"no Gaussian mixture saved with the best checkpoint: {str(e)[:200]}")
-        return
-    save_priors(best, resolve_checkpoint(s.out.root))
-    if not s.quiet:
-        say(f"prior 'gmm': {best.priors['gmm'].words}, saved with the best checkpoint "
-            f"(vaekit sample {s.out.root} --prior gmm)")
+    fits = {"gmm": (t.gmm_components, lambda: fit_mixture(best, s.data.train, t.gmm_components, t.seed,
+                                                            t.eval_batch_size)),
+            "two-stage": (t.two_stage_epochs, lambda: fit_two_stage(best, s.data.train, t.two_stage_epochs, t.seed,
+                                                                    t.eval_batch_size))}
+    for name, (wanted, fit) in fits.items():
+        if not wanted:
+            continue
+        try:
+            best.priors[name] = fit()
+        except ValueError as e:
+            warn(f"no {name} prior saved with the best checkpoint: {str(e)[:200]}")
+            continue
+        if not s.quiet:
+            say(f"prior {name!r}: {best.priors[name].words}, saved with the best checkpoint "
+                f"(vaekit sample {s.out.root} --prior {name})")
+    if best.fitted_priors():
+        save_priors(best, resolve_checkpoint(s.out.root))

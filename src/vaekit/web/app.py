@@ -42,13 +42,13 @@ def create_app(explorer: Explorer, hosts: Sequence[str] = LOOPBACK, token: str |
 
 
 def load_models(paths: list[str]) -> dict[str, Autoencoder]:
-    """A `vaekit compare` run folder (the checkpoints it compared), or one or two checkpoints / run folders."""
+    """A `vaekit compare` run folder (every checkpoint it compared), or checkpoints / run folders."""
     folder = Path(paths[0])
     if len(paths) == 1 and (folder / "metrics.json").is_file():
         metrics = read_json(folder / "metrics.json")
         compared = metrics.get("checkpoints") if isinstance(metrics, dict) else None
-        if isinstance(compared, dict) and set(compared) == {"ae", "vae"}:
-            paths = [str(folder / compared[kind]) for kind in ("ae", "vae")]
+        if isinstance(compared, dict) and compared and all(isinstance(v, str) for v in compared.values()):
+            paths = [str(folder / path) for path in compared.values()]  # every model the comparison measured
     if len(paths) == 1 and (folder / "ae").is_dir() and (folder / "vae").is_dir():
         paths = [str(folder / "ae"), str(folder / "vae")]
     models: dict[str, Autoencoder] = {}
