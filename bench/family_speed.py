@@ -1,6 +1,6 @@
 """The family's costs on this machine: an epoch of each preset, and the N-way `vaekit compare`.
 
-    python bench/family_speed.py [--rounds 3] [--skip-compare] [--out bench/RESULTS-family.md]
+    python bench/family_speed.py [--rounds 3] [--skip-compare] [--pythae] [--out bench/RESULTS-family.md]
 
 Epochs: each cell is one `vaekit train --model M --epochs 2` (Fashion-MNIST, the default MLP 784-400-20, batch 128,
 no ex-post samplers) in a fresh process, the presets in an order rotating from round to round; the time of the second
@@ -9,6 +9,11 @@ epoch as vaekit logs it, and its ratio to the VAE's of the same round.
 Compare: `vaekit compare --models ae,vae,iwae,vamp,wae,rae` at its defaults (10 epochs, K = 1000, 10,000 samples per
 sampler), then with --quick, each once in a fresh process, wall time of the whole command; the feature classifier is
 trained (and cached) by a first call that is not timed. The default run's N-way table goes into the results.
+
+--pythae: Pythae 0.1.2's IWAE, VAMP, WAE_MMD and RAE_L2 beside vaekit's iwae, vamp, wae and rae, the same MLP, one
+epoch each in fresh processes, rounds interleaved (Pythae in bench/.venv-pythae, made by train_speed.py, through
+pythae_ref.py); for IWAE and VAMP the IS-NLL of each library's own trained model with K = 1000 on the first 1000
+test images, each library's own estimator.
 """
 
 from __future__ import annotations
@@ -94,10 +99,59 @@ def compare_runs(folder: Path, env: dict) -> tuple[list[str], dict]:
     return lines, metrics
 
 
+def pythae_table(rounds: int, folder: Path) -> list[str]:
+    import numpy as np
+
+    sys.path.insert(0, str(HERE))
+    from train_speed import ensure_pythae, pythae
+
+    from vaekit.config import DataConfig
+    from vaekit.data import evaluation_view, load_dataset
+    from vaekit.evaluation.evaluate import test_tensor
+
+    ensure_pythae()
+    images = folder / "test.npy"
+    np.save(images, test_tensor(evaluation_view(load_dataset(DataConfig()), DataConfig()), 1000).numpy())
+    rows: dict[str, dict[str, list[float]]] = {}
+    for r in range(rounds):
+        for name in ("iwae", "vamp", "wae", "rae"):
+            out = folder / f"p-{name}-{r}"
+            vaekit("train", "--model", name, "--epochs", "1", "--gmm-components", "0", "--two-stage-epochs", "0",
+                   "--quiet", "--device", "cpu", "--out", str(out))
+            ours = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+            theirs = pythae("family", name, str(images), "1000")
+            row = rows.setdefault(name, {})
+            row.setdefault("vaekit img/s", []).append(ours["images_per_s"])
+            row.setdefault("pythae img/s", []).append(60000 / theirs["seconds"])
+            row.setdefault("ratio", []).append(ours["images_per_s"] / (60000 / theirs["seconds"]))
+            if "nll" in theirs:
+                row.setdefault("vaekit nll", []).append(is_nll(out, images))
+                row.setdefault("pythae nll", []).append(theirs["nll"])
+            print(f"round {r + 1} {name}: {ours['images_per_s']:.0f} vs {60000 / theirs['seconds']:.0f} img/s "
+                  f"{theirs.get('nll', '')}", flush=True)
+    lines = ["| model | vaekit images/s | Pythae images/s | vaekit / Pythae speed | IS-NLL vaekit | IS-NLL Pythae |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for name, row in rows.items():
+        nll = [stats(row[k]) if k in row else "-" for k in ("vaekit nll", "pythae nll")]
+        lines.append(f"| {name} | {stats(row['vaekit img/s'], 0)} | {stats(row['pythae img/s'], 0)} | "
+                     f"{stats(row['ratio'])} | {nll[0]} | {nll[1]} |")
+    return lines
+
+
+def is_nll(run: Path, images: Path) -> float:
+    code = ("import numpy, torch; from vaekit import load; "
+            "from vaekit.evaluation.metrics import importance_sampled_nll; "
+            f"m = load({str(run)!r}).eval(); x = torch.from_numpy(numpy.load({str(images)!r})); torch.manual_seed(0);"
+            "print(torch.cat([importance_sampled_nll(m, b, 1000) for b in x.split(100)]).mean().item())")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(done.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip-compare", action="store_true")
+    parser.add_argument("--pythae", action="store_true", help="also Pythae 0.1.2's IWAE, VAMP, WAE and RAE")
     parser.add_argument("--out", default=str(HERE / "RESULTS-family.md"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -114,6 +168,9 @@ def main() -> None:
                       "## The default run's table (10 epochs, K = 1000, 10,000 samples per sampler)", "",
                       *nway_table(metrics)]
             (Path(args.out).with_suffix(".json")).write_text(json.dumps(metrics, indent=1))
+        if args.pythae:
+            lines += ["", f"## Beside Pythae 0.1.2 ({args.rounds} rounds, one epoch each, fresh processes)", "",
+                      *pythae_table(args.rounds, folder)]
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -60,8 +60,11 @@ def test_the_mixture_fitted_after_training_is_in_the_checkpoint_and_samples_from
     cli("sample", "ae", "-n", "16", "--out", "normal.png", "--seed", "1")
     assert gmm.std() > 1 and not np.array_equal(gmm, np.asarray(Image.open(tmp_path / "normal.png")))
     info = json.loads(cli("info", "ae", "--json").stdout)
-    assert set(info["priors"]) == {"prior", "gmm"}
-    cli("train", "--data", "digits", "--epochs", "1", "--gmm-components", "0", "--out", "none")
+    assert set(info["priors"]) == {"prior", "gmm", "two-stage"}
+    out = cli("sample", "ae", "-n", "16", "--prior", "two-stage", "--out", "two.png", "--seed", "1").stdout
+    assert "two-stage VAE" in out and np.asarray(Image.open(tmp_path / "two.png")).std() > 1
+    cli("train", "--data", "digits", "--epochs", "1", "--gmm-components", "0", "--two-stage-epochs", "0", "--out",
+        "none")
     refused = cli("sample", "none", "--prior", "gmm", check=False)
     assert refused.returncode == 2
     assert "no prior 'gmm' in this checkpoint (its priors: prior, fitted: none)" in refused.stderr
@@ -168,3 +171,33 @@ def test_evaluate_and_compare_from_checkpoints_on_digits(cli, tmp_path):
                          (["--models", "vae"], "a comparison needs at least two models")):
         refused = cli("compare", "--data", "digits", *bad, "--out", "never", check=False)
         assert refused.returncode == 2 and message in refused.stderr and not (tmp_path / "never").exists()
+
+
+def test_the_family_compared_six_ways_on_digits(cli, tmp_path):
+    """`compare --models`: every preset trained on the same data, measured per sampler, keyed by name; the IWAE's
+    bound below its ELBO; the checkpoints reused by name; the explorer serves every compared model."""
+    family = ["ae", "vae", "iwae", "vamp", "wae", "rae"]
+    cli("compare", "--data", "digits", "--models", ",".join(family), "--quick", "--epochs", "1", "--quiet", "--out",
+        "fam")
+    m = json.loads((tmp_path / "fam" / "metrics.json").read_text())
+    assert m["models"] == family and m["same_networks"] and set(m["checkpoints"]) == set(family)
+    for name in family:
+        assert m[name]["model"] == name and set(m[name]["samples"]) == {"prior", "gmm", "two-stage"}
+        assert ("is_nll" in m[name]) == (name in ("vae", "iwae", "vamp")) and m[name]["training_seconds"] > 0
+    i = m["iwae"]["is_nll"]
+    assert m["iwae"]["test"]["loss"] < m["iwae"]["test"]["nelbo"] and i["bound_same_images"] < i["nelbo_same_images"]
+    assert i["nll"] <= i["bound_same_images"] + 3 * i["stderr"]
+    page = (tmp_path / "fam" / "report.html").read_text()
+    assert all(f'alt="{name} {sampler}"' in page for name in family for sampler in ("prior", "gmm", "two-stage"))
+    assert "IWAE vs VAMP" in page and "Likelihood (IS-NLL, lower is better)" in page
+
+    from vaekit.web.app import load_models
+
+    assert list(load_models([str(tmp_path / "fam")])) == family
+
+    cli("compare", "--use", "iwae=fam/iwae", "--use", "vamp=fam/vamp", "--quick", "--quiet", "--out", "two")
+    pair = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert pair["models"] == ["iwae", "vamp"] and pair["checkpoints"]["iwae"] == "../fam/iwae"
+    assert not (tmp_path / "two" / "iwae").exists()  # nothing trained: the checkpoints were given
+    one = cli("compare", "--use", "wae=fam/wae", "--out", "never", check=False)
+    assert one.returncode == 2 and "a comparison needs at least two models, got wae" in one.stderr

@@ -66,11 +66,12 @@ Command = Callable[..., argparse.ArgumentParser]
 
 def add_run_commands(command: Command, run_flags: argparse.ArgumentParser) -> None:
     """train and compare: the commands that write a run folder."""
-    p = command("train", runs.cmd_train, "train a VAE or an AE",
-                "Train a VAE (default) or a plain AE on a data set, writing a run folder with checkpoints, "
-                "metrics.jsonl/csv, summary.json (test loss: the negative ELBO of a VAE, the reconstruction error "
-                "of an AE), samples.png (decoded z ~ N(0, I)) and a Gaussian mixture fitted to the training codes.",
-                [run_flags])
+    p = command("train", runs.cmd_train, "train a VAE, an AE or another member of the family",
+                "Train a VAE (default), a plain AE or another preset (--model: beta-vae, iwae, vamp, wae, rae) on a "
+                "data set, writing a run folder with checkpoints, metrics.jsonl/csv, summary.json (test loss: the "
+                "bound the model trains on, e.g. the negative ELBO of a VAE, or the reconstruction error of a model "
+                "without a density), samples.png (decoded z ~ its prior) and two samplers fitted to the training "
+                "codes: a Gaussian mixture and a second-stage VAE.", [run_flags])
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint "
                    "(--epochs may raise the total)")
     p.add_argument("--quiet", action="store_true", help="no progress bars; print the summary as JSON")
@@ -84,9 +85,9 @@ def add_run_commands(command: Command, run_flags: argparse.ArgumentParser) -> No
                 "diagnostics, and the Frechet distance and confidence of a feature classifier for samples from each "
                 "sampler: the model's own prior, a Gaussian mixture and a second-stage VAE fitted to its codes) and "
                 "write metrics.json (keyed by model name) and a self-contained report.html.", [run_flags])
-    p.add_argument("--models", type=model_names, default=["ae", "vae"], metavar="NAMES",
+    p.add_argument("--models", type=model_names, metavar="NAMES",
                    help="presets to train and compare, comma-separated: ae, vae, beta-vae, iwae, vamp, wae, rae "
-                   "(default: ae,vae; e.g. ae,vae,iwae,vamp,wae,rae)")
+                   "(default: ae,vae, or none beside the checkpoints given; e.g. ae,vae,iwae,vamp,wae,rae)")
     p.add_argument("--quick", action="store_true", help="about a minute on 2 CPU cores for two models: 2 epochs, "
                    "K=100, 2000 samples")
     p.add_argument("--use", type=named_path, action="append", default=[], metavar="MODEL=PATH",
@@ -109,9 +110,9 @@ def add_model_commands(command: Command, common: argparse.ArgumentParser, data_f
     p.add_argument("--files", help="also write one PNG per image into this folder")
     p.add_argument("--npy", help="also write all images to this .npy as uint8 (N, C, H, W), streamed")
     p.add_argument("--seed", type=number(int, 0, 2**32 - 1), default=0, help="seed of the z draws")
-    p.add_argument("--prior", default="prior", help="where z is drawn from: 'prior', the model's own p(z) (N(0, I)), "
-                   "or 'gmm', the Gaussian mixture fitted to the training codes after training (saved in the "
-                   "checkpoint)")
+    p.add_argument("--prior", default="prior", help="where z is drawn from: 'prior', the model's own p(z) (N(0, I); "
+                   "a VAMP's learned mixture), 'gmm', the Gaussian mixture fitted to the training codes after "
+                   "training, or 'two-stage', the second-stage VAE fitted to them (both saved in the checkpoint)")
     p.add_argument("--batch-size", type=number(int, 1, 2**20), default=1000, help="images decoded at a time")
 
     p = command("reconstruct", models.cmd_reconstruct, "reconstruct images through the model",
@@ -140,8 +141,9 @@ def add_model_commands(command: Command, common: argparse.ArgumentParser, data_f
 def add_checkpoint_commands(command: Command, common: argparse.ArgumentParser) -> None:
     """evaluate, serve, info."""
     p = command("evaluate", runs.cmd_evaluate, "measure a checkpoint on its test set",
-                "Test -ELBO split into reconstruction and KL, importance-sampled NLL (VAE), latent diagnostics, "
-                "and sample quality from N(0, I) and from a fitted mixture.", [common])
+                "Test -ELBO split into reconstruction and KL, importance-sampled NLL (where the model has a density), "
+                "latent diagnostics, and sample quality from the model's prior and from each sampler fitted to its "
+                "codes.", [common])
     p.add_argument("--data", help="data set (default: the one the model was trained on)")
     p.add_argument("-k", type=number(int, 1, 100_000),
                    help="importance samples per image (default 1000, 100 with --quick)")

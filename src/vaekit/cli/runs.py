@@ -46,7 +46,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from vaekit.report.compare import compare
+    from vaekit.report.compare import DEFAULT_MODELS, compare
 
     checkpoints = dict(args.use)
     for name in ("ae", "vae"):
@@ -56,7 +56,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     run = run_config_from_args(args)
     out = Path(args.out) if args.out else Path("runs") / f"compare-{run.data.name.split(':')[0]}-" \
         f"{time.strftime('%Y%m%d-%H%M%S')}"
-    metrics = compare(run, out, names=args.models, quick=args.quick, checkpoints=checkpoints,
+    names = args.models if args.models is not None else [] if checkpoints else list(DEFAULT_MODELS)
+    metrics = compare(run, out, names=names, quick=args.quick, checkpoints=checkpoints,
                       data_name=vars(args).get("data.name"), overwrite=args.overwrite, quiet=args.quiet,
                       inputs=[Path(args.config)] if args.config else [])
     if args.quiet:

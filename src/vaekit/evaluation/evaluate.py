@@ -1,8 +1,8 @@
 """Evaluate one model: likelihood terms, IS-NLL, latent diagnostics, and sample quality per prior.
 
-Priors sampled: the model's own p(z) (N(0, I)) and the Gaussian mixture fitted to the training codes
-(Ghosh et al., 2020), for the AE and the VAE alike: the one saved in the checkpoint, or, for a checkpoint
-without one, a mixture fitted here.
+Priors sampled: the model's own p(z) (N(0, I), or a VAMP's learned mixture), the Gaussian mixture fitted to the
+training codes (Ghosh et al., 2020) and the second-stage VAE fitted to them (Dai & Wipf, 2019), for every model
+alike: the ones saved in the checkpoint, or, for a checkpoint without them, fitted here.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from vaekit.models import Autoencoder
 from vaekit.models.objectives import mean_loss
 from vaekit.models.priors import GMM_FIT_CODES
 from vaekit.progress import bar
-from vaekit.training.expost import fit_mixture
+from vaekit.training.expost import fit_mixture, fit_two_stage
 
 
 @dataclass
@@ -30,6 +30,7 @@ class EvalSettings:
     is_images: int = 1000  # test images for the IS-NLL
     n_samples: int = 10_000  # generated images per prior for the Frechet distance
     gmm_components: int = 10  # for a checkpoint without a fitted mixture
+    two_stage_epochs: int = 30  # for a checkpoint without a fitted second-stage VAE
     gmm_fit_codes: int = GMM_FIT_CODES  # training codes that mixture is fitted to
     batch_size: int = 1000
     seed: int = 0
@@ -54,10 +55,14 @@ def decode_in_batches(model: Autoencoder, z: Tensor, batch_size: int) -> Tensor:
 
 
 def samplers(model: Autoencoder, data: Dataset, s: EvalSettings) -> dict[str, nn.Module]:
-    """The priors to generate from: the model's own, and its fitted mixture (fitted here if it has none)."""
+    """The priors to generate from: the model's own, and the samplers fitted to its codes (fitted here where the
+    checkpoint has none)."""
     priors = dict(model.priors.items())
     if "gmm" not in priors:
         priors["gmm"] = fit_mixture(model, data.train, s.gmm_components, s.seed, s.batch_size, s.gmm_fit_codes)
+    if "two-stage" not in priors:
+        priors["two-stage"] = fit_two_stage(model, data.train, s.two_stage_epochs, s.seed, s.batch_size,
+                                            s.gmm_fit_codes)
     return priors
 
 

@@ -56,7 +56,8 @@ def compare(run: RunConfig, out: Path, *, names: Sequence[str] = DEFAULT_MODELS,
     unknown = [n for n in names if n not in PRESETS]
     if unknown or len(names) < 2:
         raise VaekitError(f"unknown model {unknown[0]!r} (choose from {', '.join(PRESETS)})" if unknown else
-                          f"a comparison needs at least two models, got {', '.join(names) or 'none'}")
+                          f"a comparison needs at least two models, got {', '.join(names) or 'none'} (--models trains "
+                          "others beside a checkpoint)")
     models = {name: load_checked(name, given) for name, given in checkpoints.items()}
     if models:
         trained_on = checkpoints_data(models, checkpoints, check=not data_name)

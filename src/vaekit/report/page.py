@@ -316,7 +316,7 @@ body {{ font: 15px/1.5 system-ui, sans-serif; max-width: 1100px; margin: 2em aut
 h1 {{ margin-bottom: 0.2em; }} .meta {{ color: #555; }}
 section {{ margin: 2em 0; border-top: 1px solid #ddd; }}
 table {{ border-collapse: collapse; margin: 1em 0; display: block; max-width: 100%; overflow-x: auto; }}
-td, th {{ border: 1px solid #ccc; padding: 4px 10px; text-align: right; }}
+td, th {{ border: 1px solid #ccc; padding: 4px 10px; text-align: right; white-space: nowrap; }}
 th:first-child {{ text-align: left; }} tr.floor {{ color: #666; font-style: italic; }}
 img {{ max-width: 100%; image-rendering: pixelated; }}
 .samplers {{ display: grid; grid-template-columns: repeat(auto-fit, minmax(200px, 1fr)); gap: 1em; margin: 1em 0; }}
