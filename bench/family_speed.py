@@ -162,17 +162,23 @@ def main() -> None:
                  f"{os.cpu_count()} CPUs, torch {__import__('torch').__version__}.", "",
                  f"## One epoch per preset ({args.rounds} rounds, fresh processes)", "",
                  *epochs_table(args.rounds, folder)]
+        save(args.out, lines)  # each section as soon as it is measured: a later failure keeps the earlier ones
         if not args.skip_compare:
             timing, metrics = compare_runs(folder, env)
             lines += ["", "## `vaekit compare`, six models", "", *timing, "",
                       "## The default run's table (10 epochs, K = 1000, 10,000 samples per sampler)", "",
                       *nway_table(metrics)]
+            save(args.out, lines)
             (Path(args.out).with_suffix(".json")).write_text(json.dumps(metrics, indent=1))
         if args.pythae:
             lines += ["", f"## Beside Pythae 0.1.2 ({args.rounds} rounds, one epoch each, fresh processes)", "",
                       *pythae_table(args.rounds, folder)]
-    Path(args.out).write_text("\n".join(lines) + "\n")
+            save(args.out, lines)
     print("\n".join(lines))
+
+
+def save(out: str, lines: list[str]) -> None:
+    Path(out).write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

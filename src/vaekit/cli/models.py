@@ -87,8 +87,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.prior not in model.priors:
         fitted = ", ".join(model.fitted_priors()) or "none"
         raise VaekitError(f"{args.checkpoint}: no prior {args.prior!r} in this checkpoint (its priors: prior, fitted: "
-                          f"{fitted}); training saves a Gaussian mixture 'gmm' and a second-stage VAE 'two-stage' into a "
-                          "run's best checkpoint unless --gmm-components or --two-stage-epochs is 0")
+                          f"{fitted}); training saves a Gaussian mixture 'gmm' and a second-stage VAE 'two-stage' into "
+                          "a run's best checkpoint unless --gmm-components or --two-stage-epochs is 0")
     generator = torch.Generator(device).manual_seed(args.seed)
     write_images(args, args.n, model.config.image_shape, f"samples from {model.priors[args.prior].words}",
                  "samples.png", lambda start, stop: model.sample(stop - start, generator=generator, prior=args.prior))

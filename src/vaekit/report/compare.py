@@ -34,7 +34,7 @@ from vaekit.files import new_run_folder, write_json, write_text
 from vaekit.layout import RunFolder
 from vaekit.models import PRESETS, Autoencoder, load_model
 from vaekit.progress import say as show
-from vaekit.report.page import render
+from vaekit.report.page import label, render
 from vaekit.training import train
 
 DEFAULT_MODELS = ("ae", "vae")  # the seed's comparison
@@ -77,11 +77,6 @@ def compare(run: RunConfig, out: Path, *, names: Sequence[str] = DEFAULT_MODELS,
                 models[name] = load_model(out / name)
         models = {name: models[name] for name in names}
         return measure(run, out, models, data, quick, started, say, quiet, checkpoints)
-
-
-def label(name: str) -> str:
-    """How a preset is named for people: AE, VAE, beta-VAE, IWAE, VAMP, WAE, RAE."""
-    return name.upper().replace("BETA-", "beta-")
 
 
 def load_checked(name: str, given: str) -> Autoencoder:
