@@ -6,6 +6,8 @@ Epochs: each cell is one `vaekit train --model M --epochs 2` (Fashion-MNIST, the
 no ex-post samplers) in a fresh process, the presets in an order rotating from round to round; the time of the second
 epoch as vaekit logs it, and its ratio to the VAE's of the same round.
 
+Steps: the same 40 batches through every preset, interleaved in one process, 15 repeats (the cleaner ratio).
+
 Compare: `vaekit compare --models ae,vae,iwae,vamp,wae,rae` at its defaults (10 epochs, K = 1000, 10,000 samples per
 sampler), then with --quick, each once in a fresh process, wall time of the whole command; the feature classifier is
 trained (and cached) by a first call that is not timed. The default run's N-way table goes into the results.
@@ -66,6 +68,38 @@ def epochs_table(rounds: int, folder: Path) -> list[str]:
     lines = ["| preset | epoch seconds | / VAE epoch (same round) |", "| --- | --- | --- |"]
     lines += [f"| {m} | {stats(seconds[m])} | {stats(ratios[m])} |" for m in PRESETS]
     return lines
+
+
+def step_ratios(repeats: int = 15, steps: int = 40) -> list[str]:
+    """Training steps of every preset interleaved in one process on the same batches (the default MLP, batch 128,
+    real Fashion-MNIST images): the machine's drift falls on all of them alike, so the ratios are cleaner than
+    whole epochs in fresh processes."""
+    import torch
+
+    from vaekit.config import DataConfig, ModelConfig, RunConfig
+    from vaekit.data import Batches, evaluation_view, load_dataset
+    from vaekit.models import build_model
+    from vaekit.training.step import make_optimizer, train_step
+
+    data = evaluation_view(load_dataset(DataConfig()), DataConfig())
+    batches = [x for x, _ in zip(Batches(data.train, 128, shuffle=True, seed=0).epoch(0), range(steps))]
+    runs = {}
+    for kind in PRESETS:
+        torch.manual_seed(0)
+        model = build_model(ModelConfig(kind=kind, image_shape=data.shape))
+        runs[kind] = (model, make_optimizer(model, RunConfig()))
+    times: dict[str, list[float]] = {k: [] for k in PRESETS}
+    for r in range(repeats + 1):  # the first pass warms up every preset and is not counted
+        for kind in PRESETS[r % len(PRESETS):] + PRESETS[:r % len(PRESETS)]:
+            model, optimizer = runs[kind]
+            start = time.perf_counter()
+            for x in batches:
+                train_step(model, optimizer, x)
+            if r:
+                times[kind].append((time.perf_counter() - start) / len(batches))
+    ratios = {k: [a / b for a, b in zip(times[k], times["vae"])] for k in PRESETS}
+    lines = ["| preset | ms per step | / VAE step (same repeat) |", "| --- | --- | --- |"]
+    return lines + [f"| {k} | {stats([1000 * t for t in times[k]], 1)} | {stats(ratios[k])} |" for k in PRESETS]
 
 
 def nway_table(metrics: dict) -> list[str]:
@@ -162,6 +196,8 @@ def main() -> None:
                  f"{os.cpu_count()} CPUs, torch {__import__('torch').__version__}.", "",
                  f"## One epoch per preset ({args.rounds} rounds, fresh processes)", "",
                  *epochs_table(args.rounds, folder)]
+        lines += ["", "## One training step per preset, interleaved in one process (15 repeats of 40 steps)", "",
+                  *step_ratios()]
         save(args.out, lines)  # each section as soon as it is measured: a later failure keeps the earlier ones
         if not args.skip_compare:
             timing, metrics = compare_runs(folder, env)
