@@ -37,7 +37,7 @@ class EvalSettings:
 
     @classmethod
     def quick(cls) -> EvalSettings:
-        return cls(k=100, is_images=500, n_samples=2000, gmm_fit_codes=5000)
+        return cls(k=100, is_images=500, n_samples=2000, gmm_fit_codes=5000, two_stage_epochs=30)  # 150 steps
 
 
 @dataclass
