@@ -164,6 +164,8 @@ def test_evaluate_and_compare_from_checkpoints_on_digits(cli, tmp_path):
     swapped = cli("compare", "--data", "digits", "--ae", "vae", "--vae", "ae", "--quick", "--out", "bad",
                       check=False)
     assert swapped.returncode == 2 and "expected an AE checkpoint, found a VAE" in swapped.stderr
+    again = cli("compare", "--use", "ae=ae", "--use", "ae=vae", check=False)
+    assert again.returncode == 2 and "--use names ae twice" in again.stderr
     twice = cli("compare", "--ae", "ae", "--use", "ae=vae", check=False)
     assert twice.returncode == 2 and "--ae and --use ae=... name two different checkpoints" in twice.stderr
     for bad, message in ((["--use", "gan=ae"], "expected MODEL=PATH with MODEL one of"),

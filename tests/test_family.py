@@ -135,10 +135,13 @@ def test_the_two_stage_sampler_is_saved_with_the_model_and_checked_when_read(tmp
     tensors = model.priors["two-stage"].tensors()
     for broken in ({**tensors, "weight1": torch.zeros(8, 3)}, {k: v for k, v in tensors.items() if k != "bias2"},
                    {**tensors, "scale": -tensors["scale"]},
-                   {**tensors, "bias0": torch.full((8,), math.nan)}, {**tensors, "weight0": tensors["weight0"].int()}):
+                   {**tensors, "bias0": torch.full((8,), math.nan)}, {**tensors, "weight0": tensors["weight0"].int()},
+                   {**tensors, "weight1": torch.full((8, 8), 1e30)},  # finite, but every draw would overflow
+                   {**tensors, "weight0": torch.zeros(5000, 4), "bias0": torch.zeros(5000)},  # too wide to allocate
+                   {**tensors, "weight0": torch.zeros(0, 4), "bias0": torch.zeros(0)}):
         with pytest.raises(ValueError, match="two-stage sampler"):
             two_stage_from_tensors(broken, 4, "file")
-    with pytest.raises(ValueError, match="finite 5-dimensional codes"):
+    with pytest.raises(ValueError, match="do not chain from 5 to 5 dimensions"):
         two_stage_from_tensors(tensors, 5, "file")
 
 
@@ -150,7 +153,15 @@ def test_second_stage_refuses_codes_it_cannot_fit():
 
 def test_beta_vae_takes_beta_4_unless_told_otherwise():
     assert model_of("beta-vae").config.beta == 4.0 and model_of("vae").config.beta == 1.0
-    assert model_of("beta-vae", beta=2.5).config.beta == 2.5
+    assert model_of("beta-vae", beta=2.5).config.beta == 2.5 and model_of("beta-vae", beta=1.0).config.beta == 1.0
+
+
+def test_only_a_tighter_bound_is_reported_beside_the_elbo():
+    from vaekit.training.log import loss_words
+
+    vae = {"loss": 38.90012, "nelbo": 38.90011, "recon": 30.0, "kl": 8.9, "bpd": 0.9}  # float32 sums, grouped apart
+    assert "-bound" not in loss_words(vae, True)
+    assert loss_words({**vae, "loss": 38.5}, True).startswith("-bound 38.50 nats, -ELBO 38.90 nats")
 
 
 def test_an_unknown_preset_is_refused_in_one_line():

@@ -63,7 +63,8 @@ class ModelConfig(Checked):
     likelihood: str = option("bernoulli",
         "decoder likelihood p(x|z): bernoulli (logits, for grey levels in [0, 1]) or gaussian")
     gaussian_scale: float = setting(0.0, 0.0, help="fixed sigma of the Gaussian decoder; 0 learns one shared sigma")
-    beta: float = setting(1.0, 0.0, help="weight of the KL term (1: the VAE; other values: beta-VAE)")
+    beta: float | None = setting(None, 0.0,
+        help="weight of the KL term (not given: the preset's, 1 for the VAE and IWAE, 4 for beta-vae)")
     free_bits: float = setting(0.0, 0.0,
         help="nats per latent dimension of KL left unpenalised (against posterior collapse)")
     logvar_min: float = setting(-30.0, -80.0, 80.0, help="lower clamp of log sigma^2")
@@ -237,7 +238,7 @@ def check_ranges(cls: type, values: dict[str, Any], where: str) -> None:
     """Every value of a field declared with `setting` within its range (tuples: each element)."""
     for name, value in values.items():
         bounds = field_range(cls, name)
-        for item in (value if isinstance(value, tuple) else (value,)) if bounds else ():
+        for item in (value if isinstance(value, tuple) else (value,)) if bounds and value is not None else ():
             check_range(item, bounds, f"{where}.{name}")
 
 

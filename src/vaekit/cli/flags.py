@@ -113,6 +113,8 @@ def add_config_flags(parser: argparse.ArgumentParser, skip: set[tuple[str, str]]
             kwargs: dict[str, Any] = {"dest": f"{section}.{f.name}", "default": argparse.SUPPRESS,
                                       "help": f"{f.metadata['help']} (default: {_show(f.default)})"}
             tp, bounds = hints[f.name], f.metadata.get("range")
+            if type(None) in typing.get_args(tp):  # an optional setting's flag takes its value type; unset is None
+                tp = next(a for a in typing.get_args(tp) if a is not type(None))
             if tp is bool:
                 kwargs["action"] = argparse.BooleanOptionalAction
             elif typing.get_origin(tp) is tuple:
@@ -127,7 +129,7 @@ def add_config_flags(parser: argparse.ArgumentParser, skip: set[tuple[str, str]]
 def _show(value: Any) -> str:
     if isinstance(value, tuple):
         return ",".join(map(str, value)) or "auto"
-    return str(value)
+    return "the preset's" if value is None else str(value)
 
 
 def given_settings(args: argparse.Namespace) -> dict[str, dict[str, Any]]:

@@ -49,6 +49,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from vaekit.report.compare import DEFAULT_MODELS, compare
 
     checkpoints = dict(args.use)
+    if len(checkpoints) < len(args.use):
+        twice = next(name for name, _ in args.use if sum(n == name for n, _ in args.use) > 1)
+        raise VaekitError(f"--use names {twice} twice; one checkpoint per model")
     for name in ("ae", "vae"):
         given = getattr(args, name)
         if given is not None and checkpoints.setdefault(name, given) != given:
@@ -93,13 +96,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def evaluation_lines(model, data, metrics: dict) -> list[str]:
     """`vaekit evaluate` in words."""
+    import math
+
+    from vaekit.training.log import tighter_bound
+
     t, floor = metrics["test"], metrics["real_floor"]
     lines = [f"{model.kind.upper()} on {data.spec} test set ({t['images']} images)",
              *(f"  ({note})" for note in data.notes),
              f"  reconstruction -log p(x|z)  {t['recon']:.2f} nats/image"]
     if "nelbo" in t:
+        bpd = t["nelbo"] / (math.prod(model.config.image_shape) * math.log(2))
         lines.append(f"  -ELBO                       {t['nelbo']:.2f} nats/image = recon + KL {t['kl']:.2f}  "
-                     f"({t['bpd']:.4f} bits/dim)")
+                     f"({bpd:.4f} bits/dim)")
+        if tighter_bound(t["loss"], t["nelbo"]):
+            lines.append(f"  -bound it trains on         {t['loss']:.2f} nats/image ({t['bpd']:.4f} bits/dim)")
     if "is_nll" in metrics:
         i = metrics["is_nll"]
         lines.append(f"  IS-NLL, K={i['k']:<5}           {i['nll']:.2f} +- {i['stderr']:.2f} nats/image on "
@@ -130,10 +140,9 @@ def network_words(c: ModelConfig) -> str:
 
 
 def objective_words(model) -> str:
-    c = model.config
-    if not model.has_density:
-        return "reconstruction -log p(x|z) only"
-    return f"-ELBO = recon + {c.beta:g} * KL(q || p)" + (f", free bits {c.free_bits:g}" if c.free_bits else "")
+    """The settings that weigh the preset's objective and prior (its words say what they are)."""
+    used = [f"{name.replace('_', ' ')} {getattr(model.config, name):g}" for name in model.preset.uses]
+    return ", ".join(used) or "reconstruction alone"
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -162,7 +171,7 @@ def info_lines(model, info: dict, progress) -> list[str]:
              f"model        {model.kind.upper()}  {c.arch}  latent {c.latent_dim}  {network_words(c)}"
              f"  {c.likelihood} likelihood  {info['parameters']:,} parameters",
              f"preset       {model.preset.words}",
-             f"objective    {objective_words(model)}",
+             f"settings     {objective_words(model)}",
              f"priors       {', '.join(f'{name}: {words}' for name, words in info['priors'].items())}",
              f"data         {info['dataset'] or 'unknown'}  image {'x'.join(map(str, c.image_shape))}"]
     if progress:

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from vaekit.data import Batches, Dataset
+from vaekit.errors import warn
 from vaekit.evaluation.classifier import FeatureClassifier
 from vaekit.evaluation.metrics import active_units, code_statistics, frechet_distance, importance_sampled_nll
 from vaekit.models import Autoencoder
@@ -58,11 +59,15 @@ def samplers(model: Autoencoder, data: Dataset, s: EvalSettings) -> dict[str, nn
     """The priors to generate from: the model's own, and the samplers fitted to its codes (fitted here where the
     checkpoint has none)."""
     priors = dict(model.priors.items())
-    if "gmm" not in priors:
-        priors["gmm"] = fit_mixture(model, data.train, s.gmm_components, s.seed, s.batch_size, s.gmm_fit_codes)
-    if "two-stage" not in priors:
-        priors["two-stage"] = fit_two_stage(model, data.train, s.two_stage_epochs, s.seed, s.batch_size,
-                                            s.gmm_fit_codes)
+    fits = {"gmm": lambda: fit_mixture(model, data.train, s.gmm_components, s.seed, s.batch_size, s.gmm_fit_codes),
+            "two-stage": lambda: fit_two_stage(model, data.train, s.two_stage_epochs, s.seed, s.batch_size,
+                                               s.gmm_fit_codes)}
+    for name, fit in fits.items():
+        if name not in priors:
+            try:
+                priors[name] = fit()
+            except ValueError as e:  # codes that are not finite, a fit that diverged: that sampler is left out
+                warn(f"{model.kind}: no {name} sampler to score ({str(e)[:200]})")
     return priors
 
 
@@ -115,17 +120,18 @@ def likelihood_metrics(model: Autoencoder, data: Dataset, s: EvalSettings) -> di
 
 @torch.no_grad()
 def latent_metrics(model: Autoencoder, data: Dataset, s: EvalSettings) -> tuple[dict[str, Any], Tensor]:
-    """Active units, code statistics, the KL per dimension (with a density) and, against N(0, I), the share of
-    codes inside its 99% ball. Returns the metrics and the test codes (posterior means)."""
+    """Active units, code statistics, the KL per dimension (against a prior with a closed form) and, against N(0, I),
+    the share of codes inside its 99% ball. Returns the metrics and the test codes (posterior means)."""
     codes, kl = [], []
     for xb in Batches(data.test, s.batch_size, model.device):
         q = model.encode(xb)
         codes.append(q.mean.cpu())
-        kl.append(q.kl_per_dim().cpu())
+        per_dim = model.prior.closed_form_kl(q) if model.has_density else None  # None against a learned prior
+        kl.append(per_dim.cpu() if per_dim is not None else None)
     codes = torch.cat(codes)
     n_active, activity = active_units(codes)
     latent: dict[str, Any] = {"active_units": n_active, "activity": activity.tolist(), **code_statistics(codes)}
-    if model.has_density:
+    if kl and kl[0] is not None:  # KL(q || the model's own prior) per dimension, where it has a closed form
         latent["kl_per_dim"] = torch.cat(kl).mean(0).tolist()
     if model.prior.is_standard_normal:
         radius = math.sqrt(float(_chi2_ppf(0.99, model.latent_dim)))

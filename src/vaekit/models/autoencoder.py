@@ -102,9 +102,8 @@ class Autoencoder(nn.Module):
 
 
 def with_preset_settings(config: ModelConfig, settings: dict[str, Any]) -> ModelConfig:
-    """The preset's own values for the settings the config leaves at their defaults (beta-vae's beta)."""
-    defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
-    return dataclasses.replace(config, **{k: v for k, v in settings.items() if getattr(config, k) == defaults[k]})
+    """The preset's own values for the settings the config leaves unset (None): beta is 1, or beta-vae's 4."""
+    return dataclasses.replace(config, **{k: v for k, v in settings.items() if getattr(config, k) is None})
 
 
 MAX_PARAMETERS = 2_000_000_000  # 8 GB of float32 weights, before Adam's two copies

@@ -38,24 +38,28 @@ class Preset:
     objective: Callable[..., Loss]  # objective(model, x, kl_weight) -> Loss
     prior: Callable[[Any], nn.Module]  # prior(model): p(z), what generation draws from
     words: str  # one line for --help and reports
-    settings: dict[str, Any] = field(default_factory=dict)  # ModelConfig values this member uses where the config
-    # keeps the field's default (beta-vae: beta 4 unless --beta says otherwise)
+    uses: tuple[str, ...] = ()  # the ModelConfig settings its objective and prior read (what `info` shows)
+    settings: dict[str, Any] = field(default_factory=lambda: {"beta": 1.0})  # ModelConfig values this member uses
+    # where the config leaves them unset (None): beta 1, beta-vae's 4
 
+
+ELBO = ("beta", "free_bits")
 
 PRESETS: dict[str, Preset] = {
     "ae": Preset(PointMass, reconstruction, standard_normal,
                  "plain AE: a deterministic code z = E(x), trained on reconstruction alone"),
     "vae": Preset(DiagonalGaussian, elbo, standard_normal,
-                  "VAE: the encoder returns q(z|x) = N(mu, sigma^2); loss = recon + beta * KL(q || N(0, I))"),
+                  "VAE: the encoder returns q(z|x) = N(mu, sigma^2); loss = recon + beta * KL(q || N(0, I))", ELBO),
     "beta-vae": Preset(DiagonalGaussian, elbo, standard_normal,
-                       "beta-VAE: the VAE with the KL weighted by beta (--beta, 4 unless given)", {"beta": 4.0}),
+                       "beta-VAE: the VAE with the KL weighted by beta (--beta, 4 unless given)", ELBO, {"beta": 4.0}),
     "iwae": Preset(DiagonalGaussian, iwae, standard_normal,
-                   "IWAE: the VAE trained on the k-sample importance-weighted bound (--iwae-k)"),
+                   "IWAE: the VAE trained on the k-sample importance-weighted bound (--iwae-k)", ("iwae_k", "beta")),
     "vamp": Preset(DiagonalGaussian, elbo, vamp_prior,
-                   "VampPrior VAE: p(z) is the mixture of q(z|u) at learned pseudo-inputs u (--pseudo-inputs)"),
+                   "VampPrior VAE: p(z) is the mixture of q(z|u) at learned pseudo-inputs u (--pseudo-inputs)",
+                   ("pseudo_inputs", *ELBO)),
     "wae": Preset(PointMass, wae_mmd, standard_normal,
-                  "WAE-MMD: deterministic codes, recon + lambda * MMD(codes, N(0, I)) (--mmd-weight)"),
+                  "WAE-MMD: deterministic codes, recon + lambda * MMD(codes, N(0, I)) (--mmd-weight)", ("mmd_weight",)),
     "rae": Preset(PointMass, rae, standard_normal,
                   "RAE: deterministic codes, recon + L2 on codes and decoder (--code-l2, --decoder-l2); sample it "
-                  "with the fitted gmm or two-stage prior"),
+                  "with the fitted gmm or two-stage prior", ("code_l2", "decoder_l2")),
 }

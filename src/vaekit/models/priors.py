@@ -89,8 +89,13 @@ class VampPrior(nn.Module):
         return None
 
     def log_prob(self, z: Tensor) -> Tensor:
-        """log (1/K) sum_k q(z | u_k) over the last dimension of z (any leading shape)."""
-        return torch.logsumexp(self.components().log_prob(z.unsqueeze(-2)), dim=-1) - math.log(len(self.pseudo_inputs))
+        """log (1/K) sum_k q(z | u_k) over the last dimension of z (any leading shape), in chunks of rows whose
+        (rows, K, D) temporaries stay near 2^22 values each (a training batch is one chunk)."""
+        q, count = self.components(), len(self.pseudo_inputs)
+        rows = z.reshape(-1, z.shape[-1])
+        per_chunk = max(1, 2**22 // (count * z.shape[-1]))
+        parts = [torch.logsumexp(q.log_prob(chunk.unsqueeze(-2)), dim=-1) for chunk in rows.split(per_chunk)]
+        return (torch.cat(parts) - math.log(count)).reshape(z.shape[:-1])
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """A pseudo-input k uniformly, then z ~ q(z | u_k)."""
@@ -214,27 +219,34 @@ def mixture_from_tensors(t: dict[str, Tensor], dim: int, where: str) -> Gaussian
     return GaussianMixture(w / w.sum(), m, torch.tril(s))
 
 
-MAX_LAYERS = 16
+MAX_LAYERS, MAX_WIDTH, MAX_VALUE = 16, 4096, 1e6
 
 
 def two_stage_from_tensors(t: dict[str, Tensor], dim: int, where: str) -> TwoStage:
-    """A two-stage sampler read back from a file: a chain of finite float layers from some width to `dim`, and a
-    finite, non-negative scale per code dimension."""
+    """A two-stage sampler read back from a file: a chain of layers from `dim` to `dim`, each at most MAX_WIDTH wide
+    and every value finite and below MAX_VALUE in size, and a non-negative scale per code dimension; its draws of a
+    fixed probe must be finite (a sampler that overflows to NaN images is refused, not written out)."""
     depth = (len(t) - 1) // 2
     names = {f"{kind}{i}" for i in range(depth) for kind in ("weight", "bias")} | {"scale"}
     if not 1 <= depth <= MAX_LAYERS or set(t) != names or not all(v.is_floating_point() for v in t.values()):
         raise ValueError(f"{where}: the two-stage sampler needs weight0, bias0, ..., scale as floating-point tensors")
     layers = [(t[f"weight{i}"].float(), t[f"bias{i}"].float()) for i in range(depth)]
-    width = layers[0][0].shape[-1] if layers[0][0].ndim == 2 else -1
+    width = dim
     for weight, bias in layers:
-        if weight.ndim != 2 or weight.shape[1] != width or bias.shape != weight.shape[:1]:
-            raise ValueError(f"{where}: the two-stage sampler's layers do not chain")
+        if weight.ndim != 2 or weight.shape[1] != width or bias.shape != weight.shape[:1] \
+                or not 1 <= weight.shape[0] <= MAX_WIDTH:
+            raise ValueError(f"{where}: the two-stage sampler's layers do not chain from {dim} to {dim} dimensions "
+                             f"within {MAX_WIDTH} units")
         width = weight.shape[0]
     scale = t["scale"].float()
-    finite = all(torch.isfinite(v).all() for v in (scale, *(v for pair in layers for v in pair)))
-    if width != dim or scale.shape != (dim,) or not finite or (scale < 0).any():
+    values = (scale, *(v for pair in layers for v in pair))
+    bounded = all(torch.isfinite(v).all() and v.abs().max() < MAX_VALUE for v in values)
+    if width != dim or scale.shape != (dim,) or not bounded or (scale < 0).any():
         raise ValueError(f"{where}: the two-stage sampler does not give finite {dim}-dimensional codes")
-    return TwoStage(layers, scale)
+    sampler = TwoStage(layers, scale)
+    if not torch.isfinite(sampler.sample(256, torch.Generator().manual_seed(0))).all():
+        raise ValueError(f"{where}: the two-stage sampler's draws overflow")
+    return sampler
 
 
 FITTED = {"gmm": mixture_from_tensors, "two-stage": two_stage_from_tensors}  # fitted priors, as read from a file

@@ -120,7 +120,7 @@ def measure(run: RunConfig, out: Path, models: dict[str, Autoencoder], data: Dat
         real_features, floor = real_reference(data, classifier, settings.n_samples)
     evals = {name: evaluate_model(model, data, settings, classifier, real_features, quiet=quiet)
              for name, model in models.items()}
-    histories = {name: read_history(out / name) for name in models}
+    histories = {name: read_history(Path(checkpoints.get(name, out / name))) for name in models}
     metrics = {"models": list(models), "checkpoints": checkpoint_paths(out, models, checkpoints),
                "data": data.spec, "labels": data.label_source, "data_notes": data.notes, "quick": quick,
                "settings": settings.__dict__, "classifier_accuracy": accuracy, "real_floor": floor,
@@ -168,9 +168,18 @@ def interpolate_pairs(model: Autoencoder, images: torch.Tensor) -> torch.Tensor:
     return decoded.reshape(len(lines), INTERPOLATION_STEPS, *decoded.shape[1:])
 
 
+HISTORY_KEYS = ("epoch", "seconds", "val_recon", "val_kl", "val_loss")  # what the report reads of each row
+
+
 def read_history(run_dir: Path) -> list[dict]:
+    """A run's metrics.jsonl rows; none for a checkpoint folder, or for a log that is not one vaekit wrote."""
     f = RunFolder(run_dir).metrics_jsonl
-    return [json.loads(line) for line in f.read_text().splitlines() if line.strip()] if f.is_file() else []
+    try:
+        rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()] if f.is_file() else []
+    except (OSError, ValueError):
+        return []
+    numbers = all(isinstance(r, dict) and all(isinstance(r.get(k), (int, float)) for k in HISTORY_KEYS) for r in rows)
+    return rows if numbers else []
 
 
 def summary_line(m: dict) -> str:

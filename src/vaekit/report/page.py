@@ -65,8 +65,8 @@ def render(m: dict, models: dict[str, Autoencoder], evals: dict[str, Evaluation]
                 latent_section(m, models, evals, data),
                 histograms_section(m, models, evals),
                 interpolation_section(m, interpolations)]
-    if all(histories.values()):
-        sections.append(training_section(histories))
+    if any(histories.values()):
+        sections.append(training_section({name: h for name, h in histories.items() if h}))
     parts = [header(m, next(iter(models.values())), data, settings)]
     for title, body, words in sections:
         parts.append(f"<section><h2>{html.escape(title)}</h2>{body}"
@@ -158,16 +158,20 @@ def family_words(m: dict) -> list[str]:
     """Which model wins what, from the numbers, and the reason each member is built for."""
     words = []
     recon = ranked(m, lambda r: r["test"]["recon"])
+    deterministic = [n for n in m["models"] if "nelbo" not in m[n]["test"]]
+    why = (" Deterministic codes carry more about x than noisy ones, whose KL trades reconstruction for a usable "
+           "prior." if recon[0][1] in deterministic and len(deterministic) < len(m["models"]) else "")
     words.append(f"Reconstruction: {label(recon[0][1])} is best ({fmt(recon[0][0])} nats), "
-                 f"{label(recon[-1][1])} worst ({fmt(recon[-1][0])}); deterministic codes (AE, WAE, RAE) carry "
-                 "more about x than a VAE's noisy ones, whose KL trades reconstruction for a usable prior.")
+                 f"{label(recon[-1][1])} worst ({fmt(recon[-1][0])}).{why}")
     nll = ranked(m, lambda r: r.get("is_nll", {}).get("nll"))
     if nll:
         listed = ", ".join(f"{label(n)} {fmt(v)}" for v, n in nll)
-        words.append(f"Likelihood (IS-NLL, lower is better): {listed} nats. {PRESETS_WHY.get(nll[0][1], '')}".strip())
-        if len(nll) < len(m["models"]):
-            none = [label(n) for n in m["models"] if n not in {n for _, n in nll}]
-            words.append(f"{names_words(none)} define no density (deterministic codes), so no likelihood.")
+        why = PRESETS_WHY.get(nll[0][1], "") if len(nll) > 1 else ""
+        words.append(f"Likelihood (IS-NLL, lower is better): {listed} nats. {why}".strip())
+    if deterministic:
+        one = len(deterministic) == 1
+        words.append(f"{names_words(deterministic)} define{'s' if one else ''} no density (deterministic codes), so "
+                     f"{'it has' if one else 'they have'} no likelihood bound.")
     if m["real_floor"] is not None:
         scored = sorted((s["frechet"], name, sampler) for name in m["models"]
                         for sampler, s in m[name]["samples"].items())
@@ -190,12 +194,10 @@ def family_words(m: dict) -> list[str]:
     return words
 
 
-PRESETS_WHY = {
+PRESETS_WHY = {  # why the member with the lowest IS-NLL of several can win it
     "iwae": "IWAE trains on the k-sample bound, which is tighter than the ELBO, so its encoder is free to be less "
             "Gaussian-exact and the model can place more mass on the data.",
     "vamp": "The VampPrior moves the prior to where the codes are, so less KL is paid for codes the data needs.",
-    "vae": "The VAE's ELBO is the bound the IS estimate tightens; here the other members did not beat it.",
-    "beta-vae": "A beta above 1 usually costs likelihood; here it did not.",
 }
 
 
@@ -249,9 +251,11 @@ def figure_codes(evals: dict[str, Evaluation]) -> dict[str, torch.Tensor]:
 def latent_section(m: dict, models: dict[str, Autoencoder], evals: dict[str, Evaluation], data: Dataset) -> Section:
     """Test codes coloured by class, against the circles of N(0, I)."""
     body = img(figures.latent_maps(figure_codes(evals), data.test.labels, data.classes), "latent maps")
-    inside = [(n, m[n]["latent"]["inside_prior_99"]) for n in m["models"] if "inside_prior_99" in m[n]["latent"]]
+    standard = [n for n in m["models"] if "inside_prior_99" in m[n]["latent"]]  # the models whose prior is N(0, I)
+    inside = [(n, m[n]["latent"]["inside_prior_99"]) for n in standard]
     words = ["Each point is a test image's code, coloured by class; the circles mark 1, 2 and 3 standard deviations "
-             "of N(0, I), where the prior sampler of every model but the VAMP draws z from."]
+             "of N(0, I)" + (f", the prior {names_words(standard)} draw{'s' if len(standard) == 1 else ''} z from."
+                             if standard else ".")]
     if inside:
         words.append("Share of test codes inside N(0, I)'s 99% ball (radius of the chi distribution with "
                      f"{next(iter(models.values())).latent_dim} degrees of freedom): "
@@ -273,7 +277,10 @@ def histograms_section(m: dict, models: dict[str, Autoencoder], evals: dict[str,
              f"dimensions (Burda et al.: variance of the code's mean over the data above 0.01): {active}."]
     for name in m["models"]:
         kl, la = m[name]["latent"].get("kl_per_dim", []), m[name]["latent"]
-        if kl and la["active_units"] < models[name].latent_dim:
+        if kl and la["active_units"] == 0:
+            words.append(f"The {label(name)}'s KL per dimension is at most {max(kl):.2f} nats: no dimension carries "
+                         "information about x, a collapsed posterior.")
+        elif kl and la["active_units"] < models[name].latent_dim:
             words.append(f"The {label(name)}'s KL per dimension ranges from {min(kl):.2f} to {max(kl):.2f} nats; its "
                          f"{models[name].latent_dim - la['active_units']} inactive dimensions carry almost no "
                          "information about x, a mild form of posterior collapse.")

@@ -42,10 +42,16 @@ def second_stage(codes: Tensor, epochs: int, seed: int, hidden: int = 256, batch
     if len(codes) < 2 or not torch.isfinite(codes).all():
         raise ValueError(f"cannot fit a second-stage VAE to {len(codes)} codes that are not all finite "
                          "numbers")
+    devices = [codes.device] if codes.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), torch.enable_grad():  # the caller's RNG and no_grad stay as they were
+        torch.manual_seed(seed)
+        return fit_second_stage(codes, epochs, seed, hidden, batch, lr)
+
+
+def fit_second_stage(codes: Tensor, epochs: int, seed: int, hidden: int, batch: int, lr: float) -> TwoStage:
     dim = codes.shape[1]
     mean, std = codes.mean(0), codes.std(0).clamp_min(1e-6)
     x = ((codes - mean) / std).reshape(-1, 1, 1, dim)
-    torch.manual_seed(seed)
     stage = Autoencoder(ModelConfig(kind="vae", image_shape=(1, 1, dim), arch="mlp", hidden=(hidden, hidden),
                                     latent_dim=dim, likelihood="gaussian")).to(codes.device)
     optimizer = torch.optim.Adam(stage.parameters(), lr=lr)
