@@ -87,8 +87,23 @@ def fsync_dir(path: Path) -> None:
 def is_vaekit_run(folder: Path) -> bool:
     """A folder vaekit wrote: it has the marker, or the files of a run (or a compare report) from before the
     marker existed."""
-    return RunFolder(folder).looks_like_run() or ((folder / "metrics.json").is_file()
-                                                  and (folder / "report.html").is_file())
+    return RunFolder(folder).looks_like_run() or looks_like_compare(folder)
+
+
+def looks_like_compare(folder: Path) -> bool:
+    """A `vaekit compare` folder from before the marker: its metrics.json holds a comparison's own keys and its
+    report.html is vaekit's page (any folder that merely has files by those two common names is not one)."""
+    metrics, report = folder / "metrics.json", folder / "report.html"
+    if not (metrics.is_file() and report.is_file()) or metrics.stat().st_size > 50 << 20:
+        return False
+    try:
+        data = json.loads(metrics.read_text(encoding="utf-8"))
+        with report.open(encoding="utf-8", errors="replace") as f:
+            head = f.read(2000)
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and {"checkpoints", "settings", "real_floor"} <= set(data) \
+        and "<title>vaekit: " in head
 
 
 def check_apart(out: Path, inputs: Iterable[Path]) -> None:
@@ -113,8 +128,8 @@ def new_run_folder(out: str | Path, overwrite: bool, inputs: Iterable[Path] = ()
     aside = None
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
-            raise VaekitError(f"{out}: run folder exists and is not empty; use --resume to continue a run there or "
-                              "--overwrite to replace it")
+            raise VaekitError(f"{out}: run folder exists and is not empty; choose another --out, pass --overwrite to "
+                              "replace it, or (train) --resume to continue the run there")
         if not is_vaekit_run(out):
             raise VaekitError(f"{out}: not a vaekit run folder, so --overwrite will not replace it; choose another "
                               "--out")

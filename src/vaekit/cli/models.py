@@ -10,6 +10,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from vaekit.config import short
 from vaekit.errors import VaekitError
 from vaekit.files import atomic_write, npy_writer
 
@@ -85,10 +86,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     model, device = load_model(args.checkpoint, args.device)
     if args.prior not in model.priors:
-        fitted = ", ".join(model.fitted_priors()) or "none"
-        raise VaekitError(f"{args.checkpoint}: no prior {args.prior!r} in this checkpoint (its priors: prior, fitted: "
-                          f"{fitted}); training saves a Gaussian mixture 'gmm' and a second-stage VAE 'two-stage' into "
-                          "a run's best checkpoint unless --gmm-components or --two-stage-epochs is 0")
+        raise VaekitError(f"{args.checkpoint}: no prior {short(args.prior)} in this checkpoint (its priors: "
+                          f"{', '.join(model.priors)}); training saves a Gaussian mixture 'gmm' and a second-stage "
+                          "VAE 'two-stage' into a run's best checkpoint unless --gmm-components or --two-stage-epochs "
+                          "is 0 (or it was trained by compare --quick)")
     generator = torch.Generator(device).manual_seed(args.seed)
     write_images(args, args.n, model.config.image_shape, f"samples from {model.priors[args.prior].words}",
                  "samples.png", lambda start, stop: model.sample(stop - start, generator=generator, prior=args.prior))

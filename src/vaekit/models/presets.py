@@ -39,6 +39,7 @@ class Preset:
     prior: Callable[[Any], nn.Module]  # prior(model): p(z), what generation draws from
     words: str  # one line for --help and reports
     uses: tuple[str, ...] = ()  # the ModelConfig settings its objective and prior read (what `info` shows)
+    min_batch: int = 1  # the smallest batch its objective means something on (an MMD compares two codes or more)
     settings: dict[str, Any] = field(default_factory=lambda: {"beta": 1.0})  # ModelConfig values this member uses
     # where the config leaves them unset (None): beta 1, beta-vae's 4
 
@@ -58,7 +59,8 @@ PRESETS: dict[str, Preset] = {
                    "VampPrior VAE: p(z) is the mixture of q(z|u) at learned pseudo-inputs u (--pseudo-inputs)",
                    ("pseudo_inputs", *ELBO)),
     "wae": Preset(PointMass, wae_mmd, standard_normal,
-                  "WAE-MMD: deterministic codes, recon + lambda * MMD(codes, N(0, I)) (--mmd-weight)", ("mmd_weight",)),
+                  "WAE-MMD: deterministic codes, recon + lambda * MMD(codes, N(0, I)) (--mmd-weight)", ("mmd_weight",),
+                  min_batch=2),
     "rae": Preset(PointMass, rae, standard_normal,
                   "RAE: deterministic codes, recon + L2 on codes and decoder (--code-l2, --decoder-l2); sample it "
                   "with the fitted gmm or two-stage prior", ("code_l2", "decoder_l2")),

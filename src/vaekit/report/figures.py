@@ -89,7 +89,8 @@ def training_curves(histories: dict[str, list[dict]]) -> bytes:
     axes[0].set(xlabel="epoch", ylabel="nats / image", title="validation")
     axes[1].set(xlabel="epoch", ylabel="nats / image", title="validation KL(q(z|x) || N(0, I))")
     for ax in axes:
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:  # models without a KL leave the right panel empty
+            ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return figure_png(fig)

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from vaekit.config import RunConfig, short
 from vaekit.errors import VaekitError
-from vaekit.models import Autoencoder, Loss
+from vaekit.models import PRESETS, Autoencoder, Loss
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 SCHEDULES = ("constant", "cosine")
@@ -20,9 +20,13 @@ SCHEDULES = ("constant", "cosine")
 def check_train_config(run: RunConfig) -> None:
     """Refuse unknown names before anything is written (numbers are checked by the config itself)."""
     for name, value, known in (("optimizer", run.train.optimizer, OPTIMIZERS),
-                               ("schedule", run.train.schedule, SCHEDULES)):
+                               ("schedule", run.train.schedule, SCHEDULES), ("model", run.model.kind, PRESETS)):
         if value not in known:
             raise VaekitError(f"unknown {name} {short(value)} (choose from {', '.join(known)})")
+    least = PRESETS[run.model.kind].min_batch
+    if run.train.batch_size < least:
+        raise VaekitError(f"--model {run.model.kind} needs --batch-size {least} or more (got {run.train.batch_size}): "
+                          "its penalty compares the codes of a batch")
 
 
 def make_optimizer(model: Autoencoder, run: RunConfig) -> torch.optim.Optimizer:

@@ -247,6 +247,9 @@ def finish(s: Session) -> dict[str, Any]:
     """Test metrics of the best checkpoint, samples from its prior, summary.json, and the ex-post samplers fitted
     to its training codes, saved beside its weights."""
     run, out, device = s.run, s.out, s.device
+    if out.pointed("latest") is None:  # every checkpoint was skipped: the weights never gave a finite step
+        raise VaekitError(f"training diverged: none of its {s.progress.step} steps had a finite loss and gradient, so "
+                          "no checkpoint was written; try a lower --lr or --grad-clip")
     best = load_model(out.root, map_location=device)
     shared = {"binarize": run.data.binarize, "workers": run.data.workers}
     test = mean_loss(best, Batches(s.data.test, run.train.eval_batch_size, device, rank=s.info.rank,
