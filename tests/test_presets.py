@@ -106,3 +106,17 @@ def test_the_objective_compiles_whole_for_any_batch_size(kind):
     for batch in (3, 5, 7):
         compiled(torch.rand(batch, 1, 8, 8), 0.5).objective.backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize("kind", sorted(PRESETS))
+def test_each_preset_declares_what_training_checks(kind):
+    """The preset's declared settings are what the trainer and `info` read: a minimum batch, the ModelConfig fields
+    it uses, the values it fills in."""
+    from vaekit.config import RunConfig, TrainConfig
+    from vaekit.training.step import check_train_config
+
+    preset = PRESETS[kind]
+    assert isinstance(preset.min_batch, int) and preset.min_batch >= 1
+    assert all(hasattr(ModelConfig(), name) for name in (*preset.uses, *preset.settings))
+    check_train_config(RunConfig(model=ModelConfig(kind=kind), train=TrainConfig(batch_size=preset.min_batch)))
+    assert make(kind, "mlp", (1, 8, 8)).config.beta == preset.settings["beta"]

@@ -14,7 +14,7 @@ Every member answers the seed's question, "how do we know where the codes are, s
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 from torch import nn
@@ -38,6 +38,7 @@ class Preset:
     objective: Callable[..., Loss]  # objective(model, x, kl_weight) -> Loss
     prior: Callable[[Any], nn.Module]  # prior(model): p(z), what generation draws from
     words: str  # one line for --help and reports
+    _: KW_ONLY
     uses: tuple[str, ...] = ()  # the ModelConfig settings its objective and prior read (what `info` shows)
     min_batch: int = 1  # the smallest batch its objective means something on (an MMD compares two codes or more)
     settings: dict[str, Any] = field(default_factory=lambda: {"beta": 1.0})  # ModelConfig values this member uses
@@ -50,18 +51,21 @@ PRESETS: dict[str, Preset] = {
     "ae": Preset(PointMass, reconstruction, standard_normal,
                  "plain AE: a deterministic code z = E(x), trained on reconstruction alone"),
     "vae": Preset(DiagonalGaussian, elbo, standard_normal,
-                  "VAE: the encoder returns q(z|x) = N(mu, sigma^2); loss = recon + beta * KL(q || N(0, I))", ELBO),
+                  "VAE: the encoder returns q(z|x) = N(mu, sigma^2); loss = recon + beta * KL(q || N(0, I))",
+                  uses=ELBO),
     "beta-vae": Preset(DiagonalGaussian, elbo, standard_normal,
-                       "beta-VAE: the VAE with the KL weighted by beta (--beta, 4 unless given)", ELBO, {"beta": 4.0}),
+                       "beta-VAE: the VAE with the KL weighted by beta (--beta, 4 unless given)", uses=ELBO,
+                       settings={"beta": 4.0}),
     "iwae": Preset(DiagonalGaussian, iwae, standard_normal,
-                   "IWAE: the VAE trained on the k-sample importance-weighted bound (--iwae-k)", ("iwae_k", "beta")),
+                   "IWAE: the VAE trained on the k-sample importance-weighted bound (--iwae-k)",
+                   uses=("iwae_k", "beta")),
     "vamp": Preset(DiagonalGaussian, elbo, vamp_prior,
                    "VampPrior VAE: p(z) is the mixture of q(z|u) at learned pseudo-inputs u (--pseudo-inputs)",
-                   ("pseudo_inputs", *ELBO)),
+                   uses=("pseudo_inputs", *ELBO)),
     "wae": Preset(PointMass, wae_mmd, standard_normal,
-                  "WAE-MMD: deterministic codes, recon + lambda * MMD(codes, N(0, I)) (--mmd-weight)", ("mmd_weight",),
-                  min_batch=2),
+                  "WAE-MMD: deterministic codes, recon + lambda * MMD(codes, N(0, I)) (--mmd-weight)",
+                  uses=("mmd_weight",), min_batch=2),
     "rae": Preset(PointMass, rae, standard_normal,
                   "RAE: deterministic codes, recon + L2 on codes and decoder (--code-l2, --decoder-l2); sample it "
-                  "with the fitted gmm or two-stage prior", ("code_l2", "decoder_l2")),
+                  "with the fitted gmm or two-stage prior", uses=("code_l2", "decoder_l2")),
 }
