@@ -67,12 +67,17 @@ REGISTRIES = {("model", "kind"): ("vaekit.models.presets", "PRESETS"),
               ("data", "labels"): ("vaekit.data.folder", "LABELS")}
 
 
+def registry(section: str, name: str) -> list[str]:
+    """The names a setting accepts, from its registry (imported now, not when vaekit starts)."""
+    module, attribute = REGISTRIES[section, name]
+    return list(getattr(importlib.import_module(module), attribute))
+
+
 def one_of(section: str, name: str) -> Callable[[str], str]:
     """An argparse type: a name from the registry of this setting, refused where the flag is declared."""
 
     def parse(text: str) -> str:
-        module, attribute = REGISTRIES[section, name]
-        known = list(getattr(importlib.import_module(module), attribute))
+        known = registry(section, name)
         if text not in known:
             raise argparse.ArgumentTypeError(f"invalid choice: {short(text)} (choose from {', '.join(known)})")
         return text
@@ -83,7 +88,7 @@ def one_of(section: str, name: str) -> Callable[[str], str]:
 
 def model_names(text: str) -> list[str]:
     """An argparse type: comma-separated preset names (`--models ae,vae,iwae`), each checked, none twice."""
-    known = list(importlib.import_module("vaekit.models.presets").PRESETS)
+    known = registry("model", "kind")
     names = [n.strip() for n in text.split(",") if n.strip()]
     bad = next((n for n in names if n not in known), None)
     if bad is not None or not names or len(set(names)) < len(names):
@@ -95,7 +100,7 @@ def model_names(text: str) -> list[str]:
 def named_path(text: str) -> tuple[str, str]:
     """An argparse type: NAME=PATH, a preset name and the run or checkpoint folder that holds one."""
     name, sep, path = text.partition("=")
-    known = list(importlib.import_module("vaekit.models.presets").PRESETS)
+    known = registry("model", "kind")
     if not sep or not path or name not in known:
         raise argparse.ArgumentTypeError(f"expected MODEL=PATH with MODEL one of {', '.join(known)}, got {short(text)}")
     return name, path

@@ -15,14 +15,13 @@ import torch
 from torch import Tensor, nn
 
 from vaekit.data import Batches, Dataset
-from vaekit.errors import warn
 from vaekit.evaluation.classifier import FeatureClassifier
 from vaekit.evaluation.metrics import active_units, code_statistics, frechet_distance, importance_sampled_nll
 from vaekit.models import Autoencoder
 from vaekit.models.objectives import mean_loss
 from vaekit.models.priors import GMM_FIT_CODES
 from vaekit.progress import bar
-from vaekit.training.expost import fit_mixture, fit_two_stage
+from vaekit.training.expost import fit_samplers
 
 
 @dataclass
@@ -38,7 +37,7 @@ class EvalSettings:
 
     @classmethod
     def quick(cls) -> EvalSettings:
-        return cls(k=100, is_images=500, n_samples=2000, gmm_fit_codes=5000, two_stage_epochs=30)  # 150 steps
+        return cls(k=100, is_images=500, n_samples=2000, gmm_fit_codes=5000)
 
 
 @dataclass
@@ -59,16 +58,9 @@ def samplers(model: Autoencoder, data: Dataset, s: EvalSettings) -> dict[str, nn
     """The priors to generate from: the model's own, and the samplers fitted to its codes (fitted here where the
     checkpoint has none)."""
     priors = dict(model.priors.items())
-    fits = {"gmm": lambda: fit_mixture(model, data.train, s.gmm_components, s.seed, s.batch_size, s.gmm_fit_codes),
-            "two-stage": lambda: fit_two_stage(model, data.train, s.two_stage_epochs, s.seed, s.batch_size,
-                                               s.gmm_fit_codes)}
-    for name, fit in fits.items():
-        if name not in priors:
-            try:
-                priors[name] = fit()
-            except ValueError as e:  # codes that are not finite, a fit that diverged: that sampler is left out
-                warn(f"{model.kind}: no {name} sampler to score ({str(e)[:200]})")
-    return priors
+    missing = fit_samplers(model, data.train, 0 if "gmm" in priors else s.gmm_components,
+                           0 if "two-stage" in priors else s.two_stage_epochs, s.seed, s.batch_size, s.gmm_fit_codes)
+    return {**priors, **missing}
 
 
 @torch.no_grad()
@@ -127,11 +119,11 @@ def latent_metrics(model: Autoencoder, data: Dataset, s: EvalSettings) -> tuple[
         q = model.encode(xb)
         codes.append(q.mean.cpu())
         per_dim = model.prior.closed_form_kl(q) if model.has_density else None  # None against a learned prior
-        kl.append(per_dim.cpu() if per_dim is not None else None)
+        kl += [per_dim.cpu()] if per_dim is not None else []
     codes = torch.cat(codes)
     n_active, activity = active_units(codes)
     latent: dict[str, Any] = {"active_units": n_active, "activity": activity.tolist(), **code_statistics(codes)}
-    if kl and kl[0] is not None:  # KL(q || the model's own prior) per dimension, where it has a closed form
+    if kl:  # KL(q || the model's own prior) per dimension, where it has a closed form
         latent["kl_per_dim"] = torch.cat(kl).mean(0).tolist()
     if model.prior.is_standard_normal:
         radius = math.sqrt(float(_chi2_ppf(0.99, model.latent_dim)))

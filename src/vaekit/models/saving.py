@@ -118,8 +118,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if path.is_file():
         if path.name in (WEIGHTS_FILE, CONFIG_FILE):
             return path.parent
-        if path.name in ("best", "latest") and RunFolder(path.parent.parent).pointed(path.name) is not None:
-            return RunFolder(path.parent.parent).pointed(path.name)  # checkpoints/best: the step it names
+        named = RunFolder(path.parent.parent).pointed(path.name) if path.name in ("best", "latest") else None
+        if named is not None:  # checkpoints/best: the step it names
+            return named
         raise VaekitError(f"{path}: expected a checkpoint folder (model.safetensors + config.json), not a file; "
                           "vaekit never loads pickled checkpoints")
     if (path / CONFIG_FILE).is_file():

@@ -1,9 +1,11 @@
 """Samplers fitted after training: answers to "where are the codes, so we can sample?" that work for any model,
 the plain AE as well as the VAE, because they look at the codes the encoder actually gives.
 
-  fit_mixture    a Gaussian mixture on the training codes (Ghosh et al., 2020)
-  fit_two_stage  a second, small VAE on the training codes (Dai & Wipf, 2019): its prior N(0, I) is where its
+  gmm            a Gaussian mixture on the training codes (Ghosh et al., 2020)
+  two-stage      a second, small VAE on the training codes (Dai & Wipf, 2019): its prior N(0, I) is where its
                  own codes are, and its decoder maps them to where the first model's codes are
+
+`fit_samplers` fits both to one pass of codes; `fit_mixture` the mixture alone.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from torch import Tensor, nn
 
 from vaekit.config import ModelConfig
 from vaekit.data import ImageSet, map_batches
+from vaekit.errors import warn
 from vaekit.models import Autoencoder, GaussianMixture
 from vaekit.models.priors import GMM_FIT_CODES, TwoStage
 
@@ -28,9 +31,24 @@ def fit_mixture(model: Autoencoder, images: ImageSet, components: int, seed: int
     return GaussianMixture.fit(training_codes(model, images, batch_size, limit), components, seed).to(model.device)
 
 
-def fit_two_stage(model: Autoencoder, images: ImageSet, epochs: int, seed: int, batch_size: int = 1000,
-                  limit: int = GMM_FIT_CODES) -> TwoStage:
-    return second_stage(training_codes(model, images, batch_size, limit), epochs, seed)
+def fit_samplers(model: Autoencoder, images: ImageSet, components: int, epochs: int, seed: int,
+                 batch_size: int = 1000, limit: int = GMM_FIT_CODES) -> dict[str, nn.Module]:
+    """The samplers asked for (a mixture of `components`, a second stage trained `epochs`; 0 skips one), fitted to
+    one pass of codes; a sampler that cannot be fitted (codes not finite, a fit that diverged) is left out with a
+    warning saying why."""
+    wanted = {"gmm": components, "two-stage": epochs}
+    if not any(wanted.values()):
+        return {}
+    codes = training_codes(model, images, batch_size, limit)
+    fits = {"gmm": lambda: GaussianMixture.fit(codes, components, seed).to(model.device),
+            "two-stage": lambda: second_stage(codes, epochs, seed)}
+    fitted = {}
+    for name in (name for name, n in wanted.items() if n):
+        try:
+            fitted[name] = fits[name]()
+        except ValueError as e:
+            warn(f"no {name} sampler: {str(e)[:200]}")
+    return fitted
 
 
 def second_stage(codes: Tensor, epochs: int, seed: int, hidden: int = 256, batch: int = 1024,

@@ -34,7 +34,7 @@ from vaekit.models.saving import resolve_checkpoint, save_priors
 from vaekit.progress import bar, say
 from vaekit.training import distributed
 from vaekit.training.checkpoint import Progress, load_checkpoint, restore_training_state, roll_back, save_checkpoint
-from vaekit.training.expost import fit_mixture, fit_two_stage
+from vaekit.training.expost import fit_samplers
 from vaekit.training.log import MetricsLog, loss_words
 from vaekit.training.step import StepLog, check_train_config, lr_at, make_optimizer, train_step
 
@@ -272,18 +272,9 @@ def add_samplers(best: Autoencoder, s: Session) -> None:
     """Fit the ex-post samplers the run asks for to the best model's training codes and save them into its
     checkpoint folder; a fit that fails (codes that are not finite) costs the run nothing but that sampler."""
     t = s.run.train
-    fits = {"gmm": (t.gmm_components, lambda: fit_mixture(best, s.data.train, t.gmm_components, t.seed,
-                                                            t.eval_batch_size)),
-            "two-stage": (t.two_stage_epochs, lambda: fit_two_stage(best, s.data.train, t.two_stage_epochs, t.seed,
-                                                                    t.eval_batch_size))}
-    for name, (wanted, fit) in fits.items():
-        if not wanted:
-            continue
-        try:
-            best.priors[name] = fit()
-        except ValueError as e:
-            warn(f"no {name} prior saved with the best checkpoint: {str(e)[:200]}")
-            continue
+    for name, prior in fit_samplers(best, s.data.train, t.gmm_components, t.two_stage_epochs, t.seed,
+                                    t.eval_batch_size).items():
+        best.priors[name] = prior
         if not s.quiet:
             say(f"prior {name!r}: {best.priors[name].words}, saved with the best checkpoint "
                 f"(vaekit sample {s.out.root} --prior {name})")
