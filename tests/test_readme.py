@@ -25,7 +25,7 @@ from vaekit.cli import main
 README = (Path(__file__).parent.parent / "README.md").read_text()
 
 QUICK = {"train": ["--epochs", "1", "--samples", "4"], "compare": ["--epochs", "1", "--quick"],
-         "evaluate": ["--quick"]}
+         "evaluate": ["--quick"], "ood": ["-k", "10"], "oneclass": ["--epochs", "1", "-k", "10"]}
 QUICK_RESUME = ["--epochs", "2"]  # a resumed run must go past the one epoch trained
 DEFAULT_DATA = ["--data", "digits"]  # Fashion-MNIST takes minutes; the digits ship inside vaekit
 PYTHON_CHANGES = {'summary = train(RunConfig(data=DataConfig(name="digits")), "runs/api-digits")':
@@ -48,7 +48,7 @@ def command_lines() -> list[list[str]]:
 def adapted(argv: list[str]) -> list[str]:
     command = argv[1]
     extra = QUICK_RESUME if "--resume" in argv else QUICK.get(command, [])
-    if command in ("train", "compare") and "--data" not in argv and "--resume" not in argv and "--ae" not in argv:
+    if command in ("train", "compare", "oneclass") and "--data" not in argv and "--resume" not in argv and "--ae" not in argv:
         extra = [*extra, *DEFAULT_DATA]
     if "--config" in argv:
         extra = [*extra, *DEFAULT_DATA]  # the config file names Fashion-MNIST too

@@ -96,6 +96,9 @@ class DataConfig(Checked):
     labels: str = option("auto",
         "labels of folder images: auto (first-level subfolders, unless their names look like image sizes such as "
         "16x16), folders (always the subfolders), none")
+    classes: str = option("",
+        "keep only the images of these classes, comma-separated indices or names (e.g. 7 or Sneaker,Bag): a model "
+        "of some classes, whose other classes are anomalies (`vaekit ood RUN --ood held-out`); empty: all")
     val_fraction: float = setting(0.1, 0.0, 1.0, open_lo=True, open_hi=True,
         help="part of the training images held out for validation")
     test_fraction: float = setting(0.1, 0.0, 1.0, open_lo=True, open_hi=True,

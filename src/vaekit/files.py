@@ -75,6 +75,17 @@ def npy_writer(path: str | Path, shape: tuple[int, ...], dtype: Any) -> Iterator
         yield lambda block: f.write(np.ascontiguousarray(block, dtype=dtype).tobytes())
 
 
+@contextmanager
+def csv_writer(path: str | Path, header: list[str]) -> Iterator[Callable[[Iterable[list[Any]]], None]]:
+    """Write a CSV file rows at a time (memory stays at one block of rows); it appears, complete, at the end."""
+    import csv
+
+    with atomic_write(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        yield writer.writerows
+
+
 def fsync_dir(path: Path) -> None:
     """Make a rename inside `path` durable."""
     fd = os.open(path, os.O_RDONLY)

@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from vaekit.cli import models, runs
+from vaekit.cli import models, runs, scoring
 from vaekit.cli.flags import HelpFormatter, Parser, add_config_flags, model_names, named_path, number
 from vaekit.cli.models import MAX_GRID
 from vaekit.errors import VaekitError
@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_commands(command, run_flags)
     add_model_commands(command, common, data_flags)
     add_checkpoint_commands(command, common)
+    add_scoring_commands(command, common, run_flags)
     p = command("cache", runs.cmd_cache, "list or remove the decoded copies of large image folders",
                 "Image folders larger than --max-in-memory-gb are decoded once into a uint8 file under the data "
                 "directory, then read from there by every run. 'list' shows those copies (source folder, images, "
@@ -170,6 +171,60 @@ def add_checkpoint_commands(command: Command, common: argparse.ArgumentParser) -
                 "Show a checkpoint's model, data, training progress and metrics.")
     p.add_argument("checkpoint", help="run folder or checkpoint folder")
     p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def add_scoring_commands(command: Command, common: argparse.ArgumentParser,
+                         run_flags: argparse.ArgumentParser) -> None:
+    """score, ood, oneclass: how badly a model explains images, as anomaly scores."""
+    p = command("score", scoring.cmd_score, "per-image anomaly scores to a CSV file",
+                "Score every image by how badly the model explains it, into a CSV file (split, index, label, class, "
+                "file, then one column per score; higher is more anomalous for all): recon (reconstruction error at "
+                "the code), nelbo (-ELBO) and is_nll (importance-sampled -log p(x), K draws) and bpd where the model "
+                "has a density, code_nll (-log density of the code under the mixture fitted to the training codes), "
+                "png_bits (the image's PNG length) and complexity (Serra et al., 2020: the likelihood score in bits "
+                "minus png_bits). Streamed in batches: any number of images in bounded memory.", [common])
+    p.add_argument("--data", help="data set to score (default: the one the model was trained on), read with the "
+                   "model's settings; e.g. folder:new-images")
+    p.add_argument("--split", choices=["train", "val", "test", "all"],
+                   help="which split (default: test of the model's own data, all of another --data)")
+    p.add_argument("--out", default="scores.csv", help="CSV file to write")
+    p.add_argument("--threshold", metavar="FILE", help="a thresholds.json written by `vaekit ood` for this model: adds "
+                   "a column 'flagged' (1: the score is above the threshold)")
+    p.add_argument("--by", metavar="SCORE", help="the score the threshold applies to (default: the one the file "
+                   "recommends, the best on average in that `vaekit ood` run)")
+    scoring.add_ood_flags(p, k_default=None)
+
+    p = command("ood", scoring.cmd_ood, "out-of-distribution detection: AUROC of every score, thresholds, report.html",
+                "Score the model's test images (in-distribution) and each --ood set, and measure how well each score "
+                "separates them: AUROC, AUPRC and the false-positive rate at 95% true positives, with ROC curves and "
+                "score histograms in a self-contained report.html. Thresholds for a target false-positive rate (--fpr) "
+                "are chosen on the model's validation images and saved to thresholds.json, for `vaekit score "
+                "--threshold`. Writes metrics.json and scores/*.csv too.", [common])
+    p.add_argument("--ood", action="append", required=True, metavar="SET",
+                   help="an out-of-distribution set (repeatable): held-out (the classes a model trained with --classes "
+                   "never saw), noise, invert, hflip, vflip (corruptions of its test images), or a data set: "
+                   "fashion-mnist, mnist, digits (upscaled to the model's size), folder:PATH, npz:PATH, npy:PATH")
+    p.add_argument("--out", help="output folder (default: runs/ood-NAME-TIMESTAMP)")
+    p.add_argument("--fpr", type=number(float, 0.0, 1.0, open_lo=True), default=0.05,
+                   help="false-positive rate the thresholds are chosen for, on the validation images")
+    p.add_argument("--max-images", type=number(int, 1, 10**7), default=10_000, help="images per set at most")
+    p.add_argument("--quiet", action="store_true", help="no progress bars; print the results as JSON")
+    scoring.add_ood_flags(p)
+
+    p = command("oneclass", scoring.cmd_oneclass,
+                "the one-class protocol: a model per class, AUROC per class and score",
+                "For each class of a labelled data set, train a model on that class alone (--protocol one, the "
+                "one-class protocol of Ruff et al., 2018) or on every other class (all-but-one), and measure how well "
+                "each anomaly score tells the test images of the classes it never saw from those of the classes it "
+                "was trained on (AUROC). Writes one run folder per class, metrics.json and report.html.", [run_flags])
+    p.add_argument("--protocol", choices=["one", "all-but-one"], default="one",
+                   help="one: each class in turn is normal, the others anomalies; all-but-one: each class in turn is "
+                   "the anomaly")
+    p.add_argument("--max-images", type=number(int, 1, 10**7), default=10_000, help="images per set at most")
+    p.add_argument("--fpr", type=number(float, 0.0, 1.0, open_lo=True), default=0.05, help=argparse.SUPPRESS)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    scoring.add_ood_flags(p, batches=False)
+    add_config_flags(p, skip={("data", "classes")})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

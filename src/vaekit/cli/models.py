@@ -96,15 +96,16 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def dataset_for(model, args: argparse.Namespace):
-    """The data set a command works on: the checkpoint's own, or --data (same loading settings)."""
+def dataset_for(model, args: argparse.Namespace, whole: bool = False):
+    """The data set a command works on: the checkpoint's own, or --data (same loading settings; with `whole`, a
+    folder or array file unsplit, all of it as the test split)."""
     from vaekit.config import trained_data_config
     from vaekit.data import evaluation_view, load_dataset
 
     config = trained_data_config(model.meta)
     if args.data:
-        config = dataclasses.replace(config, name=args.data)
-    data = evaluation_view(load_dataset(config), config)
+        config = dataclasses.replace(config, name=args.data, classes="")  # another set: all of it
+    data = evaluation_view(load_dataset(config, whole=whole and bool(args.data)), config)
     if data.shape != tuple(model.config.image_shape):
         raise VaekitError(f"{config.name}: images are {data.shape}, the model wants {tuple(model.config.image_shape)}")
     return data, config

@@ -89,7 +89,7 @@ def disk_images(entry: Path, scan: Scan) -> DiskImages:
     """The entry's images, with the labels of the scanned files they came from."""
     keep = torch.from_numpy(np.load(entry / KEEP, allow_pickle=False))
     labels = None if scan.labels is None else scan.labels[keep]
-    return DiskImages(entry / IMAGES, scan.shape, torch.arange(len(keep)), labels)
+    return DiskImages(entry / IMAGES, scan.shape, torch.arange(len(keep)), labels, scan.names(keep.tolist()))
 
 
 FIELDS = {"format": int, "source": str, "shape": list, "resize": str, "background": str, "count": int, "bytes": int,

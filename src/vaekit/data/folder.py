@@ -144,6 +144,10 @@ class Scan:
     notes: list[str]  # what was done, in words, for the log and the report
     label_source: str
 
+    def names(self, keep: list[int]) -> np.ndarray:
+        """The paths of the files at positions `keep`: the names `vaekit score` reports images by."""
+        return np.array([str(self.files[k]) for k in keep], dtype=object)
+
 
 def image_files(root: Path, config: DataConfig) -> tuple[list[Path], list[str], int, int]:
     """Image files under `root`, each kept once: by resolved path (symlinks) and by content (SHA-1); the files,

@@ -28,10 +28,11 @@ DEVICE_SHARE = 0.5  # image sets up to this share of a GPU's free memory live on
 
 
 class ImageSet:
-    """A sized collection of uint8 images (C, H, W) with optional integer labels."""
+    """A sized collection of uint8 images (C, H, W) with optional integer labels and file names."""
 
     shape: tuple[int, int, int]
     labels: Tensor | None
+    names: np.ndarray | None = None  # where each image came from (a folder's files), where known
     in_memory: bool = False  # every image one index away (the feature classifier needs that)
 
     def __len__(self) -> int:
@@ -54,21 +55,22 @@ class TensorImages(ImageSet):
 
     in_memory = True
 
-    def __init__(self, images: Tensor, labels: Tensor | None = None):
+    def __init__(self, images: Tensor, labels: Tensor | None = None, names: np.ndarray | None = None):
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError("TensorImages wants a uint8 tensor shaped (N, C, H, W)")
         self.images = images
-        self.labels = labels
+        self.labels, self.names = labels, names
         self.shape = tuple(images.shape[1:])
 
     def __len__(self) -> int:
         return len(self.images)
 
     def subset(self, indices: Tensor) -> TensorImages:
-        return TensorImages(self.images[indices], None if self.labels is None else self.labels[indices])
+        return TensorImages(self.images[indices], pick(self.labels, indices), pick(self.names, indices))
 
     def to(self, device: torch.device | str) -> TensorImages:
-        return TensorImages(self.images.to(device), None if self.labels is None else self.labels.to(device))
+        return TensorImages(self.images.to(device), None if self.labels is None else self.labels.to(device),
+                            self.names)
 
     def placed(self, device: torch.device) -> TensorImages:
         """On the training device when it fits there (batches are then sliced on it, no copy per step); on a GPU
@@ -92,6 +94,13 @@ class TensorImages(ImageSet):
             yield torch.index_select(images, 0, idx, out=out).to(device, non_blocking=True)
 
 
+def pick(values: Tensor | np.ndarray | None, indices: Tensor) -> Tensor | np.ndarray | None:
+    """The entries of a per-image column (labels, names) at `indices`, or None where the column is absent."""
+    if values is None:
+        return None
+    return values[indices] if isinstance(values, Tensor) else values[indices.cpu().numpy()]
+
+
 def on(tensor: Tensor, device: torch.device) -> bool:
     """Whether `tensor` lives on `device` ("cuda" means the current GPU, as PyTorch reads it)."""
     return tensor.device.type == device.type and device.index in (None, tensor.device.index)
@@ -106,16 +115,16 @@ class DiskImages(ImageSet):
     run that replaces the file (the folder changed) does not pull it from under this one."""
 
     def __init__(self, file: Path | Mapped, shape: tuple[int, int, int], rows: Tensor,
-                 labels: Tensor | None = None):
+                 labels: Tensor | None = None, names: np.ndarray | None = None):
         self.file = Mapped.open(file, shape) if isinstance(file, Path) else file
-        self.shape, self.rows, self.labels = shape, rows, labels
+        self.shape, self.rows, self.labels, self.names = shape, rows, labels, names
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def subset(self, indices: Tensor) -> DiskImages:
-        return DiskImages(self.file, self.shape, self.rows[indices],
-                          None if self.labels is None else self.labels[indices])
+        return DiskImages(self.file, self.shape, self.rows[indices], pick(self.labels, indices),
+                          pick(self.names, indices))
 
     def read(self, idx: Tensor, pin: bool = False) -> Tensor:
         rows = self.rows[idx].numpy()
@@ -175,6 +184,7 @@ class FileImages(ImageSet, torch.utils.data.Dataset):
                  background: str = "white", skip_bad: bool = False):
         self.files, self.labels, self.shape = files, labels, shape
         self.resize, self.background, self.skip_bad = resize, background, skip_bad
+        self.names = np.array([str(f) for f in files], dtype=object)
 
     def __len__(self) -> int:
         return len(self.files)

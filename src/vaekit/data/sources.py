@@ -20,6 +20,7 @@ import torch
 from vaekit.config import DataConfig, short
 from vaekit.data.arrays import read_array_file
 from vaekit.data.cache import cached_images
+from vaekit.data.classes import keep_classes
 from vaekit.data.folder import Scan, decode_files, scan_folder
 from vaekit.data.idx import read_idx
 from vaekit.data.sets import Dataset, FileImages, ImageSet, TensorImages, from_arrays, split_indices
@@ -145,7 +146,12 @@ def to_uint8_images(array: np.ndarray, where: str) -> np.ndarray:
 
 
 def three_way(full: TensorImages | ImageSet, config: DataConfig, spec: str, classes: list[str],
-              label_source: str) -> Dataset:
+              label_source: str, split: bool = True) -> Dataset:
+    """The set split into train / val / test; unsplit (`split` False: all of it as `test`, as `vaekit score`
+    reads a folder of new images, however few) for scoring every image."""
+    if not split:
+        none = full.subset(torch.arange(0))
+        return Dataset(spec, none, none, full, classes, label_source)
     train, val, test = split_indices(len(full), (config.val_fraction, config.test_fraction))
     return Dataset(spec, full.subset(train), full.subset(val), full.subset(test), classes, label_source)
 
@@ -161,7 +167,7 @@ def load_digits(config: DataConfig) -> Dataset:
 MAX_CLASSES = 10_000
 
 
-def load_array_file(path: str, config: DataConfig) -> Dataset:
+def load_array_file(path: str, config: DataConfig, split: bool = True) -> Dataset:
     """An .npy of images, or an .npz with `images` (or `x`) and optional `labels` (or `y`)."""
     file = Path(path)
     images, labels = read_array_file(file, memory_budget(config))
@@ -174,7 +180,7 @@ def load_array_file(path: str, config: DataConfig) -> Dataset:
                               f"{labels.max()})")
     full = from_arrays(images, labels)
     return three_way(full, config, f"npz:{file}" if file.suffix == ".npz" else f"npy:{file}", [],
-                     "the file's integer labels" if labels is not None else "none (the file has no labels)")
+                     "the file's integer labels" if labels is not None else "none (the file has no labels)", split)
 
 
 def memory_budget(config: DataConfig) -> int:
@@ -185,7 +191,7 @@ def memory_budget(config: DataConfig) -> int:
 # --- image folders --------------------------------------------------------------------------------------
 
 
-def load_folder(path: str, config: DataConfig) -> Dataset:
+def load_folder(path: str, config: DataConfig, split: bool = True) -> Dataset:
     """A folder of images: held in memory when it fits in `max_in_memory_gb`; otherwise decoded once into a file
     on disk and read from there (`vaekit.data.cache`), or, with the cache off, decoded anew every epoch."""
     root = Path(path)
@@ -201,7 +207,7 @@ def load_folder(path: str, config: DataConfig) -> Dataset:
                           config.skip_bad_images)
         notes.append(f"larger than --max-in-memory-gb {config.max_in_memory_gb:g}: decoded anew every epoch "
                      "(--no-folder-cache)")
-    data = three_way(full, config, f"folder:{root}", scan.classes, scan.label_source)
+    data = three_way(full, config, f"folder:{root}", scan.classes, scan.label_source, split)
     data.notes = notes
     return data
 
@@ -219,7 +225,7 @@ def decode_in_memory(root: Path, scan: Scan, config: DataConfig) -> TensorImages
     if not keep:
         raise VaekitError(f"{root}: none of the images is readable")
     labels = None if scan.labels is None else scan.labels[torch.tensor(keep)]
-    return TensorImages(torch.from_numpy(images[:filled]), labels)
+    return TensorImages(torch.from_numpy(images[:filled]), labels, scan.names(keep))
 
 
 PATH_SOURCES = ("folder", "npz", "npy")
@@ -256,7 +262,9 @@ def data_paths(config: DataConfig) -> list[Path]:
     return [Path(arg)] if kind in PATH_SOURCES else []
 
 
-def load_dataset(config: DataConfig) -> Dataset:
-    """Load the data set named by `config.name` (see `parse_name`)."""
+def load_dataset(config: DataConfig, whole: bool = False) -> Dataset:
+    """Load the data set named by `config.name` (see `parse_name`), cut to `config.classes` if it names some.
+    `whole`: a folder or an array file unsplit, all of it as the test split (the built-in sets keep theirs)."""
     kind, arg = parse_name(config.name)
-    return SOURCES[kind](arg, config)
+    data = SOURCES[kind](arg, config, False) if whole and kind in PATH_SOURCES else SOURCES[kind](arg, config)
+    return keep_classes(data, config.classes) if config.classes else data

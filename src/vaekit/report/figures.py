@@ -94,3 +94,49 @@ def training_curves(histories: dict[str, list[dict]]) -> bytes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return figure_png(fig)
+
+
+def roc_curves(curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]],
+               aurocs: dict[str, dict[str, float]]) -> bytes:
+    """One panel per out-of-distribution set: the ROC curve of each score, with its AUROC in the legend."""
+    plt = _plt()
+    cols = min(3, len(curves))
+    rows = math.ceil(len(curves) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 4.4 * rows), squeeze=False)
+    for ax in axes.flat[len(curves):]:
+        ax.set_visible(False)
+    for ax, (name, by_score) in zip(axes.flat, curves.items()):
+        for i, (score, (fpr, tpr)) in enumerate(by_score.items()):
+            ax.plot(fpr, tpr, color=COLOURS[i % 10], lw=1.6, label=f"{score} ({aurocs[name][score]:.3f})")
+        ax.plot([0, 1], [0, 1], color="#999", lw=1, ls=":", label="chance (0.500)")
+        ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false-positive rate (test images flagged)",
+               ylabel="true-positive rate (OOD images flagged)", title=f"test vs {name}")
+        ax.set_aspect("equal")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=9, title="score (AUROC)", title_fontsize=9, loc="lower right")
+    fig.tight_layout()
+    return figure_png(fig)
+
+
+def score_histograms(scores: dict[str, dict[str, np.ndarray]], names: list[str], thresholds: dict[str, float]) -> bytes:
+    """One panel per score: its distribution on each set (test first), and the chosen threshold."""
+    plt = _plt()
+    cols = min(3, len(names))
+    rows = math.ceil(len(names) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.8 * cols, 3.4 * rows), squeeze=False)
+    for ax in axes.flat[len(names):]:
+        ax.set_visible(False)
+    for ax, score in zip(axes.flat, names):
+        values = {s: v[score][np.isfinite(v[score])] for s, v in scores.items()}
+        everything = np.concatenate(list(values.values()))
+        lo, hi = np.quantile(everything, [0.005, 0.995]) if len(everything) else (0.0, 1.0)
+        bins = np.linspace(lo, hi if hi > lo else lo + 1, 60)
+        for i, (s, v) in enumerate(values.items()):
+            ax.hist(np.clip(v, lo, hi), bins=bins, density=True, histtype="step" if i else "stepfilled", lw=1.6,
+                    color=COLOURS[i % 10], alpha=0.45 if not i else 1.0, label=s)
+        ax.axvline(thresholds[score], color="black", ls="--", lw=1.2, label="threshold")
+        ax.set(title=score, xlabel="score (higher: more anomalous)", ylabel="density")
+        ax.tick_params(labelsize=10)
+        ax.legend(fontsize=9)
+    fig.tight_layout()
+    return figure_png(fig)

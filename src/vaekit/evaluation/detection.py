@@ -1,0 +1,58 @@
+"""Telling two sets apart by a score: the standard out-of-distribution metrics, and a threshold.
+
+The out-of-distribution images are the positives and a higher score means "more anomalous":
+  AUROC      the chance that a random OOD image scores above a random in-distribution one (0.5: no better than
+             chance; below 0.5: the score ranks them the wrong way round)
+  AUPRC      average precision, OOD as the positive class (depends on the ratio of the two sets' sizes)
+  FPR@95TPR  the share of in-distribution images flagged when the threshold catches 95% of the OOD ones
+A threshold is chosen on held-out in-distribution images only (the validation split), so that a chosen share of
+them, the false-positive rate, lies above it; no OOD image is needed to choose it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vaekit.errors import VaekitError
+
+BIG = np.finfo(np.float64).max
+
+
+def finite(scores: np.ndarray) -> np.ndarray:
+    """Scores with NaN and +inf as the most anomalous value and -inf as the least (a model that cannot explain an
+    image at all has flagged it)."""
+    return np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=BIG, posinf=BIG, neginf=-BIG)
+
+
+def detection(inside: np.ndarray, outside: np.ndarray) -> dict[str, float]:
+    """AUROC, AUPRC and FPR at 95% TPR of a score separating `outside` (positives) from `inside`."""
+    from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+    if len(inside) == 0 or len(outside) == 0:
+        raise VaekitError("both the in-distribution and the out-of-distribution set need at least one image")
+    y = np.r_[np.zeros(len(inside)), np.ones(len(outside))]
+    s = finite(np.r_[inside, outside])
+    fpr, tpr, _ = roc_curve(y, s)
+    return {"auroc": float(roc_auc_score(y, s)), "auprc": float(average_precision_score(y, s)),
+            "fpr_at_95_tpr": float(fpr[np.searchsorted(tpr, 0.95)])}
+
+
+def roc(inside: np.ndarray, outside: np.ndarray, points: int = 200) -> tuple[np.ndarray, np.ndarray]:
+    """The ROC curve (false-positive rate, true-positive rate), thinned to about `points` points for a figure."""
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, _ = roc_curve(np.r_[np.zeros(len(inside)), np.ones(len(outside))], finite(np.r_[inside, outside]))
+    keep = np.unique(np.r_[0, np.linspace(0, len(fpr) - 1, points).astype(int), len(fpr) - 1])
+    return fpr[keep], tpr[keep]
+
+
+def threshold_for(held_out: np.ndarray, fpr: float) -> float:
+    """The smallest score above which at most a share `fpr` of the held-out in-distribution scores lie."""
+    if len(held_out) == 0:
+        raise VaekitError("no held-out in-distribution images to choose a threshold on")
+    return float(np.quantile(finite(held_out), 1 - fpr, method="higher"))
+
+
+def flagged(scores: np.ndarray, threshold: float) -> np.ndarray:
+    """Which images a threshold flags: score strictly above it."""
+    return finite(scores) > threshold
