@@ -32,6 +32,8 @@ def test_auroc_is_one_for_separable_sets_one_half_for_identical_ones_and_below_f
     assert abs(shifted - 0.7602) < 0.015
     with pytest.raises(VaekitError):
         detection(inside, outside[:0])
+    ties = np.arange(20.0)  # the same tied scores on both sides: 95% of the positives cost 95% false positives
+    assert detection(ties, ties) == pytest.approx({"auroc": 0.5, "auprc": 0.5, "fpr_at_95_tpr": 0.95})
 
 
 def test_a_threshold_chosen_on_held_out_scores_keeps_the_false_positive_rate_on_fresh_ones():
@@ -179,6 +181,9 @@ def test_what_goes_wrong_gets_one_line(cli, tmp_path):
         "--two-stage-epochs", "0")
     cli("train", "--data", "digits", "--epochs", "1", "--out", "other", "--seed", "1", "--two-stage-epochs", "0")
     cli("ood", "other", "--ood", "noise", "--out", "o", "-k", "5")
+    cli("ood", "other", "--ood", "vflip", "--out", "o0", "-k", "0")
+    cli("score", "other", "--threshold", "o0/thresholds.json", "--out", "k0.csv")  # K = 0 kept from the file
+    assert "is_nll" not in read_csv(tmp_path / "k0.csv")[0]
     np.save(tmp_path / "big.npy", np.zeros((4, 16, 16), np.uint8))
     np.save(tmp_path / "none.npy", np.zeros((0, 8, 8), np.uint8))
     np.save(tmp_path / "plain.npy", np.zeros((20, 8, 8), np.uint8))

@@ -48,7 +48,8 @@ def command_lines() -> list[list[str]]:
 def adapted(argv: list[str]) -> list[str]:
     command = argv[1]
     extra = QUICK_RESUME if "--resume" in argv else QUICK.get(command, [])
-    if command in ("train", "compare", "oneclass") and "--data" not in argv and "--resume" not in argv and "--ae" not in argv:
+    fresh = "--resume" not in argv and "--ae" not in argv
+    if command in ("train", "compare", "oneclass") and "--data" not in argv and fresh:
         extra = [*extra, *DEFAULT_DATA]
     if "--config" in argv:
         extra = [*extra, *DEFAULT_DATA]  # the config file names Fashion-MNIST too

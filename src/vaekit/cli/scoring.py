@@ -21,7 +21,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     out = Path(args.out)
     check_output(out, args.overwrite)
     chosen = read_thresholds(args.threshold, model) if args.threshold else None
-    k = args.k if args.k is not None else (chosen or {}).get("k") or 100
+    stored_k = (chosen or {}).get("k")
+    k = args.k if args.k is not None else stored_k if stored_k is not None else 100
     if chosen and model.has_density and chosen.get("k") not in (None, k):
         raise VaekitError(f"-k {k}: the thresholds in {args.threshold} were chosen with K = {chosen['k']} (the IS-NLL "
                           "depends on K); leave -k out")
@@ -32,17 +33,20 @@ def cmd_score(args: argparse.Namespace) -> int:
     flag = None
     if chosen:
         by = args.by or chosen.get("score")
+        if by is None:
+            raise VaekitError(f"{args.threshold}: names no score to apply; choose one with --by")
         available = scores_available(model, k, mixture is not None)
         if by not in chosen["thresholds"] or by not in available:
             raise VaekitError(f"--by {by}: no threshold for it in {args.threshold} (there: "
                               f"{', '.join(n for n in chosen['thresholds'] if n in available)})")
         flag = (by, float(chosen["thresholds"][by]))
-    names = [split] if split != "all" else ["all"] if args.data else ["train", "val", "test"]
+    unsplit = args.data and len(data.train) + len(data.val) == 0  # a folder or array file read whole
+    names = [split] if split != "all" else ["all"] if unsplit else ["train", "val", "test"]
     parts = [(name, data.test if name == "all" else data.split(name)) for name in names]  # `all` of --data: unsplit
+    if sum(len(images) for _, images in parts) == 0:  # before the output is touched
+        raise VaekitError(f"{data.spec}: no {split} images to score")
     result = score_file(model, parts, data.classes, out, ScoreSettings(k, args.score_batch, args.score_seed), mixture,
                         flag)
-    if result["images"] == 0:
-        raise VaekitError(f"{data.spec}: no {split} images to score")
     means = ", ".join(f"{n} {v:.2f}" for n, v in result["means"].items())
     print(f"{result['images']} images of {data.spec} ({', '.join(names)}) scored -> {out}; means: {means}")
     if flag:

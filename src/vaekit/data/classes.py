@@ -17,10 +17,12 @@ from vaekit.errors import VaekitError
 
 
 def class_indices(spec: str, data: Dataset) -> list[int]:
-    """The label indices named by `spec`: comma-separated indices or class names (case and spaces ignored)."""
+    """The label indices named by `spec`: comma-separated indices or class names (case and surrounding spaces
+    ignored)."""
     if data.train.labels is None:
         raise VaekitError(f"{data.spec}: has no labels, so --classes cannot choose among them")
-    n = int(max(int(s.labels.max()) for s in (data.train, data.test) if s.labels is not None and len(s.labels))) + 1
+    n = max((int(s.labels.max()) for s in (data.train, data.test) if s.labels is not None and len(s.labels)),
+            default=-1) + 1
     names = {name.strip().lower(): i for i, name in enumerate(data.classes)}
     chosen = []
     for item in (part.strip() for part in spec.split(",")):

@@ -258,7 +258,7 @@ def evaluation_view(data: Dataset, config: DataConfig) -> Dataset:
 def binarize_once(images: TensorImages, seed: int) -> TensorImages:
     g = torch.Generator().manual_seed(seed)
     binary = torch.bernoulli(images.images.float() / 255.0, generator=g).to(torch.uint8) * 255
-    return TensorImages(binary, images.labels)
+    return TensorImages(binary, images.labels, images.names)
 
 
 def split_indices(n: int, fractions: tuple[float, ...], seed: int = 0) -> list[Tensor]:

@@ -82,7 +82,8 @@ def measure_ood(model: Autoencoder, data: Dataset, images: dict[str, TensorImage
     at_threshold = {score: {name: float(flagged(scores[name][score], t).mean()) for name in ("test", *specs)}
                     for score, t in thresholds.items()}
     best = max(ranked_scores(names), key=lambda n: np.mean([sets[spec][n]["auroc"] for spec in specs]))
-    means = {name: {score: float(np.mean(v)) for score, v in sc.items()} for name, sc in scores.items()}
+    means = {name: {score: float(np.mean(v[np.isfinite(v)])) if np.isfinite(v).any() else None
+                    for score, v in sc.items()} for name, sc in scores.items()}
     metrics = {"model": model.kind, "scores": names, "k": s.k if model.has_density else None, "fpr": s.fpr,
                "sets": sets, "described": described, "sizes": {n: len(im) for n, im in images.items()},
                "thresholds": thresholds, "flagged_at_threshold": at_threshold, "best": best, "means": means,

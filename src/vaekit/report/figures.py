@@ -134,7 +134,8 @@ def score_histograms(scores: dict[str, dict[str, np.ndarray]], names: list[str],
         for i, (s, v) in enumerate(values.items()):
             ax.hist(np.clip(v, lo, hi), bins=bins, density=True, histtype="step" if i else "stepfilled", lw=1.6,
                     color=COLOURS[i % 10], alpha=0.45 if not i else 1.0, label=s)
-        ax.axvline(thresholds[score], color="black", ls="--", lw=1.2, label="threshold")
+        if lo <= thresholds[score] <= hi:  # a threshold beyond the plotted range (non-finite scores) is not drawn
+            ax.axvline(thresholds[score], color="black", ls="--", lw=1.2, label="threshold")
         ax.set(title=score, xlabel="score (higher: more anomalous)", ylabel="density")
         ax.tick_params(labelsize=10)
         ax.legend(fontsize=9)

@@ -131,8 +131,12 @@ def ood(checkpoint: str, specs: list[str], out: Path, s: OodSettings, device: to
             "kind": THRESHOLDS_KIND, "version": 1, "checkpoint": m["checkpoint"], "model_sha1": fingerprint(model),
             "k": m["k"], "fpr": s.fpr, "chosen_on": f"{m['sizes']['val']} validation images of {data.spec}",
             "score": m["best"], "thresholds": m["thresholds"]})
+        files: dict[str, str] = {}
+        for name in ("test", *specs):  # two sets whose names map to one file name get a number each
+            base = safe_name(name)
+            files[name] = base if base not in files.values() else f"{base}-{len(files)}"
         for name in ("test", *specs):
-            with csv_writer(out / "scores" / f"{safe_name(name)}.csv", csv_header(m["scores"], None)) as write:
+            with csv_writer(out / "scores" / f"{files[name]}.csv", csv_header(m["scores"], None)) as write:
                 append_scores(write, name, images[name], [result.scores[name]], m["scores"], data.classes)
         write_text(out / "report.html", render_ood(result, f"vaekit: {model.kind.upper()} on {data.spec}, "
                                                    f"against {', '.join(specs)}", ood_meta(m, model, s)))
@@ -204,14 +208,14 @@ def one_class_row(run: RunConfig, full: Dataset, c: int, present: list[int], pro
 
 def one_class_metrics(run: RunConfig, full: Dataset, rows: list[dict], protocol: str, s: OodSettings,
                       seconds: float) -> dict[str, Any]:
-    names = rows[0]["scores"]
+    names = [n for n in rows[0]["scores"] if all(n in r["auroc"] for r in rows)]  # a mixture may fail for one
     mean = {n: float(np.mean([r["auroc"][n] for r in rows])) for n in names}
     words = ("Each class in turn is the normal one: a model is trained on its training images alone, and the test "
              "images of every other class are the anomalies (the one-class protocol of Ruff et al., 2018)."
              if protocol == "one" else "Each class in turn is the anomaly: a model is trained on every other class, "
              "and the test images of the left-out class are scored against the test images of the rest.")
-    settings = (f"{run.model.kind.upper()}, {run.train.epochs} epochs per class, seed {run.train.seed}; IS-NLL with "
-                f"K = {s.k}; AUROC of the held-out classes' test images against the trained classes' test images. "
-                f"{seconds:.0f} s in all.")
+    k = f"IS-NLL with K = {s.k}; " if "is_nll" in names else ""
+    settings = (f"{run.model.kind.upper()}, {run.train.epochs} epochs per class, seed {run.train.seed}; {k}AUROC of "
+                f"the held-out classes' test images against the trained classes' test images. {seconds:.0f} s in all.")
     return {"protocol": protocol, "protocol_words": words, "settings_words": settings, "data": full.spec,
             "scores": names, "classes": rows, "mean_auroc": mean, "run": to_dict(run), "seconds": seconds}

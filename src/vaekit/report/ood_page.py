@@ -7,14 +7,15 @@ import html
 
 import numpy as np
 
-from vaekit.evaluation.detection import roc
+from vaekit.evaluation.detection import finite, roc
 from vaekit.evaluation.ood import OodResult, ranked_scores
 from vaekit.evaluation.scores import SCORES
 from vaekit.images import png_bytes
 from vaekit.report import figures
 from vaekit.report.page import PAGE, fmt, img
 
-LIKELIHOODS = ("is_nll", "nelbo", "recon")  # the plain likelihood-style score of a model, best first
+LIKELIHOODS = ("is_nll", "nelbo")  # a model's likelihood scores, best first (an AE has none)
+MARGIN = 0.05  # an AUROC this far from 0.5 is a ranking, not noise
 
 
 def paragraphs(words: list[str]) -> str:
@@ -25,8 +26,8 @@ def section(title: str, body: str) -> str:
     return f"<section><h2>{html.escape(title)}</h2>{body}</section>"
 
 
-def likelihood_score(m: dict) -> str:
-    return next(n for n in LIKELIHOODS if n in m["scores"])
+def likelihood_score(m: dict) -> str | None:
+    return next((n for n in LIKELIHOODS if n in m["scores"]), None)
 
 
 def answer_words(m: dict) -> list[str]:
@@ -41,7 +42,7 @@ def answer_words(m: dict) -> list[str]:
     best, t = m["best"], m["flagged_at_threshold"][m["best"]]
     flagged = ", ".join(f"{100 * t[spec]:.1f}% of {spec}" for spec in m["sets"])
     words.append(f"Over all sets, {best} separates best on average. Its threshold, chosen on {m['sizes']['val']} "
-                 f"validation images to flag {100 * m['fpr']:g}% of them, flags {100 * t['test']:.1f}% of the "
+                 f"validation images to flag at most {100 * m['fpr']:g}% of them, flags {100 * t['test']:.1f}% of the "
                  f"{m['sizes']['test']} test images and {flagged}; `vaekit score RUN --threshold thresholds.json` "
                  "flags new images with it.")
     return words
@@ -50,17 +51,17 @@ def answer_words(m: dict) -> list[str]:
 def failure_words(m: dict, spec: str) -> list[str]:
     """Nalisnick et al.'s failure, where it shows: the model explains the OOD set better than its own test images."""
     lik, by_score = likelihood_score(m), m["sets"][spec]
-    a = by_score[lik]["auroc"]
-    if a >= 0.5:
+    if lik is None or by_score[lik]["auroc"] >= 0.5 - MARGIN:
         return []
+    a = by_score[lik]["auroc"]
     words = [f"The model explains {spec} better than its own test images ({lik} AUROC {a:.3f}, below chance): the "
              "failure Nalisnick et al. (2019) found in deep generative models."]
     png = m["means"][spec]["png_bits"], m["means"]["test"]["png_bits"]
-    if png[0] < png[1]:
+    if None not in png and png[0] < png[1]:
         words.append(f"Its images are simpler: they compress to {png[0]:.0f} bits as PNG against {png[1]:.0f} for the "
                      "test images, and simple images are likely under any model.")
     c = by_score["complexity"]["auroc"]
-    verdict = "fixes the ranking" if c > 0.5 else "does not fix it"
+    verdict = "fixes the ranking" if c > 0.5 + MARGIN else "does not fix it" if c < 0.5 else "brings it to chance"
     words.append(f"The complexity-corrected score (Serra et al., 2020: {lik} in bits minus the PNG length) gives AUROC "
                  f"{c:.3f}: it {verdict}.")
     return words
@@ -68,13 +69,14 @@ def failure_words(m: dict, spec: str) -> list[str]:
 
 def units_words(m: dict) -> list[str]:
     """Why the complexity correction can turn a ranking round, where it did: its two terms are not both code lengths."""
-    inverted = [spec for spec, by_score in m["sets"].items() if by_score["complexity"]["auroc"] < 0.5]
-    if not inverted or m.get("likelihood") != "bernoulli" or m.get("binarized"):
+    inverted = [spec for spec, by_score in m["sets"].items() if by_score["complexity"]["auroc"] < 0.5 - MARGIN]
+    if not inverted or m.get("binarized"):
         return []
     return [f"The complexity-corrected score ranks {', '.join(inverted)} below the test images. Its correction assumes "
-            "-log p(x) is a code length for the 8-bit pixels, like the PNG's; a Bernoulli decoder on grey levels gives "
-            "no such length (its -log p(x) stays bounded however random the pixels), so for images that no compressor "
-            "can shrink, noise above all, the PNG length outgrows it. Serra et al. used discrete likelihoods; here, "
+            "-log p(x) is a code length for the 8-bit pixels, like the PNG's; a continuous decoder (Bernoulli or "
+            "Gaussian) on grey levels gives no such length (a Bernoulli's stays bounded however random the pixels), so "
+            "for images that no compressor can shrink, noise above all, the PNG length outgrows it. Serra et al. used "
+            "discrete likelihoods; here, "
             "trust complexity only where the sets differ in structure rather than in noise."]
 
 
@@ -89,8 +91,8 @@ def detection_table(m: dict) -> str:
         rows.append(f"<tr><th title=\"{html.escape(SCORES[score])}\">{score}</th>{cells}</tr>")
     return (f'<table><tr><th rowspan="2">score</th>{head}</tr><tr>{sub}</tr>{"".join(rows)}</table>'
             "<p>" + "; ".join(f"<b>{n}</b>: {html.escape(SCORES[n])}" for n in m["scores"]) + ". Higher is more "
-            "anomalous for every score. bpd ranks images exactly as is_nll; png_bits needs no model, and is here to "
-            "show how far image complexity alone goes.</p>")
+            "anomalous for every score." + (" bpd ranks images exactly as is_nll." if "bpd" in m["scores"] else "")
+            + " png_bits needs no model: it shows how far image complexity alone goes.</p>")
 
 
 def threshold_table(m: dict) -> str:
@@ -111,7 +113,7 @@ def images_body(result: OodResult) -> str:
         if name != "val":
             parts.append(f"<figure>{img(png_bytes(images.images[:16].float() / 255, 8, height=48), name)}"
                          f"<figcaption>{html.escape(name)}</figcaption></figure>")
-    worst = np.argsort(-result.scores["test"][m["best"]], kind="stable")[:16]
+    worst = np.argsort(-finite(result.scores["test"][m["best"]]), kind="stable")[:16]
     parts.append(f"<figure>{img(png_bytes(result.images['test'].images[worst].float() / 255, 8, height=48), 'most')}"
                  f"<figcaption>the 16 test images {m['best']} finds most anomalous</figcaption></figure>")
     return f'<div class="samplers">{"".join(parts)}</div>'
@@ -158,8 +160,32 @@ def one_class_words(m: dict) -> list[str]:
     worst = min(m["classes"], key=lambda r: r["auroc"][best])
     return [f"{m['protocol_words']} The best mean AUROC is {best}'s ({m['mean_auroc'][best]:.3f}). Classes won per "
             f"score: {listed}. The hardest class for {best} is {worst['name']} (AUROC {worst['auroc'][best]:.3f}).",
-            f"PNG length alone (no model) reaches a mean AUROC of {m['mean_auroc']['png_bits']:.3f}: the part of the "
-            "separation that image complexity explains by itself."]
+            png_words(m), *complexity_words(m)]
+
+
+def png_words(m: dict) -> str:
+    png = [r["auroc"]["png_bits"] for r in m["classes"]]
+    return (f"PNG length alone (no model) gives AUROCs from {min(png):.3f} to {max(png):.3f} across the classes (mean "
+            f"{m['mean_auroc']['png_bits']:.3f}): far from 0.5, the anomalies are simply more (above) or less (below) "
+            "complex images than the normal ones.")
+
+
+def complexity_words(m: dict) -> list[str]:
+    """Where the likelihood is near chance and the complexity correction helps, and where it hurts."""
+    lik = likelihood_score(m)
+    if lik is None:
+        return []
+    helped = [r for r in m["classes"] if r["auroc"][lik] < 0.6 and r["auroc"]["complexity"] > r["auroc"][lik] + 0.05]
+    hurt = [r for r in m["classes"] if r["auroc"]["complexity"] < r["auroc"][lik] - 0.05]
+    if not helped:
+        return []
+    listed = ", ".join(f"{r['name']} {r['auroc'][lik]:.3f} to {r['auroc']['complexity']:.3f}" for r in helped)
+    words = f"The likelihood ({lik}) is near chance for some classes, and the complexity correction lifts them: " \
+        f"{listed}."
+    if hurt:
+        words += (f" It lowers {len(hurt)} other classes (e.g. {hurt[0]['name']}, {hurt[0]['auroc'][lik]:.3f} to "
+                  f"{hurt[0]['auroc']['complexity']:.3f}), where the anomalies are the more complex images.")
+    return [words]
 
 
 def render_one_class(m: dict, title: str, meta: list[str]) -> str:
