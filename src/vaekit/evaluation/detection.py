@@ -24,14 +24,18 @@ def finite(scores: np.ndarray) -> np.ndarray:
     return np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=BIG, posinf=BIG, neginf=-BIG)
 
 
+def labelled(inside: np.ndarray, outside: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both sets as one: labels (1 for the out-of-distribution images) and finite scores."""
+    return np.r_[np.zeros(len(inside)), np.ones(len(outside))], finite(np.r_[inside, outside])
+
+
 def detection(inside: np.ndarray, outside: np.ndarray) -> dict[str, float]:
     """AUROC, AUPRC and FPR at 95% TPR of a score separating `outside` (positives) from `inside`."""
     from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
     if len(inside) == 0 or len(outside) == 0:
         raise VaekitError("both the in-distribution and the out-of-distribution set need at least one image")
-    y = np.r_[np.zeros(len(inside)), np.ones(len(outside))]
-    s = finite(np.r_[inside, outside])
+    y, s = labelled(inside, outside)
     fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)  # every point: ties must not skip 95%
     return {"auroc": float(roc_auc_score(y, s)), "auprc": float(average_precision_score(y, s)),
             "fpr_at_95_tpr": float(fpr[np.searchsorted(tpr, 0.95)])}
@@ -41,7 +45,7 @@ def roc(inside: np.ndarray, outside: np.ndarray, points: int = 200) -> tuple[np.
     """The ROC curve (false-positive rate, true-positive rate), thinned to about `points` points for a figure."""
     from sklearn.metrics import roc_curve
 
-    fpr, tpr, _ = roc_curve(np.r_[np.zeros(len(inside)), np.ones(len(outside))], finite(np.r_[inside, outside]))
+    fpr, tpr, _ = roc_curve(*labelled(inside, outside))
     keep = np.unique(np.r_[0, np.linspace(0, len(fpr) - 1, points).astype(int), len(fpr) - 1])
     return fpr[keep], tpr[keep]
 

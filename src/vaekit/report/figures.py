@@ -35,14 +35,22 @@ def image_grid_png(images: Tensor, nrow: int) -> bytes:
     return png_bytes(images, nrow, height=56)
 
 
+def panels(n: int, width: float, height: float):
+    """A figure of n panels, at most 3 a row, each width x height inches; returns it and its n axes in order
+    (the empty places of the last row hidden)."""
+    plt = _plt()
+    cols = min(3, n)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat[:n])
+
+
 def latent_maps(codes: dict[str, Tensor], labels: Tensor | None, classes: list[str]) -> bytes:
     plt = _plt()
-    cols = min(3, len(codes))
-    rows = math.ceil(len(codes) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 4.8 * rows), squeeze=False)
-    for ax in axes.flat[len(codes):]:
-        ax.set_visible(False)
-    for ax, (name, z) in zip(axes.flat, codes.items()):
+    fig, axes = panels(len(codes), 5.2, 4.8)
+    for ax, (name, z) in zip(axes, codes.items()):
         p = Projection.fit(z)
         xy = p.xy
         colours = [COLOURS[int(c) % 10] for c in labels.tolist()] if labels is not None else COLOURS[0]
@@ -99,13 +107,8 @@ def training_curves(histories: dict[str, list[dict]]) -> bytes:
 def roc_curves(curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]],
                aurocs: dict[str, dict[str, float]]) -> bytes:
     """One panel per out-of-distribution set: the ROC curve of each score, with its AUROC in the legend."""
-    plt = _plt()
-    cols = min(3, len(curves))
-    rows = math.ceil(len(curves) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 4.4 * rows), squeeze=False)
-    for ax in axes.flat[len(curves):]:
-        ax.set_visible(False)
-    for ax, (name, by_score) in zip(axes.flat, curves.items()):
+    fig, axes = panels(len(curves), 4.6, 4.4)
+    for ax, (name, by_score) in zip(axes, curves.items()):
         for i, (score, (fpr, tpr)) in enumerate(by_score.items()):
             ax.plot(fpr, tpr, color=COLOURS[i % 10], lw=1.6, label=f"{score} ({aurocs[name][score]:.3f})")
         ax.plot([0, 1], [0, 1], color="#999", lw=1, ls=":", label="chance (0.500)")
@@ -120,13 +123,8 @@ def roc_curves(curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]],
 
 def score_histograms(scores: dict[str, dict[str, np.ndarray]], names: list[str], thresholds: dict[str, float]) -> bytes:
     """One panel per score: its distribution on each set (test first), and the chosen threshold."""
-    plt = _plt()
-    cols = min(3, len(names))
-    rows = math.ceil(len(names) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.8 * cols, 3.4 * rows), squeeze=False)
-    for ax in axes.flat[len(names):]:
-        ax.set_visible(False)
-    for ax, score in zip(axes.flat, names):
+    fig, axes = panels(len(names), 4.8, 3.4)
+    for ax, score in zip(axes, names):
         values = {s: v[score][np.isfinite(v[score])] for s, v in scores.items()}
         everything = np.concatenate(list(values.values()))
         lo, hi = np.quantile(everything, [0.005, 0.995]) if len(everything) else (0.0, 1.0)
