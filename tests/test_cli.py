@@ -150,7 +150,8 @@ def test_evaluate_and_compare_from_checkpoints_on_digits(cli, tmp_path):
     cli("train", "--data", "digits", "--model", "ae", "--epochs", "3", "--out", "ae")
     cli("train", "--data", "digits", "--model", "vae", "--epochs", "3", "--out", "vae")
     out = cli("evaluate", "vae", "--quick", "--json", "eval.json").stdout
-    assert "IS-NLL, K=100" in out and "active units" in out and "Frechet distance" in out
+    assert "IS-NLL, K=100" in out and "active units" in out and "Frechet " in out and "KID " in out
+    assert "precision " in out and "coverage " in out and "real held-out images" in out
     m = json.loads((tmp_path / "eval.json").read_text())
     assert m["is_nll"]["nll"] < m["is_nll"]["nelbo_same_images"] + 3 * m["is_nll"]["stderr"]
     assert "is_nll" not in json.loads(cli("evaluate", "ae", "--quick", "--json", "ae.json").stdout and

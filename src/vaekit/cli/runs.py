@@ -60,7 +60,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / f"compare-{run.data.name.split(':')[0]}-" \
         f"{time.strftime('%Y%m%d-%H%M%S')}"
     names = args.models if args.models is not None else [] if checkpoints else list(DEFAULT_MODELS)
-    metrics = compare(run, out, names=names, quick=args.quick, checkpoints=checkpoints,
+    metrics = compare(run, out, names=names, quick=args.quick, checkpoints=checkpoints, inception=args.inception_fid,
                       data_name=vars(args).get("data.name"), overwrite=args.overwrite, quiet=args.quiet,
                       inputs=[Path(args.config)] if args.config else [])
     if args.quiet:
@@ -72,22 +72,20 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from vaekit.data.sources import data_home
-    from vaekit.evaluation.classifier import load_or_train_classifier
-    from vaekit.evaluation.evaluate import EvalSettings, can_score_samples, evaluate_model, real_reference
+    from vaekit.evaluation.evaluate import EvalSettings, evaluate_model, feature_notes, reference
 
+    settings = EvalSettings.quick() if args.quick else EvalSettings()
+    settings.inception = args.inception_fid
+    settings.k = args.k or settings.k
+    settings.n_samples = args.samples or settings.n_samples
     model, _ = load_model(args.checkpoint, args.device)
     if args.json:
         check_output(Path(args.json), args.overwrite)
     data, config = dataset_for(model, args)
-    settings = EvalSettings.quick() if args.quick else EvalSettings()
-    if args.k is not None:
-        settings.k = args.k
-    classifier = features = floor = None
-    if can_score_samples(data):
-        classifier, _ = load_or_train_classifier(data, data_home(config))
-        features, floor = real_reference(data, classifier, settings.n_samples)
-    metrics = evaluate_model(model, data, settings, classifier, features).metrics
-    metrics["real_floor"] = floor
+    ref = reference(data, settings, data_home(config), model.device)
+    metrics = evaluate_model(model, data, settings, ref).metrics
+    metrics["real_floor"] = ref.floor if ref else None
+    metrics["features"] = feature_notes(ref, settings) if ref else {}
     if args.json:
         write_json(args.json, metrics)
     print("\n".join(evaluation_lines(model, data, metrics)))
@@ -118,13 +116,28 @@ def evaluation_lines(model, data, metrics: dict) -> list[str]:
     inside = f"; {100 * la['inside_prior_99']:.1f}% of codes inside N(0, I)'s 99% ball" if "inside_prior_99" in la \
         else ""
     lines.append(f"  active units                {la['active_units']} of {model.latent_dim}{inside}")
-    for name, s in metrics.get("samples", {}).items():
-        lines.append(f"  samples from {name:<6}         Frechet distance {s['frechet']:.2f}, classifier confidence "
-                     f"{s['confidence']:.3f}  (z ~ {metrics['priors'][name]})")
+    rows = [(f"samples from {name}", s, f"z ~ {metrics['priors'][name]}")
+            for name, s in metrics.get("samples", {}).items()]
     if floor:
-        lines.append(f"  real held-out images        Frechet distance {floor['frechet']:.2f}, classifier confidence "
-                     f"{floor['confidence']:.3f}")
+        rows.append((f"real held-out images ({floor['images']})", floor, "the floor"))
+    notes = metrics.get("features", {})
+    if "classifier" in notes:
+        c = notes["classifier"]
+        lines.append(f"  sample quality on the feature classifier's {c['features']} features ({c['real_images']} real "
+                     f"test images, {c['samples']} samples; KID over {c['kid']['subsets']} subsets of "
+                     f"{c['kid']['size']}; k-NN with k = {c['prdc']['k']} on {c['prdc']['images']} images):")
+    for what, s, words in rows:
+        lines.append(f"  {what:<27} {quality_words(s)}  ({words})")
     return lines
+
+
+def quality_words(s: dict) -> str:
+    """One sampler's sample-quality numbers on a line."""
+    parts = [f"Frechet {s['frechet']:.2f}, KID {s['kid']:.3f} +- {s['kid_std']:.3f}, precision "
+             f"{s['precision']:.3f}, recall {s['recall']:.3f}, density {s['density']:.3f}, coverage "
+             f"{s['coverage']:.3f}, confidence {s['confidence']:.3f}"] if "frechet" in s else []
+    parts += [f"Inception FID {s['inception_fid']:.2f}"] if "inception_fid" in s else []
+    return "; ".join(parts)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -9,14 +9,24 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from vaekit.data import Batches, Dataset
-from vaekit.evaluation.classifier import FeatureClassifier
-from vaekit.evaluation.metrics import active_units, code_statistics, frechet_distance, importance_sampled_nll
+from vaekit.evaluation.classifier import FeatureClassifier, load_or_train_classifier
+from vaekit.evaluation.inception import FEATURES, inception_features
+from vaekit.evaluation.inception import require as require_inception
+from vaekit.evaluation.metrics import (
+    active_units,
+    code_statistics,
+    frechet_distance,
+    importance_sampled_nll,
+    kernel_distance,
+    precision_recall_density_coverage,
+)
 from vaekit.models import Autoencoder
 from vaekit.models.objectives import mean_loss
 from vaekit.models.priors import GMM_FIT_CODES
@@ -34,10 +44,15 @@ class EvalSettings:
     gmm_fit_codes: int = GMM_FIT_CODES  # training codes that mixture is fitted to
     batch_size: int = 1000
     seed: int = 0
+    kid_subsets: int = 100  # KID: its mean and spread over this many random subsets
+    kid_subset_size: int = 1000  # rows of each feature set per subset (fewer where a set is smaller)
+    prdc_k: int = 5  # precision/recall/density/coverage: the k of the k-NN balls (Naeem et al.'s default)
+    prdc_images: int = 5000  # rows of each set they are computed on (pairwise distances: O(n^2) memory)
+    inception: bool = False  # also the standard Inception FID (the optional extra; slow without a GPU)
 
     @classmethod
     def quick(cls) -> EvalSettings:
-        return cls(k=100, is_images=500, n_samples=2000, gmm_fit_codes=5000)
+        return cls(k=100, is_images=500, n_samples=2000, gmm_fit_codes=5000, prdc_images=2000)
 
 
 @dataclass
@@ -73,10 +88,46 @@ def draw_samples(model: Autoencoder, priors: dict[str, nn.Module], s: EvalSettin
     return images
 
 
-def sample_quality(images: Tensor, classifier: FeatureClassifier, real_features: Tensor) -> dict[str, float]:
-    features, confidence = classifier.features_and_confidence(images)
-    return {"frechet": frechet_distance(real_features.numpy(), features.numpy()),
-            "confidence": confidence.mean().item()}
+@dataclass
+class Reference:
+    """The real images samples are measured against: the feature classifier's features of the test split (with the
+    classifier and its test accuracy), and the Inception features when asked for; `floor` holds the same measures
+    for real held-out images."""
+
+    classifier: FeatureClassifier | None = None
+    features: Tensor | None = None
+    accuracy: float | None = None
+    inception: Tensor | None = None
+    floor: dict[str, Any] = field(default_factory=dict)
+
+
+def sample_quality(images: Tensor, ref: Reference, s: EvalSettings, device: str | torch.device = "cpu",
+                   desc: str = "samples") -> dict[str, Any]:
+    """Frechet distance, KID, precision/recall/density/coverage and mean confidence on the feature classifier's
+    features; the Inception FID on Inception's where the reference has them."""
+    quality: dict[str, Any] = {}
+    if ref.classifier is not None and ref.features is not None:
+        features, confidence = ref.classifier.features_and_confidence(images)
+        quality = {"frechet": frechet_distance(ref.features, features), "confidence": confidence.mean().item(),
+                   **kernel_distance(ref.features, features, s.kid_subsets, s.kid_subset_size, s.seed),
+                   **precision_recall_density_coverage(ref.features, features, s.prdc_k, s.prdc_images)}
+    if ref.inception is not None:
+        quality["inception_fid"] = frechet_distance(ref.inception, inception_features(images, device, desc=desc))
+    return quality
+
+
+def feature_notes(ref: Reference, s: EvalSettings) -> dict[str, Any]:
+    """What the sample-quality numbers are computed on, for metrics.json and the report."""
+    notes: dict[str, Any] = {}
+    if ref.features is not None:
+        notes["classifier"] = {"features": ref.features.shape[1], "real_images": len(ref.features),
+                               "test_accuracy": ref.accuracy, "samples": s.n_samples,
+                               "kid": {"subsets": s.kid_subsets, "size": s.kid_subset_size},
+                               "prdc": {"k": s.prdc_k, "images": s.prdc_images}}
+    if ref.inception is not None:
+        notes["inception"] = {"features": FEATURES, "real_images": len(ref.inception), "samples": s.n_samples,
+                              "network": "Inception-v3 (TorchScript of NVIDIA's StyleGAN3 metrics), 299x299 RGB"}
+    return notes
 
 
 def test_tensor(data: Dataset, n: int | None = None) -> Tensor:
@@ -131,10 +182,9 @@ def latent_metrics(model: Autoencoder, data: Dataset, s: EvalSettings) -> tuple[
     return latent, codes
 
 
-def evaluate_model(model: Autoencoder, data: Dataset, settings: EvalSettings,
-                   classifier: FeatureClassifier | None = None, real_features: Tensor | None = None,
+def evaluate_model(model: Autoencoder, data: Dataset, settings: EvalSettings, reference: Reference | None = None,
                    quiet: bool = False) -> Evaluation:
-    """All numbers for one model; sample quality needs the feature classifier and the real test features."""
+    """All numbers for one model; sample quality needs a reference (the real test images' features)."""
     model.eval()
     s = settings
     steps = bar(total=4, desc=f"evaluating {model.kind.upper()}", disable=quiet)
@@ -148,8 +198,8 @@ def evaluate_model(model: Autoencoder, data: Dataset, settings: EvalSettings,
     metrics["priors"] = {name: prior.words for name, prior in priors.items()}
     samples = draw_samples(model, priors, s)
     steps.update()
-    if classifier is not None and real_features is not None:
-        metrics["samples"] = {name: sample_quality(images, classifier, real_features)
+    if reference is not None:
+        metrics["samples"] = {name: sample_quality(images, reference, s, model.device, f"Inception: {name}")
                               for name, images in samples.items()}
     steps.update()
     steps.close()
@@ -162,17 +212,38 @@ def _chi2_ppf(q: float, df: int) -> float:
     return chi2.ppf(q, df)
 
 
-def real_reference(data: Dataset, classifier: FeatureClassifier, n: int) -> tuple[Tensor, dict[str, float]]:
-    """Features of the real test images, and the floor: the same metrics for real held-out images."""
+def real_reference(data: Dataset, s: EvalSettings, classifier: FeatureClassifier | None = None,
+                   accuracy: float | None = None, device: str | torch.device = "cpu",
+                   quiet: bool = False) -> Reference:
+    """Features of the real test images, and the floor: the same measures for `n_samples` real held-out images
+    (the validation split, else the training split)."""
     real = test_tensor(data)
-    features, confidence = classifier.features_and_confidence(real)
+    ref = Reference(classifier=classifier, accuracy=accuracy)
+    if classifier is not None:
+        ref.features, confidence = classifier.features_and_confidence(real)
+        ref.floor["test_confidence"] = confidence.mean().item()
+    if s.inception:
+        ref.inception = inception_features(real, device, desc="Inception: real test images", quiet=quiet)
     held_out = data.val if len(data.val) >= 2 else data.train
-    other = torch.cat(list(Batches(held_out.subset(torch.arange(min(n, len(held_out)))), 2000)))
-    floor = sample_quality(other, classifier, features)
-    floor["test_confidence"] = confidence.mean().item()
-    return features, floor
+    other = torch.cat(list(Batches(held_out.subset(torch.arange(min(s.n_samples, len(held_out)))), 2000)))
+    ref.floor.update(sample_quality(other, ref, s, device, "Inception: real held-out images"))
+    ref.floor["images"] = len(other)
+    return ref
 
 
 def can_score_samples(data: Dataset) -> bool:
     """Sample quality needs labels (for the classifier) and images in memory."""
     return all(s.in_memory and s.labels is not None for s in (data.train, data.test))
+
+
+def reference(data: Dataset, s: EvalSettings, cache_dir: Path, device: str | torch.device = "cpu",
+              quiet: bool = False) -> Reference | None:
+    """The reference samples are measured against: the feature classifier's (trained once per data set and cached)
+    where the data has labels in memory, and Inception's when asked for; None when neither applies."""
+    labelled, in_memory = can_score_samples(data), all(x.in_memory for x in (data.train, data.test))
+    if s.inception:
+        require_inception()
+    if not labelled and not (s.inception and in_memory):
+        return None
+    classifier, accuracy = load_or_train_classifier(data, cache_dir, quiet=quiet) if labelled else (None, None)
+    return real_reference(data, s, classifier, accuracy, device, quiet)

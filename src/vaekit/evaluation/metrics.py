@@ -1,4 +1,4 @@
-"""Honest numbers: the importance-sampled likelihood, the Frechet distance, latent diagnostics.
+"""Honest numbers: the importance-sampled likelihood, distances between feature sets, latent diagnostics.
 
 log p(x) = log E_{q(z|x)}[p(x|z) p(z) / q(z|x)]  >=  E_q[log p(x|z)] - KL(q || p)  (the ELBO).
 The IS estimate with K samples is itself a lower bound that tightens as K grows (Burda et al., 2016),
@@ -36,6 +36,43 @@ def frechet_distance(a: np.ndarray | Tensor, b: np.ndarray | Tensor) -> float:
     middle = np.linalg.eigvalsh(root_a @ s_b @ root_a)
     trace_sqrt = np.sqrt(np.clip(middle, 0, None)).sum()
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a) + np.trace(s_b) - 2 * trace_sqrt)
+
+
+def kernel_distance(real: np.ndarray | Tensor, fake: np.ndarray | Tensor, subsets: int = 100, size: int = 1000,
+                    seed: int = 0) -> dict[str, float]:
+    """KID (Binkowski et al., 2018): the unbiased MMD^2 between two feature sets under the cubic polynomial kernel
+    k(a, b) = (a.b / d + 1)^3, averaged over `subsets` random subsets of `size` rows of each (fewer where a set is
+    smaller); returns its mean and standard deviation over the subsets. Unbiased: it can be slightly negative."""
+    real, fake = (np.asarray(v, dtype=np.float64) for v in (real, fake))
+    m = min(size, len(real), len(fake))
+    if m < 2:
+        raise ValueError("the kernel distance needs at least 2 feature rows in each set")
+    rng, d = np.random.default_rng(seed), real.shape[1]
+    values = []
+    for _ in range(subsets):
+        a, b = real[rng.choice(len(real), m, replace=False)], fake[rng.choice(len(fake), m, replace=False)]
+        k_aa, k_bb, k_ab = ((x @ y.T / d + 1) ** 3 for x, y in ((a, a), (b, b), (a, b)))
+        within = (k_aa.sum() - np.trace(k_aa) + k_bb.sum() - np.trace(k_bb)) / (m * (m - 1))
+        values.append(within - 2 * k_ab.mean())
+    return {"kid": float(np.mean(values)), "kid_std": float(np.std(values)), "kid_subsets": subsets, "kid_size": m}
+
+
+def precision_recall_density_coverage(real: np.ndarray | Tensor, fake: np.ndarray | Tensor, k: int = 5,
+                                      n: int = 5000) -> dict[str, float]:
+    """Precision and recall of the k-NN manifolds (Kynkaanniemi et al., 2019), density and coverage (Naeem et al.,
+    2020), by NAVER's `prdc` package, on the first `n` rows of each set (the pairwise distances take O(n^2) memory).
+    Precision: share of samples inside the real manifold; recall: share of real images inside the samples'."""
+    import contextlib
+    import io
+
+    from prdc import compute_prdc
+
+    real, fake = (np.asarray(v, dtype=np.float32)[:n] for v in (real, fake))
+    if min(len(real), len(fake)) <= k:
+        raise ValueError(f"precision and recall with k = {k} need more than {k} feature rows in each set")
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints the set sizes
+        scores = compute_prdc(real, fake, nearest_k=k)
+    return {**{key: float(value) for key, value in scores.items()}, "prdc_k": k, "prdc_images": len(fake)}
 
 
 def active_units(means: Tensor, threshold: float = 0.01) -> tuple[int, Tensor]:

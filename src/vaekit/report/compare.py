@@ -21,14 +21,15 @@ from vaekit.config import DataConfig, RunConfig, trained_data_config
 from vaekit.data import Dataset, data_paths, evaluation_view, load_dataset
 from vaekit.data.sources import data_home
 from vaekit.errors import VaekitError
-from vaekit.evaluation.classifier import load_or_train_classifier
 from vaekit.evaluation.evaluate import (
     EvalSettings,
     can_score_samples,
     evaluate_model,
-    real_reference,
+    feature_notes,
+    reference,
     test_tensor,
 )
+from vaekit.evaluation.inception import require as require_inception
 from vaekit.evaluation.latent import interpolate
 from vaekit.files import new_run_folder, write_json, write_text
 from vaekit.layout import RunFolder
@@ -42,7 +43,7 @@ DEFAULT_MODELS = ("ae", "vae")  # the seed's comparison
 
 def compare(run: RunConfig, out: Path, *, names: Sequence[str] = DEFAULT_MODELS, quick: bool = False,
             checkpoints: Mapping[str, str] | None = None, data_name: str | None = None, overwrite: bool = False,
-            quiet: bool = False, inputs: Sequence[Path] = ()) -> dict[str, Any]:
+            quiet: bool = False, inputs: Sequence[Path] = (), inception: bool = False) -> dict[str, Any]:
     """Train the presets `names` (or load them: `checkpoints` maps a preset name to a run or checkpoint folder),
     evaluate every one, write metrics.json and report.html into `out`.
 
@@ -51,6 +52,10 @@ def compare(run: RunConfig, out: Path, *, names: Sequence[str] = DEFAULT_MODELS,
     `files.new_run_folder`."""
     started = time.perf_counter()
     say = (lambda msg: None) if quiet else show
+    settings = EvalSettings.quick() if quick else EvalSettings()
+    settings.inception = inception
+    if inception:
+        require_inception()
     checkpoints = dict(checkpoints or {})
     names = list(dict.fromkeys([*names, *checkpoints]))
     unknown = [n for n in names if n not in PRESETS]
@@ -77,7 +82,7 @@ def compare(run: RunConfig, out: Path, *, names: Sequence[str] = DEFAULT_MODELS,
                 train(replace(run, model=replace(run.model, kind=name)), out / name, quiet=quiet, dataset=data)
                 models[name] = load_model(out / name)
         models = {name: models[name] for name in names}
-        return measure(run, out, models, data, quick, started, say, quiet, checkpoints)
+        return measure(run, out, models, data, settings, quick, started, say, quiet, checkpoints)
 
 
 def load_checked(name: str, given: str) -> Autoencoder:
@@ -108,30 +113,30 @@ def checkpoints_data(models: dict[str, Autoencoder], paths: Mapping[str, str], c
     return configs[first]
 
 
-def measure(run: RunConfig, out: Path, models: dict[str, Autoencoder], data: Dataset, quick: bool, started: float, say,
-            quiet: bool, checkpoints: Mapping[str, str]) -> dict[str, Any]:
+def measure(run: RunConfig, out: Path, models: dict[str, Autoencoder], data: Dataset, settings: EvalSettings,
+            quick: bool, started: float, say, quiet: bool, checkpoints: Mapping[str, str]) -> dict[str, Any]:
     """Evaluate every model, write metrics.json and report.html."""
-    settings = EvalSettings.quick() if quick else EvalSettings()
     settings.seed = run.train.seed
-    classifier, real_features, floor, accuracy = None, None, None, None
     if can_score_samples(data):
         say("feature classifier for sample quality (cached after the first run)")
-        classifier, accuracy = load_or_train_classifier(data, data_home(run.data), quiet=quiet)
-        real_features, floor = real_reference(data, classifier, settings.n_samples)
-    evals = {name: evaluate_model(model, data, settings, classifier, real_features, quiet=quiet)
-             for name, model in models.items()}
+    device = next(iter(models.values())).device
+    ref = reference(data, settings, data_home(run.data), device, quiet)
+    evals = {name: evaluate_model(model, data, settings, ref, quiet=quiet) for name, model in models.items()}
     histories = {name: read_history(Path(checkpoints.get(name, out / name))) for name in models}
     metrics = {"models": list(models), "checkpoints": checkpoint_paths(out, models, checkpoints),
                "data": data.spec, "labels": data.label_source, "data_notes": data.notes, "quick": quick,
-               "settings": settings.__dict__, "classifier_accuracy": accuracy, "real_floor": floor,
+               "settings": settings.__dict__, "classifier_accuracy": ref and ref.accuracy,
+               "real_floor": ref.floor if ref and ref.classifier else None,
+               "inception_floor": ref.floor.get("inception_fid") if ref else None,
+               "features": feature_notes(ref, settings) if ref else {},
                **{name: {**e.metrics, "training_seconds": training_seconds(histories[name])}
                   for name, e in evals.items()},
                "same_networks": same_networks(list(models.values()))}
     pairs = test_tensor(data, 2 * INTERPOLATION_PAIRS)
     interpolations = {name: interpolate_pairs(model, pairs) for name, model in models.items()}
-    if classifier is not None:
+    if ref and ref.classifier:
         metrics["interpolation_confidence"] = {
-            name: classifier.features_and_confidence(imgs[:, 1:-1].flatten(0, 1))[1].mean().item()
+            name: ref.classifier.features_and_confidence(imgs[:, 1:-1].flatten(0, 1))[1].mean().item()
             for name, imgs in interpolations.items()}
     metrics["seconds"] = time.perf_counter() - started
     write_json(out / "metrics.json", metrics)

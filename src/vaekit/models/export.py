@@ -1,0 +1,100 @@
+"""ONNX export: the encoder and the decoder as two graphs, checked against PyTorch with onnxruntime.
+
+    encoder.onnx   image (N, C, H, W) floats in [0, 1]  ->  mean, logvar (N, D): q(z|x) = N(mean, diag exp(logvar));
+                                                         ->  code (N, D) for a model without a density (the AE's)
+    decoder.onnx   z (N, D)                             ->  image (N, C, H, W): the mean of p(x|z), in [0, 1]
+
+Exported with PyTorch's torch.export-based exporter (needs onnx and onnxscript; the parity check onnxruntime:
+the optional extra `vaekit[export]`). The batch dimension is dynamic.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from vaekit.errors import VaekitError
+from vaekit.models.autoencoder import Autoencoder
+
+ENCODER, DECODER = "encoder.onnx", "decoder.onnx"
+OPSET = 18
+EXTRA = "pip install onnx onnxscript onnxruntime (the extra vaekit[export])"
+
+
+class EncoderGraph(nn.Module):
+    """x -> the posterior's parameters: (mean, logvar), or the point code."""
+
+    def __init__(self, model: Autoencoder):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
+        q = self.model.encode(x)
+        return (q.mean, q.logvar) if self.model.has_density else (q.mean,)
+
+
+class DecoderGraph(nn.Module):
+    """z -> the mean image of p(x|z)."""
+
+    def __init__(self, model: Autoencoder):
+        super().__init__()
+        self.model = model
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.model.generate(z)
+
+
+def output_names(model: Autoencoder) -> list[str]:
+    return ["mean", "logvar"] if model.has_density else ["code"]
+
+
+def require_extra() -> None:
+    """A one-line error before any work when the exporter's packages are missing."""
+    import importlib.util
+
+    missing = [name for name in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise VaekitError(f"ONNX export needs {', '.join(missing)}: {EXTRA}")
+
+
+def export_graphs(model: Autoencoder, folder: Path) -> dict[str, Path]:
+    """Write encoder.onnx and decoder.onnx into `folder` (the model in eval mode, on the CPU)."""
+    model = model.cpu().eval()
+    x = torch.rand(2, *model.config.image_shape)
+    z = torch.randn(2, model.latent_dim)
+    batch = torch.export.Dim("batch", min=1)
+    files = {"encoder": folder / ENCODER, "decoder": folder / DECODER}
+    big = sum(p.numel() * p.element_size() for p in model.parameters()) > 1 << 30  # past protobuf's 2 GB limit
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" is no news here
+    graphs = {"encoder": (EncoderGraph(model), x, "x", ["image"], output_names(model)),
+              "decoder": (DecoderGraph(model), z, "z", ["z"], ["image"])}
+    for part, (graph, arg, name, inputs, outputs) in graphs.items():
+        with torch.no_grad():
+            torch.onnx.export(graph, (arg,), str(files[part]), input_names=inputs, output_names=outputs,
+                              dynamic_shapes={name: {0: batch}}, opset_version=OPSET, dynamo=True,
+                              external_data=big, verbose=False)
+    return files
+
+
+@torch.no_grad()
+def parity(model: Autoencoder, files: dict[str, Path], images: Tensor, seed: int = 0) -> dict[str, float | int]:
+    """The largest absolute difference between onnxruntime and PyTorch on real images (encoder) and on their codes
+    plus as many draws from N(0, I) (decoder)."""
+    import onnxruntime as ort
+
+    model = model.cpu().eval()
+    x = images.float().cpu()
+    run = lambda f, feed: ort.InferenceSession(str(f), providers=["CPUExecutionProvider"]).run(None, feed)  # noqa: E731
+    torch_out = EncoderGraph(model)(x)
+    onnx_out = run(files["encoder"], {"image": x.numpy()})
+    encoder = max(float(np.abs(o - t.numpy()).max()) for o, t in zip(onnx_out, torch_out))
+    z = torch.cat([torch_out[0], torch.randn(len(x), model.latent_dim, generator=torch.Generator().manual_seed(seed))])
+    decoder = float(np.abs(run(files["decoder"], {"z": z.numpy()})[0] - model.generate(z).numpy()).max())
+    if not (math.isfinite(encoder) and math.isfinite(decoder)):
+        raise VaekitError("the ONNX graphs give non-finite outputs where PyTorch does not")
+    return {"encoder_max_abs_diff": encoder, "decoder_max_abs_diff": decoder, "images": len(x), "codes": len(z)}
