@@ -5,12 +5,15 @@
       run.json                     the RunConfig the run was started with
       metrics.jsonl, metrics.csv   one row per epoch; tensorboard/ when installed
       summary.json, samples.png    test metrics of the best checkpoint; decoded draws from the prior
+      README.md                    the model card (card.py), also in the best checkpoint's folder
       checkpoints/
         latest, best               pointer files: the name of a step folder
         step-NNNNNNNN/             a checkpoint folder:
           config.json                format, version, ModelConfig and run metadata
           model.safetensors          the weights
           priors.safetensors         fitted priors (the ex-post Gaussian mixture), when there are any
+          README.md                  the model card, in the best one (with the two files above: a Hugging Face
+                                     model repository's layout, ready to push)
           state.safetensors, state.json   optimizer and RNG state, to resume exactly
 """
 
@@ -24,6 +27,7 @@ RUN_FILE = "run.json"
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 PRIORS_FILE = "priors.safetensors"
+CARD_FILE = "README.md"
 STATE_TENSORS = "state.safetensors"
 STATE_JSON = "state.json"
 
@@ -43,6 +47,7 @@ class RunFolder:
     metrics_csv = property(lambda self: self.root / "metrics.csv")
     tensorboard = property(lambda self: self.root / "tensorboard")
     summary = property(lambda self: self.root / "summary.json")
+    card = property(lambda self: self.root / CARD_FILE)
     samples = property(lambda self: self.root / "samples.png")
     checkpoints = property(lambda self: self.root / "checkpoints")
 

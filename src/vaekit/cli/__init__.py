@@ -178,6 +178,18 @@ def add_checkpoint_commands(command: Command, common: argparse.ArgumentParser) -
     p.add_argument("--port", type=number(int, 1, 65535), default=8000, help="port")
     p.add_argument("--quiet", action="store_true", help="log warnings only")
 
+    p = command("export", models.cmd_export, "a folder to deploy or publish: ONNX graphs, model card, HF layout",
+                "Write a folder with the model in the Hugging Face layout (config.json + model.safetensors, and "
+                "priors.safetensors with the fitted samplers), a model card (README.md: data, settings, measured "
+                "metrics, intended use, limitations, how to load) and, with --format onnx (the default), "
+                "encoder.onnx and decoder.onnx, checked against PyTorch with onnxruntime on test images (the largest "
+                "difference is printed and written into the card). Nothing is downloaded.", [common])
+    p.add_argument("--format", choices=("onnx", "safetensors"), default="onnx",
+                   help="onnx: the graphs too (needs onnx, onnxscript, onnxruntime: pip install 'vaekit[export]'); "
+                   "safetensors: the Hugging Face layout and the card only")
+    p.add_argument("--out", required=True, help="folder to write (a new one, or a vaekit folder with --overwrite)")
+    p.add_argument("--data", help=argparse.SUPPRESS)  # the parity images come from the model's own test split
+
     p = command("info", runs.cmd_info, "what a checkpoint is",
                 "Show a checkpoint's model, data, training progress and metrics.")
     p.add_argument("checkpoint", help="run folder or checkpoint folder")

@@ -120,10 +120,11 @@ def feature_notes(ref: Reference, s: EvalSettings) -> dict[str, Any]:
     """What the sample-quality numbers are computed on, for metrics.json and the report."""
     notes: dict[str, Any] = {}
     if ref.features is not None:
+        n = min(len(ref.features), s.n_samples)  # the sets' sizes bound the subsets
         notes["classifier"] = {"features": ref.features.shape[1], "real_images": len(ref.features),
                                "test_accuracy": ref.accuracy, "samples": s.n_samples,
-                               "kid": {"subsets": s.kid_subsets, "size": s.kid_subset_size},
-                               "prdc": {"k": s.prdc_k, "images": s.prdc_images}}
+                               "kid": {"subsets": s.kid_subsets, "size": min(s.kid_subset_size, n)},
+                               "prdc": {"k": s.prdc_k, "images": min(s.prdc_images, n)}}
     if ref.inception is not None:
         notes["inception"] = {"features": FEATURES, "real_images": len(ref.inception), "samples": s.n_samples,
                               "network": "Inception-v3 (TorchScript of NVIDIA's StyleGAN3 metrics), 299x299 RGB"}

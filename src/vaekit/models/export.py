@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -74,7 +75,8 @@ def export_graphs(model: Autoencoder, folder: Path) -> dict[str, Path]:
     graphs = {"encoder": (EncoderGraph(model), x, "x", ["image"], output_names(model)),
               "decoder": (DecoderGraph(model), z, "z", ["z"], ["image"])}
     for part, (graph, arg, name, inputs, outputs) in graphs.items():
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", (FutureWarning, DeprecationWarning, UserWarning))  # the exporter's own
             torch.onnx.export(graph, (arg,), str(files[part]), input_names=inputs, output_names=outputs,
                               dynamic_shapes={name: {0: batch}}, opset_version=OPSET, dynamo=True,
                               external_data=big, verbose=False)
@@ -98,3 +100,26 @@ def parity(model: Autoencoder, files: dict[str, Path], images: Tensor, seed: int
     if not (math.isfinite(encoder) and math.isfinite(decoder)):
         raise VaekitError("the ONNX graphs give non-finite outputs where PyTorch does not")
     return {"encoder_max_abs_diff": encoder, "decoder_max_abs_diff": decoder, "images": len(x), "codes": len(z)}
+
+
+def usage(model: Autoencoder) -> str:
+    """A card section: the files and a runnable onnxruntime example."""
+    c, d = model.config.image_shape, model.latent_dim
+    outputs = "mean, logvar" if model.has_density else "code,"
+    return f"""## ONNX
+
+`encoder.onnx`: `image` (N, {c[0]}, {c[1]}, {c[2]}) floats in [0, 1] -> {outputs.rstrip(',')} (N, {d}).
+`decoder.onnx`: `z` (N, {d}) -> `image` (N, {c[0]}, {c[1]}, {c[2]}), the mean of p(x|z). Any batch size N.
+
+```python
+import numpy as np
+import onnxruntime as ort
+
+encoder = ort.InferenceSession("encoder.onnx", providers=["CPUExecutionProvider"])
+decoder = ort.InferenceSession("decoder.onnx", providers=["CPUExecutionProvider"])
+x = np.random.default_rng(0).random((4, {c[0]}, {c[1]}, {c[2]}), dtype=np.float32)  # your images, in [0, 1]
+{outputs} = encoder.run(None, {{"image": x}})
+z = np.random.default_rng(1).standard_normal((16, {d})).astype(np.float32)  # z ~ N(0, I)
+images = decoder.run(None, {{"z": z}})[0]  # (16, {c[0]}, {c[1]}, {c[2]})
+```
+"""

@@ -22,12 +22,13 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from vaekit.card import model_card
 from vaekit.config import RunConfig, to_dict
 from vaekit.data import Batches, Dataset, data_paths, evaluation_view, load_dataset
 from vaekit.errors import VaekitError, warn
-from vaekit.files import new_run_folder, read_json, write_json
+from vaekit.files import new_run_folder, read_json, write_json, write_text
 from vaekit.images import save_grid
-from vaekit.layout import RunFolder
+from vaekit.layout import CARD_FILE, CONFIG_FILE, RunFolder
 from vaekit.models import Autoencoder, build_model, load_model
 from vaekit.models.objectives import mean_loss
 from vaekit.models.saving import resolve_checkpoint, save_priors
@@ -265,7 +266,16 @@ def finish(s: Session) -> dict[str, Any]:
             say(f"test {loss_words(test, best.has_density)} per image; samples from {best.prior.words} in "
                 f"{out.samples}")
         add_samplers(best, s)
+        write_cards(best, s.out, summary["test"])
     return summary
+
+
+def write_cards(best: Autoencoder, out: RunFolder, test: dict[str, Any]) -> None:
+    """The model card, in the run folder and in its best checkpoint's folder (the one to push to a hub)."""
+    folder = resolve_checkpoint(out.root)
+    card = model_card(read_json(folder / CONFIG_FILE), test, priors=list(best.priors))
+    for target in (out.card, folder / CARD_FILE):
+        write_text(target, card)
 
 
 def add_samplers(best: Autoencoder, s: Session) -> None:

@@ -1,0 +1,127 @@
+"""The model card: a README.md in Hugging Face's format (YAML front matter, then Markdown) beside config.json and
+model.safetensors, written from what the checkpoint and its run measured; no network needed to make it.
+
+Every run folder gets one when training ends (and so does its best checkpoint folder, the part to push to a hub),
+and so does every `vaekit export`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+WHAT = {"ae": "a plain autoencoder (deterministic codes, no likelihood bound; sample through a sampler fitted to "
+              "its codes, not N(0, I))",
+        "vae": "a variational autoencoder (q(z|x) = N(mu, diag sigma^2), trained on reconstruction + KL to N(0, I))",
+        "beta-vae": "a beta-VAE (the VAE's objective with the KL weighted by beta)",
+        "iwae": "an importance-weighted autoencoder (trained on the k-sample IWAE bound)",
+        "vamp": "a VAE with a VampPrior (a learned mixture of posteriors at pseudo-inputs)",
+        "wae": "a Wasserstein autoencoder (MMD between the codes and N(0, I))",
+        "rae": "a regularized deterministic autoencoder (code and decoder penalties; sample through a fitted sampler)"}
+
+
+def model_card(config: Mapping[str, Any], test: Mapping[str, Any] | None = None, *, priors: Sequence[str] = (),
+               extra: Sequence[str] = ()) -> str:
+    """The card of a checkpoint whose config.json is `config`; `test` holds its test metrics (summary.json's), if
+    measured; `priors` the names of its samplers; `extra` more Markdown sections (an export's files)."""
+    from vaekit import __version__
+
+    kind = config.get("model", {}).get("kind", "vae")
+    dataset = config.get("dataset") or config.get("data", {}).get("name", "?")
+    what = WHAT.get(kind, kind)
+    parts = [front_matter(kind, dataset), f"# {kind.upper().replace('BETA-', 'beta-')} on {dataset}\n",
+             f"{what[0].upper()}{what[1:]}, trained with vaekit {__version__}.\n",
+             data_section(config, dataset), settings_section(config), measured_section(config, test),
+             samplers_section(kind, priors), USE, *extra, LOAD]
+    return "\n".join(parts)
+
+
+def front_matter(kind: str, dataset: str) -> str:
+    tags = ["vaekit", "autoencoder", "generative-model", "image"] + (["vae"] if kind not in ("ae", "rae") else [])
+    return "---\nlibrary_name: vaekit\ntags:\n" + "".join(f"- {t}\n" for t in tags) + \
+        f"datasets:\n- {dataset.split(':')[0]}\n---\n"
+
+
+def data_section(config: Mapping[str, Any], dataset: str) -> str:
+    data, model = config.get("data", {}), config.get("model", {})
+    shape = "x".join(map(str, model.get("image_shape", []))) or "?"
+    classes = config.get("classes") or []
+    kept = data.get("classes")
+    lines = [f"- data set: `{dataset}`; images {shape} (channels x height x width), pixel values in [0, 1]"
+             + ("; binarized (pixels drawn as 0 or 1)" if data.get("binarize") else ""),
+             f"- classes: {', '.join(map(str, kept)) if kept else 'all'}"
+             + (f" (of {len(classes)}: {', '.join(map(str, classes))})" if classes else " (no labels)"),
+             f"- splits: validation {data.get('val_fraction', '?')} and test {data.get('test_fraction', '?')} of the "
+             "data where the set has no fixed split (Fashion-MNIST and MNIST keep their own test split)"]
+    return "## Data\n\n" + "\n".join(lines) + "\n"
+
+
+def settings_section(config: Mapping[str, Any]) -> str:
+    model, train, progress = config.get("model", {}), config.get("train", {}), config.get("progress", {})
+    layers = f"hidden {model.get('hidden')}" if model.get("arch") == "mlp" else f"channels {model.get('channels')}"
+    lines = [f"- network: {model.get('arch')} ({layers}), latent dimension {model.get('latent_dim')}, "
+             f"{model.get('likelihood')} likelihood p(x|z)",
+             f"- training: {train.get('epochs')} epochs of batch {train.get('batch_size')}, {train.get('optimizer')} "
+             f"lr {train.get('lr')}, seed {train.get('seed')}; this checkpoint: epoch {progress.get('epoch')}, step "
+             f"{progress.get('step')} (the best validation loss)",
+             "- every setting: `config.json` (`model`, `data`, `train`)"]
+    return "## Settings\n\n" + "\n".join(lines) + "\n"
+
+
+def measured_section(config: Mapping[str, Any], test: Mapping[str, Any] | None) -> str:
+    """Validation (at the checkpoint's epoch) and test metrics, per image, with their sample sizes."""
+    val = config.get("metrics", {})
+    rows = []
+    if "val_recon" in val:
+        rows.append(metric_row("validation", {k[4:]: v for k, v in val.items() if k.startswith("val_")}))
+    if test:
+        rows.append(metric_row("test", test))
+    if not rows:
+        return "## Measured\n\nNothing measured yet.\n"
+    return ("## Measured\n\nPer image, in nats (natural-log units); bits/dim is the same loss in bits per pixel "
+            "value. An AE has no -ELBO (no density).\n\n| split | images | reconstruction -log p(x\\|z) | KL | "
+            "-ELBO | bits/dim |\n|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
+            "More (importance-sampled NLL, sample quality): `vaekit evaluate` on this checkpoint.\n")
+
+
+def metric_row(split: str, m: Mapping[str, Any]) -> str:
+    cell = lambda key: f"{m[key]:.2f}" if isinstance(m.get(key), (int, float)) and math.isfinite(m[key]) else "-"  # noqa: E731
+    bpd = f"{m['bpd']:.4f}" if isinstance(m.get("bpd"), (int, float)) else "-"
+    return f"| {split} | {m.get('images', '?')} | {cell('recon')} | {cell('kl')} | {cell('nelbo')} | {bpd} |"
+
+
+def samplers_section(kind: str, priors: Sequence[str]) -> str:
+    fitted = [p for p in priors if p != "prior"]
+    words = (f"Fitted to the training codes and saved in `priors.safetensors`: {', '.join(fitted)} "
+             f"(`vaekit sample PATH --prior {fitted[0]}`)." if fitted else "No sampler fitted to the codes is saved.")
+    own = "its own prior N(0, I)" if kind not in ("vamp",) else "its own learned VampPrior"
+    return f"## Generating\n\nDraw z from {own} and decode it, or from a sampler fitted to the codes. {words}\n"
+
+
+USE = """## Intended use and limitations
+
+- For teaching, research and prototypes: generating images like the training set, embedding images into codes,
+  reconstructing them, and scoring how typical an image is (`vaekit score`).
+- Trained only on the data above, at this image size: images unlike it are reconstructed poorly and may still get
+  a high likelihood (deep generative models are known to rate some out-of-distribution images as likely;
+  `vaekit ood` measures this). Not for decisions about people.
+- Samples of small MLP or conv models are blurry; the numbers above are on this data set's test split only.
+"""
+
+
+LOAD = """## How to load
+
+```bash
+pip install vaekit
+vaekit sample PATH -n 64 --out samples.png      # PATH: this folder
+vaekit info PATH
+```
+
+```python
+from vaekit import load
+model = load("PATH")                             # safetensors + JSON: no code runs at load time
+images = model.sample(16)                        # (16, C, H, W) in [0, 1]
+codes = model.embed(images)                      # posterior means
+```
+"""

@@ -1,0 +1,120 @@
+"""Shipping a model: ONNX graphs that agree with PyTorch, the model card and the Hugging Face layout, and the
+TensorBoard log read back."""
+
+import json
+import re
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from vaekit import load
+from vaekit.config import ModelConfig
+from vaekit.models import build_model, export
+
+PARITY = 1e-4  # float32 graphs of the same weights: rounding-level differences only
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A VAE and an AE trained briefly on the shipped digits."""
+    from vaekit.cli import main
+
+    root = tmp_path_factory.mktemp("runs")
+    for kind in ("vae", "ae"):
+        assert main(["train", "--data", "digits", "--model", kind, "--epochs", "2", "--out", str(root / kind),
+                     "--quiet"]) == 0
+    return root
+
+
+@pytest.mark.parametrize("kind", ["vae", "ae"])
+def test_export_writes_onnx_graphs_that_agree_with_pytorch(runs, cli, tmp_path, kind):
+    out = cli("export", str(runs / kind), "--out", "exp").stdout
+    folder = tmp_path / "exp"
+    assert {"encoder.onnx", "decoder.onnx", "config.json", "model.safetensors", "README.md"} <= {
+        p.name for p in folder.iterdir()}
+    model = load(runs / kind)
+    x = torch.rand(5, *model.config.image_shape)  # another batch size than at export: the batch axis is dynamic
+    encoder = ort.InferenceSession(str(folder / "encoder.onnx"), providers=["CPUExecutionProvider"])
+    outputs = encoder.run(None, {"image": x.numpy()})
+    q = model.encode(x)
+    expected = [q.mean, q.logvar] if kind == "vae" else [q.mean]
+    assert [o.name for o in encoder.get_outputs()] == (["mean", "logvar"] if kind == "vae" else ["code"])
+    for got, want in zip(outputs, expected):
+        assert np.abs(got - want.detach().numpy()).max() < PARITY
+    z = torch.randn(7, model.latent_dim)
+    decoder = ort.InferenceSession(str(folder / "decoder.onnx"), providers=["CPUExecutionProvider"])
+    image = decoder.run(None, {"z": z.numpy()})[0]
+    assert image.shape == (7, *model.config.image_shape)
+    assert np.abs(image - model.generate(z).detach().numpy()).max() < PARITY
+    stated = [float(v) for v in re.findall(r"(\d\.\d\de[-+]\d\d)", out)]
+    assert len(stated) == 2 and max(stated) < PARITY  # the printed parity is the measured one
+    # the export folder is itself a checkpoint vaekit loads, with the same weights and samplers
+    again = load(folder)
+    assert set(again.priors) == set(model.priors)
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), model.state_dict().values()))
+
+
+def test_the_cards_onnx_example_runs_as_written(runs, cli, tmp_path, monkeypatch):
+    cli("export", str(runs / "vae"), "--out", "exp")
+    card = (tmp_path / "exp" / "README.md").read_text()
+    onnx_part = card[card.index("## ONNX"):]
+    code = re.search(r"```python\n(.*?)```", onnx_part, re.S).group(1)
+    monkeypatch.chdir(tmp_path / "exp")
+    scope: dict = {}
+    exec(code, scope)
+    assert scope["images"].shape == (16, 1, 8, 8) and scope["mean"].shape == (4, 8)
+    assert 0 <= scope["images"].min() and scope["images"].max() <= 1
+
+
+def test_a_conv_model_exports_too(tmp_path):
+    model = build_model(ModelConfig(kind="vae", image_shape=(3, 16, 16), arch="conv", latent_dim=4,
+                                    channels=(8, 16))).eval()
+    files = export.export_graphs(model, tmp_path)
+    diff = export.parity(model, files, torch.rand(6, 3, 16, 16))
+    assert diff["encoder_max_abs_diff"] < PARITY and diff["decoder_max_abs_diff"] < PARITY
+
+
+def test_every_run_gets_a_model_card_in_hugging_face_layout(runs, cli, tmp_path):
+    run = runs / "vae"
+    card = (run / "README.md").read_text()
+    summary = json.loads((run / "summary.json").read_text())
+    front = card.split("---")[1]
+    assert "library_name: vaekit" in front and "- digits" in front
+    for words in ("## Data", "## Settings", "## Measured", "## Intended use and limitations", "## How to load",
+                  "latent dimension 8", "| test | 180 |", f"{summary['test']['nelbo']:.2f}"):
+        assert words in card, words
+    best = run / "checkpoints" / (run / "checkpoints" / "best").read_text().strip()
+    assert {"README.md", "config.json", "model.safetensors"} <= {p.name for p in best.iterdir()}
+    assert (best / "README.md").read_text() == card
+    ae_card = (runs / "ae" / "README.md").read_text()
+    assert "| - | " in ae_card.split("| test |")[1] and "no likelihood bound" in ae_card  # an AE has no -ELBO
+    cli("export", str(run), "--format", "safetensors", "--out", "hub")
+    assert {p.name for p in (tmp_path / "hub").iterdir()} >= {"README.md", "config.json", "model.safetensors"}
+    assert not list((tmp_path / "hub").glob("*.onnx"))
+
+
+def test_export_refuses_bad_input_before_writing(runs, cli, tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    for args, message in ((["--out", "mine", "--overwrite"], "not a vaekit run folder"),
+                          (["--format", "tflite", "--out", "x"], "invalid choice"),
+                          ([], "--out")):
+        refused = cli("export", str(runs / "vae"), *args, check=False)
+        assert refused.returncode == 2 and message in refused.stderr, refused.stderr
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+    missing = cli("export", "nowhere", "--out", "x", check=False)
+    assert missing.returncode == 2 and "no such checkpoint" in missing.stderr and not (tmp_path / "x").exists()
+
+
+def test_tensorboard_logs_every_epoch_and_reads_back(runs):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    log = EventAccumulator(str(runs / "vae" / "tensorboard"))
+    log.Reload()
+    rows = [json.loads(line) for line in (runs / "vae" / "metrics.jsonl").read_text().splitlines()]
+    for key in ("val_nelbo", "train_loss", "val_kl"):
+        events = log.Scalars(key)
+        assert [e.step for e in events] == [r["step"] for r in rows]
+        assert [e.value for e in events] == pytest.approx([r[key] for r in rows], rel=1e-6)
