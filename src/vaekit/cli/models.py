@@ -211,13 +211,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     model, _ = load_model(args.checkpoint, "cpu")
     source = resolve_checkpoint(args.checkpoint)
     summary = RunFolder(Path(args.checkpoint)).summary
-    test = read_json(summary).get("test") if summary.is_file() else None
+    test = read_json(summary).get("test") if summary.is_file() else model.meta.get("test")  # an export's own
     images = None
     if args.format == "onnx":
         split = dataset_for(model, args)[0].test
         images = next(iter(Batches(split.subset(torch.arange(min(PARITY_IMAGES, len(split)))), PARITY_IMAGES)))
     with new_run_folder(args.out, args.overwrite, [source]) as out:
-        model.save_pretrained(out, model.meta)
+        model.save_pretrained(out, {**model.meta, **({"test": test} if test else {})})
         extra = []
         if images is not None:
             files = export.export_graphs(model, out)

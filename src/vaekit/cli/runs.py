@@ -128,6 +128,11 @@ def evaluation_lines(model, data, metrics: dict) -> list[str]:
                      f"{c['kid']['size']}; k-NN with k = {c['prdc']['k']} on {c['prdc']['images']} images):")
     for what, s, words in rows:
         lines.append(f"  {what:<27} {quality_words(s)}  ({words})")
+    if rows and "inception" not in notes:
+        from vaekit.evaluation.inception import INSTALL, available
+
+        lines.append("  Inception FID: not computed; --inception-fid adds it" +
+                     ("" if available() else f" (it needs the optional extra: {INSTALL})"))
     return lines
 
 
