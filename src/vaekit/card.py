@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 WHAT = {"ae": "a plain autoencoder (deterministic codes, no likelihood bound; sample through a sampler fitted to "
@@ -28,19 +29,29 @@ def model_card(config: Mapping[str, Any], test: Mapping[str, Any] | None = None,
     from vaekit import __version__
 
     kind = config.get("model", {}).get("kind", "vae")
-    dataset = config.get("dataset") or config.get("data", {}).get("name", "?")
+    dataset = public_name(config.get("dataset") or config.get("data", {}).get("name", "?"))
     what = WHAT.get(kind, kind)
     parts = [front_matter(kind, dataset), f"# {kind.upper().replace('BETA-', 'beta-')} on {dataset}\n",
-             f"{what[0].upper()}{what[1:]}, trained with vaekit {__version__}.\n",
+             f"{what[0].upper()}{what[1:]}, trained with vaekit (this card: vaekit {__version__}).\n",
              data_section(config, dataset), settings_section(config), measured_section(config, test),
              samplers_section(kind, priors), USE, *extra, LOAD]
     return "\n".join(parts)
 
 
+HUB_DATASETS = {"fashion-mnist": "fashion_mnist", "mnist": "mnist"}  # their names on the Hugging Face hub
+
+
+def public_name(spec: str) -> str:
+    """A data set's name fit to publish: a file or folder by its own name, never the path on this machine."""
+    kind, sep, path = spec.partition(":")
+    return f"{kind}:{Path(path).name}" if sep else spec
+
+
 def front_matter(kind: str, dataset: str) -> str:
     tags = ["vaekit", "autoencoder", "generative-model", "image"] + (["vae"] if kind not in ("ae", "rae") else [])
+    hub = HUB_DATASETS.get(dataset)
     return "---\nlibrary_name: vaekit\ntags:\n" + "".join(f"- {t}\n" for t in tags) + \
-        f"datasets:\n- {dataset.split(':')[0]}\n---\n"
+        (f"datasets:\n- {hub}\n" if hub else "") + "---\n"
 
 
 def data_section(config: Mapping[str, Any], dataset: str) -> str:
@@ -51,7 +62,7 @@ def data_section(config: Mapping[str, Any], dataset: str) -> str:
     lines = [f"- data set: `{dataset}`; images {shape} (channels x height x width), pixel values in [0, 1]"
              + ("; binarized (pixels drawn as 0 or 1)" if data.get("binarize") else ""),
              f"- classes: {', '.join(map(str, kept)) if kept else 'all'}"
-             + (f" (of {len(classes)}: {', '.join(map(str, classes))})" if classes else " (no labels)"),
+             + (f" (of {len(classes)}: {', '.join(map(str, classes))})" if classes else ""),
              f"- splits: validation {data.get('val_fraction', '?')} and test {data.get('test_fraction', '?')} of the "
              "data where the set has no fixed split (Fashion-MNIST and MNIST keep their own test split)"]
     return "## Data\n\n" + "\n".join(lines) + "\n"
@@ -64,7 +75,7 @@ def settings_section(config: Mapping[str, Any]) -> str:
              f"{model.get('likelihood')} likelihood p(x|z)",
              f"- training: {train.get('epochs')} epochs of batch {train.get('batch_size')}, {train.get('optimizer')} "
              f"lr {train.get('lr')}, seed {train.get('seed')}; this checkpoint: epoch {progress.get('epoch')}, step "
-             f"{progress.get('step')} (the best validation loss)",
+             f"{progress.get('step')}",
              "- every setting: `config.json` (`model`, `data`, `train`)"]
     return "## Settings\n\n" + "\n".join(lines) + "\n"
 
@@ -95,8 +106,14 @@ def samplers_section(kind: str, priors: Sequence[str]) -> str:
     fitted = [p for p in priors if p != "prior"]
     words = (f"Fitted to the training codes and saved in `priors.safetensors`: {', '.join(fitted)} "
              f"(`vaekit sample PATH --prior {fitted[0]}`)." if fitted else "No sampler fitted to the codes is saved.")
-    own = "its own prior N(0, I)" if kind not in ("vamp",) else "its own learned VampPrior"
-    return f"## Generating\n\nDraw z from {own} and decode it, or from a sampler fitted to the codes. {words}\n"
+    how = {"ae": NOT_PULLED, "rae": NOT_PULLED, "vamp": "Draw z from its learned VampPrior and decode it, or from a "
+           "sampler fitted to the codes."}.get(kind, "Draw z ~ N(0, I) and decode it, or draw z from a sampler "
+                                                  "fitted to the codes.")
+    return f"## Generating\n\n{how} {words}\n"
+
+
+NOT_PULLED = ("Its codes were never pulled towards N(0, I), so decoding z ~ N(0, I) gives poor images: draw z from a "
+              "sampler fitted to the codes and decode it.")
 
 
 USE = """## Intended use and limitations
@@ -112,8 +129,9 @@ USE = """## Intended use and limitations
 
 LOAD = """## How to load
 
+With vaekit installed (its README):
+
 ```bash
-pip install vaekit
 vaekit sample PATH -n 64 --out samples.png      # PATH: this folder
 vaekit info PATH
 ```

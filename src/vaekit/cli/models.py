@@ -189,20 +189,18 @@ def cmd_decode(args: argparse.Namespace) -> int:
     return 0
 
 
-
-
 PARITY_IMAGES = 256  # test images the ONNX graphs are checked on
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     """A folder another program can use: config.json + model.safetensors (+ priors), the model card, and with
     --format onnx the encoder and decoder graphs, checked against PyTorch."""
-    import torch
+    import shutil
+    import tempfile
 
     from vaekit.card import model_card
-    from vaekit.data import Batches
     from vaekit.files import new_run_folder, read_json, write_text
-    from vaekit.layout import CARD_FILE, RunFolder
+    from vaekit.layout import CARD_FILE, CONFIG_FILE, RunFolder
     from vaekit.models import export
     from vaekit.models.saving import resolve_checkpoint
 
@@ -212,28 +210,35 @@ def cmd_export(args: argparse.Namespace) -> int:
     source = resolve_checkpoint(args.checkpoint)
     summary = RunFolder(Path(args.checkpoint)).summary
     test = read_json(summary).get("test") if summary.is_file() else model.meta.get("test")  # an export's own
-    images = None
-    if args.format == "onnx":
-        split = dataset_for(model, args)[0].test
-        images = next(iter(Batches(split.subset(torch.arange(min(PARITY_IMAGES, len(split)))), PARITY_IMAGES)))
-    with new_run_folder(args.out, args.overwrite, [source]) as out:
-        model.save_pretrained(out, {**model.meta, **({"test": test} if test else {})})
-        extra = []
-        if images is not None:
-            files = export.export_graphs(model, out)
-            diff = export.parity(model, files, images)
-            extra = [export.usage(model) + parity_words(diff)]
-            print(f"ONNX parity with PyTorch (onnxruntime, CPU): encoder max |difference| "
-                  f"{diff['encoder_max_abs_diff']:.2e} on {diff['images']} test images, decoder "
-                  f"{diff['decoder_max_abs_diff']:.2e} on {diff['codes']} codes")
-        write_text(out / CARD_FILE, model_card(read_json(out / "config.json"), test, priors=list(model.priors),
-                                               extra=extra))
+    with tempfile.TemporaryDirectory(prefix="vaekit-export-") as tmp:
+        graphs, extra = {}, []
+        if args.format == "onnx":  # made and checked before the output folder is touched
+            images, what = parity_images(model, args)
+            graphs = export.export_graphs(model, Path(tmp))
+            words = f"{export.parity_words(export.parity(model, graphs, images))} ({what} and their codes, with as " \
+                    "many draws from N(0, I))"
+            extra = [export.usage(model) + f"\nChecked at export with onnxruntime (CPU): {words}.\n"]
+            print(f"ONNX: {words}")
+        with new_run_folder(args.out, args.overwrite, [source]) as out:
+            model.save_pretrained(out, {**model.meta, **({"test": test} if test else {})})
+            for file in graphs.values():
+                shutil.move(file, out / file.name)
+            write_text(out / CARD_FILE, model_card(read_json(out / CONFIG_FILE), test, priors=list(model.priors),
+                                                   extra=extra))
     print(f"exported {model.kind.upper()} to {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
     return 0
 
 
-def parity_words(diff: dict) -> str:
-    return (f"\nChecked against PyTorch with onnxruntime (CPU) at export: the largest absolute difference is "
-            f"{diff['encoder_max_abs_diff']:.2e} for the encoder on {diff['images']} test images and "
-            f"{diff['decoder_max_abs_diff']:.2e} for the decoder on {diff['codes']} codes (their posterior means and "
-            "draws from N(0, I)).\n")
+def parity_images(model, args: argparse.Namespace):
+    """The images the graphs are checked on: the model's own test images where its data set is at hand, else
+    uniform noise of its shape (a checkpoint exported away from its data)."""
+    import torch
+
+    from vaekit.evaluation.evaluate import test_tensor
+
+    try:
+        return test_tensor(dataset_for(model, args)[0], PARITY_IMAGES), "the model's test images"
+    except VaekitError as e:
+        print(f"(the model's data set is not at hand: {e}; the ONNX graphs are checked on uniform noise)")
+        noise = torch.rand(PARITY_IMAGES, *model.config.image_shape, generator=torch.Generator().manual_seed(0))
+        return noise, "images of uniform noise"

@@ -73,9 +73,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from vaekit.data.sources import data_home
     from vaekit.evaluation.evaluate import EvalSettings, evaluate_model, feature_notes, reference
+    from vaekit.evaluation.inception import verified as verified_inception
 
-    settings = EvalSettings.quick() if args.quick else EvalSettings()
-    settings.inception = args.inception_fid
+    settings = EvalSettings.chosen(args.quick, args.inception_fid)
+    if settings.inception:
+        verified_inception()  # before any data is read
     settings.k = args.k or settings.k
     settings.n_samples = args.samples or settings.n_samples
     model, _ = load_model(args.checkpoint, args.device)
@@ -125,24 +127,24 @@ def evaluation_lines(model, data, metrics: dict) -> list[str]:
         c = notes["classifier"]
         lines.append(f"  sample quality on the feature classifier's {c['features']} features ({c['real_images']} real "
                      f"test images, {c['samples']} samples; KID over {c['kid']['subsets']} subsets of "
-                     f"{c['kid']['size']}; k-NN with k = {c['prdc']['k']} on {c['prdc']['images']} images):")
+                     f"{c['kid']['size']}; k-NN with k = {c['prdc']['k']} on {c['prdc']['real']} real and "
+                     f"{c['prdc']['samples']} generated images):")
     for what, s, words in rows:
         lines.append(f"  {what:<27} {quality_words(s)}  ({words})")
     if rows and "inception" not in notes:
-        from vaekit.evaluation.inception import INSTALL, available
+        from vaekit.evaluation.inception import missing_words
 
-        lines.append("  Inception FID: not computed; --inception-fid adds it" +
-                     ("" if available() else f" (it needs the optional extra: {INSTALL})"))
+        lines.append(f"  {missing_words()}")
     return lines
 
 
 def quality_words(s: dict) -> str:
-    """One sampler's sample-quality numbers on a line."""
-    parts = [f"Frechet {s['frechet']:.2f}, KID {s['kid']:.3f} +- {s['kid_std']:.3f}, precision "
-             f"{s['precision']:.3f}, recall {s['recall']:.3f}, density {s['density']:.3f}, coverage "
-             f"{s['coverage']:.3f}, confidence {s['confidence']:.3f}"] if "frechet" in s else []
-    parts += [f"Inception FID {s['inception_fid']:.2f}"] if "inception_fid" in s else []
-    return "; ".join(parts)
+    """One sampler's sample-quality numbers on a line (those measured)."""
+    from vaekit.evaluation.evaluate import QUALITY_MEASURES
+
+    words = [f"{name} {s[key]:.{digits}f}" + (f" +- {s['kid_std']:.3f}" if key == "kid" else "")
+             for key, name, digits in QUALITY_MEASURES if key in s]
+    return ", ".join(words)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

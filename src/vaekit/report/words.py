@@ -1,0 +1,43 @@
+"""The words and numbers of vaekit's pages: formatting, names of models and samplers, comparisons in words."""
+
+from __future__ import annotations
+
+import base64
+import html
+
+Section = tuple[str, str, list[str]]  # a page section: (title, html body, sentences)
+SAMPLERS = {"prior": "own prior", "gmm": "GMM on codes", "two-stage": "two-stage VAE"}  # metrics table labels
+
+
+def img(data: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+
+
+def fmt(v: float | None, digits: int = 2) -> str:
+    return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+def ratio_words(a: float, b: float) -> str:
+    """'3.2 times larger than' / 'about the same as' / '2.0 times smaller than' for a vs b."""
+    if b <= 0 or a <= 0:
+        return "different from"
+    r = a / b
+    if 0.9 <= r <= 1.1:
+        return "about the same as"
+    return f"{r:.1f} times larger than" if r > 1 else f"{1 / r:.1f} times smaller than"
+
+
+def label(name: str) -> str:
+    """How a preset is named for people: AE, VAE, beta-VAE, IWAE, VAMP, WAE, RAE."""
+    return name.upper().replace("BETA-", "beta-")
+
+
+def names_words(names: list[str]) -> str:
+    """'AE', 'AE and VAE', 'AE, VAE and IWAE'."""
+    labels = [label(n) for n in names]
+    return labels[0] if len(labels) == 1 else f"{', '.join(labels[:-1])} and {labels[-1]}"
+
+
+def seed_pair(m: dict) -> bool:
+    """Whether the seed's own comparison, an AE against a VAE, is among the models."""
+    return {"ae", "vae"} <= set(m["models"])
