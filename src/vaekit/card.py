@@ -99,7 +99,8 @@ def measured_section(config: Mapping[str, Any], test: Mapping[str, Any] | None) 
 def metric_row(split: str, m: Mapping[str, Any]) -> str:
     cell = lambda key: f"{m[key]:.2f}" if isinstance(m.get(key), (int, float)) and math.isfinite(m[key]) else "-"  # noqa: E731
     bpd = f"{m['bpd']:.4f}" if isinstance(m.get("bpd"), (int, float)) else "-"
-    return f"| {split} | {m.get('images', '?')} | {cell('recon')} | {cell('kl')} | {cell('nelbo')} | {bpd} |"
+    kl = cell("kl") if "nelbo" in m else "-"  # a model without a density has no KL term
+    return f"| {split} | {m.get('images', '?')} | {cell('recon')} | {kl} | {cell('nelbo')} | {bpd} |"
 
 
 def samplers_section(kind: str, priors: Sequence[str]) -> str:

@@ -185,7 +185,7 @@ def add_checkpoint_commands(command: Command, common: argparse.ArgumentParser) -
                 "encoder.onnx and decoder.onnx, checked against PyTorch with onnxruntime on test images (the largest "
                 "difference is printed and written into the card). Nothing is downloaded.", [common])
     p.add_argument("--format", choices=("onnx", "safetensors"), default="onnx",
-                   help="onnx: the graphs too (needs onnx, onnxscript, onnxruntime: pip install 'vaekit[export]'); "
+                   help="onnx: the graphs too (needs onnx, onnxscript and onnxruntime: the extra vaekit[export]); "
                    "safetensors: the Hugging Face layout and the card only")
     p.add_argument("--out", required=True, help="folder to write (a new one, or a vaekit folder with --overwrite)")
     p.add_argument("--data", help=argparse.SUPPRESS)  # the parity images come from the model's own test split
