@@ -141,3 +141,21 @@ def test_tensorboard_logs_every_epoch_and_reads_back(runs):
         events = log.Scalars(key)
         assert [e.step for e in events] == [r["step"] for r in rows]
         assert [e.value for e in events] == pytest.approx([r[key] for r in rows], rel=1e-6)
+
+
+def test_a_checkpoint_with_odd_metadata_still_exports_with_an_honest_card(runs, cli, tmp_path):
+    """config.json sections of the wrong type and a damaged summary.json: the card shows '?' and '-' for what it
+    cannot read, and the export still works (the weights and the model config are what vaekit validates)."""
+    import shutil
+
+    run = tmp_path / "odd"
+    shutil.copytree(runs / "vae", run)
+    best = run / "checkpoints" / (run / "checkpoints" / "best").read_text().strip()
+    config = json.loads((best / "config.json").read_text())
+    config.update(metrics=[1], data="x", train=None, progress=5, classes="abc", dataset={"path": "/home/me/secret"})
+    (best / "config.json").write_text(json.dumps(config))
+    (run / "summary.json").write_text('{"test": [1]}')
+    out = cli("export", str(run), "--format", "safetensors", "--out", "exp").stdout
+    assert "holds no readable test metrics" in out
+    card = (tmp_path / "exp" / "README.md").read_text()
+    assert "epochs of batch ?" in card and "Nothing measured yet" in card and "/home/me" not in card.split("`")[1]

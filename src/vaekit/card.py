@@ -28,14 +28,29 @@ def model_card(config: Mapping[str, Any], test: Mapping[str, Any] | None = None,
     measured; `priors` the names of its samplers; `extra` more Markdown sections (an export's files)."""
     from vaekit import __version__
 
-    kind = config.get("model", {}).get("kind", "vae")
-    dataset = public_name(config.get("dataset") or config.get("data", {}).get("name", "?"))
+    kind = word(part(config, "model").get("kind", "vae"), 20)
+    dataset = public_name(word(config.get("dataset") or part(config, "data").get("name") or "?"))
     what = WHAT.get(kind, kind)
     parts = [front_matter(kind, dataset), f"# {kind.upper().replace('BETA-', 'beta-')} on {dataset}\n",
              f"{what[0].upper()}{what[1:]}, trained with vaekit (this card: vaekit {__version__}).\n",
              data_section(config, dataset), settings_section(config), measured_section(config, test),
              samplers_section(kind, priors), USE, *extra, LOAD]
     return "\n".join(parts)
+
+
+def part(config: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """A section of a config.json read from disk, or nothing where it is not a section (cards are written from
+    checkpoints a user hands in: no value there is trusted to have its type)."""
+    value = config.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def word(value: Any, limit: int = 80) -> str:
+    """A value as one short line of text."""
+    if isinstance(value, (list, tuple)):
+        value = ", ".join(word(v, 40) for v in value[:30]) + (", ..." if len(value) > 30 else "")
+    text = " ".join(str(value).split())
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 HUB_DATASETS = {"fashion-mnist": "fashion_mnist", "mnist": "mnist"}  # their names on the Hugging Face hub
@@ -55,38 +70,40 @@ def front_matter(kind: str, dataset: str) -> str:
 
 
 def data_section(config: Mapping[str, Any], dataset: str) -> str:
-    data, model = config.get("data", {}), config.get("model", {})
-    shape = "x".join(map(str, model.get("image_shape", []))) or "?"
-    classes = config.get("classes") or []
+    data, model = part(config, "data"), part(config, "model")
+    shape = word(model.get("image_shape", "?")).replace(", ", "x")
+    classes = config.get("classes") if isinstance(config.get("classes"), list) else []
     kept = data.get("classes")
     lines = [f"- data set: `{dataset}`; images {shape} (channels x height x width), pixel values in [0, 1]"
-             + ("; binarized (pixels drawn as 0 or 1)" if data.get("binarize") else ""),
-             f"- classes: {', '.join(map(str, kept)) if kept else 'all'}"
-             + (f" (of {len(classes)}: {', '.join(map(str, classes))})" if classes else ""),
-             f"- splits: validation {data.get('val_fraction', '?')} and test {data.get('test_fraction', '?')} of the "
-             "data where the set has no fixed split (Fashion-MNIST and MNIST keep their own test split)"]
+             + ("; binarized (pixels drawn as 0 or 1)" if data.get("binarize") is True else ""),
+             f"- classes: {word(kept) if kept else 'all'}"
+             + (f" (of {len(classes)}: {word(classes, 400)})" if classes else ""),
+             f"- splits: validation {word(data.get('val_fraction', '?'))} and test "
+             f"{word(data.get('test_fraction', '?'))} of the data where the set has no fixed split (Fashion-MNIST and "
+             "MNIST keep their own test split)"]
     return "## Data\n\n" + "\n".join(lines) + "\n"
 
 
 def settings_section(config: Mapping[str, Any]) -> str:
-    model, train, progress = config.get("model", {}), config.get("train", {}), config.get("progress", {})
-    layers = f"hidden {model.get('hidden')}" if model.get("arch") == "mlp" else f"channels {model.get('channels')}"
-    lines = [f"- network: {model.get('arch')} ({layers}), latent dimension {model.get('latent_dim')}, "
-             f"{model.get('likelihood')} likelihood p(x|z)",
-             f"- training: {train.get('epochs')} epochs of batch {train.get('batch_size')}, {train.get('optimizer')} "
-             f"lr {train.get('lr')}, seed {train.get('seed')}; this checkpoint: epoch {progress.get('epoch')}, step "
-             f"{progress.get('step')}",
+    model, train, progress = (part(config, key) for key in ("model", "train", "progress"))
+    get = lambda section, key: word(section.get(key, "?"))  # noqa: E731
+    layers = f"hidden {get(model, 'hidden')}" if model.get("arch") == "mlp" else f"channels {get(model, 'channels')}"
+    lines = [f"- network: {get(model, 'arch')} ({layers}), latent dimension {get(model, 'latent_dim')}, "
+             f"{get(model, 'likelihood')} likelihood p(x|z)",
+             f"- training: {get(train, 'epochs')} epochs of batch {get(train, 'batch_size')}, "
+             f"{get(train, 'optimizer')} lr {get(train, 'lr')}, seed {get(train, 'seed')}; this checkpoint: epoch "
+             f"{get(progress, 'epoch')}, step {get(progress, 'step')}",
              "- every setting: `config.json` (`model`, `data`, `train`)"]
     return "## Settings\n\n" + "\n".join(lines) + "\n"
 
 
 def measured_section(config: Mapping[str, Any], test: Mapping[str, Any] | None) -> str:
     """Validation (at the checkpoint's epoch) and test metrics, per image, with their sample sizes."""
-    val = config.get("metrics", {})
+    val = part(config, "metrics")
     rows = []
     if "val_recon" in val:
         rows.append(metric_row("validation", {k[4:]: v for k, v in val.items() if k.startswith("val_")}))
-    if test:
+    if isinstance(test, dict) and test:
         rows.append(metric_row("test", test))
     if not rows:
         return "## Measured\n\nNothing measured yet.\n"
@@ -97,10 +114,12 @@ def measured_section(config: Mapping[str, Any], test: Mapping[str, Any] | None) 
 
 
 def metric_row(split: str, m: Mapping[str, Any]) -> str:
-    cell = lambda key: f"{m[key]:.2f}" if isinstance(m.get(key), (int, float)) and math.isfinite(m[key]) else "-"  # noqa: E731
-    bpd = f"{m['bpd']:.4f}" if isinstance(m.get("bpd"), (int, float)) else "-"
+    def cell(key: str, digits: int = 2) -> str:
+        v = m.get(key)
+        return f"{v:.{digits}f}" if isinstance(v, (int, float)) and math.isfinite(v) else "-"
+
     kl = cell("kl") if "nelbo" in m else "-"  # a model without a density has no KL term
-    return f"| {split} | {m.get('images', '?')} | {cell('recon')} | {kl} | {cell('nelbo')} | {bpd} |"
+    return f"| {split} | {cell('images', 0)} | {cell('recon')} | {kl} | {cell('nelbo')} | {cell('bpd', 4)} |"
 
 
 def samplers_section(kind: str, priors: Sequence[str]) -> str:

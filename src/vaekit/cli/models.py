@@ -200,7 +200,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     from vaekit.card import model_card
     from vaekit.files import new_run_folder, read_json, write_text
-    from vaekit.layout import CARD_FILE, CONFIG_FILE, RunFolder
+    from vaekit.layout import CARD_FILE, CONFIG_FILE
     from vaekit.models import export
     from vaekit.models.saving import resolve_checkpoint
 
@@ -208,8 +208,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         export.require_extra()
     model, _ = load_model(args.checkpoint, "cpu")
     source = resolve_checkpoint(args.checkpoint)
-    summary = RunFolder(Path(args.checkpoint)).summary
-    test = read_json(summary).get("test") if summary.is_file() else model.meta.get("test")  # an export's own
+    test = measured_test(Path(args.checkpoint), model.meta)
     with tempfile.TemporaryDirectory(prefix="vaekit-export-") as tmp:
         graphs, extra = {}, []
         if args.format == "onnx":  # made and checked before the output folder is touched
@@ -227,6 +226,22 @@ def cmd_export(args: argparse.Namespace) -> int:
                                                    extra=extra))
     print(f"exported {model.kind.upper()} to {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
     return 0
+
+
+def measured_test(path: Path, meta: dict) -> dict | None:
+    """The test metrics for the card: a run's summary.json, or an export's own; left out where unreadable (a damaged
+    summary costs the card a row, not the export)."""
+    from vaekit.files import read_json
+    from vaekit.layout import RunFolder
+
+    summary = RunFolder(path).summary
+    try:
+        test = read_json(summary).get("test") if summary.is_file() else meta.get("test")
+    except (VaekitError, AttributeError):
+        test = None
+    if summary.is_file() and not isinstance(test, dict):
+        print(f"({summary} holds no readable test metrics: the card leaves them out)")
+    return test if isinstance(test, dict) else None
 
 
 def parity_images(model, args: argparse.Namespace):
