@@ -126,11 +126,11 @@ def parity_words(diff: dict) -> str:
 
 def usage(model: Autoencoder) -> str:
     """A card section: the files and a runnable onnxruntime example."""
-    c, d = model.config.image_shape, model.latent_dim
-    outputs = "mean, logvar" if model.has_density else "code,"
+    c, d, names = model.config.image_shape, model.latent_dim, output_names(model)
+    outputs = ", ".join(names) + ("," if len(names) == 1 else "")  # `code, = ...` unpacks a one-output run
     return f"""## ONNX
 
-`encoder.onnx`: `image` (N, {c[0]}, {c[1]}, {c[2]}) floats in [0, 1] -> {outputs.rstrip(',')} (N, {d}).
+`encoder.onnx`: `image` (N, {c[0]}, {c[1]}, {c[2]}) floats in [0, 1] -> {", ".join(names)} (N, {d}).
 `decoder.onnx`: `z` (N, {d}) -> `image` (N, {c[0]}, {c[1]}, {c[2]}), the mean of p(x|z). Any batch size N.
 
 ```python

@@ -37,9 +37,8 @@ def quality_section(m: dict, settings: EvalSettings) -> Section:
             first = f"<th rowspan={len(samplers)}>{label(name)}</th>" if i == 0 else ""
             rows.append(f"<tr>{first}<td class=sampler>{html.escape(SAMPLERS.get(sampler, sampler))}</td>"
                         f"{quality_cells(m[name].get('samples', {}).get(sampler), inception)}</tr>")
-    if floor is not None:
-        rows.append(f"<tr class=floor><th colspan=2>real held-out images (floor)</th>"
-                    f"{quality_cells(floor, inception)}</tr>")
+    rows.append(f"<tr class=floor><th colspan=2>real held-out images (floor)</th>"
+                f"{quality_cells(floor, inception)}</tr>")
     head = "".join(f"<th>{html.escape(title)}</th>" for _, title, _ in quality_columns(inception))
     table = (f"<table><tr><th>model</th><th>sampler</th>{head}</tr>" + "".join(rows) +
              "</table>" + quality_notes(m, settings))
