@@ -65,6 +65,12 @@ def cli(tmp_path, monkeypatch, capsys):
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
+@pytest.fixture(scope="session")
+def fashion_cache(tmp_path_factory):
+    """One data directory for the tests on Fashion-MNIST: its feature classifier is trained once."""
+    return tmp_path_factory.mktemp("fashion-cache")
+
+
 def require_fashion_mnist() -> None:
     """The real data set, installed by scripts/setup.sh; in CI its absence is a failure, not a skip."""
     if not (FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file():

@@ -94,7 +94,7 @@ def test_scores_agree_with_evaluate(digits_models):
 def test_inverted_images_are_anomalous_and_copies_of_the_test_set_are_not(digits_models):
     models, data = digits_models
     vae = models["vae"]
-    x = torch.cat(list(Batches(data.test, 1000)))
+    x = torch.cat([xb for xb, _ in Batches(data.test, 1000)])
     test = TensorImages((x * 255).round().to(torch.uint8), data.test.labels)
     inverted = TensorImages((corrupt(x, "invert") * 255).round().to(torch.uint8))
     s = ScoreSettings(k=50)

@@ -13,10 +13,10 @@ from PIL import Image
 
 
 @pytest.fixture(scope="module")
-def quick_report(tmp_path_factory):
+def quick_report(tmp_path_factory, fashion_cache):
     require_fashion_mnist()
     root = tmp_path_factory.mktemp("compare")
-    env = {**os.environ, "VAEKIT_DATA": str(root / "cache")}
+    env = {**os.environ, "VAEKIT_DATA": str(fashion_cache)}
     proc = subprocess.run([sys.executable, "-m", "vaekit", "compare", "--quick", "--out", str(root / "cmp")],
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -144,9 +144,9 @@ def test_large_folder_streams_through_a_dataloader(tmp_path):
     streamed = load_dataset(config)
     in_memory = load_dataset(DataConfig(name=str(tmp_path / "big"), val_fraction=0.2, test_fraction=0.2))
     assert type(streamed.train).__name__ == "FileImages"
-    a = torch.cat(list(Batches(streamed.train, 5, workers=1)))
-    b = torch.cat(list(Batches(in_memory.train, 5)))
-    assert torch.equal(a, b)
+    a, a_labels = zip(*Batches(streamed.train, 5, workers=1))
+    b, b_labels = zip(*Batches(in_memory.train, 5))
+    assert torch.equal(torch.cat(a), torch.cat(b)) and a_labels == b_labels
 
 
 def test_empty_or_corrupt_folders(tmp_path):
@@ -203,8 +203,8 @@ def test_batches_are_floats_and_binarization_is_dynamic():
     from vaekit.data import TensorImages
 
     images = TensorImages(torch.full((10, 1, 4, 4), 128, dtype=torch.uint8))
-    x = next(iter(Batches(images, 10)))
-    assert x.dtype == torch.float32 and torch.allclose(x, torch.full_like(x, 128 / 255))
+    x, y = next(iter(Batches(images, 10)))
+    assert y is None and x.dtype == torch.float32 and torch.allclose(x, torch.full_like(x, 128 / 255))
     b = Batches(images, 10, binarize=True)
-    first, second = next(iter(b)), next(iter(b))
+    (first, _), (second, _) = next(iter(b)), next(iter(b))
     assert set(first.unique().tolist()) == {0.0, 1.0} and not torch.equal(first, second)

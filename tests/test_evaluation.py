@@ -58,7 +58,7 @@ def trained_digits_vae(tmp_path_factory):
 
 def test_importance_sampled_nll_never_exceeds_the_negative_elbo(trained_digits_vae):
     model, data = trained_digits_vae
-    x = next(iter(Batches(data.test, 180)))
+    x, _ = next(iter(Batches(data.test, 180)))
     torch.manual_seed(0)
     nll = importance_sampled_nll(model, x, k=500)
     # the -ELBO averaged over many draws of z, with its Monte-Carlo standard error per image
@@ -72,7 +72,7 @@ def test_importance_sampled_nll_never_exceeds_the_negative_elbo(trained_digits_v
 
 def test_importance_sampled_nll_tightens_with_k(trained_digits_vae):
     model, data = trained_digits_vae
-    x = next(iter(Batches(data.test, 100)))
+    x, _ = next(iter(Batches(data.test, 100)))
     torch.manual_seed(1)
     estimates = [importance_sampled_nll(model, x, k=k).mean().item() for k in (1, 10, 1000)]
     assert estimates[0] > estimates[1] > estimates[2]
@@ -86,7 +86,7 @@ def test_importance_sampled_nll_tightens_with_k(trained_digits_vae):
 
 def test_importance_sampled_nll_is_independent_of_chunking(trained_digits_vae):
     model, data = trained_digits_vae
-    x = next(iter(Batches(data.test, 20)))
+    x, _ = next(iter(Batches(data.test, 20)))
     torch.manual_seed(3)
     big = importance_sampled_nll(model, x, k=64, rows=10_000)
     torch.manual_seed(3)

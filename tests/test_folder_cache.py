@@ -43,7 +43,7 @@ def config(root: Path, tmp_path: Path, **kw) -> DataConfig:
 
 
 def every_batch(data, shuffle: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    x = torch.cat(list(Batches(data.train, 7, shuffle=shuffle, seed=3)))
+    x = torch.cat([xb for xb, _ in Batches(data.train, 7, shuffle=shuffle, seed=3)])
     return x, data.train.labels
 
 
@@ -109,7 +109,7 @@ def test_the_process_holds_the_batches_not_the_file(tmp_path):
     file.write_bytes(images.numpy().tobytes())
     disk = DiskImages(file, (3, 32, 32), torch.arange(4096))
     batches, peak, seen = Batches(disk, 16, shuffle=True), 0, []
-    for i, x in enumerate(batches):
+    for i, (x, _) in enumerate(batches):
         if i % 8 == 0:  # reading smaps is slow in a process with torch's many mappings
             peak = max(peak, resident_kib(file))
         seen.append(x)

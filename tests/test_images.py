@@ -151,7 +151,7 @@ def test_a_corrupt_image_in_a_large_folder_is_one_line_or_skipped(tmp_path, cach
 
     def every_image(**kw) -> int:
         data = folder(tmp_path, "big", config, **kw)
-        return sum(len(x) for split in (data.train, data.val, data.test) for x in Batches(split, 4, workers=1))
+        return sum(len(x) for split in (data.train, data.val, data.test) for x, _ in Batches(split, 4, workers=1))
 
     for attempt in range(2):  # the second time, a cache entry built while skipping must not hide the file
         with pytest.raises(VaekitError, match="3.png: not a readable image.*--skip-bad-images") as raised:

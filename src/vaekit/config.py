@@ -77,6 +77,10 @@ class ModelConfig(Checked):
     mmd_weight: float = setting(100.0, 0.0, help="wae: weight lambda of the MMD between the codes and N(0, I)")
     code_l2: float = setting(1.0, 0.0, help="rae: weight of ||z||^2 / 2, the penalty on the codes' size")
     decoder_l2: float = setting(1e-4, 0.0, help="rae: weight of the squared norm of the decoder's weights")
+    conditional: bool = option(False,
+        "condition encoder and decoder on the image's label (a CVAE is --model vae --conditional): then `vaekit sample "
+        "--label NAME` draws that class; needs labelled data")
+    classes: int = setting(0, 0, 10_000, help="labels a conditional model knows; set from the data, not a flag")
 
 
 @dataclass

@@ -124,6 +124,8 @@ def add_model_commands(command: Command, common: argparse.ArgumentParser, data_f
                    "a VAMP's learned mixture), 'gmm', the Gaussian mixture fitted to the training codes after "
                    "training, or 'two-stage', the second-stage VAE fitted to them (both saved in the checkpoint)")
     p.add_argument("--batch-size", type=number(int, 1, 2**20), default=1000, help="images decoded at a time")
+    p.add_argument("--label", metavar="CLASS", help="a conditional model (--conditional): draw this class, by name "
+                   "(e.g. Sneaker) or index; without it, a grid with one row per class")
 
     p = command("reconstruct", models.cmd_reconstruct, "reconstruct images through the model",
                 "Encode images and decode their codes (the VAE's posterior mean): originals above, "
@@ -146,6 +148,8 @@ def add_model_commands(command: Command, common: argparse.ArgumentParser, data_f
     p.add_argument("--files", help="also write one PNG per image into this folder")
     p.add_argument("--npy", help="also write all images to this .npy as uint8 (N, C, H, W), streamed")
     p.add_argument("--batch-size", type=number(int, 1, 2**20), default=1000, help="codes decoded at a time")
+    p.add_argument("--label", metavar="CLASS", help="a conditional model: decode every code as this class (name or "
+                   "index)")
 
 
 def add_checkpoint_commands(command: Command, common: argparse.ArgumentParser) -> None:

@@ -20,6 +20,7 @@ FLAG_NAMES = {("model", "kind"): "model", ("data", "name"): "data", ("model", "c
               ("data", "channels"): "image-channels", ("train", "samples"): "samples"}
 
 SECTIONS = RunConfig.SECTIONS  # each section of a run and its config dataclass
+NOT_FLAGS = {("model", "image_shape"), ("model", "classes")}  # settings the data decide, not the user
 
 
 def flag_name(section: str, name: str) -> str:
@@ -112,7 +113,7 @@ def add_config_flags(parser: argparse.ArgumentParser, skip: set[tuple[str, str]]
         group = parser.add_argument_group(f"{section} settings ([{section}] in a config file)")
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
-            if (section, f.name) == ("model", "image_shape") or (section, f.name) in skip:
+            if (section, f.name) in NOT_FLAGS | skip:
                 continue
             flag = flag_name(section, f.name)
             kwargs: dict[str, Any] = {"dest": f"{section}.{f.name}", "default": argparse.SUPPRESS,

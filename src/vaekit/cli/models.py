@@ -41,7 +41,7 @@ MAX_GRID = 1024  # images in one PNG grid; more go to --files
 
 
 def write_images(args: argparse.Namespace, n: int, shape: Sequence[int], what: str, default_out: str,
-                 make: Callable[[int, int], Any]) -> None:
+                 make: Callable[[int, int], Any], nrow: int | None = None) -> None:
     """Shared by `sample` and `decode`: images made batch by batch by `make(start, stop)`, so memory stays
     bounded for any N, written to a PNG grid (--out), one PNG each (--files) and/or a uint8 array (--npy)."""
     import numpy as np
@@ -73,7 +73,7 @@ def write_images(args: argparse.Namespace, n: int, shape: Sequence[int], what: s
             if write_npy is not None:
                 write_npy(to_uint8(images).transpose(0, 3, 1, 2))
     if args.out:
-        save_grid(torch.cat(kept), args.out)
+        save_grid(torch.cat(kept), args.out, nrow=nrow)
         print(f"{n} {what} -> {args.out}")
     if args.files:
         print(f"{n} PNG files -> {args.files}")
@@ -90,10 +90,31 @@ def cmd_sample(args: argparse.Namespace) -> int:
                           f"{', '.join(model.priors)}); training saves a Gaussian mixture 'gmm' and a second-stage "
                           "VAE 'two-stage' into a run's best checkpoint unless --gmm-components or --two-stage-epochs "
                           "is 0 (or it was trained by compare --quick)")
+    n, labels, nrow, what = chosen_labels(model, args, device)
     generator = torch.Generator(device).manual_seed(args.seed)
-    write_images(args, args.n, model.config.image_shape, f"samples from {model.priors[args.prior].words}",
-                 "samples.png", lambda start, stop: model.sample(stop - start, generator=generator, prior=args.prior))
+    write_images(args, n, model.config.image_shape, f"samples from {model.priors[args.prior].words}{what}",
+                 "samples.png", lambda start, stop: model.sample(stop - start, generator=generator, prior=args.prior,
+                                                                 y=None if labels is None else labels[start:stop]),
+                 nrow)
     return 0
+
+
+def chosen_labels(model, args: argparse.Namespace, device):
+    """What `sample` draws: (count, labels or None, grid row length, words). --label NAME draws one class; a
+    conditional model given none draws a grid with one row per class (-n rounded up to fill each row)."""
+    import torch
+
+    from vaekit.models.conditioning import class_word
+
+    n = args.n
+    if args.label is not None:
+        index = model.label(args.label)
+        return n, torch.full((n,), index, device=device), None, f" of class {class_word(index, model.class_names)}"
+    if not model.classes:
+        return n, None, None, ""
+    row = model.conditioning.row_length(n)
+    n = row * model.classes
+    return n, model.conditioning.spread(n, device), row, f", one row per class ({row} of each)"
 
 
 def dataset_for(model, args: argparse.Namespace, whole: bool = False):
@@ -121,15 +142,15 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     check_output(Path(args.out), args.overwrite)
     images = dataset_for(model, args)[0].split(args.split)
     n = min(args.n, len(images))
-    x = next(iter(Batches(images.subset(torch.arange(n)), n, device)))
+    x, y = next(iter(Batches(images.subset(torch.arange(n)), n, device)))
     with torch.no_grad():
-        recon = model.reconstruct(x)
+        recon = model.reconstruct(x, y)
     cols = min(8, n)
     rows = []  # a row of originals above the row of their reconstructions
     for i in range(0, n, cols):
         rows += [x[i:i + cols], recon[i:i + cols]]
     save_grid(torch.cat(rows), args.out, nrow=cols)
-    err = model.likelihood.nll(x, model.decode(model.embed(x))).mean().item()
+    err = model.likelihood.nll(x, model.decode(model.embed(x, y), y)).mean().item()
     print(f"{n} images (top rows) and their reconstructions (rows below) -> {args.out}; "
           f"-log p(x|z) at the code: {err:.2f} nats/image")
     return 0
@@ -149,8 +170,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
             check_output(Path(path), args.overwrite)
     images = dataset_for(model, args)[0].split(args.split)
     with npy_writer(out, (len(images), model.latent_dim), np.float32) as write, torch.no_grad():  # any N fits
-        for x in bar(Batches(images, args.batch_size, device), desc="encoding"):
-            q = model.encode(x)
+        for x, y in bar(Batches(images, args.batch_size, device), desc="encoding"):
+            q = model.encode(x, y)
             write((q.sample() if args.sample else q.mean).cpu().numpy())
     what = ("samples z ~ q(z|x)" if args.sample else "posterior means") if model.has_density else "codes z = E(x)"
     print(f"{len(images)} {what} ({model.latent_dim} dims) -> {out}")
@@ -179,11 +200,18 @@ def cmd_decode(args: argparse.Namespace) -> int:
     if codes.dtype.kind not in "fiu":
         raise VaekitError(f"{args.codes}: expected numbers, got dtype {codes.dtype}")
 
+    from vaekit.models.conditioning import class_list
+
+    if model.classes and args.label is None:
+        raise VaekitError(f"this model is conditional: --label chooses the class to decode (its classes: "
+                          f"{class_list(model.classes, model.class_names)})")
+    label = None if args.label is None else model.label(args.label)
+
     def decode(start: int, stop: int) -> torch.Tensor:
         z = torch.from_numpy(np.array(codes[start:stop], dtype=np.float32)).to(device)
         if not torch.isfinite(z).all():
             raise VaekitError(f"{args.codes}: contains NaN or infinite values (rows {start}-{stop - 1})")
-        return model.generate(z)
+        return model.generate(z, None if label is None else torch.full((len(z),), label, device=device))
 
     write_images(args, len(codes), model.config.image_shape, "decoded images", "decoded.png", decode)
     return 0
@@ -207,6 +235,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.format == "onnx":
         export.require_extra()
     model, _ = load_model(args.checkpoint, "cpu")
+    if model.classes and args.format == "onnx":
+        raise VaekitError("ONNX export of a conditional model (a label input beside the image and z) is not built "
+                          "yet; --format safetensors exports it")
     source = resolve_checkpoint(args.checkpoint)
     test = measured_test(Path(args.checkpoint), model.meta)
     with tempfile.TemporaryDirectory(prefix="vaekit-export-") as tmp:

@@ -135,6 +135,28 @@ def evaluation_lines(model, data, metrics: dict) -> list[str]:
         from vaekit.evaluation.inception import missing_words
 
         lines.append(f"  {missing_words()}")
+    return lines + conditional_lines(metrics, model.class_names)
+
+
+def conditional_lines(metrics: dict, names: list[str]) -> list[str]:
+    """A conditional model's samples against the classes they were drawn as, overall and per class (samples from
+    its own prior), beside real held-out images of each class."""
+    from vaekit.models.conditioning import class_word
+
+    drawn, floor = metrics.get("conditional"), (metrics.get("real_floor") or {}).get("conditional")
+    if not drawn:
+        return []
+    overall = ", ".join(f"{100 * c['accuracy']:.1f}% of samples from {name}" for name, c in drawn.items())
+    real = f" (real held-out images: {100 * floor['accuracy']:.1f}%)" if floor else ""
+    lines = [f"  conditional accuracy: the feature classifier names the requested class for {overall}{real}",
+             "  per class, samples from prior: class, conditional accuracy, Frechet distance to that class's test "
+             "images" + (" (real held-out images of it)" if floor else "")]
+    real_rows = {row["class"]: row for row in floor["classes"]} if floor else {}
+    for row in drawn.get("prior", next(iter(drawn.values())))["classes"]:
+        c, ref = row["class"], real_rows.get(row["class"], {})
+        fd = f"{row['frechet']:8.2f}" if "frechet" in row else "     n/a"
+        floor_words = f"  ({100 * ref['accuracy']:.1f}%, {ref['frechet']:.2f})" if "frechet" in ref else ""
+        lines.append(f"    {class_word(c, names):<18} {100 * row['accuracy']:6.1f}% {fd}{floor_words}")
     return lines
 
 
@@ -194,6 +216,11 @@ def info_lines(model, info: dict, progress) -> list[str]:
              f"settings     {objective_words(model)}",
              f"priors       {', '.join(f'{name}: {words}' for name, words in info['priors'].items())}",
              f"data         {info['dataset'] or 'unknown'}  image {'x'.join(map(str, c.image_shape))}"]
+    if model.classes:
+        from vaekit.models.conditioning import class_list
+
+        names = class_list(model.classes, model.class_names)
+        lines.append(f"conditional  on the label, {model.classes} classes: {names} (vaekit sample --label CLASS)")
     if progress:
         lines.append(f"trained      {progress.epoch} epochs, {progress.step} steps")
     metrics, summary = info["metrics"], info["summary"]

@@ -1,4 +1,4 @@
-"""Batches of float images in [0, 1], drawn from uint8 image sets.
+"""Batches of float images in [0, 1] and their labels, drawn from uint8 image sets.
 
 The order of an epoch is a permutation seeded by (seed, epoch), so it needs no saved state: a
 resumed run, or every rank of a distributed run, computes the same order and takes its own part.
@@ -30,7 +30,8 @@ def epoch_batches(n: int, batch_size: int, *, shuffle: bool, seed: int = 0, epoc
 
 
 class Batches:
-    """Iterate an image set in batches of float32 images in [0, 1] on `device`."""
+    """Iterate an image set in batches (x, y) on `device`: float32 images in [0, 1] and their integer labels (None
+    for a set without labels)."""
 
     def __init__(self, images: ImageSet, batch_size: int, device: torch.device | str = "cpu", *,
                  shuffle: bool = False, seed: int = 0, binarize: bool = False, rank: int = 0, world: int = 1,
@@ -47,13 +48,15 @@ class Batches:
         return epoch_batches(len(self.images), self.batch_size, shuffle=self.shuffle, seed=self.seed, epoch=epoch,
                              rank=self.rank, world=self.world, lockstep=self.lockstep)
 
-    def __iter__(self) -> Iterator[Tensor]:
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor | None]]:
         return self.epoch(0)
 
-    def epoch(self, epoch: int, skip: int = 0) -> Iterator[Tensor]:
+    def epoch(self, epoch: int, skip: int = 0) -> Iterator[tuple[Tensor, Tensor | None]]:
         """The batches of `epoch`, leaving out the first `skip` (already seen before a resume)."""
-        for raw in self.images.uint8_batches(self.indices(epoch)[skip:], self.device, self.workers):
-            yield self.to_float(raw)
+        labels = self.images.labels
+        for raw, rows in self.images.uint8_batches(self.indices(epoch)[skip:], self.device, self.workers):
+            y = None if labels is None else labels[rows.to(labels.device)].to(self.device, non_blocking=True)
+            yield self.to_float(raw), y
 
     def to_float(self, raw: Tensor) -> Tensor:
         x = torch.div(raw, 255.0)  # uint8 -> float32 in one pass
@@ -63,10 +66,10 @@ class Batches:
 
 
 @torch.no_grad()
-def map_batches(fn: Callable[[Tensor], Tensor], images: ImageSet, batch_size: int, device: torch.device | str = "cpu",
-                limit: int | None = None) -> Tensor:
-    """fn applied to the images batch by batch (the first `limit` only, if given), results concatenated on the
-    CPU: e.g. the codes of a split, `map_batches(model.embed, images, 1000, model.device)`."""
+def map_batches(fn: Callable[[Tensor, Tensor | None], Tensor], images: ImageSet, batch_size: int,
+                device: torch.device | str = "cpu", limit: int | None = None) -> Tensor:
+    """fn(x, y) applied to the images and their labels batch by batch (the first `limit` only, if given), results
+    concatenated on the CPU: e.g. the codes of a split, `map_batches(model.embed, images, 1000, model.device)`."""
     if limit is not None and limit < len(images):
         images = images.subset(torch.arange(limit))
-    return torch.cat([fn(x).cpu() for x in Batches(images, batch_size, device)])
+    return torch.cat([fn(x, y).cpu() for x, y in Batches(images, batch_size, device)])

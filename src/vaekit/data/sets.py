@@ -24,6 +24,8 @@ from torch import Tensor
 from vaekit.config import DataConfig
 from vaekit.errors import VaekitError
 
+Batch = tuple[Tensor, Tensor]  # uint8 images (B, C, H, W) and their indices in the set
+
 DEVICE_SHARE = 0.5  # image sets up to this share of a GPU's free memory live on it; larger ones stay pinned on the host
 
 
@@ -45,8 +47,9 @@ class ImageSet:
         """This set as batches for `device` are best cut from it (the same set unless it can move there)."""
         return self
 
-    def uint8_batches(self, batches: list[Tensor], device: torch.device, workers: int = 0) -> Iterator[Tensor]:
-        """The images of each index batch, as uint8 (B, C, H, W) on `device`."""
+    def uint8_batches(self, batches: list[Tensor], device: torch.device, workers: int = 0) -> Iterator[Batch]:
+        """The images of each index batch, as uint8 (B, C, H, W) on `device`, with the indices they came from (the
+        whole batch, unless unreadable files were skipped)."""
         raise NotImplementedError
 
 
@@ -80,18 +83,18 @@ class TensorImages(ImageSet):
         free, _ = torch.cuda.mem_get_info(device)
         return self.to(device) if self.images.numel() <= DEVICE_SHARE * free else self
 
-    def uint8_batches(self, batches: list[Tensor], device: torch.device, workers: int = 0) -> Iterator[Tensor]:
+    def uint8_batches(self, batches: list[Tensor], device: torch.device, workers: int = 0) -> Iterator[Batch]:
         images = self.images
         if on(images, device):
             if not batches:
                 return
             order = torch.cat(batches).to(device)  # one copy of the epoch's order, not one per step
             for idx in order.split([len(b) for b in batches]):
-                yield images.index_select(0, idx)
+                yield images.index_select(0, idx), idx
             return
         for idx in batches:
             out = torch.empty((len(idx), *self.shape), dtype=torch.uint8, pin_memory=device.type == "cuda")
-            yield torch.index_select(images, 0, idx, out=out).to(device, non_blocking=True)
+            yield torch.index_select(images, 0, idx, out=out).to(device, non_blocking=True), idx
 
 
 def pick(values: Tensor | np.ndarray | None, indices: Tensor) -> Tensor | np.ndarray | None:
@@ -134,11 +137,11 @@ class DiskImages(ImageSet):
         self.file.release()
         return out
 
-    def uint8_batches(self, batches: list[Tensor], device: torch.device, workers: int = 0) -> Iterator[Tensor]:
+    def uint8_batches(self, batches: list[Tensor], device: torch.device, workers: int = 0) -> Iterator[Batch]:
         """Read on the host, into pinned memory for a GPU: the copy is asynchronous, and since the training step
         never waits for the GPU, the next batch is read while the GPU still works on this one."""
         for idx in batches:
-            yield self.read(idx, pin=device.type == "cuda").to(device, non_blocking=True)
+            yield self.read(idx, pin=device.type == "cuda").to(device, non_blocking=True), idx
 
 
 @dataclass
@@ -205,16 +208,16 @@ class FileImages(ImageSet, torch.utils.data.Dataset):
         return FileImages(files, None if self.labels is None else self.labels[indices], self.shape, self.resize,
                           self.background, self.skip_bad)
 
-    def uint8_batches(self, batches: list[Tensor], device: torch.device, workers: int = 0) -> Iterator[Tensor]:
+    def uint8_batches(self, batches: list[Tensor], device: torch.device, workers: int = 0) -> Iterator[Batch]:
         from vaekit.data.folder import bad_image
 
         loader = torch.utils.data.DataLoader(self, batch_sampler=[b.tolist() for b in batches], num_workers=workers,
                                              pin_memory=device.type == "cuda", collate_fn=self.collate)
-        for raw, _, errors in loader:
+        for idx, (raw, kept, errors) in zip(batches, loader):
             for error in errors:
                 bad_image(error, skip=self.skip_bad)
             if len(raw):  # a batch whose every image was skipped as unreadable
-                yield raw.to(device, non_blocking=True)
+                yield raw.to(device, non_blocking=True), idx[kept]
 
 
 @dataclass
@@ -237,6 +240,15 @@ class Dataset:
         if name not in ("train", "val", "test"):
             raise VaekitError(f"unknown split {name!r} (choose from train, val, test)")
         return getattr(self, name)
+
+    def label_count(self, why: str) -> int:
+        """How many classes the labels name (their largest index + 1, or the class names), for `why`, which needs
+        labels; refused in one line on a set without them."""
+        if self.train.labels is None or not len(self.train.labels):
+            raise VaekitError(f"{why} needs labelled data, and {self.spec} has no labels ({self.label_source})")
+        top = max(int(s.labels.max()) for s in (self.train, self.val, self.test) if s.labels is not None
+                  and len(s.labels))
+        return max(top + 1, len(self.classes))
 
     def describe(self) -> str:
         c, h, w = self.shape

@@ -51,7 +51,8 @@ def gather(images: ImageSet, limit: int) -> TensorImages:
     """The first `limit` images of a set, in memory as uint8, with their labels and names."""
     n = min(limit, len(images))
     first = torch.arange(n)
-    pixels = map_batches(to_uint8, images, 1000, limit=n) if n else torch.empty(0, *images.shape, dtype=torch.uint8)
+    pixels = map_batches(lambda x, _: to_uint8(x), images, 1000, limit=n) if n else \
+        torch.empty(0, *images.shape, dtype=torch.uint8)
     return TensorImages(pixels, pick(images.labels, first), pick(images.names, first))
 
 

@@ -35,15 +35,20 @@ class FeatureClassifier(nn.Module):
         return self.head(self.body(x))
 
     @torch.no_grad()
-    def features_and_confidence(self, images: Tensor, batch_size: int = 2000) -> tuple[Tensor, Tensor]:
-        """Penultimate features and max softmax probability per image (images as floats in [0, 1])."""
+    def features_and_probabilities(self, images: Tensor, batch_size: int = 2000) -> tuple[Tensor, Tensor]:
+        """Penultimate features and the softmax over classes per image (images as floats in [0, 1])."""
         self.eval()
-        feats, conf = [], []
+        feats, probs = [], []
         for x in images.split(batch_size):
             h = self.body(x.to(next(self.parameters()).device))
             feats.append(h.cpu())
-            conf.append(F.softmax(self.head(h), -1).max(-1).values.cpu())
-        return torch.cat(feats), torch.cat(conf)
+            probs.append(F.softmax(self.head(h), -1).cpu())
+        return torch.cat(feats), torch.cat(probs)
+
+    def features_and_confidence(self, images: Tensor, batch_size: int = 2000) -> tuple[Tensor, Tensor]:
+        """Penultimate features and max softmax probability per image."""
+        features, probabilities = self.features_and_probabilities(images, batch_size)
+        return features, probabilities.max(-1).values
 
 
 def cache_key(data: Dataset) -> str:
@@ -73,7 +78,7 @@ def train_classifier(data: Dataset, epochs: int = 5, device: str | torch.device 
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-    test = next(iter(Batches(data.test, len(data.test), device)))
+    test, _ = next(iter(Batches(data.test, len(data.test), device)))
     with torch.no_grad():
         accuracy = (model(test).argmax(-1).cpu() == data.test.labels.cpu()).float().mean().item()
     torch.set_rng_state(generator_state)  # leave the caller's random stream untouched

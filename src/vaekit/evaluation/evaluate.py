@@ -67,11 +67,14 @@ class Evaluation:
     metrics: dict[str, Any]
     test_codes: Tensor
     samples: dict[str, Tensor] = field(default_factory=dict)
+    sample_labels: Tensor | None = None  # the class each sample was drawn as, for a conditional model
 
 
 @torch.no_grad()
-def decode_in_batches(model: Autoencoder, z: Tensor, batch_size: int) -> Tensor:
-    return torch.cat([model.generate(c.to(model.device)).cpu() for c in z.split(batch_size)])
+def decode_in_batches(model: Autoencoder, z: Tensor, batch_size: int, y: Tensor | None = None) -> Tensor:
+    rows = torch.arange(len(z)).split(batch_size)
+    return torch.cat([model.generate(z[r].to(model.device), None if y is None else y[r].to(model.device)).cpu()
+                      for r in rows])
 
 
 def samplers(model: Autoencoder, data: Dataset, s: EvalSettings) -> dict[str, nn.Module]:
@@ -84,13 +87,30 @@ def samplers(model: Autoencoder, data: Dataset, s: EvalSettings) -> dict[str, nn
 
 
 @torch.no_grad()
-def draw_samples(model: Autoencoder, priors: dict[str, nn.Module], s: EvalSettings) -> dict[str, Tensor]:
-    """n_samples decoded draws from each prior, each with its own generator seeded by s.seed."""
+def draw_samples(model: Autoencoder, priors: dict[str, nn.Module], s: EvalSettings,
+                 labels: Tensor | None = None) -> dict[str, Tensor]:
+    """n_samples decoded draws from each prior, each with its own generator seeded by s.seed (as the classes
+    `labels`, for a conditional model)."""
     images = {}
     for name, prior in priors.items():
         z = prior.sample(s.n_samples, torch.Generator(model.device).manual_seed(s.seed))
-        images[name] = decode_in_batches(model, z, s.batch_size)
+        images[name] = decode_in_batches(model, z, s.batch_size, labels)
     return images
+
+
+def conditional_quality(images: Tensor, labels: Tensor, ref: Reference) -> dict[str, Any]:
+    """How well images match the class they were drawn as: the feature classifier's agreement with their labels
+    (conditional accuracy), overall and per class, and per class the Frechet distance between their features and
+    those of the real test images of that class."""
+    features, probabilities = ref.classifier.features_and_probabilities(images)
+    predicted, classes = probabilities.argmax(-1), []
+    for c in labels.unique().tolist():
+        mine, real = labels == c, ref.labels == c
+        row = {"class": c, "images": int(mine.sum()), "accuracy": (predicted[mine] == c).float().mean().item()}
+        if mine.sum() >= 2 and real.sum() >= 2:
+            row["frechet"] = frechet_distance(ref.features[real], features[mine])
+        classes.append(row)
+    return {"accuracy": (predicted == labels).float().mean().item(), "images": len(images), "classes": classes}
 
 
 # What sample_quality measures, as (key, name, digits shown): lower is better for the distances, higher for the rest
@@ -107,6 +127,7 @@ class Reference:
 
     classifier: FeatureClassifier | None = None
     features: Tensor | None = None
+    labels: Tensor | None = None  # of the test images, for the per-class measures of a conditional model
     accuracy: float | None = None
     inception: Tensor | None = None
     floor: dict[str, Any] = field(default_factory=dict)
@@ -148,11 +169,18 @@ def feature_notes(ref: Reference, s: EvalSettings) -> dict[str, Any]:
     return notes
 
 
-def first_images(split: ImageSet, n: int | None = None) -> Tensor:
-    """The first n images of a split (all without n) as one float tensor in [0, 1]."""
+def first_labelled(split: ImageSet, n: int | None = None) -> tuple[Tensor, Tensor | None]:
+    """The first n images of a split (all without n) as one float tensor in [0, 1], and their labels (or None)."""
     if n is not None and n < len(split):
         split = split.subset(torch.arange(n))
-    return torch.cat(list(Batches(split, 2000)))
+    batches = list(Batches(split, 2000))
+    labels = [y for _, y in batches if y is not None]
+    return (torch.cat([x for x, _ in batches]) if batches else torch.empty(0, *split.shape),
+            torch.cat(labels) if labels else None)
+
+
+def first_images(split: ImageSet, n: int | None = None) -> Tensor:
+    return first_labelled(split, n)[0]
 
 
 def test_tensor(data: Dataset, n: int | None = None) -> Tensor:
@@ -166,13 +194,13 @@ def likelihood_metrics(model: Autoencoder, data: Dataset, s: EvalSettings) -> di
     if not model.has_density:
         return metrics
     dims = math.prod(model.config.image_shape)
-    x = test_tensor(data, s.is_images)
+    x, y = first_labelled(data.test, s.is_images)
     nll, nelbo, bound = [], [], []
-    for xb in x.split(max(1, 100_000 // max(1, s.k))):
-        xb = xb.to(model.device)
-        nll.append(importance_sampled_nll(model, xb, s.k).cpu())
+    for rows in torch.arange(len(x)).split(max(1, 100_000 // max(1, s.k))):
+        xb, yb = x[rows].to(model.device), None if y is None else y[rows].to(model.device)
+        nll.append(importance_sampled_nll(model, xb, s.k, y=yb).cpu())
         with torch.no_grad():
-            loss = model(xb)
+            loss = model(xb, y=yb)
             nelbo.append((loss.recon + loss.kl).cpu().double())
             bound.append(loss.total.cpu().double())
     nll, nelbo, bound = torch.cat(nll), torch.cat(nelbo), torch.cat(bound)
@@ -188,8 +216,8 @@ def latent_metrics(model: Autoencoder, data: Dataset, s: EvalSettings) -> tuple[
     """Active units, code statistics, the KL per dimension (against a prior with a closed form) and, against N(0, I),
     the share of codes inside its 99% ball. Returns the metrics and the test codes (posterior means)."""
     codes, kl = [], []
-    for xb in Batches(data.test, s.batch_size, model.device):
-        q = model.encode(xb)
+    for xb, yb in Batches(data.test, s.batch_size, model.device):
+        q = model.encode(xb, yb)
         codes.append(q.mean.cpu())
         per_dim = model.prior.closed_form_kl(q) if model.has_density else None  # None against a learned prior
         kl += [per_dim.cpu()] if per_dim is not None else []
@@ -218,14 +246,19 @@ def evaluate_model(model: Autoencoder, data: Dataset, settings: EvalSettings, re
     steps.update()
     priors = samplers(model, data, s)
     metrics["priors"] = {name: prior.words for name, prior in priors.items()}
-    samples = draw_samples(model, priors, s)
+    labels = torch.arange(s.n_samples) % model.classes if model.classes else None  # a conditional model: each class
+    # in turn, so that any first few samples show them all
+    samples = draw_samples(model, priors, s, labels)
     steps.update()
     if reference is not None:
         metrics["samples"] = {name: sample_quality(images, reference, s, model.device, f"Inception: {name}")
                               for name, images in samples.items()}
+        if labels is not None and reference.classifier is not None:
+            metrics["conditional"] = {name: conditional_quality(images, labels, reference)
+                                      for name, images in samples.items()}
     steps.update()
     steps.close()
-    return Evaluation(metrics, codes, samples)
+    return Evaluation(metrics, codes, samples, labels)
 
 
 def _chi2_ppf(q: float, df: int) -> float:
@@ -239,16 +272,18 @@ def real_reference(data: Dataset, s: EvalSettings, classifier: FeatureClassifier
                    quiet: bool = False) -> Reference:
     """Features of the real test images, and the floor: the same measures for `n_samples` real held-out images
     (the validation split, else the training split)."""
-    real = test_tensor(data)
-    ref = Reference(classifier=classifier, accuracy=accuracy)
+    real, labels = first_labelled(data.test)
+    ref = Reference(classifier=classifier, labels=labels, accuracy=accuracy)
     if classifier is not None:
         ref.features, confidence = classifier.features_and_confidence(real)
         ref.floor["test_confidence"] = confidence.mean().item()
     if s.inception:
         ref.inception = inception.inception_features(real, device, desc="Inception: real test images", quiet=quiet)
-    other = first_images(data.val if len(data.val) >= 2 else data.train, s.n_samples)
+    other, other_labels = first_labelled(data.val if len(data.val) >= 2 else data.train, s.n_samples)
     ref.floor.update(sample_quality(other, ref, s, device, "Inception: real held-out images"))
     ref.floor["images"] = len(other)
+    if classifier is not None and other_labels is not None:  # real images, each "drawn as" its own class
+        ref.floor["conditional"] = conditional_quality(other, other_labels, ref)
     return ref
 
 

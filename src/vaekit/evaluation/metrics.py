@@ -18,10 +18,11 @@ from vaekit.models.objectives import log_weights
 
 
 @torch.no_grad()
-def importance_sampled_nll(model: Autoencoder, x: Tensor, k: int = 1000, rows: int | None = None) -> Tensor:
+def importance_sampled_nll(model: Autoencoder, x: Tensor, k: int = 1000, rows: int | None = None,
+                           y: Tensor | None = None) -> Tensor:
     """-log p(x) per image from K samples of q(z|x): -logmeanexp_k [log p(x|z_k) + log p(z_k) - log q(z_k|x)],
     with the weights of `log_weights` (models/objectives.py). Needs a model whose posterior has a density."""
-    return -(torch.logsumexp(log_weights(model, x, k, rows).double(), dim=0) - math.log(k))
+    return -(torch.logsumexp(log_weights(model, x, k, rows, y).double(), dim=0) - math.log(k))
 
 
 def frechet_distance(a: np.ndarray | Tensor, b: np.ndarray | Tensor) -> float:

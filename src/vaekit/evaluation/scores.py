@@ -70,16 +70,17 @@ def scores_available(model: Autoencoder, k: int, mixture: bool) -> list[str]:
 
 
 @torch.no_grad()
-def score_batch(model: Autoencoder, x: Tensor, k: int, mixture: torch.nn.Module | None = None) -> dict[str, Tensor]:
+def score_batch(model: Autoencoder, x: Tensor, k: int, mixture: torch.nn.Module | None = None,
+                y: Tensor | None = None) -> dict[str, Tensor]:
     """Every score of `scores_available` for a batch of images (floats in [0, 1] on the model's device), (B,) each,
-    as float64 on the CPU."""
-    q = model.encode(x)
-    out = {"recon": model.likelihood.nll(x, model.decode(q.mean))}
+    as float64 on the CPU; a conditional model scores each image under its label y."""
+    q = model.encode(x, y)
+    out = {"recon": model.likelihood.nll(x, model.decode(q.mean, y))}
     if model.has_density:
-        loss = elbo(model, x)
+        loss = elbo(model, x, y=y)
         out["nelbo"] = loss.recon + loss.kl
         if k:
-            out["is_nll"] = importance_sampled_nll(model, x, k)
+            out["is_nll"] = importance_sampled_nll(model, x, k, y=y)
             out["bpd"] = out["is_nll"] / (math.prod(x.shape[1:]) * math.log(2))
     if mixture is not None:
         out["code_nll"] = -mixture.log_prob(q.mean)
@@ -96,8 +97,8 @@ def score_images(model: Autoencoder, images: ImageSet, s: ScoreSettings, mixture
     are seeded by `s.seed`."""
     model.eval()
     torch.manual_seed(s.seed)
-    for x in bar(Batches(images, s.batch_size, model.device), desc=desc, disable=quiet):
-        yield {name: v.numpy() for name, v in score_batch(model, x, s.k, mixture).items()}
+    for x, y in bar(Batches(images, s.batch_size, model.device), desc=desc, disable=quiet):
+        yield {name: v.numpy() for name, v in score_batch(model, x, s.k, mixture, y).items()}
 
 
 def score_all(model: Autoencoder, images: ImageSet, s: ScoreSettings, mixture: torch.nn.Module | None = None,

@@ -5,7 +5,8 @@ AE:  q(z|x) = delta(z - E(x));        loss = -log p(x | z)                      
 VAE: q(z|x) = N(mu(x), diag sigma^2); loss = -log p(x | z) + beta * KL(q || N(0, I)), z = mu + sigma * eps
 
 Both decode with the same network and likelihood, and both can decode z ~ N(0, I); whether that gives
-plausible images is what the comparison measures.
+plausible images is what the comparison measures. Any preset can be conditioned on a label y (conditioning.py):
+q(z|x, y) and p(x|z, y); every method below takes the labels as `y` (None for an unconditional model).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch import Tensor, nn
 
 from vaekit.config import ModelConfig
 from vaekit.errors import VaekitError
+from vaekit.models.conditioning import conditioning
 from vaekit.models.likelihoods import LIKELIHOODS
 from vaekit.models.networks import ARCHS, with_defaults
 from vaekit.models.objectives import Loss
@@ -35,9 +37,11 @@ class Autoencoder(nn.Module):
         validate(config)
         self.preset = PRESETS[config.kind]
         self.config = config = with_preset_settings(config, self.preset.settings)
+        self.conditioning = conditioning(config.classes if config.conditional else 0, config.image_shape)
         make_encoder, make_decoder = ARCHS[config.arch]
-        self.encoder = make_encoder(config, config.latent_dim * self.preset.posterior.params_per_dim)
-        self.decoder = make_decoder(config)
+        self.encoder = make_encoder(config, self.conditioning.encoder_shape(config.image_shape),
+                                    config.latent_dim * self.preset.posterior.params_per_dim)
+        self.decoder = make_decoder(config, self.conditioning.decoder_inputs(config.latent_dim))
         self.likelihood = LIKELIHOODS[config.likelihood].from_config(config)
         self.priors = nn.ModuleDict({"prior": self.preset.prior(self)})
         self.meta: dict[str, Any] = {}  # run metadata read from a checkpoint (data, training progress, metrics)
@@ -48,6 +52,17 @@ class Autoencoder(nn.Module):
     latent_dim = property(lambda self: self.config.latent_dim)
     has_density = property(lambda self: self.preset.posterior.has_density)  # a likelihood bound exists
     prior = property(lambda self: self.priors["prior"])  # its own p(z): generation draws from it
+    classes = property(lambda self: self.conditioning.classes)  # the labels it is conditioned on (0: none)
+
+    @property
+    def class_names(self) -> list[str]:
+        """The names of its data's classes, as its checkpoint recorded them (what is not a string is left out)."""
+        names = self.meta.get("classes")
+        return [n if isinstance(n, str) else "?" for n in names] if isinstance(names, list) else []
+
+    def label(self, name: str) -> int:
+        """The class index a user names (index or class name), refused in one line when unknown or unconditional."""
+        return self.conditioning.pick(name, self.class_names)
 
     @property
     def device(self) -> torch.device:
@@ -55,33 +70,36 @@ class Autoencoder(nn.Module):
 
     # --- the parts at work ----------------------------------------------------------------------------------
 
-    def encode(self, x: Tensor) -> DiagonalGaussian | PointMass:
-        """q(z|x): a Gaussian for the VAE, a point mass at the code for the AE."""
-        c = self.config
-        return self.preset.posterior.from_params(self.encoder(x), logvar_min=c.logvar_min, logvar_max=c.logvar_max)
+    def encode(self, x: Tensor, y: Tensor | None = None) -> DiagonalGaussian | PointMass:
+        """q(z|x): a Gaussian for the VAE, a point mass at the code for the AE (q(z|x, y) when conditional)."""
+        c, params = self.config, self.encoder(self.conditioning.images(x, y))
+        return self.preset.posterior.from_params(params, logvar_min=c.logvar_min, logvar_max=c.logvar_max)
 
-    def embed(self, x: Tensor) -> Tensor:
+    def embed(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """A deterministic code per image: the posterior's mean (the AE's z, the VAE's mu)."""
-        return self.encode(x).mean
+        return self.encode(x, y).mean
 
-    def decode(self, z: Tensor) -> Tensor:
+    def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         """The decoder's raw output (logits for Bernoulli, means for Gaussian), shaped like images."""
-        return self.decoder(z)
+        return self.decoder(self.conditioning.codes(z, y))
 
-    def generate(self, z: Tensor) -> Tensor:
+    def generate(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         """Decode codes to mean images."""
-        return self.likelihood.mean(self.decode(z))
+        return self.likelihood.mean(self.decode(z, y))
 
-    def reconstruct(self, x: Tensor) -> Tensor:
-        return self.generate(self.embed(x))
+    def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        return self.generate(self.embed(x, y), y)
 
-    def sample(self, n: int, generator: torch.Generator | None = None, prior: str = "prior") -> Tensor:
-        """Generation from scratch: z ~ p(z) (the named prior), x = D(z)."""
-        return self.generate(self.priors[prior].sample(n, generator))
+    def sample(self, n: int, generator: torch.Generator | None = None, prior: str = "prior",
+               y: Tensor | None = None) -> Tensor:
+        """Generation from scratch: z ~ p(z) (the named prior), x = D(z, y); a conditional model given no labels
+        draws the classes in turn (`conditioning.spread`)."""
+        z = self.priors[prior].sample(n, generator)
+        return self.generate(z, self.conditioning.spread(n, z.device) if y is None else y)
 
-    def forward(self, x: Tensor, kl_weight: float = 1.0) -> Loss:
+    def forward(self, x: Tensor, kl_weight: float = 1.0, y: Tensor | None = None) -> Loss:
         """The preset's objective; `kl_weight` scales beta (KL warm-up)."""
-        return self.preset.objective(self, x, kl_weight)
+        return self.preset.objective(self, x, kl_weight, y)
 
     def fitted_priors(self) -> dict[str, nn.Module]:
         """Priors fitted after training (saved in their own file), by name."""
@@ -134,5 +152,7 @@ def validate(config: ModelConfig) -> None:
         raise VaekitError(f"latent_dim must be at least 1, got {config.latent_dim}")
     if config.arch == "conv" and min(h, w) < 2 ** len(config.channels):
         raise VaekitError(f"a {h}x{w} image is too small for {len(config.channels)} stride-2 convolutions")
+    if config.conditional and config.classes < 1:
+        raise VaekitError("a conditional model needs labelled data (its number of classes is 0)")
     if config.logvar_min >= config.logvar_max:
         raise VaekitError(f"logvar_min ({config.logvar_min:g}) must be below logvar_max ({config.logvar_max:g})")

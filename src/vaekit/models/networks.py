@@ -81,11 +81,13 @@ def conv_decoder(latent_dim: int, channels: tuple[int, ...], shape: Shape) -> nn
     return nn.Sequential(*layers).to(memory_format=CONV_LAYOUT)
 
 
+# Each family as (make_encoder(config, input shape, outputs), make_decoder(config, inputs)): the conditioning part
+# (conditioning.py) may widen the encoder's input by a channel and the decoder's by the one-hot label.
 ARCHS = {
-    "mlp": (lambda cfg, out: mlp_encoder(cfg.image_shape, cfg.hidden, out),
-            lambda cfg: mlp_decoder(cfg.latent_dim, cfg.hidden, cfg.image_shape)),
-    "conv": (lambda cfg, out: conv_encoder(cfg.image_shape, cfg.channels, out),
-             lambda cfg: conv_decoder(cfg.latent_dim, cfg.channels, cfg.image_shape)),
+    "mlp": (lambda cfg, shape, out: mlp_encoder(shape, cfg.hidden, out),
+            lambda cfg, inputs: mlp_decoder(inputs, cfg.hidden, cfg.image_shape)),
+    "conv": (lambda cfg, shape, out: conv_encoder(shape, cfg.channels, out),
+             lambda cfg, inputs: conv_decoder(inputs, cfg.channels, cfg.image_shape)),
 }
 
 

@@ -11,7 +11,8 @@
                    -log p(x | z) + beta_z * ||z||^2 / 2 + lambda * ||decoder weights||^2
   log_weights      the importance weights behind the IWAE bound and the IS estimate of log p(x)
 
-Every objective returns a `Loss`: terms in nats per image, and the scalar to minimise. Losses sum over
+Every objective is `objective(model, x, kl_weight, y)` (y: the labels of a conditional model, else None) and
+returns a `Loss`: terms in nats per image, and the scalar to minimise. Losses sum over
 pixels and latent dimensions and average over the batch.
 """
 
@@ -41,20 +42,20 @@ class Loss:
             self.total = self.recon + self.kl
 
 
-def reconstruction(model: Any, x: Tensor, kl_weight: float = 1.0) -> Loss:
+def reconstruction(model: Any, x: Tensor, kl_weight: float = 1.0, y: Tensor | None = None) -> Loss:
     """The plain AE's objective: the reconstruction term alone, at the code z = E(x)."""
-    recon = model.likelihood.nll(x, model.decode(model.encode(x).sample()))
+    recon = model.likelihood.nll(x, model.decode(model.encode(x, y).sample(), y))
     return Loss(recon=recon, kl=torch.zeros_like(recon), objective=recon.mean())
 
 
-def elbo(model: Any, x: Tensor, kl_weight: float = 1.0) -> Loss:
+def elbo(model: Any, x: Tensor, kl_weight: float = 1.0, y: Tensor | None = None) -> Loss:
     """Negative ELBO: reconstruction at z ~ q(z|x) (reparameterized) + kl_weight * beta * KL(q || p).
 
     Free bits: each latent dimension's batch-mean KL below `free_bits` nats is not penalised (closed-form KL);
     with a prior that has no closed form, the Monte Carlo KL is floored at free_bits * D."""
-    c, q = model.config, model.encode(x)
+    c, q = model.config, model.encode(x, y)
     z = q.sample()
-    recon = model.likelihood.nll(x, model.decode(z))
+    recon = model.likelihood.nll(x, model.decode(z, y))
     kl_dims = model.prior.closed_form_kl(q)  # (B, D), or None where there is no closed form
     if kl_dims is not None:
         kl, penalty = kl_dims.sum(-1), kl_dims.mean(0).clamp(min=c.free_bits).sum()
@@ -70,36 +71,37 @@ def default_rows(device: torch.device) -> int:
     return 4096 if device.type == "cpu" else 50_000
 
 
-def log_weight_terms(model: Any, x: Tensor, k: int, rows: int | None = None, q: Any = None) -> tuple[Tensor, Tensor]:
+def log_weight_terms(model: Any, x: Tensor, k: int, rows: int | None = None, q: Any = None,
+                     y: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """For K draws z_k ~ q(z|x): log p(x|z_k) and log p(z_k) - log q(z_k|x), each (K, B).
 
     The encoder runs once (or not at all, given `q`); the decoder on all draws, batched, no Python loop per image:
     each decode takes about `rows` codes. Needs a posterior with a density (a point mass has none)."""
-    q = model.encode(x) if q is None else q  # once per image, not once per sample
+    q = model.encode(x, y) if q is None else q  # once per image, not once per sample
     per_decode = max(1, (rows or default_rows(x.device)) // len(x))
     fits, ratios = [], []
     for start in range(0, k, per_decode):
         n = min(per_decode, k - start)
         z = q.sample(n)  # (n, B, D)
-        logits = model.decode(z.reshape(n * len(x), -1)).reshape(n, *x.shape)
+        logits = model.decode(z.reshape(n * len(x), -1), None if y is None else y.repeat(n)).reshape(n, *x.shape)
         fits.append(-model.likelihood.nll(x.unsqueeze(0), logits))  # (n, B)
         ratios.append(model.prior.log_prob(z) - q.log_prob(z))
     return torch.cat(fits), torch.cat(ratios)
 
 
-def log_weights(model: Any, x: Tensor, k: int, rows: int | None = None) -> Tensor:
+def log_weights(model: Any, x: Tensor, k: int, rows: int | None = None, y: Tensor | None = None) -> Tensor:
     """log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x), z_k ~ q(z|x): shape (K, B)."""
-    fit, ratio = log_weight_terms(model, x, k, rows)
+    fit, ratio = log_weight_terms(model, x, k, rows, y=y)
     return fit + ratio
 
 
-def iwae(model: Any, x: Tensor, kl_weight: float = 1.0) -> Loss:
+def iwae(model: Any, x: Tensor, kl_weight: float = 1.0, y: Tensor | None = None) -> Loss:
     """The negative IWAE bound with k = config.iwae_k draws: -(logsumexp_k log w_k - log k), never above the -ELBO
     in expectation and equal to it at k = 1. Reported beside it: the k-draw estimates of the ELBO's terms.
 
     Warm-up and beta weigh log p(z) - log q(z|x) inside each weight (at kl_weight * beta = 1: the bound itself)."""
-    k, q = model.config.iwae_k, model.encode(x)
-    fit, ratio = log_weight_terms(model, x, k, q=q)
+    k, q = model.config.iwae_k, model.encode(x, y)
+    fit, ratio = log_weight_terms(model, x, k, q=q, y=y)
     bound = torch.logsumexp(fit + ratio, dim=0) - math.log(k)
     weighted = torch.logsumexp(fit + kl_weight * model.config.beta * ratio, dim=0) - math.log(k)
     closed = model.prior.closed_form_kl(q)
@@ -121,21 +123,21 @@ def imq_mmd(a: Tensor, b: Tensor, scale: float = 1.0) -> Tensor:
     return kaa.sum() / (n * (n - 1)) + kbb.sum() / (m * (m - 1)) - 2 * kab.mean()
 
 
-def wae_mmd(model: Any, x: Tensor, kl_weight: float = 1.0) -> Loss:
+def wae_mmd(model: Any, x: Tensor, kl_weight: float = 1.0, y: Tensor | None = None) -> Loss:
     """The WAE-MMD objective: reconstruction at the deterministic code, plus mmd_weight * MMD^2 between the batch's
     codes and as many draws from p(z). The penalty is a batch quantity: it enters the objective, not the terms."""
-    z = model.encode(x).sample()
-    recon = model.likelihood.nll(x, model.decode(z))
+    z = model.encode(x, y).sample()
+    recon = model.likelihood.nll(x, model.decode(z, y))
     penalty = imq_mmd(z, model.prior.sample(len(z)).to(z.dtype)) if len(z) > 1 else z.new_zeros(())
     return Loss(recon=recon, kl=torch.zeros_like(recon),
                 objective=recon.mean() + kl_weight * model.config.mmd_weight * penalty)
 
 
-def rae(model: Any, x: Tensor, kl_weight: float = 1.0) -> Loss:
+def rae(model: Any, x: Tensor, kl_weight: float = 1.0, y: Tensor | None = None) -> Loss:
     """The RAE-L2 objective: reconstruction, code_l2 * ||z||^2 / 2 (which replaces the VAE's noise and KL), and
     decoder_l2 * the squared norm of the decoder's weights (which keeps the decoder smooth)."""
-    z = model.encode(x).sample()
-    recon = model.likelihood.nll(x, model.decode(z))
+    z = model.encode(x, y).sample()
+    recon = model.likelihood.nll(x, model.decode(z, y))
     c = model.config
     weights = sum(p.pow(2).sum() for p in model.decoder.parameters())
     penalty = c.code_l2 * 0.5 * z.pow(2).sum(-1).mean() + c.decoder_l2 * weights
@@ -143,7 +145,8 @@ def rae(model: Any, x: Tensor, kl_weight: float = 1.0) -> Loss:
 
 
 @torch.no_grad()
-def mean_loss(model: Any, batches: Iterable[Tensor], total: Callable[[Tensor], Tensor] = lambda t: t) -> dict[str, Any]:
+def mean_loss(model: Any, batches: Iterable[tuple[Tensor, Tensor | None]],
+              total: Callable[[Tensor], Tensor] = lambda t: t) -> dict[str, Any]:
     """Mean reconstruction, KL and the bound (`Loss.total`) per image (nats) and bits/dim over a whole split.
 
     `loss` is the bound the model trains on (`Loss.total`: the -ELBO, IWAE's k-draw bound, the AE's reconstruction
@@ -151,8 +154,8 @@ def mean_loss(model: Any, batches: Iterable[Tensor], total: Callable[[Tensor], T
     was_training = model.training
     model.eval()
     sums = torch.zeros(4, dtype=torch.float64, device=getattr(batches, "device", None))
-    for x in batches:
-        loss = model(x)
+    for x, y in batches:
+        loss = model(x, y=y)
         sums += torch.stack([loss.recon.sum(), loss.kl.sum(), loss.total.sum(),
                              torch.tensor(float(len(x)), device=x.device)]).double()
     model.train(was_training)

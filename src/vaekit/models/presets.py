@@ -29,13 +29,17 @@ def standard_normal(model: Any) -> nn.Module:
 
 
 def vamp_prior(model: Any) -> nn.Module:
-    return VampPrior(model.encode, model.config.pseudo_inputs, model.config.image_shape)
+    """The encoder at the pseudo-inputs; a conditional model's pseudo-inputs take the classes in turn."""
+    def encode(u):
+        return model.encode(u, model.conditioning.spread(len(u), u.device))
+
+    return VampPrior(encode, model.config.pseudo_inputs, model.config.image_shape)
 
 
 @dataclass(frozen=True)
 class Preset:
     posterior: type[DiagonalGaussian] | type[PointMass]  # what encode() returns
-    objective: Callable[..., Loss]  # objective(model, x, kl_weight) -> Loss
+    objective: Callable[..., Loss]  # objective(model, x, kl_weight, y) -> Loss
     prior: Callable[[Any], nn.Module]  # prior(model): p(z), what generation draws from
     words: str  # one line for --help and reports
     _: KW_ONLY

@@ -4,7 +4,8 @@ A model folder (layout.py) holds config.json (format, version, the ModelConfig, 
 model.safetensors (the weights) and, when the model has fitted priors, priors.safetensors.
 
 Format versions: 1 (vaekit 0.1.0: no fitted priors; a top-level "kind" beside the model config), 2 (fitted
-priors in their own file) and 3 (the family: presets beyond ae and vae, their settings, the two-stage prior).
+priors in their own file), 3 (the family: presets beyond ae and vae, their settings, the two-stage prior) and 4
+(conditioning: `conditional` and the label count `classes`).
 Older formats load; a newer one is refused with a message saying so.
 """
 
@@ -24,8 +25,8 @@ from vaekit.layout import CONFIG_FILE, PRIORS_FILE, WEIGHTS_FILE, RunFolder
 from vaekit.models.autoencoder import Autoencoder, build_model
 from vaekit.models.priors import FITTED
 
-FORMAT_VERSION = 3
-READS_VERSIONS = (1, 2, 3)
+FORMAT_VERSION = 4
+READS_VERSIONS = (1, 2, 3, 4)
 MODEL_KEYS = ("format", "version", "kind", "model")  # config.json keys that are not run metadata
 
 

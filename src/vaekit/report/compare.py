@@ -28,8 +28,8 @@ from vaekit.evaluation.evaluate import (
     check_inputs,
     evaluate_model,
     feature_notes,
+    first_labelled,
     reference,
-    test_tensor,
 )
 from vaekit.evaluation.inception import verified as verified_inception
 from vaekit.evaluation.latent import interpolate
@@ -135,8 +135,8 @@ def measure(run: RunConfig, out: Path, models: dict[str, Autoencoder], data: Dat
                **{name: {**e.metrics, "training_seconds": training_seconds(histories[name])}
                   for name, e in evals.items()},
                "same_networks": same_networks(list(models.values()))}
-    pairs = test_tensor(data, 2 * INTERPOLATION_PAIRS)
-    interpolations = {name: interpolate_pairs(model, pairs) for name, model in models.items()}
+    pairs = first_labelled(data.test, 2 * INTERPOLATION_PAIRS)
+    interpolations = {name: interpolate_pairs(model, *pairs) for name, model in models.items()}
     if ref and ref.classifier:
         metrics["interpolation_confidence"] = {
             name: ref.classifier.features_and_confidence(imgs[:, 1:-1].flatten(0, 1))[1].mean().item()
@@ -168,11 +168,17 @@ INTERPOLATION_PAIRS, INTERPOLATION_STEPS = 50, 10
 
 
 @torch.no_grad()
-def interpolate_pairs(model: Autoencoder, images: torch.Tensor) -> torch.Tensor:
-    """Decodings along straight lines between the codes of image pairs: (pairs, steps, C, H, W)."""
-    z = model.embed(images.to(model.device)).cpu()
+def interpolate_pairs(model: Autoencoder, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """Decodings along straight lines between the codes of image pairs: (pairs, steps, C, H, W). A conditional model
+    encodes each image with its label and decodes the first half of a line as the first image's class, the rest as
+    the second's."""
+    y = None if labels is None else labels.to(model.device)
+    z = model.embed(images.to(model.device), y).cpu()
     lines = [interpolate(z[i], z[i + 1], INTERPOLATION_STEPS) for i in range(0, len(z) - 1, 2)]
-    decoded = model.generate(torch.cat(lines).to(model.device)).cpu()
+    halves = (torch.arange(INTERPOLATION_STEPS) >= INTERPOLATION_STEPS / 2).long()
+    line_labels = None if y is None or not model.classes else \
+        torch.cat([y[i + halves.to(y.device)] for i in range(0, len(z) - 1, 2)])
+    decoded = model.generate(torch.cat(lines).to(model.device), line_labels).cpu()
     return decoded.reshape(len(lines), INTERPOLATION_STEPS, *decoded.shape[1:])
 
 

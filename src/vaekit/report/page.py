@@ -10,9 +10,10 @@ import html
 import torch
 
 from vaekit.data import Dataset
-from vaekit.evaluation.evaluate import EvalSettings, Evaluation, test_tensor
+from vaekit.evaluation.evaluate import EvalSettings, Evaluation, first_labelled
 from vaekit.models import Autoencoder
 from vaekit.report import figures
+from vaekit.report.conditional import conditional_section
 from vaekit.report.quality import quality_section
 from vaekit.report.words import Section, fmt, img, label, names_words, seed_pair
 
@@ -27,6 +28,7 @@ def render(m: dict, models: dict[str, Autoencoder], evals: dict[str, Evaluation]
                 quality_section(m, settings),
                 reconstructions_section(m, models, data),
                 samples_section(m, evals, settings),
+                *filter(None, [conditional_section(m, evals, data)]),
                 latent_section(m, models, evals, data),
                 histograms_section(m, models, evals),
                 interpolation_section(m, interpolations)]
@@ -120,9 +122,10 @@ PRESETS_WHY = {  # why the member with the lowest IS-NLL of several can win it
 
 def reconstructions_section(m: dict, models: dict[str, Autoencoder], data: Dataset) -> Section:
     """Ten test images above each model's reconstructions of them."""
-    x = test_tensor(data, 10)
+    x, y = first_labelled(data.test, 10)
     with torch.no_grad():
-        recon = [model.reconstruct(x.to(model.device)).cpu() for model in models.values()]
+        recon = [model.reconstruct(x.to(model.device), None if y is None else y.to(model.device)).cpu()
+                 for model in models.values()]
     body = img(figures.image_grid_png(torch.cat([x, *recon]), nrow=len(x)), "test images and reconstructions")
     listed = ", ".join(f"{label(n)} {fmt(m[n]['test']['recon'])}" for n in m["models"])
     words = [f"Rows: test images, then the reconstructions (from the posterior mean) of {names_words(m['models'])}, "

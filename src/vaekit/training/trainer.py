@@ -74,7 +74,8 @@ def train(run: RunConfig | None, out: str | Path, *, resume: bool = False, epoch
     try:
         data = dataset or evaluation_view(load_dataset(run.data), run.data)
         torch.manual_seed(run.train.seed + info.rank)
-        model = build_model(replace(run.model, image_shape=data.shape)).to(device)
+        classes = data.label_count(why="--conditional") if run.model.conditional else 0
+        model = build_model(replace(run.model, image_shape=data.shape, classes=classes)).to(device)
         run = replace(run, model=model.config)  # with the defaults filled in: run.json says what was built
         with ExitStack() as stack:
             if not resume and info.is_main:
@@ -190,11 +191,11 @@ def run_epoch(s: Session) -> tuple[float, int]:
     s.steps.new_epoch()
     started, n_images = time.perf_counter(), 0
     with bar(total=steps_per_epoch, initial=p.batch, desc=f"epoch {p.epoch + 1}/{t.epochs}", disable=s.quiet) as shown:
-        for x in s.train_batches.epoch(p.epoch, skip=p.batch):
+        for x, y in s.train_batches.epoch(p.epoch, skip=p.batch):
             for group in s.optimizer.param_groups:
                 group["lr"] = lr_at(p.step, total_steps, s.run)
             kl_weight = min(1.0, p.step / kl_warmup_steps) if kl_warmup_steps > 0 else 1.0
-            result = train_step(s.step_model, s.optimizer, x, kl_weight=kl_weight, grad_clip=t.grad_clip,
+            result = train_step(s.step_model, s.optimizer, x, y=y, kl_weight=kl_weight, grad_clip=t.grad_clip,
                                 autocast=autocast)
             s.steps.add(result, len(x), p.step)
             n_images += len(x)
@@ -260,7 +261,7 @@ def finish(s: Session) -> dict[str, Any]:
     if s.info.is_main:
         with torch.no_grad():
             samples = best.sample(run.train.samples, generator=torch.Generator(device).manual_seed(run.train.seed))
-        save_grid(samples, out.samples)
+        save_grid(samples, out.samples, nrow=best.conditioning.row_length(len(samples)))
         write_json(out.summary, summary)
         if not s.quiet:
             say(f"test {loss_words(test, best.has_density)} per image; samples from {best.prior.words} in "

@@ -24,7 +24,7 @@ from vaekit.web.explorer import (
     reconstruct_upload,
 )
 from vaekit.web.guard import Workers
-from vaekit.web.schemas import MAX_BODY, InterpolateRequest, SampleRequest, decode_request
+from vaekit.web.schemas import LABEL, MAX_BODY, InterpolateRequest, SampleRequest, decode_request
 
 
 async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -52,14 +52,14 @@ def add_model_routes(app: FastAPI, ex: Explorer, work: Workers, names: type[Enum
 
     @app.post("/api/sample", summary="decode the same z ~ N(0, I) with every model, plus GMM samples")
     async def sample(req: SampleRequest) -> dict:
-        return await work.run(draw_samples, ex, req.n, req.seed)
+        return await work.run(draw_samples, ex, req.n, req.seed, req.label)
 
     @app.post("/api/decode", summary="decode one latent vector to a PNG", response_class=Response,
               responses={200: {"content": {"image/png": {}}}})
     async def decode(req: DecodeRequest) -> Response:
         model = ex.models[req.model.value]
         z = latent_vector(model, req.z)
-        image = await work.run(generate, model, z[None])
+        image = await work.run(generate, model, z[None], req.label)
         return Response(png(image), media_type="image/png")
 
     @app.get("/api/map", summary="2-D map of test codes (PCA, or the codes for a 2-D latent) for a model")
@@ -84,13 +84,15 @@ def add_upload_routes(app: FastAPI, ex: Explorer, work: Workers) -> None:
     """An uploaded image reconstructed, and encoded."""
 
     @app.post("/api/reconstruct", summary="reconstruct an uploaded image with every model")
-    async def reconstruct(file: Annotated[UploadFile, File(description="PNG, JPEG, ... image")]) -> dict:
-        return await work.run(reconstruct_upload, ex, await read_upload(file))
+    async def reconstruct(file: Annotated[UploadFile, File(description="PNG, JPEG, ... image")],
+                          label: Annotated[int | None, Query(ge=0, le=10_000, description=LABEL)] = None) -> dict:
+        return await work.run(reconstruct_upload, ex, await read_upload(file), label)
 
     @app.post("/api/encode", summary="encode an uploaded image: the AE's code, the VAE's mu, sigma and samples")
     async def encode(file: Annotated[UploadFile, File(description="PNG, JPEG, ... image")],
-                     samples: Annotated[int, Query(ge=1, le=16)] = 6) -> dict:
-        return await work.run(encode_upload, ex, await read_upload(file), samples)
+                     samples: Annotated[int, Query(ge=1, le=16)] = 6,
+                     label: Annotated[int | None, Query(ge=0, le=10_000, description=LABEL)] = None) -> dict:
+        return await work.run(encode_upload, ex, await read_upload(file), samples, label)
 
 
 def add_page(app: FastAPI) -> None:

@@ -33,6 +33,7 @@ class Explorer:
     data: Dataset
     test_images: torch.Tensor  # float (N, C, H, W), a sample of the test split
     test_labels: list[int]
+    test_y: torch.Tensor | None  # the same labels as a tensor, None for data without labels
     maps: dict[str, dict]
     data_config: DataConfig = field(default_factory=DataConfig)  # how the models' training images were read
 
@@ -40,8 +41,9 @@ class Explorer:
     def build(cls, models: dict[str, Autoencoder], data: Dataset, n_map: int = 2000, seed: int = 0) -> "Explorer":
         n = min(n_map, len(data.test))
         images = data.test.subset(torch.arange(n))
-        x = torch.cat(list(Batches(images, 1000)))
+        x = torch.cat([xb for xb, _ in Batches(images, 1000)])
         labels = images.labels.tolist() if images.labels is not None else [0] * n
+        test_y = None if images.labels is None else images.labels.clone()
         maps = {}
         for name, model in models.items():
             model.eval()
@@ -51,7 +53,7 @@ class Explorer:
             if "gmm" not in model.priors:  # a checkpoint without one (older, or trained with --gmm-components 0)
                 model.priors["gmm"] = fit_mixture(model, data.train, 10, seed, limit=5000)
         data_config = trained_data_config(next(iter(models.values())).meta)
-        return cls(models, data, x, labels, maps, data_config)
+        return cls(models, data, x, labels, test_y, maps, data_config)
 
 
 def png(images: torch.Tensor) -> bytes:
@@ -72,19 +74,35 @@ def pngs_b64(images: torch.Tensor) -> list[str]:
 def model_list(ex: Explorer) -> list[dict]:
     """Name, kind, latent size, image shape and architecture of each model, with the data's class names."""
     return [{"name": n, "kind": m.kind, "latent_dim": m.latent_dim, "image_shape": list(m.config.image_shape),
-             "arch": m.config.arch, "classes": ex.data.classes} for n, m in ex.models.items()]
+             "arch": m.config.arch, "classes": ex.data.classes, "conditional": m.classes} for n, m in ex.models.items()]
 
 
-def draw_samples(ex: Explorer, n: int, seed: int | None) -> dict:
+def labels_for(model: Autoencoder, label: int | None, n: int, required: bool = False) -> torch.Tensor | None:
+    """The labels of n images for `model`: None for an unconditional one (it ignores a label); for a conditional
+    one, `label` n times, or, with none given, the classes in turn (refused where `required`)."""
+    if not model.classes:
+        return None
+    if label is None and required:
+        raise HTTPException(422, f"this model is conditional on {model.classes} classes: give label (0 to "
+                                 f"{model.classes - 1})")
+    if label is not None and label >= model.classes:
+        raise HTTPException(422, f"label must be below {model.classes}, this model's number of classes")
+    return model.conditioning.spread(n, model.device) if label is None else \
+        torch.full((n,), label, device=model.device)
+
+
+def draw_samples(ex: Explorer, n: int, seed: int | None, label: int | None = None) -> dict:
     """The same n codes z ~ N(0, I) decoded by every model (a smaller latent space takes the first values of
-    each z), and n samples from each model's fitted mixture prior; a random seed when `seed` is None."""
+    each z), and n samples from each model's fitted mixture prior; a random seed when `seed` is None. Conditional
+    models draw class `label` (or the classes in turn)."""
     g = torch.Generator().manual_seed(seed if seed is not None else int(torch.randint(0, 2**31 - 1, ())))
     z = torch.randn(n, max(m.latent_dim for m in ex.models.values()), generator=g)
     out = {"z": z.tolist(), "images": {}, "gmm": {}}
     with torch.no_grad():
         for name, m in ex.models.items():
-            out["images"][name] = pngs_b64(m.generate(z[:, :m.latent_dim]))
-            out["gmm"][name] = pngs_b64(m.sample(n, generator=g, prior="gmm"))
+            y = labels_for(m, label, n)
+            out["images"][name] = pngs_b64(m.generate(z[:, :m.latent_dim], y))
+            out["gmm"][name] = pngs_b64(m.sample(n, generator=g, prior="gmm", y=y))
     return out
 
 
@@ -98,10 +116,11 @@ def latent_vector(model: Autoencoder, z: list[float]) -> torch.Tensor:
     return t
 
 
-def generate(model: Autoencoder, z: torch.Tensor) -> torch.Tensor:
-    """The images the model decodes from the codes `z` (a batch)."""
+def generate(model: Autoencoder, z: torch.Tensor, label: int | None = None) -> torch.Tensor:
+    """The images the model decodes from the codes `z` (a batch), as class `label` for a conditional model."""
+    y = labels_for(model, label, len(z), required=True)
     with torch.no_grad():
-        return model.generate(z)
+        return model.generate(z, y)
 
 
 def image_strip(ex: Explorer, start: int, count: int) -> dict:
@@ -113,21 +132,25 @@ def image_strip(ex: Explorer, start: int, count: int) -> dict:
             "total": len(ex.test_images)}
 
 
-def image_pair(ex: Explorer, a: int, b: int) -> torch.Tensor:
-    """Test images `a` and `b` as a batch of two."""
+def image_pair(ex: Explorer, a: int, b: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Test images `a` and `b` as a batch of two, with their labels."""
     n = len(ex.test_images)
     if a >= n or b >= n:
         raise HTTPException(422, f"image indices must be below {n}")
-    return ex.test_images[[a, b]]
+    return ex.test_images[[a, b]], None if ex.test_y is None else ex.test_y[[a, b]]
 
 
-def interpolate_between(ex: Explorer, x: torch.Tensor, steps: int) -> dict:
-    """For each model, `steps` images decoded along the straight line between the codes of the two images `x`."""
-    out = {}
+def interpolate_between(ex: Explorer, pair: tuple[torch.Tensor, torch.Tensor | None], steps: int) -> dict:
+    """For each model, `steps` images decoded along the straight line between the codes of the two images; a
+    conditional model encodes each with its own label and decodes the first half of the line as the first's
+    class, the rest as the second's."""
+    (x, y), out = pair, {}
     with torch.no_grad():
         for name, m in ex.models.items():
-            z = m.embed(x)
-            out[name] = pngs_b64(m.generate(interpolate(z[0], z[1], steps)))
+            if m.classes and y is None:
+                raise HTTPException(422, f"{name} is conditional and the test images have no labels")
+            z, halves = m.embed(x, y), None if y is None else y[(torch.arange(steps) >= steps / 2).long()]
+            out[name] = pngs_b64(m.generate(interpolate(z[0], z[1], steps), halves if m.classes else None))
     return out
 
 
@@ -143,24 +166,26 @@ def decode_upload(ex: Explorer, data: bytes) -> torch.Tensor:
     return x[None].float() / 255.0
 
 
-def reconstruct_upload(ex: Explorer, data: bytes) -> dict:
-    """The uploaded image and each model's reconstruction of it."""
+def reconstruct_upload(ex: Explorer, data: bytes, label: int | None = None) -> dict:
+    """The uploaded image and each model's reconstruction of it (as class `label` for a conditional model)."""
     x = decode_upload(ex, data)
     with torch.no_grad():
-        return {"input": png_b64(x), **{n: png_b64(m.reconstruct(x)) for n, m in ex.models.items()}}
+        return {"input": png_b64(x), **{n: png_b64(m.reconstruct(x, labels_for(m, label, 1, required=True)))
+                                        for n, m in ex.models.items()}}
 
 
-def encode_upload(ex: Explorer, data: bytes, samples: int) -> dict:
+def encode_upload(ex: Explorer, data: bytes, samples: int, label: int | None = None) -> dict:
     """The uploaded image and, for each model, its code (the posterior mean) and that code decoded; for a model
     whose posterior has a density, also mu, sigma and `samples` codes z = mu + sigma * eps, decoded."""
     x = decode_upload(ex, data)
     out = {"input": png_b64(x)}
     with torch.no_grad():
         for name, m in ex.models.items():
-            q = m.encode(x)
-            out[name] = {"z": q.mean[0].tolist(), "mean_decoded": png_b64(m.generate(q.mean))}
+            y = labels_for(m, label, 1, required=True)
+            q = m.encode(x, y)
+            out[name] = {"z": q.mean[0].tolist(), "mean_decoded": png_b64(m.generate(q.mean, y))}
             if m.has_density:  # the same x, different z
                 z = q.sample(samples)[:, 0]
                 out[name].update(mu=q.mean[0].tolist(), sigma=q.sigma[0].tolist(), z=z.tolist(),
-                                 decoded=pngs_b64(m.generate(z)))
+                                 decoded=pngs_b64(m.generate(z, labels_for(m, label, samples))))
     return out

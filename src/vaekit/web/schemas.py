@@ -13,9 +13,13 @@ MAX_N = 64
 Z_LIMIT = 100.0  # |z_i| beyond this is no code any decoder has seen; refused rather than decoded to noise
 
 
+LABEL = "the class a conditional model draws (its index; see /api/models); unconditional models ignore it"
+
+
 class SampleRequest(BaseModel):
     n: int = Field(8, ge=1, le=MAX_N, description="images per model")
     seed: int | None = Field(None, ge=0, le=2**31 - 1, description="seed of the z draws; none: random")
+    label: int | None = Field(None, ge=0, le=10_000, description=LABEL + "; none: the classes in turn")
 
 
 class InterpolateRequest(BaseModel):
@@ -38,5 +42,6 @@ def decode_request(models: dict[str, Autoencoder], names: type[Enum]) -> type[Ba
     class DecodeRequest(BaseModel):
         model: names = Field(..., description="a name from /api/models")
         z: list[float] = Field(..., description="one latent vector", min_length=shortest, max_length=longest)
+        label: int | None = Field(None, ge=0, le=10_000, description=LABEL)
 
     return DecodeRequest

@@ -22,6 +22,10 @@ async function api(path, options) {
   return response;
 }
 
+// the class a conditional model works in (the picker in the header); undefined when no model is conditional
+const chosenLabel = () => ($("#class-box").hidden ? undefined : Number($("#label").value));
+const withLabel = (path) => (chosenLabel() === undefined ? path : `${path}${path.includes("?") ? "&" : "?"}label=${chosenLabel()}`);
+
 const postJSON = (path, body) =>
   api(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
 
@@ -46,7 +50,7 @@ function row(name, images, attrs = {}) {
 // 1. sampling ------------------------------------------------------------------------------------------------
 async function sample() {
   const n = Number($("#sample-n").value);
-  const data = await (await postJSON("/api/sample", { n })).json();
+  const data = await (await postJSON("/api/sample", { n, label: chosenLabel() })).json();
   const rows = $("#sample-rows");
   rows.replaceChildren();
   for (const m of state.models) {
@@ -68,7 +72,7 @@ function scheduleDecode() {
 
 async function decodeCurrent() {
   const name = $("#explore-model").value;
-  const response = await postJSON("/api/decode", { model: name, z: state.z[name] });
+  const response = await postJSON("/api/decode", { model: name, z: state.z[name], label: chosenLabel() });
   const url = URL.createObjectURL(await response.blob());
   const el = $("#explore-img");
   const old = el.src;
@@ -145,11 +149,11 @@ async function switchModel() {
 // 3. upload -----------------------------------------------------------------------------------------------------
 async function upload(file) {
   const form = () => { const f = new FormData(); f.append("file", file); return f; };
-  const recon = await (await api("/api/reconstruct", { method: "POST", body: form() })).json();
+  const recon = await (await api(withLabel("/api/reconstruct"), { method: "POST", body: form() })).json();
   const box = $("#recon");
   box.replaceChildren(row("your image", [img(recon.input, "input")]));
   for (const m of state.models) box.append(row(`${m.name.toUpperCase()} reconstruction`, [img(recon[m.name], `${m.name} reconstruction`)], { id: `recon-${m.name}` }));
-  const enc = await (await api("/api/encode", { method: "POST", body: form() })).json();
+  const enc = await (await api(withLabel("/api/encode"), { method: "POST", body: form() })).json();
   const post = $("#posterior");
   post.replaceChildren();
   for (const m of state.models) {
@@ -193,6 +197,20 @@ async function pick(index, el) {
     row(m.name.toUpperCase(), data[m.name].map((s, i) => img(s, `${m.name} step ${i}`)), { "data-model": m.name })));
 }
 
+// the class picker, for conditional models ---------------------------------------------------------------------------
+function buildClassPicker() {
+  const count = Math.max(0, ...state.models.map((m) => m.conditional));
+  if (!count) return;
+  const names = state.models[0].classes;
+  const picker = $("#label");
+  for (let i = 0; i < count; i++) picker.append(new Option(names[i] ? `${i}: ${names[i]}` : String(i), String(i)));
+  $("#class-box").hidden = false;
+  picker.addEventListener("change", guard(async () => {
+    await decodeCurrent();
+    if ($("#sample-rows").childElementCount) await sample();
+  }));
+}
+
 // start -------------------------------------------------------------------------------------------------------------
 function guard(fn) {
   return async (...args) => {
@@ -209,6 +227,7 @@ async function main() {
     state.z[m.name] = new Array(m.latent_dim).fill(0);
     select.append(new Option(m.name.toUpperCase(), m.name));
   }
+  buildClassPicker();
   select.value = state.models.some((m) => m.kind === "vae") ? state.models.find((m) => m.kind === "vae").name : state.models[0].name;
   select.addEventListener("change", guard(switchModel));
   $("#sample-btn").addEventListener("click", guard(sample));

@@ -1,0 +1,164 @@
+"""Conditional generation: labels through the data path as (x, y) batches, the label as a part of any preset
+(`--conditional`), `sample --label`, and a conditional VAE that draws the class it is asked for on real
+Fashion-MNIST."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import require_fashion_mnist
+from PIL import Image
+
+from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from vaekit.data import Batches, TensorImages, load_dataset
+from vaekit.errors import VaekitError
+from vaekit.evaluation.classifier import load_or_train_classifier
+from vaekit.evaluation.evaluate import Reference, conditional_quality, first_labelled
+from vaekit.models import PRESETS, build_model, load_model
+from vaekit.training.trainer import train
+
+SHAPE = (1, 8, 8)
+
+
+def conditional(kind: str = "vae", arch: str = "mlp", classes: int = 3):
+    torch.manual_seed(0)
+    return build_model(ModelConfig(kind=kind, arch=arch, image_shape=SHAPE, conditional=True, classes=classes,
+                                   pseudo_inputs=6))
+
+
+def test_batches_carry_each_image_with_its_own_label():
+    images = torch.arange(40, dtype=torch.uint8).reshape(40, 1, 1, 1).expand(40, 1, 2, 2).contiguous()
+    labels = torch.arange(40) % 7
+    seen = list(Batches(TensorImages(images, labels), 6, shuffle=True, seed=3))
+    for x, y in seen:  # pixel value i came with label i % 7, whatever the order
+        assert torch.equal((x[:, 0, 0, 0] * 255).round().long() % 7, y)
+    assert sum(len(y) for _, y in seen) == 40
+
+
+@pytest.mark.parametrize("kind", sorted(PRESETS))
+@pytest.mark.parametrize("arch", ["mlp", "conv"])
+def test_every_preset_takes_the_label_and_learns_through_it(kind, arch):
+    model = conditional(kind, arch)
+    x, y = torch.rand(4, *SHAPE), torch.tensor([0, 1, 2, 1])
+    loss = model(x, y=y)
+    loss.objective.backward()
+    assert torch.isfinite(loss.objective) and model.conditioning.plane.weight.grad.abs().sum() > 0  # encoder side
+    z = torch.randn(2, model.latent_dim)
+    with torch.no_grad():  # the same z, another label: another image (the decoder side)
+        assert not torch.allclose(model.generate(z, torch.tensor([0, 0])), model.generate(z, torch.tensor([2, 2])))
+        assert model.sample(6).shape == (6, *SHAPE)  # no labels: the classes in turn
+
+
+def test_labels_are_checked_and_named():
+    model = conditional()
+    model.meta["classes"] = ["cat", "dog", "bird"]
+    assert model.label("Dog") == 1 and model.label(" 2 ") == 2
+    with pytest.raises(VaekitError, match=r"no class 'horse'; this model's classes: 0 \(cat\), 1 \(dog\), 2 \(bird\)"):
+        model.label("horse")
+    with pytest.raises(VaekitError, match="no class '3'"):
+        model.label("3")
+    with pytest.raises(VaekitError, match="needs each image's label"):
+        model.encode(torch.rand(2, *SHAPE))
+    with pytest.raises(VaekitError, match="labels must lie in 0..2"):
+        model.generate(torch.randn(2, model.latent_dim), torch.tensor([0, 3]))
+    with pytest.raises(VaekitError, match="not conditional"):
+        build_model(ModelConfig(image_shape=SHAPE)).label("0")
+
+
+def test_save_and_load_keep_the_conditioning(tmp_path):
+    model = conditional("iwae")
+    model.save_pretrained(tmp_path / "m")
+    loaded = load_model(tmp_path / "m")
+    assert loaded.config.conditional and loaded.classes == 3
+    z, y = torch.randn(5, model.latent_dim), torch.tensor([0, 1, 2, 0, 1])
+    with torch.no_grad():
+        assert torch.equal(model.generate(z, y), loaded.generate(z, y))
+        x = torch.rand(5, *SHAPE)
+        assert torch.equal(model.embed(x, y), loaded.embed(x, y))
+
+
+def test_the_cli_draws_a_class_by_name_and_a_grid_by_class(cli, tmp_path):
+    run = tmp_path / "run"
+    cli("train", "--data", "digits", "--model", "vae", "--conditional", "--epochs", "2", "--two-stage-epochs", "0",
+        "--out", str(run), "--quiet")
+    assert json.loads((run / "run.json").read_text())["model"]["classes"] == 10
+    out = cli("sample", str(run), "--label", "7", "-n", "5", "--out", str(tmp_path / "sevens.png"))
+    assert "of class 7 " in out.stdout and "(7)" not in out.stdout
+    out = cli("sample", str(run), "-n", "25", "--out", str(tmp_path / "grid.png"))
+    assert "30 samples" in out.stdout and "one row per class (3 of each)" in out.stdout
+    assert Image.open(tmp_path / "grid.png").size[1] > 3 * Image.open(tmp_path / "grid.png").size[0]  # 10 rows of 3
+    cli("reconstruct", str(run), "-n", "4", "--out", str(tmp_path / "r.png"))  # the test images' own labels
+    cli("encode", str(run), "--out", str(tmp_path / "codes.npy"))
+    cli("decode", str(run), str(tmp_path / "codes.npy"), "--label", "3",
+        "--out", str(tmp_path / "d.png"))
+    for args, message in (
+            (["sample", str(run), "--label", "sneaker"], "no class 'sneaker'; this model's classes: 0, 1, 2"),
+            (["decode", str(run), str(tmp_path / "codes.npy")], "this model is conditional: --label chooses"),
+            (["reconstruct", str(run), "--data", "npy:" + str(unlabelled(tmp_path))], "these images have none")):
+        out = cli(*args, check=False)
+        assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
+    unlabelled_run = cli("train", "--data", f"npy:{unlabelled(tmp_path)}", "--conditional", "--epochs", "1",
+                         "--out", str(tmp_path / "x"), check=False)
+    assert unlabelled_run.returncode == 2 and "--conditional needs labelled data" in unlabelled_run.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def unlabelled(tmp_path):
+    import numpy as np
+
+    file = tmp_path / "plain.npy"
+    if not file.exists():
+        np.save(file, np.random.default_rng(0).integers(0, 256, (60, 8, 8), dtype=np.uint8))
+    return file
+
+
+def test_a_conditional_vae_draws_the_class_it_is_asked_for_on_fashion_mnist(tmp_path, fashion_cache):
+    require_fashion_mnist()
+    data = load_dataset(DataConfig(data_dir=str(fashion_cache)))
+    run = RunConfig(model=ModelConfig(kind="vae", conditional=True, latent_dim=2),  # 2-D: class-free codes sooner
+                    data=DataConfig(data_dir=str(fashion_cache)),
+                    train=TrainConfig(epochs=1, two_stage_epochs=0, gmm_components=0, samples=10))
+    train(run, tmp_path / "cvae", quiet=True, dataset=data)
+    model = load_model(tmp_path / "cvae")
+    classifier, accuracy = load_or_train_classifier(data, fashion_cache, quiet=True)
+    real, labels = first_labelled(data.test)
+    ref = Reference(classifier, classifier.features_and_confidence(real)[0], labels, accuracy)
+    asked = torch.arange(1000) // 100  # 100 samples of each class
+    with torch.no_grad():
+        drawn = model.sample(1000, torch.Generator().manual_seed(0), y=asked)
+    result = conditional_quality(drawn, asked, ref)
+    per_class = [row["accuracy"] for row in result["classes"]]
+    assert result["accuracy"] > 0.5 and sum(a > 0.3 for a in per_class) >= 8, per_class  # chance: 0.1
+    shuffled = conditional_quality(drawn, asked[torch.randperm(1000, generator=torch.Generator().manual_seed(0))], ref)
+    assert shuffled["accuracy"] < 0.25  # the same images under the wrong labels: near chance
+
+
+def test_the_explorer_draws_decodes_and_encodes_in_the_chosen_class(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from vaekit.web.app import Explorer, create_app, load_models
+
+    run = RunConfig(model=ModelConfig(kind="vae", conditional=True), data=DataConfig(name="digits"),
+                    train=TrainConfig(epochs=2, samples=4, two_stage_epochs=0))
+    train(run, tmp_path / "cvae", quiet=True)
+    models = load_models([str(tmp_path / "cvae")])
+    client = TestClient(create_app(Explorer.build(models, load_dataset(DataConfig(name="digits")))),
+                        base_url="http://127.0.0.1")
+    name = next(iter(models))
+    assert client.get("/api/models").json()[0]["conditional"] == 10
+    fours, sixes = (client.post("/api/sample", json={"n": 3, "seed": 1, "label": c}).json() for c in (4, 6))
+    assert fours["z"] == sixes["z"] and fours["images"][name] != sixes["images"][name]  # same z, other class
+    assert len(client.post("/api/sample", json={"n": 10, "seed": 1}).json()["images"][name]) == 10
+    z = [0.0] * models[name].latent_dim
+    assert client.post("/api/decode", json={"model": name, "z": z, "label": 3}).headers["content-type"] == "image/png"
+    for body, status in (({"model": name, "z": z}, "give label"), ({"model": name, "z": z, "label": 10}, "below 10")):
+        answer = client.post("/api/decode", json=body)
+        assert answer.status_code == 422 and status in answer.text
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((8, 8), 200, dtype=np.uint8)).save(buffer, "PNG")
+    upload = {"file": ("x.png", buffer.getvalue(), "image/png")}
+    assert client.post("/api/reconstruct?label=2", files=upload).status_code == 200
+    assert client.post("/api/encode", files=upload).status_code == 422
+    assert client.post("/api/interpolate", json={"a": 0, "b": 1, "steps": 4}).status_code == 200
