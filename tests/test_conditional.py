@@ -49,6 +49,7 @@ def test_every_preset_takes_the_label_and_learns_through_it(kind, arch):
     with torch.no_grad():  # the same z, another label: another image (the decoder side)
         assert not torch.allclose(model.generate(z, torch.tensor([0, 0])), model.generate(z, torch.tensor([2, 2])))
         assert model.sample(6).shape == (6, *SHAPE)  # no labels: the classes in turn
+    assert model.conditioning.spread(4, "cpu").tolist() == [0, 0, 1, 2]  # every class once n >= K
 
 
 def test_labels_are_checked_and_named():
@@ -87,8 +88,15 @@ def test_the_cli_draws_a_class_by_name_and_a_grid_by_class(cli, tmp_path):
     out = cli("sample", str(run), "--label", "7", "-n", "5", "--out", str(tmp_path / "sevens.png"))
     assert "of class 7 " in out.stdout and "(7)" not in out.stdout
     out = cli("sample", str(run), "-n", "25", "--out", str(tmp_path / "grid.png"))
-    assert "30 samples" in out.stdout and "one row per class (3 of each)" in out.stdout
-    assert Image.open(tmp_path / "grid.png").size[1] > 3 * Image.open(tmp_path / "grid.png").size[0]  # 10 rows of 3
+    assert "20 samples" in out.stdout and "one row per class (2 of each)" in out.stdout  # -n rounded down to rows
+    assert Image.open(tmp_path / "grid.png").size[1] > 3 * Image.open(tmp_path / "grid.png").size[0]  # 10 rows of 2
+    out = cli("evaluate", str(run), "--quick", "--samples", "200", "--json", str(tmp_path / "eval.json")).stdout
+    m = json.loads((tmp_path / "eval.json").read_text())
+    assert "conditional accuracy" in out and len(m["conditional"]["prior"]["classes"]) == 10
+    assert {row["class"] for row in m["real_floor"]["conditional"]["classes"]} == set(range(10))
+    card = (run / "README.md").read_text()  # the card's Python example passes labels, and runs as written
+    example = card[card.index("```python\n", card.index("## How to load")) + 10:].split("```")[0]
+    exec(example.replace("PATH", str(run)), {})
     cli("reconstruct", str(run), "-n", "4", "--out", str(tmp_path / "r.png"))  # the test images' own labels
     cli("encode", str(run), "--out", str(tmp_path / "codes.npy"))
     cli("decode", str(run), str(tmp_path / "codes.npy"), "--label", "3",
@@ -96,7 +104,12 @@ def test_the_cli_draws_a_class_by_name_and_a_grid_by_class(cli, tmp_path):
     for args, message in (
             (["sample", str(run), "--label", "sneaker"], "no class 'sneaker'; this model's classes: 0, 1, 2"),
             (["decode", str(run), str(tmp_path / "codes.npy")], "this model is conditional: --label chooses"),
-            (["reconstruct", str(run), "--data", "npy:" + str(unlabelled(tmp_path))], "these images have none")):
+            (["reconstruct", str(run), "--data", "npy:" + str(unlabelled(tmp_path))], "these images have none"),
+            (["sample", str(run), "--label", "\u00b2"], "no class '\u00b2'"),
+            (["sample", str(run), "--label", "9" * 5000], "no class '999"),
+            (["score", str(run), "--out", str(tmp_path / "s.csv")], "this model is conditional (it gives p(x|y))"),
+            (["train", "--data", "digits", "--conditional", "--classes", "3,5", "--out", str(tmp_path / "y")],
+             "--conditional learns every class")):
         out = cli(*args, check=False)
         assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
     unlabelled_run = cli("train", "--data", f"npy:{unlabelled(tmp_path)}", "--conditional", "--epochs", "1",

@@ -34,7 +34,7 @@ def model_card(config: Mapping[str, Any], test: Mapping[str, Any] | None = None,
     parts = [front_matter(kind, dataset), f"# {kind.upper().replace('BETA-', 'beta-')} on {dataset}\n",
              f"{what[0].upper()}{what[1:]}, trained with vaekit (this card: vaekit {__version__}).\n",
              data_section(config, dataset), settings_section(config), measured_section(config, test),
-             samplers_section(kind, priors), USE, *extra, LOAD]
+             samplers_section(kind, priors), USE, *extra, load_section(part(config, "model"))]
     return "\n".join(parts)
 
 
@@ -150,19 +150,18 @@ USE = """## Intended use and limitations
 """
 
 
-LOAD = """## How to load
-
-With vaekit installed (its README):
-
-```bash
-vaekit sample PATH -n 64 --out samples.png      # PATH: this folder
-vaekit info PATH
-```
-
-```python
-from vaekit import load
-model = load("PATH")                             # safetensors + JSON: no code runs at load time
-images = model.sample(16)                        # (16, C, H, W) in [0, 1]
-codes = model.embed(images)                      # posterior means
-```
-"""
+def load_section(model: Mapping[str, Any]) -> str:
+    """How to load and use it; a conditional model's lines pass labels."""
+    classes = model.get("classes") if model.get("conditional") is True else 0
+    k = classes if type(classes) is int and classes > 0 else 0
+    shell = [f"vaekit sample PATH {'--label 0 -n 16' if k else '-n 64'} --out samples.png  # PATH: this folder",
+             "vaekit info PATH"]
+    python = ["from vaekit import load",
+              "model = load(\"PATH\")  # safetensors + JSON: no code runs at load time",
+              *([f"labels = torch.arange(16) % {k}  # the classes to draw (a conditional model)"] if k else []),
+              f"images = model.sample(16{', y=labels' if k else ''})  # (16, C, H, W) in [0, 1]",
+              f"codes = model.embed(images{', labels' if k else ''})  # posterior means"]
+    if k:
+        python.insert(0, "import torch")
+    return ("## How to load\n\nWith vaekit installed (its README):\n\n```bash\n" + "\n".join(shell) +
+            "\n```\n\n```python\n" + "\n".join(python) + "\n```\n")

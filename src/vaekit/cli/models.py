@@ -102,18 +102,18 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def chosen_labels(model, args: argparse.Namespace, device):
     """What `sample` draws: (count, labels or None, grid row length, words). --label NAME draws one class; a
     conditional model given none draws a grid with one row per class (-n rounded up to fill each row)."""
-    import torch
 
     from vaekit.models.conditioning import class_word
 
     n = args.n
     if args.label is not None:
         index = model.label(args.label)
-        return n, torch.full((n,), index, device=device), None, f" of class {class_word(index, model.class_names)}"
+        return n, model.conditioning.fill(index, n, device), None, f" of class {class_word(index, model.class_names)}"
     if not model.classes:
         return n, None, None, ""
-    row = model.conditioning.row_length(n)
-    n = row * model.classes
+    if args.out is None and (args.files or args.npy):  # files and arrays alone take -n as it is
+        return n, model.conditioning.spread(n, device), None, ", the classes in turn"
+    n, row = model.conditioning.grid(n)
     return n, model.conditioning.spread(n, device), row, f", one row per class ({row} of each)"
 
 
@@ -129,6 +129,8 @@ def dataset_for(model, args: argparse.Namespace, whole: bool = False):
     data = evaluation_view(load_dataset(config, whole=whole and bool(args.data)), config)
     if data.shape != tuple(model.config.image_shape):
         raise VaekitError(f"{config.name}: images are {data.shape}, the model wants {tuple(model.config.image_shape)}")
+    for split in (data.train, data.val, data.test):
+        model.conditioning.check(split.labels, data.spec)
     return data, config
 
 
@@ -211,7 +213,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
         z = torch.from_numpy(np.array(codes[start:stop], dtype=np.float32)).to(device)
         if not torch.isfinite(z).all():
             raise VaekitError(f"{args.codes}: contains NaN or infinite values (rows {start}-{stop - 1})")
-        return model.generate(z, None if label is None else torch.full((len(z),), label, device=device))
+        return model.generate(z, None if label is None else model.conditioning.fill(label, len(z), device))
 
     write_images(args, len(codes), model.config.image_shape, "decoded images", "decoded.png", decode)
     return 0

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from vaekit.data import Batches, ImageSet
+from vaekit.errors import VaekitError
 from vaekit.evaluation.metrics import importance_sampled_nll
 from vaekit.models import Autoencoder
 from vaekit.models.objectives import elbo
@@ -63,6 +64,14 @@ def png_bits(x: Tensor) -> Tensor:
     return torch.tensor(sizes, dtype=torch.float64)
 
 
+def unconditional(classes: int) -> None:
+    """Anomaly scores need p(x); a conditional model gives p(x|y), and scoring each image under its own label would
+    leak it (an out-of-distribution image has none): refused in one line."""
+    if classes:
+        raise VaekitError("anomaly scores need p(x), and this model is conditional (it gives p(x|y)): scoring each "
+                          "image under its own label would leak the label; score an unconditional model")
+
+
 def scores_available(model: Autoencoder, k: int, mixture: bool) -> list[str]:
     """The scores this model gives, in the order of SCORES."""
     density = ["nelbo", *(["is_nll", "bpd"] if k else [])] if model.has_density else []
@@ -95,6 +104,7 @@ def score_images(model: Autoencoder, images: ImageSet, s: ScoreSettings, mixture
                  desc: str = "scoring", quiet: bool = False) -> Iterator[dict[str, np.ndarray]]:
     """The scores of `images`, a batch at a time (memory stays at one batch for any number of images); the draws
     are seeded by `s.seed`."""
+    unconditional(model.classes)
     model.eval()
     torch.manual_seed(s.seed)
     for x, y in bar(Batches(images, s.batch_size, model.device), desc=desc, disable=quiet):

@@ -43,9 +43,16 @@ class Unconditioned(nn.Module):
         """Labels for n draws when the caller names none: none needed."""
         return None
 
-    def row_length(self, n: int) -> int | None:
-        """Images per row of a grid of n draws: the grid's own choice."""
+    def fill(self, label: int, n: int, device: torch.device) -> None:
+        """Labels for n draws of one class: none needed (an unconditional model ignores a label)."""
         return None
+
+    def check(self, labels: Tensor | None, where: str) -> None:
+        """Whether a data set's labels are ones this model knows: any will do."""
+
+    def grid(self, n: int) -> tuple[int, int | None]:
+        """How many of n draws make a grid, and how many per row: all of them, the grid's own choice."""
+        return n, None
 
     def pick(self, label: str, names: list[str]) -> int:
         raise VaekitError("this model is not conditional, so it takes no label (train one with --conditional)")
@@ -69,7 +76,8 @@ class Labelled(nn.Module):
         """The class a user names: its index, or its name (case and surrounding spaces ignored); anything else is
         refused in one line listing the valid ones."""
         text = str(label).strip()
-        index = int(text) if text.isdigit() else next((i for i, name in enumerate(names[:self.classes])
+        digits = text.isascii() and text.isdigit() and len(text) <= 9
+        index = int(text) if digits else next((i for i, name in enumerate(names[:self.classes])
                                                        if name.strip().lower() == text.lower()), None)
         if index is None or index >= self.classes:
             raise VaekitError(f"no class {short(label)}; this model's classes: {class_list(self.classes, names)}")
@@ -94,13 +102,32 @@ class Labelled(nn.Module):
         return torch.cat([z, self.one_hot(y, len(z)).to(z.dtype)], dim=-1)
 
     def spread(self, n: int, device: torch.device) -> Tensor:
-        """Labels for n draws when the caller names none: the classes in turn, in equal runs (a grid of n = K * m
-        images with m per row shows one class per row)."""
-        return (torch.arange(n, device=device) // self.row_length(n)).clamp(max=self.classes - 1)
+        """Labels for n draws when the caller names none: the classes in turn, in runs as equal as can be (every
+        class once n >= K; a grid of n = K * m draws with m per row shows one class per row)."""
+        return torch.arange(n, device=device) * self.classes // max(n, 1)
 
-    def row_length(self, n: int) -> int:
-        """Images per row of a grid of n draws: one row per class."""
-        return max(1, -(-n // self.classes))
+    def fill(self, label: int, n: int, device: torch.device) -> Tensor:
+        """Labels for n draws of class `label`."""
+        return torch.full((n,), label, device=device)
+
+    def check(self, labels: Tensor | None, where: str) -> None:
+        """Refuse, in one line, a data set whose labels this model does not know (checked once per set, on the host,
+        before any batch reaches a device)."""
+        if labels is not None and len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= self.classes):
+            raise VaekitError(f"{where}: labels run from {int(labels.min())} to {int(labels.max())}, and this model "
+                              f"is conditional on {self.classes} classes (0 to {self.classes - 1})")
+
+    def grid(self, n: int) -> tuple[int, int]:
+        """How many of n draws make a grid with one row per class (n rounded down to whole rows, at least one), and
+        how many per row."""
+        row = max(1, n // self.classes)
+        return row * self.classes, row
+
+
+def line_labels(pair: Tensor, steps: int) -> Tensor:
+    """The labels of `steps` points on the line between the codes of two images labelled `pair`: the first half the
+    first image's class, the rest the second's."""
+    return pair[(torch.arange(steps, device=pair.device) >= steps / 2).long()]
 
 
 def class_list(classes: int, names: list[str], limit: int = 20) -> str:

@@ -36,6 +36,7 @@ from vaekit.evaluation.latent import interpolate
 from vaekit.files import new_run_folder, write_json, write_text
 from vaekit.layout import RunFolder
 from vaekit.models import PRESETS, Autoencoder, load_model
+from vaekit.models.conditioning import line_labels
 from vaekit.progress import say as show
 from vaekit.report.page import label, render
 from vaekit.training import train
@@ -160,7 +161,7 @@ def training_seconds(history: list[dict]) -> float | None:
 
 def same_networks(models: Sequence[Autoencoder]) -> bool:
     """Whether all models have the same architecture, layer sizes and latent dimension."""
-    shapes = {(c.arch, c.hidden, c.channels, c.latent_dim) for c in (m.config for m in models)}
+    shapes = {(c.arch, c.hidden, c.channels, c.latent_dim, c.classes) for c in (m.config for m in models)}
     return len(shapes) == 1
 
 
@@ -175,10 +176,9 @@ def interpolate_pairs(model: Autoencoder, images: torch.Tensor, labels: torch.Te
     y = None if labels is None else labels.to(model.device)
     z = model.embed(images.to(model.device), y).cpu()
     lines = [interpolate(z[i], z[i + 1], INTERPOLATION_STEPS) for i in range(0, len(z) - 1, 2)]
-    halves = (torch.arange(INTERPOLATION_STEPS) >= INTERPOLATION_STEPS / 2).long()
-    line_labels = None if y is None or not model.classes else \
-        torch.cat([y[i + halves.to(y.device)] for i in range(0, len(z) - 1, 2)])
-    decoded = model.generate(torch.cat(lines).to(model.device), line_labels).cpu()
+    labels = None if y is None else \
+        torch.cat([line_labels(y[i:i + 2], INTERPOLATION_STEPS) for i in range(0, len(z) - 1, 2)])
+    decoded = model.generate(torch.cat(lines).to(model.device), labels).cpu()
     return decoded.reshape(len(lines), INTERPOLATION_STEPS, *decoded.shape[1:])
 
 

@@ -22,7 +22,7 @@ from vaekit.devices import pick_device
 from vaekit.errors import VaekitError
 from vaekit.evaluation.detection import flagged
 from vaekit.evaluation.ood import OodResult, OodSettings, measure_ood, ood_images
-from vaekit.evaluation.scores import ScoreSettings, fingerprint, score_images, scores_available
+from vaekit.evaluation.scores import ScoreSettings, fingerprint, score_images, scores_available, unconditional
 from vaekit.files import csv_writer, new_run_folder, read_json, write_json, write_text
 from vaekit.models import Autoencoder, load_model
 from vaekit.models.saving import resolve_checkpoint
@@ -119,6 +119,7 @@ def ood(checkpoint: str, specs: list[str], out: Path, s: OodSettings, device: to
     """Score the model's test images and each OOD set; write metrics.json, thresholds.json, scores/*.csv and
     report.html into the folder `out`. Every input is read before `out` is touched."""
     model = load_model(checkpoint, map_location=device).eval()
+    unconditional(model.classes)
     data, config = own_data(model), trained_data_config(model.meta)
     images, described = ood_images(model, data, config, specs, s)
     inputs = [Path(checkpoint), *data_paths(config), *(p for spec in specs for p in spec_paths(spec))]
@@ -166,6 +167,7 @@ def one_class(run: RunConfig, out: Path, s: OodSettings, *, protocol: str = "one
     """For each class of the data set, train a model on it (`protocol` 'one', Ruff et al.'s one-class protocol) or
     on every other class ('all-but-one'), score the test images of the classes it did not see as anomalies; write
     every run under `out`, and metrics.json and report.html with the AUROC of each score per class."""
+    unconditional(run.model.conditional)
     full = load_dataset(replace(run.data, classes=""))
     labels = full.test.labels
     if labels is None or full.train.labels is None:

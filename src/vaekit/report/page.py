@@ -137,19 +137,24 @@ def reconstructions_section(m: dict, models: dict[str, Autoencoder], data: Datas
     return "Reconstructions", body, words
 
 
+def spaced(images: torch.Tensor, n: int) -> torch.Tensor:
+    """n of the images, evenly spaced through them."""
+    return images[torch.linspace(0, len(images) - 1, min(n, len(images))).round().long()]
+
+
 def samples_section(m: dict, evals: dict[str, Evaluation], settings: EvalSettings, n_show: int = 32) -> Section:
     """A grid of generated images per model and sampler: one row of figures per model."""
     rows = []
     for name, evaluation in evals.items():
         figures_html = "".join(
-            f"<figure>{img(figures.image_grid_png(images[:n_show], 8), f'{name} {sampler}')}<figcaption>"
+            f"<figure>{img(figures.image_grid_png(spaced(images, n_show), 8), f'{name} {sampler}')}<figcaption>"
             f"{label(name)}: {html.escape(SAMPLE_CAPTIONS.get(sampler, sampler))}</figcaption></figure>"
             for sampler, images in evaluation.samples.items())
         rows.append(f"<div class=samplers>{figures_html}</div>")
     words = [f"Each row is one model; each column one sampler: the model's own prior p(z) (N(0, I), or the learned "
              f"VampPrior), a Gaussian mixture fitted to its training codes, a second-stage VAE fitted to them. Every "
-             f"sampler decodes its own draws with the model's decoder; the first {n_show} of {settings.n_samples} "
-             "are shown."]
+             f"sampler decodes its own draws with the model's decoder; {n_show} of the {settings.n_samples}, evenly "
+             "spaced through them, are shown (a conditional model draws the classes in turn)."]
     if m["real_floor"] is not None:
         best = min((m[n]["samples"]["prior"]["frechet"], n) for n in m["models"])
         words.append(f"Measured on {settings.n_samples} samples each, {label(best[1])}'s prior samples are the "

@@ -23,6 +23,9 @@ def check_train_config(run: RunConfig) -> None:
                                ("schedule", run.train.schedule, SCHEDULES), ("model", run.model.kind, PRESETS)):
         if value not in known:
             raise VaekitError(f"unknown {name} {short(value)} (choose from {', '.join(known)})")
+    if run.model.conditional and run.data.classes:
+        raise VaekitError(f"--conditional learns every class of the data, and --classes {short(run.data.classes)} "
+                          "keeps only some: the others would stay untrained; leave one of them out")
     least = PRESETS[run.model.kind].min_batch
     if run.train.batch_size < least:
         raise VaekitError(f"--model {run.model.kind} needs --batch-size {least} or more (got {run.train.batch_size}): "

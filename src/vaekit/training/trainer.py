@@ -175,8 +175,9 @@ def announce(s: Session) -> None:
         say(f"data: {note}")
     say(f"data: labels: {s.data.label_source}")
     m = s.model
-    say(f"{m.kind.upper()} ({m.config.arch}, latent {m.latent_dim}, {sum(p.numel() for p in m.parameters()):,} "
-        f"parameters) on {s.data.describe()}, device {s.device}"
+    conditional = f", conditional on {m.classes} classes" if m.classes else ""
+    say(f"{m.kind.upper()} ({m.config.arch}, latent {m.latent_dim}{conditional}, "
+        f"{sum(p.numel() for p in m.parameters()):,} parameters) on {s.data.describe()}, device {s.device}"
         + (f", {s.info.world} processes" if s.info.world > 1 else ""))
 
 
@@ -260,8 +261,9 @@ def finish(s: Session) -> dict[str, Any]:
                "step": best.meta["progress"]["step"], "test": test}
     if s.info.is_main:
         with torch.no_grad():
-            samples = best.sample(run.train.samples, generator=torch.Generator(device).manual_seed(run.train.seed))
-        save_grid(samples, out.samples, nrow=best.conditioning.row_length(len(samples)))
+            n, row = best.conditioning.grid(run.train.samples)  # conditional: one row per class
+            samples = best.sample(n, generator=torch.Generator(device).manual_seed(run.train.seed))
+        save_grid(samples, out.samples, nrow=row)
         write_json(out.summary, summary)
         if not s.quiet:
             say(f"test {loss_words(test, best.has_density)} per image; samples from {best.prior.words} in "

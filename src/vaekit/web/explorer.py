@@ -20,6 +20,7 @@ from vaekit.errors import VaekitError
 from vaekit.evaluation.latent import Projection, interpolate
 from vaekit.images import png_bytes
 from vaekit.models import Autoencoder
+from vaekit.models.conditioning import line_labels
 from vaekit.training.expost import fit_mixture
 from vaekit.web.schemas import MAX_UPLOAD_PIXELS, Z_LIMIT
 
@@ -88,7 +89,7 @@ def labels_for(model: Autoencoder, label: int | None, n: int, required: bool = F
     if label is not None and label >= model.classes:
         raise HTTPException(422, f"label must be below {model.classes}, this model's number of classes")
     return model.conditioning.spread(n, model.device) if label is None else \
-        torch.full((n,), label, device=model.device)
+        model.conditioning.fill(label, n, model.device)
 
 
 def draw_samples(ex: Explorer, n: int, seed: int | None, label: int | None = None) -> dict:
@@ -149,8 +150,9 @@ def interpolate_between(ex: Explorer, pair: tuple[torch.Tensor, torch.Tensor | N
         for name, m in ex.models.items():
             if m.classes and y is None:
                 raise HTTPException(422, f"{name} is conditional and the test images have no labels")
-            z, halves = m.embed(x, y), None if y is None else y[(torch.arange(steps) >= steps / 2).long()]
-            out[name] = pngs_b64(m.generate(interpolate(z[0], z[1], steps), halves if m.classes else None))
+            z = m.embed(x, y)
+            labels = None if y is None else line_labels(y, steps)
+            out[name] = pngs_b64(m.generate(interpolate(z[0], z[1], steps), labels))
     return out
 
 

@@ -203,7 +203,7 @@ function buildClassPicker() {
   if (!count) return;
   const names = state.models[0].classes;
   const picker = $("#label");
-  for (let i = 0; i < count; i++) picker.append(new Option(names[i] ? `${i}: ${names[i]}` : String(i), String(i)));
+  for (let i = 0; i < count; i++) picker.append(new Option(names[i] && names[i] !== String(i) ? `${i}: ${names[i]}` : String(i), String(i)));
   $("#class-box").hidden = false;
   picker.addEventListener("change", guard(async () => {
     await decodeCurrent();
