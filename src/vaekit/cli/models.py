@@ -101,8 +101,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def chosen_labels(model, args: argparse.Namespace, device):
     """What `sample` draws: (count, labels or None, grid row length, words). --label NAME draws one class; a
-    conditional model given none draws a grid with one row per class (-n rounded up to fill each row)."""
-
+    conditional model given none draws a grid with one row per class (-n rounded down to whole rows), or, into
+    --files or --npy alone, -n images with the classes in turn."""
     from vaekit.models.conditioning import class_word
 
     n = args.n

@@ -56,7 +56,7 @@ class Autoencoder(nn.Module):
 
     @property
     def class_names(self) -> list[str]:
-        """The names of its data's classes, as its checkpoint recorded them (what is not a string is left out)."""
+        """The names of its data's classes, as its checkpoint recorded them (what is not a string shows as '?')."""
         names = self.meta.get("classes")
         return [n if isinstance(n, str) else "?" for n in names] if isinstance(names, list) else []
 

@@ -76,9 +76,8 @@ class Labelled(nn.Module):
         """The class a user names: its index, or its name (case and surrounding spaces ignored); anything else is
         refused in one line listing the valid ones."""
         text = str(label).strip()
-        digits = text.isascii() and text.isdigit() and len(text) <= 9
-        index = int(text) if digits else next((i for i, name in enumerate(names[:self.classes])
-                                                       if name.strip().lower() == text.lower()), None)
+        named = (i for i, name in enumerate(names[:self.classes]) if name.strip().lower() == text.lower())
+        index = int(text) if text.isascii() and text.isdigit() and len(text) <= 9 else next(named, None)
         if index is None or index >= self.classes:
             raise VaekitError(f"no class {short(label)}; this model's classes: {class_list(self.classes, names)}")
         return index
@@ -89,8 +88,8 @@ class Labelled(nn.Module):
                               "these images have none")
         if y.shape != (rows,):
             raise VaekitError(f"expected {rows} labels, one per image, got shape {tuple(y.shape)}")
-        if y.device.type == "cpu" and len(y) and (int(y.min()) < 0 or int(y.max()) >= self.classes):  # on a GPU the
-            # callers have checked (a check here would wait for the device every step)
+        if y.device.type == "cpu" and len(y) and (int(y.min()) < 0 or int(y.max()) >= self.classes):  # on a GPU,
+            # `check` has seen the data set's labels (a check here would wait for the device every step)
             raise VaekitError(f"labels must lie in 0..{self.classes - 1}, got {int(y.min())} to {int(y.max())}")
         return F.one_hot(y.long(), self.classes).to(self.plane.weight.dtype)
 
