@@ -171,10 +171,12 @@ def test_page_in_headless_chromium(server, tmp_path):
              " c.width = i.naturalWidth; c.height = i.naturalHeight; c.getContext('2d').drawImage(i, 0, 0);" \
              " return c.toDataURL(); }"
     with chromium_page(errors, allowed=("data:", "blob:", server)) as page:
+        decoded: list[list[float]] = []
+        page.on("request", lambda r: decoded.append(json.loads(r.post_data)["z"]) if r.url.endswith("/api/decode")
+                else None)
         page.goto(server + "/")
         page.wait_for_selector("body[data-ready='1']", timeout=30_000)
-
-        page.click("#sample-btn")
+        # the page opens with samples
         page.wait_for_selector(".row[data-model='vae'][data-sampler='prior'] img")
         for name in ("ae", "vae"):
             loaded = page.eval_on_selector_all(f".row[data-model='{name}'][data-sampler='prior'] img",
@@ -188,18 +190,71 @@ def test_page_in_headless_chromium(server, tmp_path):
         slider.dispatch_event("input")
         page.wait_for_function(f"({pixels})('#explore-img') !== {json.dumps(before)}", timeout=10_000)
 
+        map_click_decodes_the_z_the_map_shows(page, decoded)
+
+        (tmp_path / "not-an-image.png").write_bytes(b"no picture here")
+        page.set_input_files("#upload-input", str(tmp_path / "not-an-image.png"))
+        page.wait_for_selector("#upload .status.error")  # the error beside the upload box, nothing stale below it
+        assert "415" in page.inner_text("#upload .status") or "image" in page.inner_text("#upload .status")
         page.set_input_files("#upload-input", str(tmp_path / "mine.png"))
         page.wait_for_selector("#recon-vae img")
         page.wait_for_selector("#posterior-vae img")
         assert page.eval_on_selector("#recon-ae img", "i => i.naturalWidth") > 0
 
-        page.locator("#strip img").nth(0).click()
-        page.locator("#strip img").nth(5).click()
+        for i in (0, 5):  # by keyboard
+            page.locator("#strip img").nth(i).focus()
+            page.keyboard.press("Enter")
         page.wait_for_selector("#interp-rows .row[data-model='vae'] img")
         page.screenshot(path=str(tmp_path / "explorer.png"), full_page=True)
-    assert not errors, errors
-    shot = np.asarray(Image.open(tmp_path / "explorer.png").convert("L"))
-    assert shot.shape[0] > 1200 and shot.std() > 20
+
+        page.set_viewport_size({"width": 390, "height": 844})  # a phone: nothing wider than the screen, text readable
+        page.reload()
+        page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        smallest = page.evaluate("Math.min(...[...document.querySelectorAll('p, label, span, h1, h2, button')]"
+                                 ".filter(e => e.offsetWidth).map(e => parseFloat(getComputedStyle(e).fontSize)))")
+        assert smallest >= 12, smallest
+        page.screenshot(path=str(tmp_path / "explorer-390.png"), full_page=True)
+        page.goto(server + "/docs")  # offline: no script from a CDN (chromium_page records any other request)
+        assert "/api/sample" in page.inner_text("table")
+    assert not [e for e in errors if "status of 415" not in e], errors  # the 415: the upload that is not an image
+    for name in ("explorer.png", "explorer-390.png"):
+        shot = np.asarray(Image.open(tmp_path / name).convert("L"))
+        assert shot.shape[0] > 1200 and shot.std() > 20
+
+
+def map_click_decodes_the_z_the_map_shows(page, decoded: list[list[float]]) -> None:
+    """A click on the AE's map decodes z = u * PC1 + v * PC2 for the (u, v) under the pointer, and the readout and the
+    red cross say so; on the plane through the codes' mean, z moves off the plane by the codes' mean."""
+    page.select_option("#explore-model", "ae")
+    page.wait_for_function("state.maps.ae !== undefined")
+    box = page.locator("#map").bounding_box()
+    at = {"x": box["width"] / 2 + 40, "y": box["height"] / 2 - 30}  # 40 px right of the origin, 30 px up
+    page.locator("#map").click(position=at)
+    page.wait_for_function("state.clicked !== null")
+    m = page.evaluate("({map: state.maps.ae, z: state.z.ae, clicked: state.clicked, width: document"
+                      ".querySelector('#map').width})")
+    scale = m["map"]["scale"] * box["width"] / m["width"]  # canvas units per CSS pixel
+    u, v = 40 / scale, 30 / scale
+    assert m["clicked"] == pytest.approx([u, v], abs=0.05)
+    u, v = m["clicked"]
+    expected = u * np.array(m["map"]["basis"][0]) + v * np.array(m["map"]["basis"][1])
+    assert np.allclose(m["z"], expected, atol=1e-6)
+    readout = page.inner_text("#z-readout")  # "decoded z: |z| = 1.23, inside N(0, I)'s 99% ball ..."
+    shown = float(readout.split("|z| = ")[1].split(",")[0])
+    assert shown == pytest.approx(np.linalg.norm(m["z"]), abs=0.006) == pytest.approx(np.hypot(*m["clicked"]),
+                                                                                       abs=0.006), readout
+    for _ in range(50):  # what the decoder is sent is what the map shows
+        if decoded and np.allclose(decoded[-1], m["z"], atol=1e-6):
+            break
+        page.wait_for_timeout(100)
+    assert decoded and np.allclose(decoded[-1], m["z"], atol=1e-6)
+    page.select_option("#plane", "mean")
+    page.locator("#map").click(position=at)
+    page.wait_for_function("state.clicked !== null")
+    z = np.array(page.evaluate("state.z.ae"))
+    assert np.allclose(z, expected + np.array(m["map"]["offset"]), atol=0.05)
+    page.select_option("#plane", "origin")
 
 
 # --- probes of a real server on loopback, as an attacker or a heavy user would send them -------------------
@@ -320,3 +375,10 @@ def test_serving_beyond_loopback_needs_an_opt_in_and_a_token(runs, tmp_path):
     page = client.get("/?token=s3cret")
     assert page.status_code == 200 and "vaekit_token=s3cret" in page.headers["set-cookie"]
     assert client.get("/api/models").status_code == 200  # the page's own requests carry the cookie
+
+
+def test_head_of_the_page_and_the_offline_api_page(server):
+    status, body, _ = raw(server, "HEAD", "/")
+    assert status == 200 and body == b""
+    status, body, _ = raw(server, "GET", "/docs")
+    assert status == 200 and b"/api/sample" in body and b"<script" not in body  # no Swagger UI from a CDN

@@ -13,6 +13,7 @@ from vaekit.data import Dataset
 from vaekit.evaluation.evaluate import EvalSettings, Evaluation, first_labelled
 from vaekit.models import Autoencoder
 from vaekit.report import figures
+from vaekit.report.answer import answer_section, lessons_section, spaced
 from vaekit.report.conditional import conditional_section
 from vaekit.report.quality import quality_section
 from vaekit.report.words import Section, fmt, img, label, names_words, seed_pair
@@ -24,7 +25,9 @@ SAMPLE_CAPTIONS = {"prior": "z ~ its prior p(z)", "gmm": "z ~ GMM fitted to code
 def render(m: dict, models: dict[str, Autoencoder], evals: dict[str, Evaluation], data: Dataset,
            histories: dict[str, list[dict]], settings: EvalSettings, interpolations: dict[str, torch.Tensor]) -> str:
     """The whole page: a header, then one <section> per part of the comparison."""
-    sections = [metrics_section(m, settings),
+    sections = [answer_section(m, evals, data),
+                *filter(None, [lessons_section(m)]),
+                metrics_section(m, settings),
                 quality_section(m, settings),
                 reconstructions_section(m, models, data),
                 samples_section(m, evals, settings),
@@ -137,11 +140,6 @@ def reconstructions_section(m: dict, models: dict[str, Autoencoder], data: Datas
     return "Reconstructions", body, words
 
 
-def spaced(images: torch.Tensor, n: int) -> torch.Tensor:
-    """n of the images, evenly spaced through them."""
-    return images[torch.linspace(0, len(images) - 1, min(n, len(images))).round().long()]
-
-
 def samples_section(m: dict, evals: dict[str, Evaluation], settings: EvalSettings, n_show: int = 32) -> Section:
     """A grid of generated images per model and sampler: one row of figures per model."""
     rows = []
@@ -172,10 +170,11 @@ def figure_codes(evals: dict[str, Evaluation]) -> dict[str, torch.Tensor]:
 
 def latent_section(m: dict, models: dict[str, Autoencoder], evals: dict[str, Evaluation], data: Dataset) -> Section:
     """Test codes coloured by class, against the circles of N(0, I)."""
-    body = img(figures.latent_maps(figure_codes(evals), data.test.labels, data.classes), "latent maps")
     standard = [n for n in m["models"] if "inside_prior_99" in m[n]["latent"]]  # the models whose prior is N(0, I)
     inside = [(n, m[n]["latent"]["inside_prior_99"]) for n in standard]
-    words = ["Each point is a test image's code, coloured by class; the circles mark 1, 2 and 3 standard deviations "
+    coloured = ", coloured by class" if data.test.labels is not None else " (the data has no labels: one colour)"
+    words = [f"The maps at the top of the page: each point is a test image's code{coloured}, projected on the plane "
+             "of its two main directions (or the code itself in 2-D); the circles mark 1, 2 and 3 standard deviations "
              "of N(0, I)" + (f", the prior {names_words(standard)} draw{'s' if len(standard) == 1 else ''} z from."
                              if standard else ".")]
     if inside:
@@ -188,7 +187,7 @@ def latent_section(m: dict, models: dict[str, Autoencoder], evals: dict[str, Eva
                      f"{max(la['std']):.2f} and means from {min(la['mean']):.2f} to {max(la['mean']):.2f}; the VAE's "
                      f"means of q(z|x) have standard deviations from {min(lv['std']):.2f} to {max(lv['std']):.2f}. "
                      "Nothing in the AE's loss ties its codes to N(0, I); the KL term ties the VAE's.")
-    return "The latent space", body, words
+    return "The latent space", "", words
 
 
 def histograms_section(m: dict, models: dict[str, Autoencoder], evals: dict[str, Evaluation]) -> Section:

@@ -1,6 +1,7 @@
 """The explorer's routes. Each handler checks what its schema cannot, then hands the model work (the functions
 in vaekit.web.explorer) to the workers, off the event loop. The handlers' names make the OpenAPI operation ids."""
 
+import html
 from enum import Enum
 from importlib import resources
 from typing import Annotated
@@ -100,6 +101,32 @@ def add_page(app: FastAPI) -> None:
     static = resources.files("vaekit.web") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return HTMLResponse(api_page(app.openapi()))
+
+    @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse, include_in_schema=False)
     def index() -> HTMLResponse:
         return HTMLResponse((static / "index.html").read_text(encoding="utf-8"))
+
+
+def api_page(schema: dict) -> str:
+    """The API as one offline HTML page (Swagger UI would load its scripts from a CDN): each operation with its
+    summary, parameters and body, and the full schema at /openapi.json."""
+    rows = []
+    for path, ops in schema.get("paths", {}).items():
+        for method, op in ops.items():
+            params = ", ".join(p["name"] for p in op.get("parameters", []))
+            body = next(iter(op.get("requestBody", {}).get("content", {})), "")
+            rows.append(f"<tr><td><code>{method.upper()} {html.escape(path)}</code></td>"
+                        f"<td>{html.escape(op.get('summary', ''))}</td><td>{html.escape(params)}</td>"
+                        f"<td>{html.escape(body)}</td></tr>")
+    return (f"<!doctype html><html lang=en><head><meta charset=utf-8><meta name=viewport content='width=device-width, "
+            f"initial-scale=1'><link rel=icon href='data:,'><title>{html.escape(schema['info']['title'])} API</title>"
+            "<style>body{font:15px/1.5 "
+            "system-ui,sans-serif;max-width:1100px;margin:1.5em auto;padding:0 1em}table{border-collapse:collapse;"
+            "display:block;overflow-x:auto}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}</style>"
+            f"</head><body><h1>{html.escape(schema['info']['title'])}: API</h1><p>Every operation; request and "
+            "response schemas in <a href='/openapi.json'>/openapi.json</a>. The page itself: <a href='/'>/</a>.</p>"
+            "<table><tr><th>operation</th><th>what it does</th><th>parameters</th><th>body</th></tr>"
+            + "".join(rows) + "</table></body></html>")

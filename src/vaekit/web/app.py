@@ -27,7 +27,7 @@ def create_app(explorer: Explorer, hosts: Sequence[str] = LOOPBACK, token: str |
                workers: Workers | None = None) -> FastAPI:
     """The API over `explorer`, answering only for `hosts` (and with `token`, if given); model work runs on
     `workers`, off the event loop."""
-    app = FastAPI(title="vaekit latent explorer", version="1",
+    app = FastAPI(title="vaekit latent explorer", version="1", docs_url=None, redoc_url=None,  # /docs: offline
                   description="Decode z ~ N(0, I) with an AE and a VAE side by side, explore the latent space, "
                               "encode your own images.")
     app.add_middleware(Guard, hosts=hosts, token=token, max_body=MAX_BODY)

@@ -37,6 +37,7 @@ class Explorer:
     test_y: torch.Tensor | None  # the same labels as a tensor, None for data without labels
     maps: dict[str, dict]
     data_config: DataConfig = field(default_factory=DataConfig)  # how the models' training images were read
+    dark_background: bool = False  # the data's images are light on dark (Fashion-MNIST, MNIST): uploads follow
 
     @classmethod
     def build(cls, models: dict[str, Autoencoder], data: Dataset, n_map: int = 2000, seed: int = 0) -> "Explorer":
@@ -48,13 +49,23 @@ class Explorer:
         maps = {}
         for name, model in models.items():
             model.eval()
-            p = Projection.fit(map_batches(model.embed, images, 1000, model.device))
-            maps[name] = {"points": np.round(p.xy, 3).tolist(), "labels": labels, "axes": p.axes,
-                          "basis": p.basis.T.tolist(), "offset": p.offset.tolist()}
+            codes = map_batches(model.embed, images, 1000, model.device)
+            maps[name] = latent_map(Projection.fit(codes), codes, labels, images.labels is not None, model.latent_dim)
             if "gmm" not in model.priors:  # a checkpoint without one (older, or trained with --gmm-components 0)
                 model.priors["gmm"] = fit_mixture(model, data.train, 10, seed, limit=5000)
         data_config = trained_data_config(next(iter(models.values())).meta)
-        return cls(models, data, x, labels, test_y, maps, data_config)
+        return cls(models, data, x, labels, test_y, maps, data_config, bool(border(x).mean() < 0.5))
+
+
+def latent_map(p: Projection, codes: torch.Tensor, labels: list[int], labelled: bool, dim: int) -> dict:
+    """A model's map for the page: the test codes projected on a plane, the plane's basis and the codes' mean off it
+    (so a click can go back to a code), the range the sliders must cover, and N(0, I)'s 99% radius."""
+    from scipy.stats import chi2
+
+    return {"points": np.round(p.xy, 3).tolist(), "labels": labels, "labelled": labelled, "axes": p.axes,
+            "basis": p.basis.T.tolist(), "offset": p.offset.tolist(),
+            "limit": float(max(3.0, np.ceil(codes.abs().max().item()))),
+            "radius99": float(np.sqrt(chi2.ppf(0.99, dim)))}
 
 
 def png(images: torch.Tensor) -> bytes:
@@ -156,31 +167,44 @@ def interpolate_between(ex: Explorer, pair: tuple[torch.Tensor, torch.Tensor | N
     return out
 
 
-def decode_upload(ex: Explorer, data: bytes) -> torch.Tensor:
+def border(x: torch.Tensor) -> torch.Tensor:
+    """The pixels on the edges of images (N, C, H, W)."""
+    return torch.cat([x[..., 0, :], x[..., -1, :], x[..., :, 0], x[..., :, -1]], dim=-1)
+
+
+def decode_upload(ex: Explorer, data: bytes) -> tuple[torch.Tensor, list[str]]:
     """The upload as a batch of one float image, read as the training images were (alpha on the same
-    background, 16 bits scaled, the same resize policy), by the folder loader's own decoder."""
+    background, 16 bits scaled, the same resize policy, by the folder loader's own decoder), and turned light on
+    dark when the data is and the upload is not; with what was done, in words."""
     shape = next(iter(ex.models.values())).config.image_shape
     try:
         x = load_image(io.BytesIO(data), shape, ex.data_config.resize, ex.data_config.background,
-                       max_pixels=MAX_UPLOAD_PIXELS)
+                       max_pixels=MAX_UPLOAD_PIXELS)[None].float() / 255.0
     except VaekitError as e:
         raise HTTPException(413 if "too many pixels" in str(e) else 415, str(e)[:200]) from None
-    return x[None].float() / 255.0
+    notes = [f"read as the training images were: {ex.data_config.resize} to {shape[1]}x{shape[2]}, "
+             f"{'grey' if shape[0] == 1 else 'RGB'}"]
+    if (border(x).mean() < 0.5) != ex.dark_background:
+        x = 1 - x
+        notes.append("inverted: the training images are " + ("light on dark" if ex.dark_background else
+                                                              "dark on light") + " and this one was not")
+    return x, notes
 
 
 def reconstruct_upload(ex: Explorer, data: bytes, label: int | None = None) -> dict:
-    """The uploaded image and each model's reconstruction of it (as class `label` for a conditional model)."""
-    x = decode_upload(ex, data)
+    """The uploaded image as the models see it, what was done to it, and each model's reconstruction (as class
+    `label` for a conditional model)."""
+    x, notes = decode_upload(ex, data)
     with torch.no_grad():
-        return {"input": png_b64(x), **{n: png_b64(m.reconstruct(x, labels_for(m, label, 1, required=True)))
-                                        for n, m in ex.models.items()}}
+        return {"input": png_b64(x), "notes": notes,
+                **{n: png_b64(m.reconstruct(x, labels_for(m, label, 1, required=True))) for n, m in ex.models.items()}}
 
 
 def encode_upload(ex: Explorer, data: bytes, samples: int, label: int | None = None) -> dict:
     """The uploaded image and, for each model, its code (the posterior mean) and that code decoded; for a model
     whose posterior has a density, also mu, sigma and `samples` codes z = mu + sigma * eps, decoded."""
-    x = decode_upload(ex, data)
-    out = {"input": png_b64(x)}
+    x, notes = decode_upload(ex, data)
+    out = {"input": png_b64(x), "notes": notes}
     with torch.no_grad():
         for name, m in ex.models.items():
             y = labels_for(m, label, 1, required=True)

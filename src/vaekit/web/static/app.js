@@ -6,10 +6,12 @@ const COLOURS = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860
 const state = { models: [], z: {}, maps: {}, picked: [] };
 const $ = (sel) => document.querySelector(sel);
 
-function showError(message) {
-  const box = $("#error");
+// Each section reports its own work: "working..." while a request runs, then nothing, or the error, beside the
+// control that caused it; a failed request also clears that section's stale results.
+function setStatus(section, message, isError = false) {
+  const box = document.querySelector(`#${section} .status`);
   box.textContent = message;
-  box.hidden = !message;
+  box.classList.toggle("error", isError);
 }
 
 async function api(path, options) {
@@ -83,25 +85,37 @@ async function decodeCurrent() {
 function buildSliders() {
   const name = $("#explore-model").value;
   const model = state.models.find((m) => m.name === name);
+  const limit = state.maps[name] ? state.maps[name].limit : 3;  // covers every test code's values
   const box = $("#sliders");
   box.replaceChildren();
   const shown = Math.min(model.latent_dim, 16);
   for (let i = 0; i < shown; i++) {
     const label = document.createElement("label");
     const input = document.createElement("input");
-    Object.assign(input, { type: "range", min: -3, max: 3, step: 0.05, value: state.z[name][i] });
+    Object.assign(input, { type: "range", min: -limit, max: limit, step: 0.05, value: state.z[name][i] });
     input.dataset.dim = i;
+    input.setAttribute("aria-label", `z${i + 1}`);
     const value = document.createElement("span");
-    value.textContent = Number(input.value).toFixed(2);
+    value.className = "value";
+    value.textContent = state.z[name][i].toFixed(2);  // the real value, even beyond the slider's range
     input.addEventListener("input", () => {
       state.z[name][i] = Number(input.value);
-      value.textContent = Number(input.value).toFixed(2);
+      value.textContent = state.z[name][i].toFixed(2);
+      state.clicked = null;  // the point on the map no longer is this z
+      showZ();
       scheduleDecode();
     });
     label.append(`z${i + 1}`, input, value);
     box.append(label);
   }
   if (model.latent_dim > shown) box.append(`(+ ${model.latent_dim - shown} more dimensions, set from the map)`);
+}
+
+// The map: test codes projected on a plane of two directions. Through the origin, a point (u, v) is the code
+// z = u * b1 + v * b2 and N(0, I)'s circles are true; through the codes' mean, z = mean + u * b1 + v * b2 decodes
+// like the codes, and the readout says how far from the origin that z really is.
+function planeOffset(map) {
+  return $("#plane").value === "mean" ? map.offset : map.offset.map(() => 0);
 }
 
 async function drawMap() {
@@ -111,21 +125,73 @@ async function drawMap() {
   const canvas = $("#map");
   const ctx = canvas.getContext("2d");
   const xs = map.points.map((p) => p[0]), ys = map.points.map((p) => p[1]);
-  const extent = Math.max(3.5, ...xs.map(Math.abs), ...ys.map(Math.abs)) * 1.05;
+  const extent = Math.max(3.5, ...xs.map(Math.abs), ...ys.map(Math.abs)) * 1.08;
   map.scale = canvas.width / (2 * extent);
   const toPx = (u, v) => [canvas.width / 2 + u * map.scale, canvas.height / 2 - v * map.scale];
   ctx.clearRect(0, 0, canvas.width, canvas.height);
+  drawAxes(ctx, canvas, map, extent, toPx);
   map.points.forEach((p, i) => {
     const [x, y] = toPx(p[0], p[1]);
-    ctx.fillStyle = COLOURS[map.labels[i] % 10];
-    ctx.fillRect(x - 1, y - 1, 2, 2);
+    ctx.fillStyle = map.labelled ? COLOURS[map.labels[i] % 10] : COLOURS[0];
+    ctx.fillRect(x - 1.5, y - 1.5, 3, 3);
   });
   ctx.strokeStyle = "#000";
   for (const r of [1, 2, 3]) {
     ctx.beginPath();
+    ctx.setLineDash(r > 1 ? [4, 3] : []);
     ctx.arc(canvas.width / 2, canvas.height / 2, r * map.scale, 0, 2 * Math.PI);
     ctx.stroke();
   }
+  ctx.setLineDash([]);
+  if (state.clicked) {  // the point whose z is decoded
+    const [x, y] = toPx(...state.clicked);
+    ctx.strokeStyle = "#c00";
+    ctx.lineWidth = 2;
+    ctx.beginPath(); ctx.moveTo(x - 7, y - 7); ctx.lineTo(x + 7, y + 7); ctx.moveTo(x + 7, y - 7); ctx.lineTo(x - 7, y + 7);
+    ctx.stroke();
+    ctx.lineWidth = 1;
+  }
+  buildLegend(map);
+}
+
+function drawAxes(ctx, canvas, map, extent, toPx) {
+  ctx.strokeStyle = "#ddd";
+  ctx.fillStyle = "#555";
+  ctx.font = "11px system-ui, sans-serif";
+  for (let t = -Math.floor(extent); t <= Math.floor(extent); t++) {
+    const [x] = toPx(t, 0), [, y] = toPx(0, t);
+    ctx.beginPath(); ctx.moveTo(x, 0); ctx.lineTo(x, canvas.height); ctx.moveTo(0, y); ctx.lineTo(canvas.width, y);
+    ctx.stroke();
+    if (t !== 0 && t % 2 === 0) { ctx.fillText(String(t), x + 2, canvas.height - 4); ctx.fillText(String(t), 3, y - 2); }
+  }
+  const [first, second] = map.axes.split(", ");
+  ctx.fillStyle = "#000";
+  ctx.font = "bold 12px system-ui, sans-serif";
+  ctx.fillText(`${first} →`, canvas.width - 62, canvas.height / 2 - 6);
+  ctx.fillText(`↑ ${second}`, canvas.width / 2 + 6, 14);
+}
+
+function buildLegend(map) {
+  const names = state.models[0].classes;
+  const legend = $("#legend");
+  legend.replaceChildren();
+  if (!map.labelled) { legend.textContent = "one colour: the data has no labels"; return; }
+  [...new Set(map.labels)].sort((a, b) => a - b).forEach((c) => {
+    const item = document.createElement("span");
+    item.innerHTML = `<i style="background:${COLOURS[c % 10]}"></i>`;
+    item.append(names[c] || String(c));
+    legend.append(item);
+  });
+}
+
+function showZ() {
+  const name = $("#explore-model").value;
+  const map = state.maps[name];
+  const z = state.z[name];
+  const norm = Math.sqrt(z.reduce((s, v) => s + v * v, 0));
+  const where = norm <= map.radius99 ? "inside" : "outside";
+  $("#z-readout").textContent = `decoded z: |z| = ${norm.toFixed(2)}, ${where} N(0, I)'s 99% ball (radius ` +
+    `${map.radius99.toFixed(2)})` + (state.clicked ? `; map point (${state.clicked.map((v) => v.toFixed(2)).join(", ")})` : "");
 }
 
 function mapClick(event) {
@@ -133,25 +199,38 @@ function mapClick(event) {
   const map = state.maps[name];
   const canvas = $("#map");
   const rect = canvas.getBoundingClientRect();
-  const u = (event.clientX - rect.left - canvas.width / 2) / map.scale;
-  const v = -(event.clientY - rect.top - canvas.height / 2) / map.scale;
-  state.z[name] = map.offset.map((o, d) => o + u * map.basis[0][d] + v * map.basis[1][d]);
+  const px = (event.clientX - rect.left) * canvas.width / rect.width;  // the canvas may be drawn smaller
+  const py = (event.clientY - rect.top) * canvas.height / rect.height;
+  const u = (px - canvas.width / 2) / map.scale;
+  const v = -(py - canvas.height / 2) / map.scale;
+  state.clicked = [u, v];
+  state.z[name] = planeOffset(map).map((o, d) => o + u * map.basis[0][d] + v * map.basis[1][d]);
   buildSliders();
+  showZ();
   scheduleDecode();
+  return drawMap();
 }
 
 async function switchModel() {
-  buildSliders();
+  state.clicked = null;
   await drawMap();
+  buildSliders();
+  showZ();
   await decodeCurrent();
 }
 
 // 3. upload -----------------------------------------------------------------------------------------------------
 async function upload(file) {
+  $("#recon").replaceChildren();
+  $("#posterior").replaceChildren();
   const form = () => { const f = new FormData(); f.append("file", file); return f; };
   const recon = await (await api(withLabel("/api/reconstruct"), { method: "POST", body: form() })).json();
   const box = $("#recon");
-  box.replaceChildren(row("your image", [img(recon.input, "input")]));
+  box.replaceChildren(row("your image, as the models see it", [img(recon.input, "input")]));
+  const notes = document.createElement("p");
+  notes.className = "hint";
+  notes.textContent = recon.notes.join("; ");
+  box.append(notes);
   for (const m of state.models) box.append(row(`${m.name.toUpperCase()} reconstruction`, [img(recon[m.name], `${m.name} reconstruction`)], { id: `recon-${m.name}` }));
   const enc = await (await api(withLabel("/api/encode"), { method: "POST", body: form() })).json();
   const post = $("#posterior");
@@ -180,7 +259,11 @@ async function buildStrip() {
   data.images.forEach((b, i) => {
     const el = img(b, `test image ${i}`);
     el.dataset.index = i;
-    el.addEventListener("click", () => pick(i, el));
+    Object.assign(el, { tabIndex: 0, title: `test image ${i}: press Enter to pick` });
+    el.setAttribute("role", "button");
+    const choose = guard("interp", () => pick(i, el), ["#interp-rows"]);
+    el.addEventListener("click", choose);
+    el.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); choose(); } });
     strip.append(el);
   });
 }
@@ -205,16 +288,23 @@ function buildClassPicker() {
   const picker = $("#label");
   for (let i = 0; i < count; i++) picker.append(new Option(names[i] && names[i] !== String(i) ? `${i}: ${names[i]}` : String(i), String(i)));
   $("#class-box").hidden = false;
-  picker.addEventListener("change", guard(async () => {
+  picker.addEventListener("change", guard("top", async () => {
     await decodeCurrent();
     if ($("#sample-rows").childElementCount) await sample();
   }));
 }
 
 // start -------------------------------------------------------------------------------------------------------------
-function guard(fn) {
+function guard(section, fn, results = []) {
   return async (...args) => {
-    try { showError(""); await fn(...args); } catch (e) { showError(e.message); }
+    setStatus(section, "working…");
+    try {
+      await fn(...args);
+      setStatus(section, "");
+    } catch (e) {
+      results.forEach((sel) => $(sel).replaceChildren());
+      setStatus(section, e.message, true);
+    }
   };
 }
 
@@ -228,22 +318,26 @@ async function main() {
     select.append(new Option(m.name.toUpperCase(), m.name));
   }
   buildClassPicker();
-  select.value = state.models.some((m) => m.kind === "vae") ? state.models.find((m) => m.kind === "vae").name : state.models[0].name;
-  select.addEventListener("change", guard(switchModel));
-  $("#sample-btn").addEventListener("click", guard(sample));
-  $("#map").addEventListener("click", guard(mapClick));
-  $("#upload-input").addEventListener("change", guard(async (e) => e.target.files[0] && upload(e.target.files[0])));
+  const vae = state.models.find((m) => m.kind === "vae");
+  select.value = (vae || state.models[0]).name;
+  select.addEventListener("change", guard("explore", switchModel, ["#explore-img"]));
+  $("#plane").addEventListener("change", guard("explore", switchModel));
+  $("#sample-btn").addEventListener("click", guard("sample", sample, ["#sample-rows"]));
+  $("#map").addEventListener("click", guard("explore", mapClick));
+  const uploading = (file) => guard("upload", () => upload(file), ["#recon", "#posterior"])();
+  $("#upload-input").addEventListener("change", (e) => e.target.files[0] && uploading(e.target.files[0]));
   const drop = $("#drop");
   drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
   drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-  drop.addEventListener("drop", guard(async (e) => {
+  drop.addEventListener("drop", (e) => {
     e.preventDefault();
     drop.classList.remove("over");
-    if (e.dataTransfer.files[0]) await upload(e.dataTransfer.files[0]);
-  }));
-  await switchModel();
-  await buildStrip();
+    if (e.dataTransfer.files[0]) uploading(e.dataTransfer.files[0]);
+  });
+  await guard("sample", sample, ["#sample-rows"])();  // the page opens with samples, not an empty box
+  await guard("explore", switchModel)();
+  await guard("interp", buildStrip)();
   document.body.dataset.ready = "1";
 }
 
-window.addEventListener("DOMContentLoaded", guard(main));
+window.addEventListener("DOMContentLoaded", guard("top", main));

@@ -1,0 +1,127 @@
+"""The report's first screen: the answer in plain words, the latent maps and the sample grids that show it; then the
+results that contradict the simple story, explained from the numbers."""
+
+from __future__ import annotations
+
+import html
+
+import torch
+
+from vaekit.data import Dataset
+from vaekit.evaluation.evaluate import Evaluation
+from vaekit.report import figures
+from vaekit.report.words import SAMPLERS, Section, fmt, img, label, ratio_words, seed_pair
+
+CAPTIONS = {"prior": "z ~ N(0, I), its prior", "gmm": "z ~ a mixture fitted to its codes"}
+POOR = 10.0  # best Frechet distance above this many times the real floor (and above 5): call the samples poor
+
+
+def shown_grids(m: dict) -> list[tuple[str, str]]:
+    """(model, sampler) of the grids on the first screen: the AE and the VAE from N(0, I) and from the mixture, or
+    each model from its own prior."""
+    if seed_pair(m):
+        return [(n, s) for s in ("prior", "gmm") for n in ("ae", "vae") if s in m[n].get("priors", {})]
+    return [(n, "prior") for n in m["models"]]
+
+
+def answer_section(m: dict, evals: dict[str, Evaluation], data: Dataset, n_show: int = 32) -> Section:
+    """The answer first: sentences from the numbers, each model's map of test codes, the sample grids."""
+    maps = img(figures.latent_maps({label(n): e.test_codes for n, e in evals.items()}, data.test.labels,
+                                   data.classes), "latent maps")
+    grids = "".join(f"<figure>{img(figures.image_grid_png(spaced(evals[n].samples[s], n_show), 8), f'{n} {s}')}"
+                    f"<figcaption>{label(n)}: {html.escape(CAPTIONS.get(s, SAMPLERS.get(s, s)))}</figcaption></figure>"
+                    for n, s in shown_grids(m) if s in evals[n].samples)
+    title = "The answer: why a VAE can generate from N(0, I) and an AE cannot" if seed_pair(m) else "In short"
+    return title, f"{maps}<div class=samplers>{grids}</div>", answer_words(m, data) + poor_words(m)
+
+
+def spaced(images: torch.Tensor, n: int) -> torch.Tensor:
+    """n of the images, evenly spaced through them."""
+    return images[torch.linspace(0, len(images) - 1, min(n, len(images))).round().long()]
+
+
+def answer_words(m: dict, data: Dataset) -> list[str]:
+    """The claim and its reason, in plain words, each number with what it is measured on."""
+    maps = ("Top: each model's test codes, one dot per image" + (" coloured by class" if data.test.labels is not None
+                                                                 else "") + ", with the circles of N(0, I) at 1, 2 "
+            "and 3 standard deviations; below: samples, each grid captioned with where its z come from.")
+    if not seed_pair(m):
+        return [maps]
+    ae, vae, floor = m["ae"], m["vae"], m["real_floor"]
+    words = []
+    if floor is not None:
+        a, v = ae["samples"]["prior"]["frechet"], vae["samples"]["prior"]["frechet"]
+        verdict = "look far more like real images than" if v < a else "are not closer to real images than"
+        words.append(f"Decode random codes z ~ N(0, I): the VAE's images {verdict} the AE's (Frechet distance to the "
+                     f"real test images, lower is better: VAE {fmt(v)}, AE {fmt(a)}, real held-out images "
+                     f"{fmt(floor['frechet'])}).")
+    inside = [ae["latent"].get("inside_prior_99"), vae["latent"].get("inside_prior_99")]
+    if None not in inside:
+        words.append(f"Why: the VAE's loss has a KL term that pulls every code towards N(0, I), and "
+                     f"{100 * inside[1]:.1f}% of its test codes lie inside N(0, I)'s 99% ball. Nothing in the AE's "
+                     f"loss does that: {100 * inside[0]:.1f}% of its codes are in that ball, so most z drawn from "
+                     "N(0, I) land where its decoder never saw a code.")
+    if floor is not None and "gmm" in ae["samples"]:
+        words.append(f"But the AE is not hopeless: draw its z from a mixture fitted to its own codes and it generates "
+                     f"well (Frechet distance {fmt(ae['samples']['gmm']['frechet'])}). What sampling needs is to know "
+                     "where the codes are; the VAE's KL puts them where N(0, I) looks.")
+    return [*words, maps]
+
+
+def poor_words(m: dict) -> list[str]:
+    """Say so when even the best samples are far from real images, or when sample quality was not measured."""
+    floor = m["real_floor"]
+    if floor is None:
+        return ["Sample quality is not measured here (the data set has no labels for the feature classifier), so no "
+                "sentence above can say whether the samples look like data: judge the grids with your own eyes."]
+    best = min(s["frechet"] for n in m["models"] for s in m[n]["samples"].values())
+    if best > max(5.0, POOR * floor["frechet"]):
+        return [f"Even the best samples are far from real images (Frechet distance {fmt(best)} against "
+                f"{fmt(floor['frechet'])} for real held-out images): every sampler here generates poorly, so read the "
+                "rankings as 'less bad', and look at the grids."]
+    return []
+
+
+def lessons_section(m: dict) -> Section | None:
+    """The results that contradict the simple story, each explained from the numbers; None when none shows."""
+    if not seed_pair(m) or m["real_floor"] is None:
+        return None
+    words = [w for w in (mixture_wins(m), prior_gap(m), interpolation_twist(m)) if w]
+    return ("What the simple story misses", "", words) if words else None
+
+
+def mixture_wins(m: dict) -> str | None:
+    scored = sorted((s["frechet"], n, sampler) for n in m["models"] for sampler, s in m[n]["samples"].items())
+    best, name, sampler = scored[0]
+    if sampler == "prior":
+        return None
+    recon = ", ".join(f"{label(n)} {fmt(m[n]['test']['recon'])}" for n in m["models"])
+    return (f"The best generator here is the {label(name)} with its {SAMPLERS.get(sampler, sampler)} sampler (Frechet "
+            f"distance {fmt(best)}), not a model sampled from N(0, I). Generating needs codes where the decoder was "
+            f"trained, not N(0, I) as such: a sampler fitted to the codes finds them for any model, and a model "
+            f"without the KL's noise keeps more detail in its codes (reconstruction, nats per image: {recon}).")
+
+
+def prior_gap(m: dict) -> str | None:
+    s, latent = m["vae"]["samples"], m["vae"]["latent"]
+    if "gmm" not in s or s["prior"]["frechet"] < 1.5 * s["gmm"]["frechet"]:
+        return None
+    dims = len(latent["std"])
+    inactive = dims - latent["active_units"]
+    holes = (f"{inactive} of its {dims} dimensions are inactive (the encoder ignores them, so N(0, I)'s draws in them "
+             "mean nothing), and " if inactive else "")
+    return (f"The VAE's own prior gives samples {ratio_words(s['prior']['frechet'], s['gmm']['frechet'])} a mixture "
+            f"fitted to its codes ({fmt(s['prior']['frechet'])} against {fmt(s['gmm']['frechet'])}). The KL pulls each "
+            "q(z|x) towards N(0, I), but the codes of all images together (the aggregate posterior) are not N(0, I): "
+            f"{holes}the used dimensions leave holes between the classes (the map above) that N(0, I) draws into and "
+            "the mixture does not.")
+
+
+def interpolation_twist(m: dict) -> str | None:
+    ic = m.get("interpolation_confidence")
+    if not ic or ic["ae"] <= ic["vae"]:
+        return None
+    return (f"The AE's interpolations score a higher classifier confidence than the VAE's ({fmt(ic['ae'], 3)} against "
+            f"{fmt(ic['vae'], 3)}): a line between the codes of two real images stays near codes the AE's decoder was "
+            "trained on, and its sharper images are easier to classify. The VAE's advantage is where z comes from, "
+            "not the path between two images.")
