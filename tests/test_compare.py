@@ -53,8 +53,14 @@ def test_report_opens_in_headless_chromium_and_shows_every_image(quick_report, t
         images = page.evaluate("Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth])")
         headings = page.evaluate("Array.from(document.querySelectorAll('h2')).map(h => h.textContent)")
         page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        page.set_viewport_size({"width": 390, "height": 844})  # a phone: the page fits, tables and plots scroll
+        page.wait_for_timeout(200)
+        width = page.evaluate("document.documentElement.scrollWidth")
+        page.screenshot(path=str(tmp_path / "report-390.png"))
     assert not errors, errors
+    assert width <= 390, width
     assert len(images) >= 9 and all(complete and width > 0 for _, complete, width in images), images
+    assert headings[0].startswith("The answer: why a VAE can generate from N(0, I)")  # the answer first
     assert {"Metrics", "Generation from scratch", "The latent space", "Interpolation"} <= set(headings)
     shot = np.asarray(Image.open(tmp_path / "report.png").convert("L"))
     assert shot.shape[0] > 2000 and shot.std() > 20  # a long page with pictures, not a blank

@@ -57,28 +57,40 @@ def latent_maps(codes: dict[str, Tensor], labels: Tensor | None, classes: list[s
         ax.scatter(xy[:, 0], xy[:, 1], s=3, c=colours, alpha=0.5, linewidths=0)
         for r in (1, 2, 3):
             ax.add_patch(plt.Circle((0, 0), r, fill=False, color="black", lw=1.2, ls="--" if r > 1 else "-"))
-        ax.set_title(f"{name} test codes ({p.axes})")
+        ax.set_title(f"{name} test codes", fontsize=13)
+        first, second = p.axes.split(", ")
+        ax.set(xlabel=f"{first} (plane through the origin)", ylabel=second)
+        ax.xaxis.label.set_size(11)
+        ax.yaxis.label.set_size(11)
+        ax.tick_params(labelsize=11)
         ax.set_aspect("equal", adjustable="datalim")
     if labels is not None and classes:
         handles = [plt.Line2D([], [], marker="o", ls="", color=COLOURS[i % 10], label=c) for i, c in enumerate(classes)]
-        fig.legend(handles=handles, loc="lower center", ncol=min(10, len(classes)), fontsize=8, frameon=False)
+        fig.legend(handles=handles, loc="upper center", ncol=min(5, len(classes)), fontsize=11, frameon=False,
+                   bbox_to_anchor=(0.5, 0.0))
+        fig.tight_layout()
     return figure_png(fig)
 
 
-def code_histograms(codes: dict[str, Tensor], dims: int = 8) -> bytes:
+def code_histograms(codes: dict[str, Tensor], dims: int = 4) -> bytes:
+    """The first `dims` dimensions of each model's codes (one row per model) against the N(0, 1) density, at a size
+    whose labels stay readable when the page shows it 1100 px wide."""
     plt = _plt()
     dims = min(dims, min(z.shape[1] for z in codes.values()))
-    fig, axes = plt.subplots(len(codes), dims, figsize=(1.9 * dims, 1.9 * len(codes)), squeeze=False)
+    fig, axes = plt.subplots(len(codes), dims, figsize=(2.75 * dims, 2.4 * len(codes)), squeeze=False)
     t = np.linspace(-4, 4, 200)
     pdf = np.exp(-t ** 2 / 2) / math.sqrt(2 * math.pi)
     for row, (name, z) in enumerate(codes.items()):
         for d in range(dims):
             ax = axes[row, d]
             ax.hist(z[:, d].numpy(), bins=50, density=True, color=COLOURS[row], alpha=0.7)
-            ax.plot(t, pdf, color="black", lw=1)
+            ax.plot(t, pdf, color="black", lw=1.2, label="N(0, 1)")
             ax.set_yticks([])
-            ax.set_title(f"{name} z{d + 1}", fontsize=8)
-            ax.tick_params(labelsize=7)
+            ax.set_title(f"{name}: z{d + 1}", fontsize=12)
+            ax.set_xlabel("code value", fontsize=11)
+            ax.tick_params(labelsize=11)
+        axes[row, 0].set_ylabel("share of codes", fontsize=11)
+    axes[0, -1].legend(fontsize=10, frameon=False)
     fig.tight_layout()
     return figure_png(fig)
 
@@ -98,7 +110,8 @@ def training_curves(histories: dict[str, list[dict]]) -> bytes:
     axes[1].set(xlabel="epoch", ylabel="nats / image", title="validation KL(q(z|x) || N(0, I))")
     for ax in axes:
         if ax.get_legend_handles_labels()[0]:  # models without a KL leave the right panel empty
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=10)
+        ax.tick_params(labelsize=10)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return figure_png(fig)

@@ -79,8 +79,10 @@ def metrics_table(m: dict, settings: EvalSettings) -> str:
                  f"{r['latent']['active_units']} / {r['latent_dim']}", "n/a" if seconds is None else f"{seconds:.0f}"]
         rows.append(f"<tr><th>{label(name)}</th>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     images = next((m[n]["is_nll"]["images"] for n in m["models"] if "is_nll" in m[n]), settings.is_images)
-    return ("<table><tr><th>model</th><th>reconstruction<br>-log p(x|z), nats</th>"
-            f"<th>training bound<br>nats</th><th>IS-NLL (K={settings.k})<br>nats, {images} images</th>"
+    tested = m[m["models"][0]]["test"]["images"]
+    return (f"<table><tr><th>model</th><th>reconstruction<br>-log p(x|z), nats<br>{tested} test images</th>"
+            f"<th>training bound<br>nats, {tested} test images</th><th>IS-NLL (K={settings.k})<br>nats, {images} "
+            "test images</th>"
             "<th>active<br>units</th><th>training<br>seconds</th></tr>" + "".join(rows) + "</table>"
             "<p class=meta>Reconstruction and the training bound: means over the whole test split; the IS-NLL over "
             "its first images, as stated.</p>")
@@ -192,7 +194,7 @@ def latent_section(m: dict, models: dict[str, Autoencoder], evals: dict[str, Eva
 
 def histograms_section(m: dict, models: dict[str, Autoencoder], evals: dict[str, Evaluation]) -> Section:
     """Per-dimension histograms of the codes, active units and the KL per dimension."""
-    body = img(figures.code_histograms(figure_codes(evals)), "code histograms")
+    body = f"<div class=plot>{img(figures.code_histograms(figure_codes(evals)), 'code histograms')}</div>"
     active = ", ".join(f"{label(n)} {m[n]['latent']['active_units']} of {models[n].latent_dim}" for n in m["models"])
     words = [f"Histograms of the first dimensions of the test codes against the N(0, 1) density (black). Active "
              f"dimensions (Burda et al.: variance of the code's mean over the data above 0.01): {active}."]
@@ -221,15 +223,17 @@ def interpolation_section(m: dict, interpolations: dict[str, torch.Tensor]) -> S
         ic = m["interpolation_confidence"]
         listed = ", ".join(f"{label(n)} {fmt(ic[n], 3)}" for n in m["models"])
         words.append(f"Over {len(next(iter(interpolations.values())))} such pairs, the classifier's mean confidence "
-                     f"on the in-between images: {listed} (real test images: "
-                     f"{fmt(m['real_floor']['test_confidence'], 3)}); the higher, the more the path between two codes "
-                     "stays among images that look like data.")
+                     f"on the in-between images: {listed} (all the real test images: "
+                     f"{fmt(m['real_floor']['test_confidence'], 3)}; the sample-quality table's floor row is another "
+                     "set, the validation images); the higher, the more the path between two codes stays among images "
+                     "that look like data.")
     return "Interpolation", body, words
 
 
 def training_section(histories: dict[str, list[dict]]) -> Section:
     """Every model's learning curves and where they ended."""
-    body = img(figures.training_curves({label(name): h for name, h in histories.items()}), "training curves")
+    curves = figures.training_curves({label(name): h for name, h in histories.items()})
+    body = f"<div class=plot>{img(curves, 'training curves')}</div>"
     last = {name: h[-1] for name, h in histories.items()}
     listed = ", ".join(f"{label(n)} {fmt(r['val_recon'])}" for n, r in last.items())
     words = [f"After {next(iter(last.values()))['epoch']} epochs the validation reconstruction is: {listed} nats. All "
@@ -251,6 +255,8 @@ img {{ max-width: 100%; image-rendering: pixelated; }}
 .samplers {{ display: grid; grid-template-columns: repeat(auto-fit, minmax(200px, 1fr)); gap: 1em; margin: 1em 0; }}
 td.sampler {{ text-align: left; }}
 figure {{ margin: 0; }} figcaption {{ text-align: center; font-weight: 600; }}
+.plot {{ overflow-x: auto; }}
+@media (max-width: 700px) {{ .plot img {{ max-width: none; width: 680px; }} td, th {{ padding: 3px 6px; }} }}
 </style></head>
 <body>
 {body}

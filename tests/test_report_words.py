@@ -1,0 +1,49 @@
+"""The report's first screen and its lessons are sentences read from the numbers: each claim appears when the numbers
+support it, and its opposite when they do not."""
+
+import torch
+
+from vaekit.data import Dataset, TensorImages
+from vaekit.report.answer import answer_words, lessons_section, poor_words
+
+
+def metrics(ae_prior=180.0, ae_gmm=1.4, vae_prior=48.0, vae_gmm=4.1, floor=0.19, interp=(0.80, 0.70), active=17):
+    def model(prior, gmm, inside, recon, units):
+        return {"samples": {"prior": {"frechet": prior}, "gmm": {"frechet": gmm}}, "test": {"recon": recon},
+                "priors": {"prior": "N(0, I)", "gmm": "a mixture fitted to its codes"},
+                "latent": {"inside_prior_99": inside, "active_units": units, "std": [1.0] * 20}}
+
+    vae = model(vae_prior, vae_gmm, 0.999, 228.6, active)
+    vae["test"]["nelbo"] = 241.0  # the VAE has a density; the AE does not
+    return {"models": ["ae", "vae"], "ae": model(ae_prior, ae_gmm, 0.022, 215.7, 20), "vae": vae,
+            "real_floor": {"frechet": floor},
+            "interpolation_confidence": {"ae": interp[0], "vae": interp[1]}}
+
+
+def data(labelled: bool = True) -> Dataset:
+    images = TensorImages(torch.zeros(4, 1, 2, 2, dtype=torch.uint8), torch.arange(4) if labelled else None)
+    return Dataset("toy", images, images, images)
+
+
+def test_the_answer_says_what_the_numbers_say():
+    words = " ".join(answer_words(metrics(), data()))
+    assert "are closer to real images than the AE's" in words and "VAE 48.00, AE 180.00" in words
+    assert "99.9% of its test codes" in words and "2.2% of its codes" in words and "coloured by class" in words
+    reversed_run = " ".join(answer_words(metrics(ae_prior=40.0), data(labelled=False)))
+    assert "are not closer to real images than the AE's" in reversed_run and "coloured by class" not in reversed_run
+
+
+def test_the_contradictions_are_explained_only_when_they_show():
+    _, _, words = lessons_section(metrics())
+    assert len(words) == 3
+    assert "best generator here is the AE sampled from a mixture fitted to its codes" in words[0]
+    assert "11.7 times further" in words[1] and "3 of its 20 dimensions are inactive" in words[1]
+    assert "AE's interpolations score a higher classifier confidence" in words[2]
+    assert lessons_section(metrics(ae_gmm=60.0, vae_gmm=45.0, interp=(0.6, 0.7))) is None  # the simple story holds
+
+
+def test_poor_samples_and_unmeasured_samples_are_said_plainly():
+    assert poor_words(metrics()) == []
+    poor = " ".join(poor_words(metrics(ae_gmm=90.0, vae_gmm=80.0, ae_prior=300.0, vae_prior=200.0, floor=2.0)))
+    assert "Even the best samples are far from real images" in poor and "80.00" in poor
+    assert "judge the grids with your own eyes" in " ".join(poor_words({**metrics(), "real_floor": None}))
