@@ -109,6 +109,22 @@ def test_upload_reconstruct_and_encode(client):
     assert client.post("/api/reconstruct").status_code == 422  # no file at all
 
 
+def test_an_upload_is_brought_to_the_data_s_polarity_and_16_bit_images_keep_their_greys(client):
+    """The digits are light on dark: a dark mark on white paper is inverted (and says so), a light one on black is
+    not; a 16-bit photo is read as the greys it holds, not as white."""
+    paper = np.full((40, 60), 255, dtype=np.uint8)
+    paper[10:30, 20:40] = 0  # a dark square on white, wider than tall
+    answer = client.post("/api/reconstruct", files={"file": ("p.png", png_bytes(paper), "image/png")}).json()
+    seen = np.asarray(Image.open(io.BytesIO(base64.b64decode(answer["input"]))).convert("L"))
+    assert any("inverted" in note for note in answer["notes"]) and seen[0, 0] < 50 and seen.max() > 200
+    night = client.post("/api/reconstruct", files={"file": ("n.png", png_bytes(255 - paper), "image/png")}).json()
+    assert not any("inverted" in note for note in night["notes"]) and night["input"] == answer["input"]
+    ramp = np.linspace(0, 65535, 32 * 32).reshape(32, 32).astype(np.uint16)
+    deep = client.post("/api/reconstruct", files={"file": ("r.png", png_bytes(ramp), "image/png")}).json()
+    grey = np.asarray(Image.open(io.BytesIO(base64.b64decode(deep["input"]))).convert("L"))
+    assert 60 < grey.mean() < 200 and grey.std() > 30
+
+
 OPERATIONS = ["GET /api/models", "POST /api/sample", "POST /api/decode", "GET /api/map", "GET /api/test-images",
               "POST /api/encode", "POST /api/reconstruct", "POST /api/interpolate"]
 
