@@ -4,7 +4,7 @@ support it, and its opposite when they do not."""
 import torch
 
 from vaekit.data import Dataset, TensorImages
-from vaekit.report.answer import answer_words, lessons_section, poor_words
+from vaekit.report.answer import answer_words, lessons_section, poor_words, vae_wins
 
 
 def metrics(ae_prior=180.0, ae_gmm=1.4, vae_prior=48.0, vae_gmm=4.1, floor=0.19, interp=(0.80, 0.70), active=17):
@@ -43,7 +43,9 @@ def test_the_contradictions_are_explained_only_when_they_show():
 
 
 def test_poor_samples_and_unmeasured_samples_are_said_plainly():
-    assert poor_words(metrics()) == []
+    assert poor_words(metrics(vae_prior=1.5)) == []
+    assert "Closer is not close" in poor_words(metrics())[0]  # the VAE wins, at 48 against real images' 0.19
+    assert vae_wins(metrics()) and not vae_wins(metrics(ae_prior=40.0))  # the headline claims only what was shown
     poor = " ".join(poor_words(metrics(ae_gmm=90.0, vae_gmm=80.0, ae_prior=300.0, vae_prior=200.0, floor=2.0)))
     assert "Even the best samples are far from real images" in poor and "80.00" in poor
     assert "judge the grids with your own eyes" in " ".join(poor_words({**metrics(), "real_floor": None}))

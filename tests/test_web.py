@@ -244,13 +244,13 @@ def map_click_decodes_the_z_the_map_shows(page, decoded: list[list[float]]) -> N
     red cross say so; on the plane through the codes' mean, z moves off the plane by the codes' mean."""
     page.select_option("#explore-model", "ae")
     page.wait_for_function("state.maps.ae !== undefined")
-    box = page.locator("#map").bounding_box()
-    at = {"x": box["width"] / 2 + 40, "y": box["height"] / 2 - 30}  # 40 px right of the origin, 30 px up
+    inner = page.evaluate("[document.querySelector('#map').clientWidth, document.querySelector('#map').clientHeight]")
+    at = {"x": inner[0] / 2 + 40, "y": inner[1] / 2 - 30}  # 40 px right of the origin, 30 px up (padding box)
     page.locator("#map").click(position=at)
     page.wait_for_function("state.clicked !== null")
     m = page.evaluate("({map: state.maps.ae, z: state.z.ae, clicked: state.clicked, width: document"
                       ".querySelector('#map').width})")
-    scale = m["map"]["scale"] * box["width"] / m["width"]  # canvas units per CSS pixel
+    scale = m["map"]["scale"] * inner[0] / m["width"]  # CSS pixels per unit of the map
     u, v = 40 / scale, 30 / scale
     assert m["clicked"] == pytest.approx([u, v], abs=0.05)
     u, v = m["clicked"]

@@ -112,6 +112,7 @@ def training_curves(histories: dict[str, list[dict]]) -> bytes:
         if ax.get_legend_handles_labels()[0]:  # models without a KL leave the right panel empty
             ax.legend(fontsize=10)
         ax.tick_params(labelsize=10)
+        ax.xaxis.get_major_locator().set_params(integer=True)  # epochs are whole
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return figure_png(fig)

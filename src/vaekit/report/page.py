@@ -56,7 +56,8 @@ def header(m: dict, first: Autoencoder, data: Dataset, settings: EvalSettings) -
     return (f"<h1>{html.escape(title)} on {html.escape(data.spec)}</h1><p class=meta>{same} ({net}, latent "
             f"{c.latent_dim}, {c.likelihood} likelihood), same data and seed. {'Quick run. ' if m['quick'] else ''}"
             f"Generated images per sampler: {settings.n_samples}. Wall time {m['seconds']:.0f} s.</p>"
-            f"<p class=meta>Labels (used only by the feature classifier that scores samples): "
+            f"<p class=meta>Labels (used by the feature classifier that scores samples, to colour the maps, and in "
+            f"training only by models trained with --conditional): "
             f"{html.escape(m['labels'])}.{''.join(' ' + html.escape(n[0].upper() + n[1:]) + '.' for n in notes)}"
             f"</p>")
 
@@ -255,7 +256,8 @@ img {{ max-width: 100%; image-rendering: pixelated; }}
 .samplers {{ display: grid; grid-template-columns: repeat(auto-fit, minmax(200px, 1fr)); gap: 1em; margin: 1em 0; }}
 td.sampler {{ text-align: left; }}
 figure {{ margin: 0; }} figcaption {{ text-align: center; font-weight: 600; }}
-.plot {{ overflow-x: auto; }}
+.plot {{ overflow-x: auto; }} h1 {{ overflow-wrap: anywhere; }}
+.maps {{ display: grid; grid-template-columns: repeat(auto-fit, minmax(300px, 1fr)); gap: 1em; }}
 @media (max-width: 700px) {{ .plot img {{ max-width: none; width: 680px; }} td, th {{ padding: 3px 6px; }} }}
 </style></head>
 <body>

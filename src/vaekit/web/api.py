@@ -101,7 +101,7 @@ def add_page(app: FastAPI) -> None:
     static = resources.files("vaekit.web") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
 
-    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    @app.api_route("/docs", methods=["GET", "HEAD"], response_class=HTMLResponse, include_in_schema=False)
     def docs() -> HTMLResponse:
         return HTMLResponse(api_page(app.openapi()))
 

@@ -177,18 +177,29 @@ def decode_upload(ex: Explorer, data: bytes) -> tuple[torch.Tensor, list[str]]:
     background, 16 bits scaled, the same resize policy, by the folder loader's own decoder), and turned light on
     dark when the data is and the upload is not; with what was done, in words."""
     shape = next(iter(ex.models.values())).config.image_shape
-    try:
-        x = load_image(io.BytesIO(data), shape, ex.data_config.resize, ex.data_config.background,
-                       max_pixels=MAX_UPLOAD_PIXELS)[None].float() / 255.0
-    except VaekitError as e:
-        raise HTTPException(413 if "too many pixels" in str(e) else 415, str(e)[:200]) from None
-    notes = [f"read as the training images were: {ex.data_config.resize} to {shape[1]}x{shape[2]}, "
-             f"{'grey' if shape[0] == 1 else 'RGB'}"]
+    folder = ex.data_config.name.startswith("folder:")
+    resize = ex.data_config.resize if folder else "pad"  # the built-in and array sets hold whole, centred objects
+    background = ex.data_config.background
+    if not folder:  # pad with the upload's own ground (its top and bottom rows, seen in a centre crop)
+        background = "black" if border(read_upload(data, shape, "crop", "white")).mean() < 0.5 else "white"
+    x = read_upload(data, shape, resize, background)
+    notes = [f"{resize} to {shape[1]}x{shape[2]}" + (f" on {background}" if resize == "pad" else "")
+             + f", {'grey' if shape[0] == 1 else 'RGB'}, as the training images were read"]
     if (border(x).mean() < 0.5) != ex.dark_background:
         x = 1 - x
         notes.append("inverted: the training images are " + ("light on dark" if ex.dark_background else
                                                               "dark on light") + " and this one was not")
     return x, notes
+
+
+def read_upload(data: bytes, shape: tuple[int, int, int], resize: str, background: str) -> torch.Tensor:
+    """The upload decoded by the folder loader (alpha composited, 16 bits scaled) as a batch of one float image."""
+    try:
+        return load_image(io.BytesIO(data), shape, resize, background, max_pixels=MAX_UPLOAD_PIXELS)[None].float() / 255
+    except VaekitError as e:
+        if "too many pixels" in str(e):
+            raise HTTPException(413, str(e).removeprefix("upload: ")[:200]) from None
+        raise HTTPException(415, "not a readable image (PNG, JPEG, GIF, BMP, TIFF or WebP)") from None
 
 
 def reconstruct_upload(ex: Explorer, data: bytes, label: int | None = None) -> dict:

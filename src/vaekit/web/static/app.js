@@ -69,13 +69,17 @@ async function sample() {
 let decodeTimer = null;
 function scheduleDecode() {
   clearTimeout(decodeTimer);
-  decodeTimer = setTimeout(decodeCurrent, 30);
+  decodeTimer = setTimeout(guard("explore", decodeCurrent, ["#explore-img"]), 30);
 }
 
+let decodeCount = 0;  // answers to older requests than the newest are dropped: the picture is always the last z
 async function decodeCurrent() {
   const name = $("#explore-model").value;
+  const mine = ++decodeCount;
   const response = await postJSON("/api/decode", { model: name, z: state.z[name], label: chosenLabel() });
-  const url = URL.createObjectURL(await response.blob());
+  const blob = await response.blob();
+  if (mine !== decodeCount) return;
+  const url = URL.createObjectURL(blob);
   const el = $("#explore-img");
   const old = el.src;
   el.src = url;
@@ -155,20 +159,24 @@ async function drawMap() {
 }
 
 function drawAxes(ctx, canvas, map, extent, toPx) {
+  const step = [1, 2, 5, 10, 20, 50, 100].find((s) => extent / s <= 4) || 200;  // about 6 to 8 labelled lines
   ctx.strokeStyle = "#ddd";
   ctx.fillStyle = "#555";
   ctx.font = "11px system-ui, sans-serif";
-  for (let t = -Math.floor(extent); t <= Math.floor(extent); t++) {
+  for (let t = -Math.floor(extent / step) * step; t <= extent; t += step) {
     const [x] = toPx(t, 0), [, y] = toPx(0, t);
     ctx.beginPath(); ctx.moveTo(x, 0); ctx.lineTo(x, canvas.height); ctx.moveTo(0, y); ctx.lineTo(canvas.width, y);
     ctx.stroke();
-    if (t !== 0 && t % 2 === 0) { ctx.fillText(String(t), x + 2, canvas.height - 4); ctx.fillText(String(t), 3, y - 2); }
+    if (t !== 0) { ctx.fillText(String(t), x + 2, canvas.height - 4); ctx.fillText(String(t), 3, y - 2); }
   }
-  const [first, second] = map.axes.split(", ");
-  ctx.fillStyle = "#000";
+  const [first, second] = map.axes.split(", ");  // the axis names at the edges, on a white ground
   ctx.font = "bold 12px system-ui, sans-serif";
-  ctx.fillText(`${first} →`, canvas.width - 62, canvas.height / 2 - 6);
-  ctx.fillText(`↑ ${second}`, canvas.width / 2 + 6, 14);
+  for (const [text, x, y] of [[`${first} →`, canvas.width - 58, canvas.height - 18], [`↑ ${second}`, 26, 14]]) {
+    ctx.fillStyle = "rgba(255, 255, 255, 0.85)";
+    ctx.fillRect(x - 3, y - 12, ctx.measureText(text).width + 6, 16);
+    ctx.fillStyle = "#000";
+    ctx.fillText(text, x, y);
+  }
 }
 
 function buildLegend(map) {
@@ -198,9 +206,9 @@ function mapClick(event) {
   const name = $("#explore-model").value;
   const map = state.maps[name];
   const canvas = $("#map");
-  const rect = canvas.getBoundingClientRect();
-  const px = (event.clientX - rect.left) * canvas.width / rect.width;  // the canvas may be drawn smaller
-  const py = (event.clientY - rect.top) * canvas.height / rect.height;
+  const rect = canvas.getBoundingClientRect();  // the content box: inside the border, drawn smaller or not
+  const px = (event.clientX - rect.left - canvas.clientLeft) * canvas.width / canvas.clientWidth;
+  const py = (event.clientY - rect.top - canvas.clientTop) * canvas.height / canvas.clientHeight;
   const u = (px - canvas.width / 2) / map.scale;
   const v = -(py - canvas.height / 2) / map.scale;
   state.clicked = [u, v];
@@ -302,7 +310,7 @@ function guard(section, fn, results = []) {
       await fn(...args);
       setStatus(section, "");
     } catch (e) {
-      results.forEach((sel) => $(sel).replaceChildren());
+      results.forEach((sel) => { const el = $(sel); if (el.tagName === "IMG") el.removeAttribute("src"); else el.replaceChildren(); });
       setStatus(section, e.message, true);
     }
   };
