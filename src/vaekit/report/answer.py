@@ -33,7 +33,8 @@ def answer_section(m: dict, evals: dict[str, Evaluation], data: Dataset, n_show:
                     f"<figcaption>{label(n)}: {html.escape(CAPTIONS.get(s, SAMPLERS.get(s, s)))}</figcaption></figure>"
                     for n, s in shown_grids(m) if s in evals[n].samples)
     title = "The answer: why a VAE can generate from N(0, I) and an AE cannot" if vae_wins(m) else "In short"
-    words = "".join(f"<p>{html.escape(w)}</p>" for w in answer_words(m, data) + poor_words(m))
+    claims = answer_words(m, data)  # the claims, then what the figures are
+    words = "".join(f"<p>{html.escape(w)}</p>" for w in claims[:-1] + poor_words(m) + claims[-1:])
     return title, f"{words}<div class=maps>{maps}</div><div class=samplers>{grids}</div>", []  # the words first
 
 
