@@ -191,6 +191,7 @@ def test_what_goes_wrong_gets_one_line(cli, tmp_path):
     cases = [
         (["train", "--data", "digits", "--classes", "12"], "no class '12' in digits (its classes: 0 (0)"),
         (["train", "--data", "digits", "--classes", "0,0"], "must name each class once"),
+        (["train", "--data", "digits", "--classes", "\u00b2"], "no class '\u00b2' in digits"),  # a digit to isdigit
         (["train", "--data", "npy:plain.npy", "--classes", "0"], "has no labels"),
         (["ood", "all", "--ood", "held-out"], "the model was trained on every class"),
         (["ood", "all", "--ood", "nowhere"], "--ood 'nowhere': unknown data set"),

@@ -12,6 +12,7 @@ import json
 import math
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, Union
@@ -154,6 +155,15 @@ class TrainConfig(Checked):
     gmm_components: int = setting(10, 0, 100,
         help="components of the Gaussian mixture fitted to the training codes after training and saved with the best "
         "checkpoint, so `vaekit sample --prior gmm` works from the file (0: none)")
+
+
+def class_index(text: str, names: Sequence[str]) -> int | None:
+    """The class a user names (`--classes`, `--label`): an index in ASCII digits, or one of `names` (case and
+    surrounding spaces ignored); None when it is neither. Whether the index is one they have, callers check."""
+    text = str(text).strip()
+    if text.isascii() and text.isdigit():
+        return int(text) if len(text) <= 9 else None  # "²" is a digit to str.isdigit, and 10^4300 is too long for int
+    return next((i for i, name in enumerate(names) if name.strip().lower() == text.lower()), None)
 
 
 def short(value: Any, limit: int = 60) -> str:

@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import torch
 
-from vaekit.config import short
+from vaekit.config import class_index, short
 from vaekit.data.sets import Dataset, ImageSet
 from vaekit.errors import VaekitError
 
@@ -23,10 +23,9 @@ def class_indices(spec: str, data: Dataset) -> list[int]:
         raise VaekitError(f"{data.spec}: has no labels, so --classes cannot choose among them")
     n = max((int(s.labels.max()) for s in (data.train, data.test) if s.labels is not None and len(s.labels)),
             default=-1) + 1
-    names = {name.strip().lower(): i for i, name in enumerate(data.classes)}
     chosen = []
     for item in (part.strip() for part in spec.split(",")):
-        index = int(item) if item.isdigit() else names.get(item.lower())
+        index = class_index(item, data.classes)
         if index is None or index >= max(n, len(data.classes)):
             valid = ", ".join(f"{i} ({c})" for i, c in enumerate(data.classes)) or f"0 to {n - 1}"
             raise VaekitError(f"--classes: no class {short(item)} in {data.spec} (its classes: {valid})")

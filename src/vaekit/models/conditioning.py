@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vaekit.config import short
+from vaekit.config import class_index, short
 from vaekit.errors import VaekitError
 
 Shape = tuple[int, int, int]
@@ -75,9 +75,7 @@ class Labelled(nn.Module):
     def pick(self, label: str, names: list[str]) -> int:
         """The class a user names: its index, or its name (case and surrounding spaces ignored); anything else is
         refused in one line listing the valid ones."""
-        text = str(label).strip()
-        named = (i for i, name in enumerate(names[:self.classes]) if name.strip().lower() == text.lower())
-        index = int(text) if text.isascii() and text.isdigit() and len(text) <= 9 else next(named, None)
+        index = class_index(label, names[:self.classes])
         if index is None or index >= self.classes:
             raise VaekitError(f"no class {short(label)}; this model's classes: {class_list(self.classes, names)}")
         return index
