@@ -141,10 +141,12 @@ def test_a_conditional_vae_draws_the_class_it_is_asked_for_on_fashion_mnist(tmp_
     asked = torch.arange(1000) // 100  # 100 samples of each class
     with torch.no_grad():
         drawn = model.sample(1000, torch.Generator().manual_seed(0), y=asked)
-    result = conditional_quality(drawn, asked, ref)
+    classified = classifier.features_and_probabilities(drawn)
+    result = conditional_quality(classified, asked, ref)
     per_class = [row["accuracy"] for row in result["classes"]]
     assert result["accuracy"] > 0.5 and sum(a > 0.3 for a in per_class) >= 8, per_class  # chance: 0.1
-    shuffled = conditional_quality(drawn, asked[torch.randperm(1000, generator=torch.Generator().manual_seed(0))], ref)
+    shuffled = conditional_quality(classified, asked[torch.randperm(1000, generator=torch.Generator().manual_seed(0))],
+                                   ref)
     assert shuffled["accuracy"] < 0.25  # the same images under the wrong labels: near chance
 
 

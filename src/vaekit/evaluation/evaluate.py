@@ -102,11 +102,11 @@ MIN_CLASS_IMAGES = 100  # the least images of a class, of each set, a per-class 
 # bias grows as the sets shrink below the 128 features)
 
 
-def conditional_quality(images: Tensor, labels: Tensor, ref: Reference) -> dict[str, Any]:
+def conditional_quality(classified: tuple[Tensor, Tensor], labels: Tensor, ref: Reference) -> dict[str, Any]:
     """How well images match the class they were drawn as: the feature classifier's agreement with their labels
     (conditional accuracy), overall and per class, and per class the Frechet distance between their features and
-    those of the real test images of that class."""
-    features, probabilities = ref.classifier.features_and_probabilities(images)
+    those of the real test images of that class. `classified`: the images' features and class probabilities."""
+    features, probabilities = classified
     predicted, classes = probabilities.argmax(-1), []
     for c in labels.unique().tolist():
         mine, real = labels == c, ref.labels == c
@@ -114,7 +114,7 @@ def conditional_quality(images: Tensor, labels: Tensor, ref: Reference) -> dict[
         if min(mine.sum(), real.sum()) >= MIN_CLASS_IMAGES:
             row["frechet"] = frechet_distance(ref.features[real], features[mine])
         classes.append(row)
-    return {"accuracy": (predicted == labels).float().mean().item(), "images": len(images), "classes": classes}
+    return {"accuracy": (predicted == labels).float().mean().item(), "images": len(labels), "classes": classes}
 
 
 # What sample_quality measures, as (key, name, digits shown): lower is better for the distances, higher for the rest
@@ -138,14 +138,15 @@ class Reference:
 
 
 def sample_quality(images: Tensor, ref: Reference, s: EvalSettings, device: str | torch.device = "cpu",
-                   desc: str = "samples") -> dict[str, Any]:
+                   desc: str = "samples", classified: tuple[Tensor, Tensor] | None = None) -> dict[str, Any]:
     """Frechet distance, KID, precision/recall/density/coverage and mean confidence on the feature classifier's
     features (KID and the k-NN measures where the sets are large enough); the Inception FID on Inception's where
-    the reference has them."""
+    the reference has them. `classified`: the images' features and class probabilities, where already computed."""
     quality: dict[str, Any] = {}
     if ref.classifier is not None and ref.features is not None:
-        features, confidence = ref.classifier.features_and_confidence(images)
-        quality = {"frechet": frechet_distance(ref.features, features), "confidence": confidence.mean().item()}
+        features, probabilities = classified or ref.classifier.features_and_probabilities(images)
+        quality = {"frechet": frechet_distance(ref.features, features),
+                   "confidence": probabilities.max(-1).values.mean().item()}
         smaller = min(len(ref.features), len(features))
         if smaller >= 2:
             quality.update(kernel_distance(ref.features, features, s.kid_subsets, s.kid_subset_size, s.seed))
@@ -183,12 +184,8 @@ def first_labelled(split: ImageSet, n: int | None = None) -> tuple[Tensor, Tenso
             torch.cat(labels) if labels else None)
 
 
-def first_images(split: ImageSet, n: int | None = None) -> Tensor:
-    return first_labelled(split, n)[0]
-
-
 def test_tensor(data: Dataset, n: int | None = None) -> Tensor:
-    return first_images(data.test, n)
+    return first_labelled(data.test, n)[0]
 
 
 def likelihood_metrics(model: Autoencoder, data: Dataset, s: EvalSettings) -> dict[str, Any]:
@@ -256,14 +253,24 @@ def evaluate_model(model: Autoencoder, data: Dataset, settings: EvalSettings, re
     samples = draw_samples(model, priors, s, labels)
     steps.update()
     if reference is not None:
-        metrics["samples"] = {name: sample_quality(images, reference, s, model.device, f"Inception: {name}")
-                              for name, images in samples.items()}
-        if labels is not None and reference.classifier is not None:
-            metrics["conditional"] = {name: conditional_quality(images, labels, reference)
-                                      for name, images in samples.items()}
+        metrics.update(measure_samples(samples, labels, reference, s, model.device))
     steps.update()
     steps.close()
     return Evaluation(metrics, codes, samples, labels)
+
+
+def measure_samples(samples: dict[str, Tensor], labels: Tensor | None, ref: Reference, s: EvalSettings,
+                    device: torch.device) -> dict[str, Any]:
+    """Each sampler's sample quality and, for a conditional model (its samples drawn as the classes `labels`), how
+    well they match their classes; the feature classifier sees each set of samples once."""
+    scored = ref.classifier is not None
+    out: dict[str, Any] = {"samples": {}, **({"conditional": {}} if labels is not None and scored else {})}
+    for name, images in samples.items():
+        classified = ref.classifier.features_and_probabilities(images) if scored else None
+        out["samples"][name] = sample_quality(images, ref, s, device, f"Inception: {name}", classified)
+        if "conditional" in out:
+            out["conditional"][name] = conditional_quality(classified, labels, ref)
+    return out
 
 
 def _chi2_ppf(q: float, df: int) -> float:
@@ -285,10 +292,11 @@ def real_reference(data: Dataset, s: EvalSettings, classifier: FeatureClassifier
     if s.inception:
         ref.inception = inception.inception_features(real, device, desc="Inception: real test images", quiet=quiet)
     other, other_labels = first_labelled(data.val if len(data.val) >= 2 else data.train, s.n_samples)
-    ref.floor.update(sample_quality(other, ref, s, device, "Inception: real held-out images"))
+    classified = classifier.features_and_probabilities(other) if classifier is not None else None
+    ref.floor.update(sample_quality(other, ref, s, device, "Inception: real held-out images", classified))
     ref.floor["images"] = len(other)
-    if classifier is not None and other_labels is not None:  # real images, each "drawn as" its own class
-        ref.floor["conditional"] = conditional_quality(other, other_labels, ref)
+    if classified is not None and other_labels is not None:  # real images, each "drawn as" its own class
+        ref.floor["conditional"] = conditional_quality(classified, other_labels, ref)
     return ref
 
 
