@@ -25,7 +25,7 @@ from vaekit.web.explorer import (
     reconstruct_upload,
 )
 from vaekit.web.guard import Workers
-from vaekit.web.schemas import LABEL, MAX_BODY, InterpolateRequest, SampleRequest, decode_request
+from vaekit.web.schemas import LABEL, MAX_BODY, MAX_LABEL, InterpolateRequest, SampleRequest, decode_request
 
 
 async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -86,13 +86,13 @@ def add_upload_routes(app: FastAPI, ex: Explorer, work: Workers) -> None:
 
     @app.post("/api/reconstruct", summary="reconstruct an uploaded image with every model")
     async def reconstruct(file: Annotated[UploadFile, File(description="PNG, JPEG, ... image")],
-                          label: Annotated[int | None, Query(ge=0, le=10_000, description=LABEL)] = None) -> dict:
+                          label: Annotated[int | None, Query(ge=0, le=MAX_LABEL, description=LABEL)] = None) -> dict:
         return await work.run(reconstruct_upload, ex, await read_upload(file), label)
 
     @app.post("/api/encode", summary="encode an uploaded image: the AE's code, the VAE's mu, sigma and samples")
     async def encode(file: Annotated[UploadFile, File(description="PNG, JPEG, ... image")],
                      samples: Annotated[int, Query(ge=1, le=16)] = 6,
-                     label: Annotated[int | None, Query(ge=0, le=10_000, description=LABEL)] = None) -> dict:
+                     label: Annotated[int | None, Query(ge=0, le=MAX_LABEL, description=LABEL)] = None) -> dict:
         return await work.run(encode_upload, ex, await read_upload(file), samples, label)
 
 

@@ -5,6 +5,7 @@ from enum import Enum
 
 from pydantic import BaseModel, Field
 
+from vaekit.config import ModelConfig, field_range
 from vaekit.models import Autoencoder
 
 MAX_BODY = 2 * 2**20  # bytes in any request
@@ -14,12 +15,13 @@ Z_LIMIT = 100.0  # |z_i| beyond this is no code any decoder has seen; refused ra
 
 
 LABEL = "the class a conditional model draws (its index; see /api/models); unconditional models ignore it"
+MAX_LABEL = int(field_range(ModelConfig, "classes")[1])  # a label past a model's own count: refused by the handler
 
 
 class SampleRequest(BaseModel):
     n: int = Field(8, ge=1, le=MAX_N, description="images per model")
     seed: int | None = Field(None, ge=0, le=2**31 - 1, description="seed of the z draws; none: random")
-    label: int | None = Field(None, ge=0, le=10_000, description=LABEL + "; none: the classes in turn")
+    label: int | None = Field(None, ge=0, le=MAX_LABEL, description=LABEL + "; none: the classes in turn")
 
 
 class InterpolateRequest(BaseModel):
@@ -42,6 +44,6 @@ def decode_request(models: dict[str, Autoencoder], names: type[Enum]) -> type[Ba
     class DecodeRequest(BaseModel):
         model: names = Field(..., description="a name from /api/models")
         z: list[float] = Field(..., description="one latent vector", min_length=shortest, max_length=longest)
-        label: int | None = Field(None, ge=0, le=10_000, description=LABEL)
+        label: int | None = Field(None, ge=0, le=MAX_LABEL, description=LABEL)
 
     return DecodeRequest
