@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -227,6 +228,15 @@ def start_building(folder: Path, home: Path) -> subprocess.Popen:
     return proc
 
 
+def resume_once_waited_for(proc: subprocess.Popen, limit: float = 60.0) -> None:
+    """SIGCONT to a stopped `proc` once some process blocks on a record lock (Linux lists it in /proc/locks as
+    '-> '), or after `limit` seconds."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline and "->" not in Path("/proc/locks").read_text():
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGCONT)
+
+
 def test_a_second_process_waits_for_the_first_decode_and_clear_leaves_it_alone(slow_folder, tmp_path, capsys):
     """Two runs on the same new folder (two DDP ranks, two users' jobs): one decodes, the other waits and reads
     that copy. `vaekit cache clear` meanwhile removes nothing of the build in progress."""
@@ -234,6 +244,8 @@ def test_a_second_process_waits_for_the_first_decode_and_clear_leaves_it_alone(s
 
     home = tmp_path / "home"
     first = start_building(slow_folder, home)
+    first.send_signal(signal.SIGSTOP)  # the build held in progress (a fast machine could finish it before we ask)
+    threading.Thread(target=resume_once_waited_for, args=(first,), daemon=True).start()  # ... until we wait for it
     assert clear(home / "folders") == (0, 0) and list(home.glob("folders/*.part-*"))
     data = load_dataset(DataConfig(name=f"folder:{slow_folder}", image_size=64, data_dir=str(home),
                                    max_in_memory_gb=1e-9))
