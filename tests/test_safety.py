@@ -113,6 +113,26 @@ def test_an_interrupted_replacement_restores_the_old_run(tmp_path):
     assert (tmp_path / "run" / "weights").read_text() == "old" and len(list(tmp_path.iterdir())) == 1
 
 
+def test_a_run_killed_before_writing_anything_starts_again_without_overwrite(tmp_path):
+    """Killed between making its folder and writing run.json, a run left only its marker (and perhaps run.json's
+    temporary file): the same command starts it afresh. Anything more, a user's file included, is refused."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / RUN_MARKER).write_text("")
+    (run / ".run.tmp.json").write_text("{")
+    with new_run_folder(run, overwrite=False):
+        (run / "run.json").write_text("{}")
+    (run / "run.json").unlink()
+    (run / "notes.txt").write_text("mine")
+    with pytest.raises(VaekitError, match="run folder exists and is not empty"), new_run_folder(run, overwrite=False):
+        pass
+    (run / RUN_MARKER).unlink()
+    (run / "notes.txt").rename(run / ".run.tmp.json")  # without the marker, not vaekit's leftover
+    with pytest.raises(VaekitError, match="not empty"), new_run_folder(run, overwrite=False):
+        pass
+    assert (run / ".run.tmp.json").read_text() == "mine"
+
+
 @pytest.mark.parametrize("out", ["/dev/null", "file.txt"])
 def test_outputs_are_never_special_files_or_files_posing_as_folders(cli, tmp_path, runs, out):
     (tmp_path / "file.txt").write_text("mine")

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from vaekit.errors import VaekitError
-from vaekit.layout import RunFolder
+from vaekit.layout import MARKER, RunFolder
 
 
 @contextmanager
@@ -37,7 +37,7 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise VaekitError(f"{path.parent}: cannot create the folder ({e.strerror or e})") from None
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    tmp = _temporary(path)
     try:
         yield tmp
         with open(tmp, "rb+") as f:
@@ -45,6 +45,10 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _temporary(path: Path) -> Path:
+    return path.with_name(f".{path.stem}.tmp{path.suffix}")
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -137,7 +141,7 @@ def new_run_folder(out: str | Path, overwrite: bool, inputs: Iterable[Path] = ()
     if out.exists() and not out.is_dir():
         raise VaekitError(f"{out}: exists and is not a folder")
     aside = None
-    if out.is_dir() and any(out.iterdir()):
+    if out.is_dir() and not _holds_nothing(out):
         if not overwrite:
             raise VaekitError(f"{out}: run folder exists and is not empty; choose another --out, pass --overwrite to "
                               "replace it, or (train) --resume to continue the run there")
@@ -159,6 +163,14 @@ def new_run_folder(out: str | Path, overwrite: bool, inputs: Iterable[Path] = ()
         raise
     if aside is not None:
         shutil.rmtree(aside)
+
+
+def _holds_nothing(folder: Path) -> bool:
+    """Empty, or holding only what a vaekit run killed at its very start left: the marker, and perhaps the
+    temporary file it was writing (the same command run again then starts the run afresh)."""
+    run = RunFolder(folder)
+    left = {p.name for p in folder.iterdir()}
+    return not left or run.marker.is_file() and left <= {MARKER, _temporary(run.run_json).name}
 
 
 def _put_back(out: Path, aside: Path | None) -> None:
