@@ -120,7 +120,8 @@ def test_labels_come_from_category_folders_not_size_folders(tmp_path):
     save_many(tmp_path / "pets" / "dogs", lambda i: Image.fromarray(np.full((8, 8), 255 - i, np.uint8)))
     pets = folder(tmp_path, "pets")
     assert pets.classes == ["cats", "dogs"] and "subfolder names" in pets.label_source
-    assert folder(tmp_path, "pets", labels="none").train.labels is None
+    unlabelled = folder(tmp_path, "pets", labels="none")
+    assert unlabelled.train.labels is None and unlabelled.label_source == "none (--labels none)"
 
 
 @pytest.mark.parametrize("policy", ["crop", "pad", "stretch"])

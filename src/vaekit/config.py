@@ -166,6 +166,15 @@ def class_index(text: str, names: Sequence[str]) -> int | None:
     return next((i for i, name in enumerate(names) if name.strip().lower() == text.lower()), None)
 
 
+def class_word(index: int, names: list[str]) -> str:
+    """'7 (Sneaker)', or '7' where the class has no name of its own."""
+    return f"{index} ({printable(names[index])})" if index < len(names) and names[index] != str(index) else str(index)
+
+
+def printable(name: str, limit: int = 30) -> str:
+    return "".join(c for c in name[:limit] if c.isprintable())
+
+
 def short(value: Any, limit: int = 60) -> str:
     """repr(value), cut to `limit` characters: error messages never echo a huge input."""
     text = repr(value) if not isinstance(value, (list, dict)) or len(value) < 50 else f"<{type(value).__name__} " \

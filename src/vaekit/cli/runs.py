@@ -141,7 +141,7 @@ def evaluation_lines(model, data, metrics: dict) -> list[str]:
 def conditional_lines(metrics: dict, names: list[str]) -> list[str]:
     """A conditional model's samples against the classes they were drawn as, overall and per class (samples from
     its own prior), beside real held-out images of each class."""
-    from vaekit.models.conditioning import class_word
+    from vaekit.config import class_word
 
     drawn, floor = metrics.get("conditional"), (metrics.get("real_floor") or {}).get("conditional")
     if not drawn:

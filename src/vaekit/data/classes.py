@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import torch
 
-from vaekit.config import class_index, short
+from vaekit.config import class_index, class_word, short
 from vaekit.data.sets import Dataset, ImageSet
 from vaekit.errors import VaekitError
 
@@ -37,7 +37,7 @@ def class_indices(spec: str, data: Dataset) -> list[int]:
 
 def class_words(indices: list[int], data: Dataset) -> str:
     """'7 (Sneaker)', '0 (T-shirt/top), 1 (Trouser)': indices with their names where the set has them."""
-    return ", ".join(f"{i} ({data.classes[i]})" if i < len(data.classes) else str(i) for i in indices)
+    return ", ".join(class_word(i, data.classes) for i in indices)
 
 
 def _where(images: ImageSet, indices: list[int], keep: bool) -> ImageSet:

@@ -237,7 +237,9 @@ def folder_labels(root: Path, files: list[Path], policy: str) -> tuple[Tensor | 
     parts = [f.relative_to(root).parts for f in files]
     names = sorted({p[0] for p in parts if len(p) > 1})
     nested = all(len(p) > 1 for p in parts)
-    if policy == "none" or not nested or (policy == "auto" and len(names) < 2):
+    if policy == "none":
+        return None, [], "none (--labels none)"
+    if not nested or (policy == "auto" and len(names) < 2):
         return None, [], "none (no labels: the images do not sit in category subfolders)"
     if policy == "auto" and all(SIZE_NAME.match(n) for n in names):
         return None, [], (f"none: the subfolders ({', '.join(names[:6])}{', ...' if len(names) > 6 else ''}) look "

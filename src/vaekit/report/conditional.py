@@ -7,9 +7,9 @@ import html
 
 import torch
 
+from vaekit.config import class_word
 from vaekit.data import Dataset
 from vaekit.evaluation.evaluate import Evaluation
-from vaekit.models.conditioning import class_word
 from vaekit.report import figures
 from vaekit.report.words import Section, fmt, img, label, names_words
 
