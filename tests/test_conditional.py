@@ -97,6 +97,13 @@ def test_the_cli_draws_a_class_by_name_and_a_grid_by_class(cli, tmp_path):
     card = (run / "README.md").read_text()  # the card's Python example passes labels, and runs as written
     example = card[card.index("```python\n", card.index("## How to load")) + 10:].split("```")[0]
     exec(example.replace("PATH", str(run)), {})
+    cli("export", str(run), "--out", str(tmp_path / "exp"))  # ONNX graphs with a label input; the card's example
+    onnx_card = (tmp_path / "exp" / "README.md").read_text()
+    onnx_example = onnx_card[onnx_card.index("```python\n", onnx_card.index("## ONNX")) + 10:].split("```")[0]
+    scope = {}
+    exec(onnx_example.replace('"encoder.onnx"', repr(str(tmp_path / "exp" / "encoder.onnx")))
+         .replace('"decoder.onnx"', repr(str(tmp_path / "exp" / "decoder.onnx"))), scope)
+    assert scope["images"].shape == (16, 1, 8, 8) and "16 draws of class 9" in onnx_example
     cli("reconstruct", str(run), "-n", "4", "--out", str(tmp_path / "r.png"))  # the test images' own labels
     cli("encode", str(run), "--out", str(tmp_path / "codes.npy"))
     cli("decode", str(run), str(tmp_path / "codes.npy"), "--label", "3",

@@ -69,12 +69,20 @@ def test_the_cards_onnx_example_runs_as_written(runs, cli, tmp_path, monkeypatch
     assert 0 <= scope["images"].min() and scope["images"].max() <= 1
 
 
-def test_a_conv_model_exports_too(tmp_path):
+@pytest.mark.parametrize("classes", [0, 3])
+def test_a_conv_model_exports_too_and_a_conditional_one_takes_labels(tmp_path, classes):
     model = build_model(ModelConfig(kind="vae", image_shape=(3, 16, 16), arch="conv", latent_dim=4,
-                                    channels=(8, 16))).eval()
+                                    channels=(8, 16), conditional=bool(classes), classes=classes)).eval()
     files = export.export_graphs(model, tmp_path)
-    diff = export.parity(model, files, torch.rand(6, 3, 16, 16))
+    diff = export.parity(model, files, torch.rand(6, 3, 16, 16), torch.tensor([2, 0, 1, 1, 2, 0]) if classes else None)
     assert diff["encoder_max_abs_diff"] < PARITY and diff["decoder_max_abs_diff"] < PARITY
+    decoder = ort.InferenceSession(str(files["decoder"]), providers=["CPUExecutionProvider"])
+    assert [i.name for i in decoder.get_inputs()] == ["z", "label"][:1 + bool(classes)]
+    if classes:  # one z, each class: the label input reaches the image, as in PyTorch
+        z, y = torch.randn(1, 4).repeat(3, 1), torch.arange(3)
+        images = decoder.run(None, {"z": z.numpy(), "label": y.numpy()})[0]
+        assert np.abs(images - model.generate(z, y).detach().numpy()).max() < PARITY
+        assert np.abs(images[0] - images[1]).max() > 1e-3
 
 
 def test_every_run_gets_a_model_card_in_hugging_face_layout(runs, cli, tmp_path):

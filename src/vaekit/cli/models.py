@@ -103,7 +103,7 @@ def chosen_labels(model, args: argparse.Namespace, device):
     """What `sample` draws: (count, labels or None, grid row length, words). --label NAME draws one class; a
     conditional model given none draws a grid with one row per class (-n rounded down to whole rows), or, into
     --files or --npy alone, -n images with the classes in turn."""
-    from vaekit.models.conditioning import class_word
+    from vaekit.config import class_word
 
     n = args.n
     if args.label is not None:
@@ -237,18 +237,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.format == "onnx":
         export.require_extra()
     model, _ = load_model(args.checkpoint, "cpu")
-    if model.classes and args.format == "onnx":
-        raise VaekitError("ONNX export of a conditional model (a label input beside the image and z) is not built "
-                          "yet; --format safetensors exports it")
     source = resolve_checkpoint(args.checkpoint)
     test = measured_test(Path(args.checkpoint), model.meta)
     with tempfile.TemporaryDirectory(prefix="vaekit-export-") as tmp:
         graphs, extra = {}, []
         if args.format == "onnx":  # made and checked before the output folder is touched
-            images, what = parity_images(model, args)
+            images, labels, what = parity_images(model, args)
             graphs = export.export_graphs(model, Path(tmp))
-            words = f"{export.parity_words(export.parity(model, graphs, images))} ({what} and their codes, with as " \
-                    "many draws from N(0, I))"
+            diff = export.parity(model, graphs, images, labels)
+            words = f"{export.parity_words(diff)} ({what} and their codes, with as many draws from N(0, I))"
             extra = [export.usage(model) + f"\nChecked at export with onnxruntime (CPU): {words}.\n"]
             print(f"ONNX: {words}")
         with new_run_folder(args.out, args.overwrite, [source]) as out:
@@ -278,15 +275,17 @@ def measured_test(path: Path, meta: dict) -> dict | None:
 
 
 def parity_images(model, args: argparse.Namespace):
-    """The images the graphs are checked on: the model's own test images where its data set is at hand, else
-    uniform noise of its shape (a checkpoint exported away from its data)."""
+    """The images the graphs are checked on, and their labels: the model's own test images where its data set is at
+    hand, else uniform noise of its shape (a checkpoint exported away from its data; labels None: the classes in
+    turn)."""
     import torch
 
-    from vaekit.evaluation.evaluate import test_tensor
+    from vaekit.evaluation.evaluate import first_labelled
 
     try:
-        return test_tensor(dataset_for(model, args)[0], PARITY_IMAGES), "the model's test images"
+        images, labels = first_labelled(dataset_for(model, args)[0].test, PARITY_IMAGES)
+        return images, labels if model.classes else None, "the model's test images"
     except VaekitError as e:
         print(f"(the model's data set is not at hand: {e}; the ONNX graphs are checked on uniform noise)")
         noise = torch.rand(PARITY_IMAGES, *model.config.image_shape, generator=torch.Generator().manual_seed(0))
-        return noise, "images of uniform noise"
+        return noise, None, "images of uniform noise"

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vaekit.config import class_index, short
+from vaekit.config import class_index, class_word, short
 from vaekit.errors import VaekitError
 
 Shape = tuple[int, int, int]
@@ -86,17 +86,19 @@ class Labelled(nn.Module):
                               "these images have none")
         if y.shape != (rows,):
             raise VaekitError(f"expected {rows} labels, one per image, got shape {tuple(y.shape)}")
-        if y.device.type == "cpu" and len(y) and (int(y.min()) < 0 or int(y.max()) >= self.classes):  # on a GPU,
-            # `check` has seen the data set's labels (a check here would wait for the device every step)
+        if y.device.type == "cpu" and not torch.compiler.is_exporting() and len(y) and \
+                (int(y.min()) < 0 or int(y.max()) >= self.classes):  # on a GPU, `check` has seen the data set's
+            # labels (a check here would wait for the device every step); an exported graph reads any label
             raise VaekitError(f"labels must lie in 0..{self.classes - 1}, got {int(y.min())} to {int(y.max())}")
         return F.one_hot(y.long(), self.classes).to(self.plane.weight.dtype)
 
     def images(self, x: Tensor, y: Tensor | None) -> Tensor:
-        plane = self.plane(self.one_hot(y, len(x))).view(len(x), 1, *self.size)
+        plane = self.plane(self.one_hot(y, x.shape[0])).view(-1, 1, *self.size)  # x.shape[0], not len(x): an
+        # exported graph keeps its batch size open
         return torch.cat([x, plane.to(x.dtype)], dim=1)
 
     def codes(self, z: Tensor, y: Tensor | None) -> Tensor:
-        return torch.cat([z, self.one_hot(y, len(z)).to(z.dtype)], dim=-1)
+        return torch.cat([z, self.one_hot(y, z.shape[0]).to(z.dtype)], dim=-1)
 
     def spread(self, n: int, device: torch.device) -> Tensor:
         """Labels for n draws when the caller names none: the classes in turn, in runs as equal as can be (every
@@ -132,15 +134,6 @@ def class_list(classes: int, names: list[str], limit: int = 20) -> str:
     first `limit` of them."""
     words = [class_word(i, names) for i in range(min(classes, limit))]
     return ", ".join(words) + (f", ... ({classes} in all)" if classes > limit else "")
-
-
-def class_word(index: int, names: list[str]) -> str:
-    """'7 (Sneaker)', or '7' where the class has no name of its own."""
-    return f"{index} ({printable(names[index])})" if index < len(names) and names[index] != str(index) else str(index)
-
-
-def printable(name: str, limit: int = 30) -> str:
-    return "".join(c for c in name[:limit] if c.isprintable())
 
 
 def conditioning(classes: int, shape: Shape) -> Unconditioned | Labelled:

@@ -4,6 +4,9 @@
                                                          ->  code (N, D) for a model without a density (the AE's)
     decoder.onnx   z (N, D)                             ->  image (N, C, H, W): the mean of p(x|z), in [0, 1]
 
+A conditional model's two graphs take a second input, `label` (N,) int64 class indices: q(z|x, y) and p(x|z, y).
+The graphs do not check labels (ONNX's one-hot reads one outside 0..K-1 as another class or none): callers do.
+
 Exported with PyTorch's torch.export-based exporter (needs onnx and onnxscript; the parity check onnxruntime:
 the optional extra `vaekit[export]`). The batch dimension is dynamic.
 """
@@ -21,6 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from vaekit.config import class_word
 from vaekit.errors import VaekitError
 from vaekit.models.autoencoder import Autoencoder
 
@@ -31,26 +35,26 @@ EXTRA = "pip install onnx onnxscript onnxruntime (the extra vaekit[export])"
 
 
 class EncoderGraph(nn.Module):
-    """x -> the posterior's parameters: (mean, logvar), or the point code."""
+    """x (and y, for a conditional model) -> the posterior's parameters: (mean, logvar), or the point code."""
 
     def __init__(self, model: Autoencoder):
         super().__init__()
         self.model = model
 
-    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
-        q = self.model.encode(x)
+    def forward(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, ...]:
+        q = self.model.encode(x, y)
         return (q.mean, q.logvar) if self.model.has_density else (q.mean,)
 
 
 class DecoderGraph(nn.Module):
-    """z -> the mean image of p(x|z)."""
+    """z (and y, for a conditional model) -> the mean image of p(x|z)."""
 
     def __init__(self, model: Autoencoder):
         super().__init__()
         self.model = model
 
-    def forward(self, z: Tensor) -> Tensor:
-        return self.model.generate(z)
+    def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        return self.model.generate(z, y)
 
 
 @contextmanager
@@ -63,6 +67,14 @@ def quiet_logger(name: str) -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
+
+
+def with_labels(model: Autoencoder, first: Tensor, labels: Tensor | None) -> tuple[Tensor, ...]:
+    """A graph's inputs: `first` alone, or with its labels for a conditional model (the classes in turn where
+    none are given)."""
+    if not model.classes:
+        return (first,)
+    return first, labels if labels is not None else model.conditioning.spread(len(first), first.device)
 
 
 def output_names(model: Autoencoder) -> list[str]:
@@ -81,38 +93,43 @@ def require_extra() -> None:
 def export_graphs(model: Autoencoder, folder: Path) -> dict[str, Path]:
     """Write encoder.onnx and decoder.onnx into `folder` (the model in eval mode, on the CPU)."""
     model = model.cpu().eval()
-    x = torch.rand(2, *model.config.image_shape)
-    z = torch.randn(2, model.latent_dim)
+    x = with_labels(model, torch.rand(2, *model.config.image_shape), None)
+    z = with_labels(model, torch.randn(2, model.latent_dim), None)
     batch = torch.export.Dim("batch", min=1)
     files = {"encoder": folder / ENCODER, "decoder": folder / DECODER}
     big = sum(p.numel() * p.element_size() for p in model.parameters()) > 1 << 30  # weights beside the graph
     # well before protobuf's 2 GB limit on one file
-    graphs = {"encoder": (EncoderGraph(model), x, "x", ["image"], output_names(model)),
-              "decoder": (DecoderGraph(model), z, "z", ["z"], ["image"])}
-    for part, (graph, arg, name, inputs, outputs) in graphs.items():
+    labels = ["label"] if model.classes else []
+    graphs = {"encoder": (EncoderGraph(model), x, ["image", *labels], output_names(model)),
+              "decoder": (DecoderGraph(model), z, ["z", *labels], ["image"])}
+    for part, (graph, args, inputs, outputs) in graphs.items():
         with torch.no_grad(), warnings.catch_warnings(), quiet_logger("torch.onnx"):
             warnings.simplefilter("ignore", (FutureWarning, DeprecationWarning, UserWarning))  # the exporter's own
-            torch.onnx.export(graph, (arg,), str(files[part]), input_names=inputs, output_names=outputs,
-                              dynamic_shapes={name: {0: batch}}, opset_version=OPSET, dynamo=True,
+            torch.onnx.export(graph, args, str(files[part]), input_names=inputs, output_names=outputs,
+                              dynamic_shapes=tuple({0: batch} for _ in args), opset_version=OPSET, dynamo=True,
                               external_data=big, verbose=False)
     return files
 
 
 @torch.no_grad()
-def parity(model: Autoencoder, files: dict[str, Path], images: Tensor, seed: int = 0) -> dict[str, float | int]:
+def parity(model: Autoencoder, files: dict[str, Path], images: Tensor, labels: Tensor | None = None,
+           seed: int = 0) -> dict[str, float | int]:
     """The largest absolute difference between onnxruntime and PyTorch on real images (encoder) and on their codes
-    plus as many draws from N(0, I) (decoder)."""
+    plus as many draws from N(0, I) (decoder); a conditional model's with `labels` (the classes in turn without)."""
     import onnxruntime as ort
 
     model = model.cpu().eval()
     x = images.float().cpu()
     run = lambda f, feed: ort.InferenceSession(str(f), providers=["CPUExecutionProvider"]).run(None, feed)  # noqa: E731
-    torch_out = EncoderGraph(model)(x)
-    onnx_out = run(files["encoder"], {"image": x.numpy()})
+    feed = lambda names, args: {n: a.numpy() for n, a in zip(names, args)}  # noqa: E731
+    x = with_labels(model, x, labels)
+    torch_out = EncoderGraph(model)(*x)
+    onnx_out = run(files["encoder"], feed(["image", "label"], x))
     encoder = max(float(np.abs(o - t.numpy()).max()) for o, t in zip(onnx_out, torch_out))
-    z = torch.cat([torch_out[0], torch.randn(len(x), model.latent_dim, generator=torch.Generator().manual_seed(seed))])
-    decoder = float(np.abs(run(files["decoder"], {"z": z.numpy()})[0] - model.generate(z).numpy()).max())
-    diff = {"encoder_max_abs_diff": encoder, "decoder_max_abs_diff": decoder, "images": len(x), "codes": len(z)}
+    drawn = torch.randn(len(x[0]), model.latent_dim, generator=torch.Generator().manual_seed(seed))
+    z = with_labels(model, torch.cat([torch_out[0], drawn]), None if len(x) == 1 else x[1].repeat(2))
+    decoder = float(np.abs(run(files["decoder"], feed(["z", "label"], z))[0] - DecoderGraph(model)(*z).numpy()).max())
+    diff = {"encoder_max_abs_diff": encoder, "decoder_max_abs_diff": decoder, "images": len(x[0]), "codes": len(z[0])}
     if not (math.isfinite(encoder) and math.isfinite(decoder)) or max(encoder, decoder) > TOLERANCE:
         raise VaekitError(f"the ONNX graphs disagree with PyTorch ({parity_words(diff)}; at most {TOLERANCE:g} is "
                           "accepted): nothing exported")
@@ -125,13 +142,18 @@ def parity_words(diff: dict) -> str:
 
 
 def usage(model: Autoencoder) -> str:
-    """A card section: the files and a runnable onnxruntime example."""
-    c, d, names = model.config.image_shape, model.latent_dim, output_names(model)
+    """A card section: the files and a runnable onnxruntime example (with labels for a conditional model)."""
+    c, d, names, k = model.config.image_shape, model.latent_dim, output_names(model), model.classes
     outputs = ", ".join(names) + ("," if len(names) == 1 else "")  # `code, = ...` unpacks a one-output run
+    shape = f"{c[0]}, {c[1]}, {c[2]}"
+    label = f", `label` (N,) int64 class indices in 0..{k - 1}" if k else ""
+    given = f"y = np.arange(4) % {k}  # each image's class\n" if k else ""
+    drawn = f"labels = np.full(16, {k - 1})  # 16 draws of class {class_word(k - 1, model.class_names)}\n" if k else ""
     return f"""## ONNX
 
-`encoder.onnx`: `image` (N, {c[0]}, {c[1]}, {c[2]}) floats in [0, 1] -> {", ".join(names)} (N, {d}).
-`decoder.onnx`: `z` (N, {d}) -> `image` (N, {c[0]}, {c[1]}, {c[2]}), the mean of p(x|z). Any batch size N.
+`encoder.onnx`: `image` (N, {shape}) floats in [0, 1]{label} -> {", ".join(names)} (N, {d}).
+`decoder.onnx`: `z` (N, {d}){label} -> `image` (N, {shape}), the mean of p(x|z{", y" if k else ""}). Any batch size N.
+{f"The graphs do not check labels: make sure yours lie in 0..{k - 1}." if k else ""}
 
 ```python
 import numpy as np
@@ -139,9 +161,9 @@ import onnxruntime as ort
 
 encoder = ort.InferenceSession("encoder.onnx", providers=["CPUExecutionProvider"])
 decoder = ort.InferenceSession("decoder.onnx", providers=["CPUExecutionProvider"])
-x = np.random.default_rng(0).random((4, {c[0]}, {c[1]}, {c[2]}), dtype=np.float32)  # your images, in [0, 1]
-{outputs} = encoder.run(None, {{"image": x}})
+x = np.random.default_rng(0).random((4, {shape}), dtype=np.float32)  # your images, in [0, 1]
+{given}{outputs} = encoder.run(None, {{"image": x{', "label": y' if k else ""}}})
 z = np.random.default_rng(1).standard_normal((16, {d})).astype(np.float32)  # z ~ N(0, I)
-images = decoder.run(None, {{"z": z}})[0]  # (16, {c[0]}, {c[1]}, {c[2]})
+{drawn}images = decoder.run(None, {{"z": z{', "label": labels' if k else ""}}})[0]  # (16, {shape})
 ```
 """
