@@ -184,3 +184,18 @@ def test_the_explorer_draws_decodes_and_encodes_in_the_chosen_class(tmp_path):
     assert client.post("/api/reconstruct?label=2", files=upload).status_code == 200
     assert client.post("/api/encode", files=upload).status_code == 422
     assert client.post("/api/interpolate", json={"a": 0, "b": 1, "steps": 4}).status_code == 200
+
+
+def test_a_model_with_thousands_of_classes_shows_some_and_says_so(cli, tmp_path):
+    from vaekit.cli.runs import conditional_lines
+    from vaekit.report.conditional import SHOWN_CLASSES
+
+    build_model(ModelConfig(image_shape=(1, 8, 8), latent_dim=2, conditional=True, classes=2000)).save_pretrained(
+        tmp_path / "m")
+    out = cli("sample", str(tmp_path / "m"), "--out", str(tmp_path / "grid.png"), check=False)
+    assert out.returncode == 2 and "2000 classes, too many for a grid with one row each" in out.stderr
+    assert not (tmp_path / "grid.png").exists()
+    cli("sample", str(tmp_path / "m"), "--label", "1999", "-n", "2", "--out", str(tmp_path / "one.png"))
+    rows = [{"class": c, "accuracy": 0.5} for c in range(SHOWN_CLASSES + 10)]
+    lines = conditional_lines({"conditional": {"prior": {"accuracy": 0.5, "classes": rows}}}, [])
+    assert len(lines) == 2 + SHOWN_CLASSES + 1 and "10 more classes" in lines[-1]

@@ -114,6 +114,10 @@ def chosen_labels(model, args: argparse.Namespace, device):
     if args.out is None and (args.files or args.npy):  # files and arrays alone take -n as it is
         return n, model.conditioning.spread(n, device), None, ", the classes in turn"
     n, row = model.conditioning.grid(n)
+    if n > MAX_GRID:
+        raise VaekitError(f"this model has {model.classes} classes, too many for a grid with one row each (at most "
+                          f"{MAX_GRID} images); choose one with --label CLASS, or write them with --files DIR or "
+                          "--npy FILE")
     return n, model.conditioning.spread(n, device), row, f", one row per class ({row} of each)"
 
 

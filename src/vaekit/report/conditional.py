@@ -14,12 +14,14 @@ from vaekit.report import figures
 from vaekit.report.words import Section, fmt, img, label, names_words
 
 PER_CLASS = 8  # samples shown per class in the grid
+SHOWN_CLASSES = 30  # classes shown in the grid and the tables (all of them are in metrics.json)
 
 
 def class_grid(evaluation: Evaluation, sampler: str = "prior") -> torch.Tensor:
-    """The first PER_CLASS samples of each class, class after class: a grid with one row per class."""
+    """The first PER_CLASS samples of each class, class after class: a grid with one row per class (the first
+    SHOWN_CLASSES classes)."""
     images, labels = evaluation.samples[sampler], evaluation.sample_labels
-    rows = [torch.nonzero(labels == c).flatten()[:PER_CLASS] for c in labels.unique().tolist()]
+    rows = [torch.nonzero(labels == c).flatten()[:PER_CLASS] for c in labels.unique()[:SHOWN_CLASSES].tolist()]
     return images[torch.cat(rows)]
 
 
@@ -43,12 +45,14 @@ def class_table(m: dict, names: list[str], data: Dataset) -> str:
     per_model = {n: {row["class"]: row for row in m[n]["conditional"]["prior"]["classes"]} for n in names}
     head = "".join(f"<th>{label(n)}<br>accuracy</th><th>{label(n)}<br>Frechet</th>" for n in names)
     head += "<th>real images<br>accuracy</th><th>real images<br>Frechet</th>" if floor else ""
-    rows = []
-    for c in sorted(per_model[names[0]]):
+    rows, classes = [], sorted(per_model[names[0]])
+    for c in classes[:SHOWN_CLASSES]:
         cells = [per_model[n].get(c, {}) for n in names] + ([real.get(c, {})] if floor else [])
         tds = "".join(f"<td>{percent(r.get('accuracy'))}</td><td>{fmt(r.get('frechet'))}</td>" for r in cells)
         rows.append(f"<tr><th>{html.escape(class_word(c, data.classes))}</th>{tds}</tr>")
-    return (f"<table><tr><th>class</th>{head}</tr>{''.join(rows)}</table><p class=meta>Accuracy: the share of "
+    more = f"The first {SHOWN_CLASSES} of {len(classes)} classes; metrics.json has all. " \
+        if len(classes) > SHOWN_CLASSES else ""
+    return (f"<table><tr><th>class</th>{head}</tr>{''.join(rows)}</table><p class=meta>{more}Accuracy: the share of "
             "images the feature classifier assigns to the class they were drawn as. Frechet: between the features of "
             "those images and of the real test images of that class (lower is better).</p>")
 
