@@ -104,6 +104,9 @@ def test_the_cli_draws_a_class_by_name_and_a_grid_by_class(cli, tmp_path):
     exec(onnx_example.replace('"encoder.onnx"', repr(str(tmp_path / "exp" / "encoder.onnx")))
          .replace('"decoder.onnx"', repr(str(tmp_path / "exp" / "decoder.onnx"))), scope)
     assert scope["images"].shape == (16, 1, 8, 8) and "16 draws of class 9" in onnx_example
+    cli("score", str(run), "-k", "8", "--out", str(tmp_path / "s.csv"))  # the label summed out, no code_nll
+    header = (tmp_path / "s.csv").read_text().splitlines()[0].split(",")
+    assert {"recon", "nelbo", "is_nll", "complexity"} <= set(header) and "code_nll" not in header
     cli("reconstruct", str(run), "-n", "4", "--out", str(tmp_path / "r.png"))  # the test images' own labels
     cli("encode", str(run), "--out", str(tmp_path / "codes.npy"))
     cli("decode", str(run), str(tmp_path / "codes.npy"), "--label", "3",
@@ -114,9 +117,10 @@ def test_the_cli_draws_a_class_by_name_and_a_grid_by_class(cli, tmp_path):
             (["reconstruct", str(run), "--data", "npy:" + str(unlabelled(tmp_path))], "these images have none"),
             (["sample", str(run), "--label", "\u00b2"], "no class '\u00b2'"),
             (["sample", str(run), "--label", "9" * 5000], "no class '999"),
-            (["score", str(run), "--out", str(tmp_path / "s.csv")], "this model is conditional (it gives p(x|y))"),
             (["train", "--data", "digits", "--conditional", "--classes", "3,5", "--out", str(tmp_path / "y")],
-             "--conditional learns every class")):
+             "--conditional learns every class"),
+            (["oneclass", "--data", "digits", "--conditional", "--out", str(tmp_path / "oc")],
+             "the one-class protocol trains each model on some")):
         out = cli(*args, check=False)
         assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
     unlabelled_run = cli("train", "--data", f"npy:{unlabelled(tmp_path)}", "--conditional", "--epochs", "1",
@@ -199,3 +203,28 @@ def test_a_model_with_thousands_of_classes_shows_some_and_says_so(cli, tmp_path)
     rows = [{"class": c, "accuracy": 0.5} for c in range(SHOWN_CLASSES + 10)]
     lines = conditional_lines({"conditional": {"prior": {"accuracy": 0.5, "classes": rows}}}, [])
     assert len(lines) == 2 + SHOWN_CLASSES + 1 and "10 more classes" in lines[-1]
+
+
+def test_a_conditional_models_anomaly_scores_sum_the_label_out():
+    """-log p(x) = log C - logsumexp_y(-(-log p(x|y))) over the C classes, the -ELBO the same way, recon the best
+    class's; never the image's own label (an anomaly has none)."""
+    from vaekit.evaluation.scores import ScoreSettings, model_scores, score_all, score_batch
+
+    model = conditional(classes=3).eval()
+    x = torch.rand(6, *SHAPE)
+    torch.manual_seed(1)
+    scores = score_batch(model, x, k=16)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        per_class = [model_scores(model, x, 16, torch.full((6,), c))[0] for c in range(3)]
+    for name in ("nelbo", "is_nll"):
+        each = torch.stack([s[name].double() for s in per_class])
+        assert torch.allclose(scores[name], np.log(3) - torch.logsumexp(-each, 0))
+        best = each.min(0).values  # the mean of C terms lies between the largest one's share and the largest one
+        assert (scores[name] >= best - 1e-9).all() and (scores[name] <= best + np.log(3)).all()
+    assert torch.equal(scores["recon"], torch.stack([s["recon"].double() for s in per_class]).min(0).values)
+    assert "code_nll" not in scores and torch.allclose(scores["bpd"], scores["is_nll"] / (64 * np.log(2)))
+    pixels = (x * 255).byte()
+    sets = TensorImages(pixels, torch.tensor([0, 1, 2, 0, 1, 2])), TensorImages(pixels)
+    same = [score_all(model, images, ScoreSettings(k=4, seed=3), quiet=True) for images in sets]
+    assert all(np.array_equal(same[0][n], same[1][n]) for n in same[0])

@@ -209,7 +209,9 @@ def add_scoring_commands(command: Command, common: argparse.ArgumentParser,
                 "the code), nelbo (-ELBO) and is_nll (importance-sampled -log p(x), K draws) and bpd where the model "
                 "has a density, code_nll (-log density of the code under the mixture fitted to the training codes), "
                 "png_bits (the image's PNG length) and complexity (Serra et al., 2020: the likelihood score in bits "
-                "minus png_bits). Streamed in batches: any number of images in bounded memory.", [common])
+                "minus png_bits). A conditional model's scores sum the label out (p(x) = the mean of p(x|y) over its "
+                "classes: one pass per class; no code_nll). Streamed in batches: any number of images in bounded "
+                "memory.", [common])
     p.add_argument("--data", help="data set to score (default: the one the model was trained on), read with the "
                    "model's settings; e.g. folder:new-images")
     p.add_argument("--split", choices=["train", "val", "test", "all"],

@@ -14,11 +14,11 @@ from vaekit.errors import VaekitError
 
 def cmd_score(args: argparse.Namespace) -> int:
     from vaekit.evaluation.ood import OodSettings, code_mixture
-    from vaekit.evaluation.scores import ScoreSettings, scores_available, unconditional
+    from vaekit.evaluation.scores import ScoreSettings, check_scorable, scores_available
     from vaekit.report.ood import own_data, read_thresholds, score_file
 
     model, device = load_model(args.checkpoint, args.device)
-    unconditional(model.classes)
+    check_scorable(model.classes)
     out = Path(args.out)
     check_output(out, args.overwrite)
     chosen = read_thresholds(args.threshold, model) if args.threshold else None

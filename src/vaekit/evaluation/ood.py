@@ -45,7 +45,10 @@ class OodResult:
 
 
 def code_mixture(model: Autoencoder, data: Dataset, s: OodSettings) -> nn.Module | None:
-    """The mixture fitted to the training codes: the checkpoint's, or fitted here (None if that fails)."""
+    """The mixture fitted to the training codes: the checkpoint's, or fitted here (None if that fails, and for a
+    conditional model, whose codes depend on a label an anomaly does not have)."""
+    if model.classes:
+        return None
     if "gmm" in model.priors:
         return model.priors["gmm"]
     return fit_samplers(model, data.train, s.gmm_components, 0, s.seed).get("gmm")

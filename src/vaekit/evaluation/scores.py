@@ -11,6 +11,12 @@
               simple out-of-distribution images a higher likelihood than their own data (Nalisnick et al., 2019),
               because simple images are likely under any model; subtracting a general-purpose compressor's code
               length keeps what is specific to the model. Uses is_nll (nelbo when K = 0; recon without a density).
+
+A conditional model gives p(x|y), and scoring an image under its own label would leak the label (an anomaly has
+none). Its scores sum the label out, p(x) = (1/C) sum_y p(x|y) over its C classes (a uniform p(y)): is_nll and nelbo
+become -log of that mean (the -ELBO's stays an upper bound on -log p(x), as log-mean-exp of the per-class bounds is
+at most log p(x)); recon is the error under the class that reconstructs the image best. That is C passes per image;
+code_nll, which needs a label for the code, is left out.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ SCORES = {
     "complexity": "complexity-corrected: likelihood score in bits minus the PNG length (Serra et al., 2020)",
 }
 SAME_RANKING = {"bpd": "is_nll"}  # scores that order images exactly as another one does
+MAX_SUMMED_CLASSES = 100  # a conditional model is scored once per class
 
 
 @dataclass
@@ -64,25 +71,23 @@ def png_bits(x: Tensor) -> Tensor:
     return torch.tensor(sizes, dtype=torch.float64)
 
 
-def unconditional(classes: int) -> None:
-    """Anomaly scores need p(x); a conditional model gives p(x|y), and scoring each image under its own label would
-    leak it (an out-of-distribution image has none): refused in one line."""
-    if classes:
-        raise VaekitError("anomaly scores need p(x), and this model is conditional (it gives p(x|y)): scoring each "
-                          "image under its own label would leak the label; score an unconditional model")
+def check_scorable(classes: int) -> None:
+    """A conditional model is scored once per class: refused, in one line, past MAX_SUMMED_CLASSES of them."""
+    if classes > MAX_SUMMED_CLASSES:
+        raise VaekitError(f"this model is conditional on {classes} classes, and its anomaly scores sum p(x|y) over "
+                          f"them, one pass each: at most {MAX_SUMMED_CLASSES} are summed")
 
 
 def scores_available(model: Autoencoder, k: int, mixture: bool) -> list[str]:
     """The scores this model gives, in the order of SCORES."""
     density = ["nelbo", *(["is_nll", "bpd"] if k else [])] if model.has_density else []
-    return ["recon", *density, *(["code_nll"] if mixture else []), "png_bits", "complexity"]
+    code = ["code_nll"] if mixture and not model.classes else []
+    return ["recon", *density, *code, "png_bits", "complexity"]
 
 
-@torch.no_grad()
-def score_batch(model: Autoencoder, x: Tensor, k: int, mixture: torch.nn.Module | None = None,
-                y: Tensor | None = None) -> dict[str, Tensor]:
-    """Every score of `scores_available` for a batch of images (floats in [0, 1] on the model's device), (B,) each,
-    as float64 on the CPU; a conditional model scores each image under its label y."""
+def model_scores(model: Autoencoder, x: Tensor, k: int, y: Tensor | None) -> tuple[dict[str, Tensor], Tensor]:
+    """recon, nelbo and is_nll (those the model gives) of a batch under labels y (None: unconditional), and the
+    codes (the posterior means)."""
     q = model.encode(x, y)
     out = {"recon": model.likelihood.nll(x, model.decode(q.mean, y))}
     if model.has_density:
@@ -90,9 +95,32 @@ def score_batch(model: Autoencoder, x: Tensor, k: int, mixture: torch.nn.Module 
         out["nelbo"] = loss.recon + loss.kl
         if k:
             out["is_nll"] = importance_sampled_nll(model, x, k, y=y)
-            out["bpd"] = out["is_nll"] / (math.prod(x.shape[1:]) * math.log(2))
-    if mixture is not None:
-        out["code_nll"] = -mixture.log_prob(q.mean)
+    return out, q.mean
+
+
+def summed_over_labels(model: Autoencoder, x: Tensor, k: int) -> dict[str, Tensor]:
+    """A conditional model's scores with the label summed out (the module's docstring says how)."""
+    per_class = [model_scores(model, x, k, model.conditioning.fill(c, len(x), x.device))[0]
+                 for c in range(model.classes)]
+    stacked = {name: torch.stack([s[name].double() for s in per_class]) for name in per_class[0]}
+    out = {"recon": stacked["recon"].min(0).values}
+    out.update({name: math.log(model.classes) - torch.logsumexp(-stacked[name], 0)
+                for name in ("nelbo", "is_nll") if name in stacked})
+    return out
+
+
+@torch.no_grad()
+def score_batch(model: Autoencoder, x: Tensor, k: int, mixture: torch.nn.Module | None = None) -> dict[str, Tensor]:
+    """Every score of `scores_available` for a batch of images (floats in [0, 1] on the model's device), (B,) each,
+    as float64 on the CPU; a conditional model's with the label summed out."""
+    if model.classes:
+        out = summed_over_labels(model, x, k)
+    else:
+        out, codes = model_scores(model, x, k, None)
+        if mixture is not None:
+            out["code_nll"] = -mixture.log_prob(codes)
+    if "is_nll" in out:
+        out["bpd"] = out["is_nll"] / (math.prod(x.shape[1:]) * math.log(2))
     out = {name: v.double().cpu() for name, v in out.items()}
     out["png_bits"] = png_bits(x)
     likelihood = out.get("is_nll", out.get("nelbo", out["recon"]))
@@ -104,11 +132,11 @@ def score_images(model: Autoencoder, images: ImageSet, s: ScoreSettings, mixture
                  desc: str = "scoring", quiet: bool = False) -> Iterator[dict[str, np.ndarray]]:
     """The scores of `images`, a batch at a time (memory stays at one batch for any number of images); the draws
     are seeded by `s.seed`."""
-    unconditional(model.classes)
+    check_scorable(model.classes)
     model.eval()
     torch.manual_seed(s.seed)
-    for x, y in bar(Batches(images, s.batch_size, model.device), desc=desc, disable=quiet):
-        yield {name: v.numpy() for name, v in score_batch(model, x, s.k, mixture, y).items()}
+    for x, _ in bar(Batches(images, s.batch_size, model.device), desc=desc, disable=quiet):
+        yield {name: v.numpy() for name, v in score_batch(model, x, s.k, mixture).items()}
 
 
 def score_all(model: Autoencoder, images: ImageSet, s: ScoreSettings, mixture: torch.nn.Module | None = None,

@@ -22,7 +22,7 @@ from vaekit.devices import pick_device
 from vaekit.errors import VaekitError
 from vaekit.evaluation.detection import flagged
 from vaekit.evaluation.ood import OodResult, OodSettings, measure_ood, ood_images
-from vaekit.evaluation.scores import ScoreSettings, fingerprint, score_images, scores_available, unconditional
+from vaekit.evaluation.scores import ScoreSettings, check_scorable, fingerprint, score_images, scores_available
 from vaekit.files import csv_writer, new_run_folder, read_json, write_json, write_text
 from vaekit.models import Autoencoder, load_model
 from vaekit.models.saving import resolve_checkpoint
@@ -119,7 +119,7 @@ def ood(checkpoint: str, specs: list[str], out: Path, s: OodSettings, device: to
     """Score the model's test images and each OOD set; write metrics.json, thresholds.json, scores/*.csv and
     report.html into the folder `out`. Every input is read before `out` is touched."""
     model = load_model(checkpoint, map_location=device).eval()
-    unconditional(model.classes)
+    check_scorable(model.classes)
     data, config = own_data(model), trained_data_config(model.meta)
     images, described = ood_images(model, data, config, specs, s)
     inputs = [Path(checkpoint), *data_paths(config), *(p for spec in specs for p in spec_paths(spec))]
@@ -156,9 +156,12 @@ def spec_paths(spec: str) -> list[Path]:
 
 def ood_meta(m: dict, model: Autoencoder, s: OodSettings) -> list[str]:
     k = f"the IS-NLL with K = {s.k} draws per image; " if model.has_density and s.k else ""
+    codes = f"code_nll under {m['mixture'] or 'no mixture'}." if not model.classes else (
+        f"Conditional on {model.classes} classes: every score sums the label out, p(x) = the mean of p(x|y) over "
+        "the classes (no image's own label is used), and code_nll is left out.")
     return [f"Checkpoint {m['checkpoint']}: a {model.kind.upper()} with {model.latent_dim} latent dimensions. "
             f"In-distribution: {m['sizes']['test']} test images of {m['data']}; thresholds chosen on its "
-            f"{m['sizes']['val']} validation images. {k}code_nll under {m['mixture'] or 'no mixture'}.",
+            f"{m['sizes']['val']} validation images. {k}{codes}",
             *(f"{spec}: {words} ({m['sizes'][spec]} images)." for spec, words in m["described"].items())]
 
 
@@ -167,7 +170,9 @@ def one_class(run: RunConfig, out: Path, s: OodSettings, *, protocol: str = "one
     """For each class of the data set, train a model on it (`protocol` 'one', Ruff et al.'s one-class protocol) or
     on every other class ('all-but-one'), score the test images of the classes it did not see as anomalies; write
     every run under `out`, and metrics.json and report.html with the AUROC of each score per class."""
-    unconditional(run.model.conditional)
+    if run.model.conditional:
+        raise VaekitError("--conditional learns every class, and the one-class protocol trains each model on some of "
+                          "them: leave --conditional out")
     full = load_dataset(replace(run.data, classes=""))
     labels = full.test.labels
     if labels is None or full.train.labels is None:
