@@ -107,6 +107,9 @@ def test_the_cli_draws_a_class_by_name_and_a_grid_by_class(cli, tmp_path):
     cli("score", str(run), "-k", "8", "--out", str(tmp_path / "s.csv"))  # the label summed out, no code_nll
     header = (tmp_path / "s.csv").read_text().splitlines()[0].split(",")
     assert {"recon", "nelbo", "is_nll", "complexity"} <= set(header) and "code_nll" not in header
+    many = tmp_path / "many.npz"  # labels this model never knew: scoring does not read them
+    np.savez(many, x=np.random.default_rng(1).integers(0, 256, (20, 8, 8), dtype=np.uint8), y=np.arange(20) * 3)
+    cli("score", str(run), "-k", "2", "--data", f"npz:{many}", "--out", str(tmp_path / "many.csv"))
     cli("reconstruct", str(run), "-n", "4", "--out", str(tmp_path / "r.png"))  # the test images' own labels
     cli("encode", str(run), "--out", str(tmp_path / "codes.npy"))
     cli("decode", str(run), str(tmp_path / "codes.npy"), "--label", "3",

@@ -121,9 +121,10 @@ def chosen_labels(model, args: argparse.Namespace, device):
     return n, model.conditioning.spread(n, device), row, f", one row per class ({row} of each)"
 
 
-def dataset_for(model, args: argparse.Namespace, whole: bool = False):
+def dataset_for(model, args: argparse.Namespace, whole: bool = False, labelled: bool = True):
     """The data set a command works on: the checkpoint's own, or --data (same loading settings; with `whole`, a
-    folder or array file unsplit, all of it as the test split)."""
+    folder or array file unsplit, all of it as the test split); its labels checked against a conditional model's
+    classes where the command uses them (`labelled`)."""
     from vaekit.config import trained_data_config
     from vaekit.data import evaluation_view, load_dataset
 
@@ -133,7 +134,7 @@ def dataset_for(model, args: argparse.Namespace, whole: bool = False):
     data = evaluation_view(load_dataset(config, whole=whole and bool(args.data)), config)
     if data.shape != tuple(model.config.image_shape):
         raise VaekitError(f"{config.name}: images are {data.shape}, the model wants {tuple(model.config.image_shape)}")
-    for split in (data.train, data.val, data.test):
+    for split in (data.train, data.val, data.test) if labelled else ():
         model.conditioning.check(split.labels, data.spec)
     return data, config
 

@@ -28,7 +28,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         raise VaekitError(f"-k {k}: the thresholds in {args.threshold} were chosen with K = {chosen['k']} (the IS-NLL "
                           "depends on K); leave -k out")
     split = args.split or ("all" if args.data else "test")
-    data = dataset_for(model, args, whole=split == "all")[0]
+    data = dataset_for(model, args, whole=split == "all", labelled=False)[0]  # scores sum the label out
     own = data if not args.data or "gmm" in model.priors else own_data(model)  # the codes' mixture: of its own data
     mixture = code_mixture(model, own, OodSettings(seed=args.score_seed))
     flag = None
