@@ -7,7 +7,7 @@ import html
 
 from vaekit.evaluation.evaluate import QUALITY_MEASURES, EvalSettings
 from vaekit.evaluation.inception import missing_words
-from vaekit.report.words import SAMPLERS, Section, fmt, label, names_words, ratio_words, seed_pair
+from vaekit.report.words import SAMPLERS, Section, fmt, label, names_words, seed_pair
 
 
 def quality_columns(inception: bool) -> tuple[tuple[str, str, int], ...]:
@@ -78,19 +78,16 @@ def quality_notes(m: dict, settings: EvalSettings) -> str:
 
 
 def seed_words(m: dict) -> list[str]:
-    """The seed's claim in numbers: an AE decoding z ~ N(0, I) against a VAE, and the mixture that rescues the AE."""
+    """The seed's pair beyond what the answer says: both models with a mixture fitted to their codes, and the feature
+    classifier's confidence on each one's prior samples (the answer already gives their Frechet distances)."""
     words = []
     floor = m["real_floor"]
     if floor is not None:
         a, v = m["ae"]["samples"], m["vae"]["samples"]
-        words.append(f"From z ~ N(0, I), the AE's samples lie at Frechet distance {fmt(a['prior']['frechet'])} from "
-                     f"real test images, {ratio_words(a['prior']['frechet'], v['prior']['frechet'])} the VAE's "
-                     f"{fmt(v['prior']['frechet'])}; real held-out images score {fmt(floor['frechet'])}.")
         if "gmm" in a and "gmm" in v:
             words.append(f"With {m['ae']['priors']['gmm']} instead of N(0, I), the AE scores "
-                         f"{fmt(a['gmm']['frechet'])} and the VAE {fmt(v['gmm']['frechet'])}. Knowing where the codes "
-                         "are is what sampling needs: the VAE's KL puts them near N(0, I), an AE needs a sampler "
-                         "fitted afterwards.")
+                         f"{fmt(a['gmm']['frechet'])} and the VAE {fmt(v['gmm']['frechet'])} (from N(0, I): "
+                         f"{fmt(a['prior']['frechet'])} and {fmt(v['prior']['frechet'])}, as the answer says).")
         words.append(f"The feature classifier reaches {100 * m['classifier_accuracy']:.1f}% test accuracy; its mean "
                      f"confidence is {fmt(v['prior']['confidence'], 3)} on VAE-prior samples, "
                      f"{fmt(a['prior']['confidence'], 3)} on AE-prior samples and "

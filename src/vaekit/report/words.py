@@ -17,16 +17,6 @@ def fmt(v: float | None, digits: int = 2) -> str:
     return "n/a" if v is None else f"{v:.{digits}f}"
 
 
-def ratio_words(a: float, b: float) -> str:
-    """'3.2 times larger than' / 'about the same as' / '2.0 times smaller than' for a vs b."""
-    if b <= 0 or a <= 0:
-        return "different from"
-    r = a / b
-    if 0.9 <= r <= 1.1:
-        return "about the same as"
-    return f"{r:.1f} times larger than" if r > 1 else f"{1 / r:.1f} times smaller than"
-
-
 def label(name: str) -> str:
     """How a preset is named for people: AE, VAE, beta-VAE, IWAE, VAMP, WAE, RAE."""
     return name.upper().replace("BETA-", "beta-")
