@@ -209,25 +209,32 @@ def test_a_model_with_thousands_of_classes_shows_some_and_says_so(cli, tmp_path)
 
 
 def test_a_conditional_models_anomaly_scores_sum_the_label_out():
-    """-log p(x) = log C - logsumexp_y(-(-log p(x|y))) over the C classes, the -ELBO the same way, recon the best
-    class's; never the image's own label (an anomaly has none)."""
+    """-log p(x) = log C - logsumexp_y(-(-log p(x|y))) over the C classes; the -ELBO with y as a latent variable,
+    q(y|x) from the reconstructions, an upper bound on the IS-NLL; recon the best class's; never the image's own
+    label (an anomaly has none)."""
     from vaekit.evaluation.scores import ScoreSettings, model_scores, score_all, score_batch
 
     model = conditional(classes=3).eval()
-    x = torch.rand(6, *SHAPE)
+    x = first_labelled(load_dataset(DataConfig(name="digits")).test, 60)[0]
     torch.manual_seed(1)
     scores = score_batch(model, x, k=16)
     torch.manual_seed(1)
     with torch.no_grad():
-        per_class = [model_scores(model, x, 16, torch.full((6,), c))[0] for c in range(3)]
-    for name in ("nelbo", "is_nll"):
-        each = torch.stack([s[name].double() for s in per_class])
-        assert torch.allclose(scores[name], np.log(3) - torch.logsumexp(-each, 0))
-        best = each.min(0).values  # the mean of C terms lies between the largest one's share and the largest one
-        assert (scores[name] >= best - 1e-9).all() and (scores[name] <= best + np.log(3)).all()
-    assert torch.equal(scores["recon"], torch.stack([s["recon"].double() for s in per_class]).min(0).values)
+        each_class = [model_scores(model, x, 16, torch.full((60,), c))[0] for c in range(3)]
+    per_class = {n: torch.stack([s[n].double() for s in each_class]) for n in each_class[0]}
+    each = per_class["is_nll"]
+    assert torch.allclose(scores["is_nll"], np.log(3) - torch.logsumexp(-each, 0))
+    best = each.min(0).values  # the mean of C terms lies between the largest one's share and the largest one
+    assert (scores["is_nll"] >= best - 1e-9).all() and (scores["is_nll"] <= best + np.log(3)).all()
+    q = torch.softmax(-per_class["recon"], 0)
+    assert torch.allclose(scores["nelbo"], (q * (per_class["nelbo"] + np.log(3) + q.log())).sum(0))
+    assert (scores["nelbo"] >= np.log(3) - torch.logsumexp(-per_class["nelbo"], 0) - 1e-9).all()  # q(y|x) is not
+    # the best weighting of these draws: the bound is never below their log-mean-exp (which is biased low)
+    assert torch.equal(scores["recon"], per_class["recon"].min(0).values)
     assert "code_nll" not in scores and torch.allclose(scores["bpd"], scores["is_nll"] / (64 * np.log(2)))
+    nelbo = torch.stack([score_batch(model, x, k=0)["nelbo"] for _ in range(5)]).mean()
+    assert nelbo > score_batch(model, x, k=500)["is_nll"].mean()  # an upper bound on -log p(x), in expectation
     pixels = (x * 255).byte()
-    sets = TensorImages(pixels, torch.tensor([0, 1, 2, 0, 1, 2])), TensorImages(pixels)
+    sets = TensorImages(pixels, torch.arange(60) % 3), TensorImages(pixels)
     same = [score_all(model, images, ScoreSettings(k=4, seed=3), quiet=True) for images in sets]
     assert all(np.array_equal(same[0][n], same[1][n]) for n in same[0])

@@ -187,7 +187,8 @@ def add_checkpoint_commands(command: Command, common: argparse.ArgumentParser) -
                 "priors.safetensors with the fitted samplers), a model card (README.md: data, settings, measured "
                 "metrics, intended use, limitations, how to load) and, with --format onnx (the default), "
                 "encoder.onnx and decoder.onnx, checked against PyTorch with onnxruntime on test images (the largest "
-                "difference is printed and written into the card). Nothing is downloaded.", [common])
+                "difference is printed and written into the card); a conditional model's graphs take a second input, "
+                "label (N,) int64. Nothing is downloaded.", [common])
     p.add_argument("--format", choices=("onnx", "safetensors"), default="onnx",
                    help="onnx: the graphs too (needs onnx, onnxscript and onnxruntime: the extra vaekit[export]); "
                    "safetensors: the Hugging Face layout and the card only")
@@ -209,9 +210,10 @@ def add_scoring_commands(command: Command, common: argparse.ArgumentParser,
                 "the code), nelbo (-ELBO) and is_nll (importance-sampled -log p(x), K draws) and bpd where the model "
                 "has a density, code_nll (-log density of the code under the mixture fitted to the training codes), "
                 "png_bits (the image's PNG length) and complexity (Serra et al., 2020: the likelihood score in bits "
-                "minus png_bits). A conditional model's scores sum the label out (p(x) = the mean of p(x|y) over its "
-                "classes: one pass per class; no code_nll). Streamed in batches: any number of images in bounded "
-                "memory.", [common])
+                "minus png_bits). A conditional model's scores never use an image's own label: is_nll and nelbo take "
+                "it out of p(x) = the mean of p(x|y) over the classes, recon is the best class's error, and code_nll "
+                "is left out (one pass per class, at most 100 classes). Streamed in batches: any number of images in "
+                "bounded memory.", [common])
     p.add_argument("--data", help="data set to score (default: the one the model was trained on), read with the "
                    "model's settings; e.g. folder:new-images")
     p.add_argument("--split", choices=["train", "val", "test", "all"],

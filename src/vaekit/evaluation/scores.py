@@ -13,9 +13,14 @@
               length keeps what is specific to the model. Uses is_nll (nelbo when K = 0; recon without a density).
 
 A conditional model gives p(x|y), and scoring an image under its own label would leak the label (an anomaly has
-none). Its scores sum the label out, p(x) = (1/C) sum_y p(x|y) over its C classes (a uniform p(y)): is_nll and nelbo
-become -log of that mean (the -ELBO's stays an upper bound on -log p(x), as log-mean-exp of the per-class bounds is
-at most log p(x)); recon is the error under the class that reconstructs the image best. That is C passes per image;
+none). Its scores take the label out, with p(x) = (1/C) sum_y p(x|y) over its C classes (a uniform p(y)), one pass
+per class:
+  is_nll      -log of the mean over y of the importance-sampled p(x|y): one importance sampler with K draws per
+              class; its estimate of p(x) is unbiased, so -log of it is an upper bound in expectation, as before
+  nelbo       the -ELBO with y as one more latent variable, q(y|x) = softmax_y(-recon_y) (fixed by the deterministic
+              reconstructions, not by the noisy draws): -sum_y q(y|x) [ELBO_y - log C - log q(y|x)], an upper bound
+              on -log p(x) in expectation. (A log-mean-exp of one-draw ELBOs would not be: lucky draws win.)
+  recon       the error under the class that reconstructs the image best
 code_nll, which needs a label for the code, is left out.
 """
 
@@ -74,8 +79,9 @@ def png_bits(x: Tensor) -> Tensor:
 def check_scorable(classes: int) -> None:
     """A conditional model is scored once per class: refused, in one line, past MAX_SUMMED_CLASSES of them."""
     if classes > MAX_SUMMED_CLASSES:
-        raise VaekitError(f"this model is conditional on {classes} classes, and its anomaly scores sum p(x|y) over "
-                          f"them, one pass each: at most {MAX_SUMMED_CLASSES} are summed")
+        raise VaekitError(f"this model is conditional on {classes} classes, and its anomaly scores take one pass "
+                          f"per class: at most {MAX_SUMMED_CLASSES} are summed (score an unconditional model of the "
+                          "same data instead)")
 
 
 def scores_available(model: Autoencoder, k: int, mixture: bool) -> list[str]:
@@ -104,8 +110,11 @@ def summed_over_labels(model: Autoencoder, x: Tensor, k: int) -> dict[str, Tenso
                  for c in range(model.classes)]
     stacked = {name: torch.stack([s[name].double() for s in per_class]) for name in per_class[0]}
     out = {"recon": stacked["recon"].min(0).values}
-    out.update({name: math.log(model.classes) - torch.logsumexp(-stacked[name], 0)
-                for name in ("nelbo", "is_nll") if name in stacked})
+    if "nelbo" in stacked:
+        log_q = torch.log_softmax(-stacked["recon"], 0)  # q(y|x), (C, B)
+        out["nelbo"] = (log_q.exp() * (stacked["nelbo"] + math.log(model.classes) + log_q)).sum(0)
+    if "is_nll" in stacked:
+        out["is_nll"] = math.log(model.classes) - torch.logsumexp(-stacked["is_nll"], 0)
     return out
 
 

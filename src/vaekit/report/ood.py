@@ -157,8 +157,9 @@ def spec_paths(spec: str) -> list[Path]:
 def ood_meta(m: dict, model: Autoencoder, s: OodSettings) -> list[str]:
     k = f"the IS-NLL with K = {s.k} draws per image; " if model.has_density and s.k else ""
     codes = f"code_nll under {m['mixture'] or 'no mixture'}." if not model.classes else (
-        f"Conditional on {model.classes} classes: every score sums the label out, p(x) = the mean of p(x|y) over "
-        "the classes (no image's own label is used), and code_nll is left out.")
+        f"Conditional on {model.classes} classes: no image's own label is used; is_nll and nelbo take the label out "
+        "of p(x) = the mean of p(x|y) over the classes, recon is the error under the class that reconstructs best, "
+        "and code_nll is left out.")
     return [f"Checkpoint {m['checkpoint']}: a {model.kind.upper()} with {model.latent_dim} latent dimensions. "
             f"In-distribution: {m['sizes']['test']} test images of {m['data']}; thresholds chosen on its "
             f"{m['sizes']['val']} validation images. {k}{codes}",
