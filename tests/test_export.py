@@ -129,11 +129,15 @@ def test_a_checkpoint_away_from_its_data_is_checked_on_noise(cli, tmp_path):
 def test_export_refuses_bad_input_before_writing(runs, cli, tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    (tmp_path / "afile").write_text("mine")
     for args, message in ((["--out", "mine", "--overwrite"], "not a vaekit run folder"),
+                          (["--out", "mine"], "exists and is not empty"),
+                          (["--out", "afile"], "exists and is not a folder"),
                           (["--format", "tflite", "--out", "x"], "invalid choice"),
                           ([], "--out")):
         refused = cli("export", str(runs / "vae"), *args, check=False)
         assert refused.returncode == 2 and message in refused.stderr, refused.stderr
+        assert "ONNX:" not in refused.stdout  # refused before the graphs were built and checked
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
     missing = cli("export", "nowhere", "--out", "x", check=False)
     assert missing.returncode == 2 and "no such checkpoint" in missing.stderr and not (tmp_path / "x").exists()

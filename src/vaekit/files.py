@@ -130,17 +130,13 @@ def check_apart(out: Path, inputs: Iterable[Path]) -> None:
             raise VaekitError(f"{out}: the output folder overlaps the input {given}; choose another --out")
 
 
-@contextmanager
-def new_run_folder(out: str | Path, overwrite: bool, inputs: Iterable[Path] = ()) -> Iterator[Path]:
-    """An empty run folder at `out` for the body of the `with` block; call it after every input is validated.
-
-    With `overwrite`, an existing vaekit run is moved aside first, deleted when the block completes, and put
-    back if it fails; any other non-empty folder is refused."""
-    out = Path(out).resolve() if Path(out).is_symlink() else Path(out)  # a link to a run: replace the run it names
+def check_run_folder(out: str | Path, overwrite: bool, inputs: Iterable[Path] = ()) -> Path:
+    """The folder `new_run_folder` would write (a link to a run: the run it names), or a one-line refusal; touches
+    nothing, so a command can ask before long work."""
+    out = Path(out).resolve() if Path(out).is_symlink() else Path(out)
     check_apart(out, inputs)
     if out.exists() and not out.is_dir():
         raise VaekitError(f"{out}: exists and is not a folder")
-    aside = None
     if out.is_dir() and not _holds_nothing(out):
         if not overwrite:
             raise VaekitError(f"{out}: run folder exists and is not empty; choose another --out, pass --overwrite to "
@@ -148,6 +144,18 @@ def new_run_folder(out: str | Path, overwrite: bool, inputs: Iterable[Path] = ()
         if not is_vaekit_run(out):
             raise VaekitError(f"{out}: not a vaekit run folder, so --overwrite will not replace it; choose another "
                               "--out")
+    return out
+
+
+@contextmanager
+def new_run_folder(out: str | Path, overwrite: bool, inputs: Iterable[Path] = ()) -> Iterator[Path]:
+    """An empty run folder at `out` for the body of the `with` block; call it after every input is validated.
+
+    With `overwrite`, an existing vaekit run is moved aside first, deleted when the block completes, and put
+    back if it fails; any other non-empty folder is refused."""
+    out = check_run_folder(out, overwrite, inputs)
+    aside = None
+    if out.is_dir() and not _holds_nothing(out):
         aside = out.absolute().with_name(f".{out.absolute().name}.replaced-{os.getpid()}")  # same folder, same disk
         os.replace(out, aside)
     try:

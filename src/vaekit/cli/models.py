@@ -114,7 +114,7 @@ def chosen_labels(model, args: argparse.Namespace, device):
     if args.out is None and (args.files or args.npy):  # files and arrays alone take -n as it is
         return n, model.conditioning.spread(n, device), None, ", the classes in turn"
     n, row = model.conditioning.grid(n)
-    if n > MAX_GRID:
+    if model.classes > MAX_GRID:
         raise VaekitError(f"this model has {model.classes} classes, too many for a grid with one row each (at most "
                           f"{MAX_GRID} images); choose one with --label CLASS, or write them with --files DIR or "
                           "--npy FILE")
@@ -234,7 +234,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     import tempfile
 
     from vaekit.card import model_card
-    from vaekit.files import new_run_folder, read_json, write_text
+    from vaekit.files import check_run_folder, new_run_folder, read_json, write_text
     from vaekit.layout import CARD_FILE, CONFIG_FILE
     from vaekit.models import export
     from vaekit.models.saving import resolve_checkpoint
@@ -243,6 +243,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         export.require_extra()
     model, _ = load_model(args.checkpoint, "cpu")
     source = resolve_checkpoint(args.checkpoint)
+    check_run_folder(args.out, args.overwrite, [source])  # before the graphs are built
     test = measured_test(Path(args.checkpoint), model.meta)
     with tempfile.TemporaryDirectory(prefix="vaekit-export-") as tmp:
         graphs, extra = {}, []

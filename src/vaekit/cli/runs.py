@@ -142,7 +142,7 @@ def conditional_lines(metrics: dict, names: list[str]) -> list[str]:
     """A conditional model's samples against the classes they were drawn as, overall and per class (samples from
     its own prior), beside real held-out images of each class."""
     from vaekit.config import class_word
-    from vaekit.report.conditional import SHOWN_CLASSES
+    from vaekit.report.conditional import SHOWN_CLASSES, shown_classes
 
     drawn, floor = metrics.get("conditional"), (metrics.get("real_floor") or {}).get("conditional")
     if not drawn:
@@ -153,14 +153,14 @@ def conditional_lines(metrics: dict, names: list[str]) -> list[str]:
              "  per class, samples from prior: class, conditional accuracy, Frechet distance to that class's test "
              "images" + (" (real held-out images of it)" if floor else "")]
     real_rows = {row["class"]: row for row in floor["classes"]} if floor else {}
-    classes = drawn.get("prior", next(iter(drawn.values())))["classes"]
-    for row in classes[:SHOWN_CLASSES]:
+    classes = {row["class"]: row for row in drawn.get("prior", next(iter(drawn.values())))["classes"]}
+    for row in (classes[c] for c in shown_classes(list(classes), real_rows)):
         c, ref = row["class"], real_rows.get(row["class"], {})
         fd = f"{row['frechet']:8.2f}" if "frechet" in row else "     n/a"
         floor_words = f"  ({100 * ref['accuracy']:.1f}%, {ref['frechet']:.2f})" if "frechet" in ref else ""
         lines.append(f"    {class_word(c, names):<18} {100 * row['accuracy']:6.1f}% {fd}{floor_words}")
     if len(classes) > SHOWN_CLASSES:
-        lines.append(f"    ... {len(classes) - SHOWN_CLASSES} more classes (all of them with --json FILE)")
+        lines.append(f"    ... {len(classes) - SHOWN_CLASSES} more classes (all of them in the output of --json FILE)")
     return lines
 
 

@@ -5,7 +5,7 @@
     decoder.onnx   z (N, D)                             ->  image (N, C, H, W): the mean of p(x|z), in [0, 1]
 
 A conditional model's two graphs take a second input, `label` (N,) int64 class indices: q(z|x, y) and p(x|z, y).
-The graphs do not check labels (ONNX's one-hot reads one outside 0..K-1 as another class or none): callers do.
+The graphs do not check labels: one outside 0..K-1 silently reads as no class at all (a zero one-hot).
 
 Exported with PyTorch's torch.export-based exporter (needs onnx and onnxscript; the parity check onnxruntime:
 the optional extra `vaekit[export]`). The batch dimension is dynamic.
@@ -147,14 +147,15 @@ def usage(model: Autoencoder) -> str:
     outputs = ", ".join(names) + ("," if len(names) == 1 else "")  # `code, = ...` unpacks a one-output run
     shape = f"{c[0]}, {c[1]}, {c[2]}"
     label = f", `label` (N,) int64 class indices in 0..{k - 1}" if k else ""
-    given = f"y = np.arange(4) % {k}  # each image's class\n" if k else ""
-    drawn = f"labels = np.full(16, {k - 1})  # 16 draws of class {class_word(k - 1, model.class_names)}\n" if k else ""
+    given = f"y = np.arange(4, dtype=np.int64) % {k}  # each image's class\n" if k else ""
+    drawn = (f"labels = np.full(16, {k - 1}, dtype=np.int64)  # 16 draws of class "
+             f"{class_word(k - 1, model.class_names)}\n") if k else ""
+    unchecked = f"The graphs do not check labels: make sure yours lie in 0..{k - 1}.\n" if k else ""
     return f"""## ONNX
 
 `encoder.onnx`: `image` (N, {shape}) floats in [0, 1]{label} -> {", ".join(names)} (N, {d}).
 `decoder.onnx`: `z` (N, {d}){label} -> `image` (N, {shape}), the mean of p(x|z{", y" if k else ""}). Any batch size N.
-{f"The graphs do not check labels: make sure yours lie in 0..{k - 1}." if k else ""}
-
+{unchecked}
 ```python
 import numpy as np
 import onnxruntime as ort

@@ -4,6 +4,7 @@ well they match the class they were drawn as (the feature classifier's agreement
 from __future__ import annotations
 
 import html
+from collections.abc import Collection
 
 import torch
 
@@ -17,11 +18,16 @@ PER_CLASS = 8  # samples shown per class in the grid
 SHOWN_CLASSES = 30  # classes shown in the grid and the tables (all of them are in metrics.json)
 
 
-def class_grid(evaluation: Evaluation, sampler: str = "prior") -> torch.Tensor:
-    """The first PER_CLASS samples of each class, class after class: a grid with one row per class (the first
-    SHOWN_CLASSES classes)."""
+def shown_classes(classes: list[int], present: Collection[int]) -> list[int]:
+    """The classes a grid or a table shows: at most SHOWN_CLASSES, those with real test images (`present`) first (a
+    model may know labels its data never uses)."""
+    return sorted(classes, key=lambda c: (c not in present, c))[:SHOWN_CLASSES]
+
+
+def class_grid(evaluation: Evaluation, present: Collection[int], sampler: str = "prior") -> torch.Tensor:
+    """The first PER_CLASS samples of each shown class, class after class: a grid with one row per class."""
     images, labels = evaluation.samples[sampler], evaluation.sample_labels
-    rows = [torch.nonzero(labels == c).flatten()[:PER_CLASS] for c in labels.unique()[:SHOWN_CLASSES].tolist()]
+    rows = [torch.nonzero(labels == c).flatten()[:PER_CLASS] for c in shown_classes(labels.unique().tolist(), present)]
     return images[torch.cat(rows)]
 
 
@@ -30,8 +36,9 @@ def conditional_section(m: dict, evals: dict[str, Evaluation], data: Dataset) ->
     names = [n for n in m["models"] if "conditional" in m[n]]
     if not names:
         return None
+    present = set(data.test.labels.unique().tolist()) if data.test.labels is not None else set()
     figures_html = "".join(
-        f"<figure>{img(figures.image_grid_png(class_grid(evals[n]), PER_CLASS), f'{n} samples by class')}"
+        f"<figure>{img(figures.image_grid_png(class_grid(evals[n], present), PER_CLASS), f'{n} samples by class')}"
         f"<figcaption>{label(n)}: one row per class, z ~ its prior</figcaption></figure>" for n in names)
     body = f"<div class=samplers>{figures_html}</div>" + class_table(m, names, data)
     return "Conditional generation: draw me a class", body, conditional_words(m, names)
@@ -46,11 +53,11 @@ def class_table(m: dict, names: list[str], data: Dataset) -> str:
     head = "".join(f"<th>{label(n)}<br>accuracy</th><th>{label(n)}<br>Frechet</th>" for n in names)
     head += "<th>real images<br>accuracy</th><th>real images<br>Frechet</th>" if floor else ""
     rows, classes = [], sorted(per_model[names[0]])
-    for c in classes[:SHOWN_CLASSES]:
+    for c in shown_classes(classes, real):
         cells = [per_model[n].get(c, {}) for n in names] + ([real.get(c, {})] if floor else [])
         tds = "".join(f"<td>{percent(r.get('accuracy'))}</td><td>{fmt(r.get('frechet'))}</td>" for r in cells)
         rows.append(f"<tr><th>{html.escape(class_word(c, data.classes))}</th>{tds}</tr>")
-    more = f"The first {SHOWN_CLASSES} of {len(classes)} classes; metrics.json has all. " \
+    more = f"{SHOWN_CLASSES} of {len(classes)} classes, those with test images first; metrics.json has all. " \
         if len(classes) > SHOWN_CLASSES else ""
     return (f"<table><tr><th>class</th>{head}</tr>{''.join(rows)}</table><p class=meta>{more}Accuracy: the share of "
             "images the feature classifier assigns to the class they were drawn as. Frechet: between the features of "
