@@ -86,7 +86,7 @@ class Labelled(nn.Module):
                               "these images have none")
         if y.shape != (rows,):
             raise VaekitError(f"expected {rows} labels, one per image, got shape {tuple(y.shape)}")
-        if y.device.type == "cpu" and not torch.compiler.is_exporting() and len(y) and \
+        if y.device.type == "cpu" and not exporting() and len(y) and \
                 (int(y.min()) < 0 or int(y.max()) >= self.classes):  # on a GPU, `check` has seen the data set's
             # labels (a check here would wait for the device every step); an exported graph reads any label
             raise VaekitError(f"labels must lie in 0..{self.classes - 1}, got {int(y.min())} to {int(y.max())}")
@@ -134,6 +134,12 @@ def class_list(classes: int, names: list[str], limit: int = 20) -> str:
     first `limit` of them."""
     words = [class_word(i, names) for i in range(min(classes, limit))]
     return ", ".join(words) + (f", ... ({classes} in all)" if classes > limit else "")
+
+
+def exporting() -> bool:
+    """Whether torch.export is tracing the model (`torch.compiler.is_exporting`, PyTorch 2.6 and later)."""
+    is_exporting = getattr(torch.compiler, "is_exporting", None)
+    return bool(is_exporting and is_exporting())
 
 
 def conditioning(classes: int, shape: Shape) -> Unconditioned | Labelled:
