@@ -19,6 +19,7 @@ from vaekit.data import Batches, Dataset, ImageSet
 from vaekit.errors import VaekitError
 from vaekit.evaluation import inception
 from vaekit.evaluation.classifier import FeatureClassifier, load_or_train_classifier
+from vaekit.evaluation.latent import radius_99
 from vaekit.evaluation.metrics import (
     active_units,
     code_statistics,
@@ -228,8 +229,7 @@ def latent_metrics(model: Autoencoder, data: Dataset, s: EvalSettings) -> tuple[
     if kl:  # KL(q || the model's own prior) per dimension, where it has a closed form
         latent["kl_per_dim"] = torch.cat(kl).mean(0).tolist()
     if model.prior.is_standard_normal:
-        radius = math.sqrt(float(_chi2_ppf(0.99, model.latent_dim)))
-        latent["inside_prior_99"] = (codes.norm(dim=1) <= radius).float().mean().item()
+        latent["inside_prior_99"] = (codes.norm(dim=1) <= radius_99(model.latent_dim)).float().mean().item()
     return latent, codes
 
 
@@ -271,12 +271,6 @@ def measure_samples(samples: dict[str, Tensor], labels: Tensor | None, ref: Refe
         if "conditional" in out:
             out["conditional"][name] = conditional_quality(classified, labels, ref)
     return out
-
-
-def _chi2_ppf(q: float, df: int) -> float:
-    from scipy.stats import chi2
-
-    return chi2.ppf(q, df)
 
 
 def real_reference(data: Dataset, s: EvalSettings, classifier: FeatureClassifier | None = None,

@@ -31,6 +31,13 @@ class Projection:
         return cls(z @ basis, basis, mean - basis @ (basis.T @ mean), "PC1, PC2")
 
 
+def radius_99(dim: int) -> float:
+    """The radius of the ball about 0 holding 99% of N(0, I)'s mass in `dim` dimensions (|z|^2 is chi-square)."""
+    from scipy.stats import chi2
+
+    return float(np.sqrt(chi2.ppf(0.99, dim)))
+
+
 def interpolate(z0: Tensor, z1: Tensor, steps: int) -> Tensor:
     """`steps` codes evenly spaced on the segment from z0 to z1, both included."""
     t = torch.linspace(0, 1, steps).unsqueeze(1)

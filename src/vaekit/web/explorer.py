@@ -17,7 +17,7 @@ from vaekit.config import DataConfig, trained_data_config
 from vaekit.data import Batches, Dataset, map_batches
 from vaekit.data.folder import load_image
 from vaekit.errors import VaekitError
-from vaekit.evaluation.latent import Projection, interpolate
+from vaekit.evaluation.latent import Projection, interpolate, radius_99
 from vaekit.images import png_bytes
 from vaekit.models import Autoencoder
 from vaekit.models.conditioning import line_labels
@@ -60,12 +60,10 @@ class Explorer:
 def latent_map(p: Projection, codes: torch.Tensor, labels: list[int], labelled: bool, dim: int) -> dict:
     """A model's map for the page: the test codes projected on a plane, the plane's basis and the codes' mean off it
     (so a click can go back to a code), the range the sliders must cover, and N(0, I)'s 99% radius."""
-    from scipy.stats import chi2
-
     return {"points": np.round(p.xy, 3).tolist(), "labels": labels, "labelled": labelled, "axes": p.axes,
             "basis": p.basis.T.tolist(), "offset": p.offset.tolist(),
             "limit": float(max(3.0, np.ceil(codes.abs().max().item()))),
-            "radius99": float(np.sqrt(chi2.ppf(0.99, dim)))}
+            "radius99": radius_99(dim)}
 
 
 def png(images: torch.Tensor) -> bytes:
