@@ -10,7 +10,7 @@ import torch
 from vaekit.data import Dataset
 from vaekit.evaluation.evaluate import Evaluation
 from vaekit.report import figures
-from vaekit.report.words import SAMPLERS, Section, fmt, img, label, seed_pair
+from vaekit.report.words import SAMPLERS, Section, fmt, img, label, ranked_samplers, seed_pair
 
 CAPTIONS = {"prior": "z ~ N(0, I), its prior", "gmm": "z ~ a mixture fitted to its codes"}
 POOR = 10.0  # best Frechet distance above this many times the real floor (and above 5): call the samples poor
@@ -91,7 +91,7 @@ def poor_words(m: dict) -> list[str]:
     if floor is None:
         return ["Sample quality is not measured here (the data set has no labels for the feature classifier), so no "
                 "sentence above can say whether the samples look like data: judge the grids with your own eyes."]
-    best = min(s["frechet"] for n in m["models"] for s in m[n]["samples"].values())
+    best = ranked_samplers(m)[0][0]
     if far(best, floor):
         return [f"Even the best samples are far from real images (Frechet distance {fmt(best)} against "
                 f"{fmt(floor['frechet'])} for real held-out images): every sampler here generates poorly, so read the "
@@ -112,8 +112,7 @@ def lessons_section(m: dict) -> Section | None:
 
 
 def mixture_wins(m: dict) -> str | None:
-    scored = sorted((s["frechet"], n, sampler) for n in m["models"] for sampler, s in m[n]["samples"].items())
-    best, name, sampler = scored[0]
+    best, name, sampler = ranked_samplers(m)[0]
     if sampler == "prior" or "nelbo" in m[name]["test"]:  # the twist: a deterministic model, sampled ex post
         return None
     recon = ", ".join(f"{label(n)} {fmt(m[n]['test']['recon'])}" for n in m["models"])

@@ -7,7 +7,7 @@ import html
 
 from vaekit.evaluation.evaluate import QUALITY_MEASURES, EvalSettings
 from vaekit.evaluation.inception import missing_words
-from vaekit.report.words import SAMPLERS, Section, fmt, label, names_words, seed_pair
+from vaekit.report.words import SAMPLERS, Section, fmt, label, names_words, ranked_samplers, seed_pair
 
 
 def quality_columns(inception: bool) -> tuple[tuple[str, str, int], ...]:
@@ -99,8 +99,7 @@ def quality_words(m: dict) -> list[str]:
     """Which model and sampler generate best, from the Frechet distances."""
     words: list[str] = []
     if m["real_floor"] is not None:
-        scored = sorted((s["frechet"], name, sampler) for name in m["models"]
-                        for sampler, s in m[name]["samples"].items())
+        scored = ranked_samplers(m)
         best, prior_only = scored[0], [x for x in scored if x[2] == "prior"]
         words.append(f"Sample quality: the lowest Frechet distance is {label(best[1])} with its "
                      f"{SAMPLERS.get(best[2], best[2])} sampler ({fmt(best[0])}; real images "

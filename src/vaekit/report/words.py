@@ -28,6 +28,11 @@ def names_words(names: list[str]) -> str:
     return labels[0] if len(labels) == 1 else f"{', '.join(labels[:-1])} and {labels[-1]}"
 
 
+def ranked_samplers(m: dict) -> list[tuple[float, str, str]]:
+    """(Frechet distance, model, sampler) for every sampler of every model, the closest to real images first."""
+    return sorted((s["frechet"], n, sampler) for n in m["models"] for sampler, s in m[n]["samples"].items())
+
+
 def seed_pair(m: dict) -> bool:
     """Whether the seed's own comparison, an AE against a VAE, is among the models."""
     return {"ae", "vae"} <= set(m["models"])
