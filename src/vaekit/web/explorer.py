@@ -33,8 +33,7 @@ class Explorer:
     models: dict[str, Autoencoder]
     data: Dataset
     test_images: torch.Tensor  # float (N, C, H, W), a sample of the test split
-    test_labels: list[int]
-    test_y: torch.Tensor | None  # the same labels as a tensor, None for data without labels
+    test_labels: torch.Tensor | None  # their labels, None for data without labels
     maps: dict[str, dict]
     data_config: DataConfig = field(default_factory=DataConfig)  # how the models' training images were read
     dark_background: bool = False  # the data's images are light on dark (Fashion-MNIST, MNIST): uploads follow
@@ -45,7 +44,6 @@ class Explorer:
         images = data.test.subset(torch.arange(n))
         x = torch.cat([xb for xb, _ in Batches(images, 1000)])
         labels = images.labels.tolist() if images.labels is not None else [0] * n
-        test_y = None if images.labels is None else images.labels.clone()
         maps = {}
         for name, model in models.items():
             model.eval()
@@ -54,7 +52,8 @@ class Explorer:
             if "gmm" not in model.priors:  # a checkpoint without one (older, or trained with --gmm-components 0)
                 model.priors["gmm"] = fit_mixture(model, data.train, 10, seed, limit=5000)
         data_config = trained_data_config(next(iter(models.values())).meta)
-        return cls(models, data, x, labels, test_y, maps, data_config, bool(border(x).mean() < 0.5))
+        return cls(models, data, x, None if images.labels is None else images.labels.clone(), maps, data_config,
+                   bool(border(x).mean() < 0.5))
 
 
 def latent_map(p: Projection, codes: torch.Tensor, labels: list[int], labelled: bool, dim: int) -> dict:
@@ -138,8 +137,8 @@ def image_strip(ex: Explorer, start: int, count: int) -> dict:
     if start >= len(ex.test_images):
         raise HTTPException(422, f"start must be below {len(ex.test_images)}")
     images = ex.test_images[start:start + count]
-    return {"start": start, "images": pngs_b64(images), "labels": ex.test_labels[start:start + count],
-            "total": len(ex.test_images)}
+    labels = [0] * len(images) if ex.test_labels is None else ex.test_labels[start:start + count].tolist()
+    return {"start": start, "images": pngs_b64(images), "labels": labels, "total": len(ex.test_images)}
 
 
 def image_pair(ex: Explorer, a: int, b: int) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -147,7 +146,7 @@ def image_pair(ex: Explorer, a: int, b: int) -> tuple[torch.Tensor, torch.Tensor
     n = len(ex.test_images)
     if a >= n or b >= n:
         raise HTTPException(422, f"image indices must be below {n}")
-    return ex.test_images[[a, b]], None if ex.test_y is None else ex.test_y[[a, b]]
+    return ex.test_images[[a, b]], None if ex.test_labels is None else ex.test_labels[[a, b]]
 
 
 def interpolate_between(ex: Explorer, pair: tuple[torch.Tensor, torch.Tensor | None], steps: int) -> dict:
