@@ -1,8 +1,11 @@
 """Runs many `vaekit` command lines in one process under a memory limit (address space, `resource.setrlimit`).
 
 Reads a JSON list of {"argv": [...], "cwd": "...", "env": {...}} on stdin; writes a JSON list of {"status",
-"stderr", "seconds", "peak_mb"} (the process's peak resident memory up to and including that case). Used
+"stderr", "seconds", "peak_mb"} (the process's peak resident memory during that case). Used
 through conftest.run_many: hundreds of cases in one interpreter instead of one each.
+
+A case may also set files up before it runs: "reset" [[source, target], ...] replaces each target folder with a copy
+of its source, then "write" {path: text} writes each file (the hostile contents of a file vaekit reads back).
 """
 
 import contextlib
@@ -10,6 +13,7 @@ import io
 import json
 import os
 import resource
+import shutil
 import sys
 import time
 
@@ -28,8 +32,28 @@ def peak_mb() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
+def set_up(case: dict) -> None:
+    for source, target in case.get("reset", []):
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(source, target, symlinks=True)
+    for path, text in case.get("write", {}).items():
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+
+
+def reset_peak() -> None:
+    """Start each case's peak afresh (Linux: writing 5 to clear_refs resets VmHWM), so each is its own."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
 results = []
 for case in json.load(sys.stdin):
+    set_up(case)
+    reset_peak()
     os.chdir(case["cwd"])
     os.environ.update(case.get("env", {}))
     err = io.StringIO()

@@ -199,7 +199,8 @@ def test_what_goes_wrong_gets_one_line(cli, tmp_path):
         (["ood", "all", "--ood", "npy:none.npy"], "holds no images"),
         (["ood", "all", "--ood", "noise", "--fpr", "0"], "--fpr"),
         (["score", "all", "--threshold", "o/thresholds.json"], "chosen for another model"),
-        (["score", "all", "--threshold", "junk.json"], "not a thresholds file"),
+        (["score", "all", "--threshold", "junk.json"], "junk.json: not a valid thresholds file written by `vaekit "
+                                                       "ood`: kind"),
         (["score", "other", "--threshold", "o/thresholds.json", "-k", "7"], "were chosen with K = 5"),
         (["score", "other", "--threshold", "o/thresholds.json", "--by", "fame"], "--by fame: no threshold"),
         (["score", "all", "--data", "npy:big.npy"], "images are (1, 16, 16), the model wants (1, 8, 8)"),
@@ -223,3 +224,23 @@ def test_oneclass_gives_an_auroc_per_class_and_score(cli, tmp_path):
     one = json.loads((tmp_path / "oc" / "class-7" / "run.json").read_text())
     assert one["data"]["classes"] == "7"
     assert "AUROC per class and score" in (tmp_path / "oc" / "report.html").read_text()
+
+
+@pytest.mark.parametrize("size", [1, 5])
+def test_an_ood_set_of_a_few_images_is_scored_whole_not_split(cli, tmp_path, size):
+    cli("train", "--data", "digits", "--epochs", "1", "--two-stage-epochs", "0", "--out", "run")
+    np.save(tmp_path / "few.npy", np.random.default_rng(0).integers(0, 256, (size, 8, 8), dtype=np.uint8))
+    cli("ood", "run", "--ood", "npy:few.npy", "--out", "o", "-k", "2")
+    m = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert m["sizes"]["npy:few.npy"] == size
+
+
+def test_labels_of_a_single_class_score_no_samples_rather_than_perfect_ones(cli, tmp_path):
+    """A classifier trained on one class is sure of every image: precision and confidence would read 1.000 for
+    anything. Such a set gets no classifier measures, and says why."""
+    np.savez(tmp_path / "one.npz", x=np.random.default_rng(0).integers(0, 256, (60, 8, 8), dtype=np.uint8),
+             y=np.full(60, 7))
+    cli("train", "--data", "npz:one.npz", "--epochs", "1", "--two-stage-epochs", "0", "--out", "run")
+    out = cli("evaluate", "run", "--quick", "--json", "m.json").stdout
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert "precision" not in json.dumps(m.get("samples", {})) and "confidence" not in out

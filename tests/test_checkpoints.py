@@ -101,3 +101,52 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
     assert_same_weights(tmp_path / "straight", tmp_path / "resumed")
     rows = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("damage", ["missing", "empty", "a step that is gone", "outside the run", "garbage"])
+def test_a_damaged_latest_pointer_resumes_from_the_newest_checkpoint_never_from_scratch(tmp_path, capsys, damage):
+    """The work a run did is never thrown away: with `checkpoints/latest` lost or damaged, --resume continues from
+    the newest complete checkpoint and says so (under --quiet too), and ends as an uninterrupted run would."""
+    train(digits_run(3, two_stage_epochs=0), tmp_path / "straight", quiet=True)
+    run = tmp_path / "resumed"
+    train(digits_run(2, two_stage_epochs=0), run, quiet=True)
+    pointer = run / "checkpoints" / "latest"
+    newest = pointer.read_text().strip()
+    kept = {p.name: p.stat().st_mtime_ns for p in (run / "checkpoints" / newest).iterdir()}
+    {"missing": pointer.unlink, "empty": lambda: pointer.write_text(""),
+     "a step that is gone": lambda: pointer.write_text("step-99999999\n"),
+     "outside the run": lambda: pointer.write_text("../../../etc\n"),
+     "garbage": lambda: pointer.write_bytes(b"\xff\x00step")}[damage]()
+    capsys.readouterr()
+    summary = train(None, run, resume=True, epochs=3, quiet=True)
+    warning = capsys.readouterr().err
+    assert f"continuing from {newest}, the newest complete checkpoint" in warning
+    rows = (run / "metrics.jsonl").read_text().splitlines()
+    assert summary["epochs"] == 3 and [json.loads(r)["epoch"] for r in rows] == [1, 2, 3]
+    assert_same_weights(tmp_path / "straight", run)
+    assert kept == {p.name: p.stat().st_mtime_ns for p in (run / "checkpoints" / newest).iterdir()} or \
+        not (run / "checkpoints" / newest).exists()  # never written again from scratch (pruned later is fine)
+
+
+def test_resuming_with_another_number_of_processes_says_the_batch_changed(tmp_path, capsys):
+    run = tmp_path / "run"
+    train(digits_run(1, two_stage_epochs=0, gmm_components=0), run, quiet=True)
+    state = next((run / "checkpoints").glob("step-*")) / "state.json"
+    recorded = json.loads(state.read_text())
+    recorded["progress"]["world"] = 2  # as if trained under torchrun with two processes
+    state.write_text(json.dumps(recorded))
+    capsys.readouterr()
+    train(None, run, resume=True, epochs=2, quiet=True)
+    assert "was trained with 2 processes (64 images each, 128 a step) and continues with 1 (64 a step)" in \
+        capsys.readouterr().err
+
+
+def test_a_damaged_metrics_log_loses_only_its_damaged_lines(tmp_path, capsys):
+    run = tmp_path / "run"
+    train(digits_run(1, two_stage_epochs=0, gmm_components=0), run, quiet=True)
+    log = run / "metrics.jsonl"
+    log.write_text(log.read_text() + '{"epoch": "x"}\n[1, 2]\n{\n')
+    capsys.readouterr()
+    train(None, run, resume=True, epochs=2, quiet=True)
+    assert "lines 2, 3, 4 are not a metrics row of this run; dropped" in capsys.readouterr().err
+    assert [json.loads(r)["epoch"] for r in log.read_text().split("\n") if r] == [1, 2]

@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import chromium_page, require_fashion_mnist
+from conftest import SLOW, chromium_page, require_fashion_mnist
 from PIL import Image
 
 
@@ -18,7 +18,7 @@ def quick_report(tmp_path_factory, fashion_cache):
     root = tmp_path_factory.mktemp("compare")
     env = {**os.environ, "VAEKIT_DATA": str(fashion_cache)}
     proc = subprocess.run([sys.executable, "-m", "vaekit", "compare", "--quick", "--out", str(root / "cmp")],
-                          capture_output=True, text=True, env=env, timeout=600)
+                          capture_output=True, text=True, env=env, timeout=SLOW)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return root / "cmp"
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import torch
+from conftest import SLOW
 
 from vaekit import load
 
@@ -15,7 +16,7 @@ def test_two_process_gloo_ddp_run(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "vaekit",
            "train", "--data", "digits", "--epochs", "3", "--batch-size", "64", "--out", str(tmp_path / "ddp"),
            "--samples", "4", "--quiet"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=SLOW)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 3, "rank 0 alone writes one row per epoch"

@@ -155,19 +155,28 @@ def test_tensorboard_logs_every_epoch_and_reads_back(runs):
         assert [e.value for e in events] == pytest.approx([r[key] for r in rows], rel=1e-6)
 
 
-def test_a_checkpoint_with_odd_metadata_still_exports_with_an_honest_card(runs, cli, tmp_path):
-    """config.json sections of the wrong type and a damaged summary.json: the card shows '?' and '-' for what it
-    cannot read, and the export still works (the weights and the model config are what vaekit validates)."""
+def test_odd_metadata_is_refused_by_field_and_a_damaged_summary_costs_the_card_a_row(runs, cli, tmp_path):
+    """config.json's run metadata of the wrong type is refused in one line naming the file and the field, before
+    anything is written; a damaged summary.json costs the card its measured row, not the export. The card itself,
+    handed odd sections, shows '?' and '-' for what it cannot read and never a local path."""
     import shutil
+
+    from vaekit.card import model_card
 
     run = tmp_path / "odd"
     shutil.copytree(runs / "vae", run)
     best = run / "checkpoints" / (run / "checkpoints" / "best").read_text().strip()
-    config = json.loads((best / "config.json").read_text())
-    config.update(metrics=[1], data="x", train=None, progress=5, classes="abc", dataset={"path": "/home/me/secret"})
-    (best / "config.json").write_text(json.dumps(config))
+    pristine = json.loads((best / "config.json").read_text())
+    odd = {**pristine, "metrics": [1], "data": "x", "train": None, "progress": 5, "classes": "abc",
+           "dataset": {"path": "/home/me/secret"}}
+    for field in ("metrics", "data", "progress", "classes", "dataset"):
+        (best / "config.json").write_text(json.dumps({**pristine, field: odd[field]}))
+        line = cli("export", str(run), "--format", "safetensors", "--out", "exp", check=False).stderr
+        assert f"config.json: {field}" in line and len(line.strip().splitlines()) == 1, line
+        assert not (tmp_path / "exp").exists()
+    (best / "config.json").write_text(json.dumps(pristine))
     (run / "summary.json").write_text('{"test": [1]}')
     out = cli("export", str(run), "--format", "safetensors", "--out", "exp").stdout
-    assert "holds no readable test metrics" in out
-    card = (tmp_path / "exp" / "README.md").read_text()
+    assert "holds no readable test metrics" in out and (tmp_path / "exp" / "README.md").is_file()
+    card = model_card(odd)
     assert "epochs of batch ?" in card and "Nothing measured yet" in card and "/home/me" not in card.split("`")[1]

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_many
+from conftest import SLOW, run_many
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -30,7 +30,7 @@ from vaekit.training import train
 from vaekit.training.checkpoint import Progress, roll_back, save_checkpoint
 
 
-def vaekit(*args, cwd, env=None, timeout=300):
+def vaekit(*args, cwd, env=None, timeout=SLOW):
     return subprocess.run([sys.executable, "-m", "vaekit", *map(str, args)], cwd=cwd, capture_output=True, text=True,
                           env={**os.environ, "VAEKIT_DATA": str(Path(cwd) / "cache"), **(env or {})}, timeout=timeout)
 
@@ -310,6 +310,16 @@ CASES = {
                             "z.npy: not a readable .npy array"),
     "images of another shape": (lambda r, t: idx_cache(r, lambda f: None),
                                 ["encode", "TRAINED", "--data", "mnist"], "the model wants (1, 8, 8)"),
+    "codes holding no rows": (lambda r, t: np.save(r / "z.npy", np.zeros((0, 8), np.float32)),
+                              ["decode", "TRAINED", "z.npy"], "z.npy: holds no codes"),
+    "IDX labels past the set's classes": (lambda r, t: idx_cache(r, lambda f: write_idx(
+        f.with_name(f"{IDX_FILES[1]}.gz"), np.full(50, 200, np.uint8))), TRAIN_1 + ["--data", "mnist", "--no-download"],
+        "train-labels-idx1-ubyte.gz: mnist labels lie in 0..9, found 200"),
+    "config nested 100,000 deep": (lambda r, t: (r / "c.json").write_text("[" * 100_000 + "]" * 100_000),
+                                   TRAIN_1 + ["--config", "c.json"], "nested more than 64 levels deep"),
+    "checkpoint config nested 100,000 deep": (
+        lambda r, t: (copy_run(t, r) / "config.json").write_text('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}"),
+        ["info", "run"], "config.json: not a readable JSON config (nested more than 64 levels deep)"),
 }
 
 
@@ -372,9 +382,21 @@ def test_sampling_a_huge_n_streams_with_bounded_memory(tmp_path):
     peaks = {}
     for n in (2_000, 200_000):
         proc = subprocess.run([sys.executable, "-c", PEAK_RSS, "sample", str(tmp_path / "m"), "-n", str(n),
-                               "--npy", str(tmp_path / f"{n}.npy")], capture_output=True, text=True, timeout=600)
+                               "--npy", str(tmp_path / f"{n}.npy")], capture_output=True, text=True, timeout=SLOW)
         assert proc.returncode == 0, proc.stderr
         peaks[n] = int(proc.stdout.strip().splitlines()[-1]) / 1024  # MiB
         assert np.load(tmp_path / f"{n}.npy", mmap_mode="r").shape == (n, 1, 28, 28)
     held_at_once = 200_000 * 784 * 4 / 2**20  # the float images, had they been kept: 598 MiB
     assert peaks[200_000] - peaks[2_000] < 0.15 * held_at_once, peaks
+
+
+def test_ctrl_c_while_the_process_exits_is_no_traceback(trained, tmp_path):
+    """The work done, a Ctrl-C during interpreter exit (some library's exit handler still running) ends the process
+    quietly with the command's status, instead of a KeyboardInterrupt traceback from that handler."""
+    script = ("import atexit, os, signal, sys, time\n"
+              "atexit.register(lambda: (os.kill(os.getpid(), signal.SIGINT), time.sleep(5)))\n"
+              f"sys.argv = ['vaekit', 'info', {str(trained)!r}]\n"
+              "from vaekit.cli import entry\nentry()\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=SLOW)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr and "KeyboardInterrupt" not in proc.stderr
+    assert "checkpoint" in proc.stdout

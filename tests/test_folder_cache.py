@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import SLOW
 from PIL import Image
 
 from vaekit.config import DataConfig
@@ -120,7 +121,8 @@ def test_the_process_holds_the_batches_not_the_file(tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["cut the images", "keep out of range", "keep too short", "keep as floats",
-                                    "marker not JSON", "skipped not a list", "another shape, same bytes"])
+                                    "marker not JSON", "skipped not a list", "another shape, same bytes",
+                                    "images zeroed in place"])
 def test_a_damaged_copy_is_decoded_again(folder, tmp_path, damage):
     before = every_batch(load_dataset(config(folder, tmp_path)))
     (entry, _), = entries(tmp_path / "data-home" / "folders")
@@ -132,6 +134,10 @@ def test_a_damaged_copy_is_decoded_again(folder, tmp_path, damage):
         keep = {"keep out of range": np.arange(N) + 10**6, "keep too short": np.arange(N - 1),
                 "keep as floats": np.arange(N, dtype=float)}[damage]
         np.save(entry / "keep.npy", keep)
+    elif damage == "images zeroed in place":  # same size, same description: only the sums can tell
+        size = (entry / "images.u8").stat().st_size
+        with open(entry / "images.u8", "r+b") as f:
+            f.write(bytes(size))
     elif damage == "another shape, same bytes":  # half as many images of twice the channels: sizes all agree
         (entry / "cache.json").write_text(json.dumps({**marker, "count": N // 2, "shape": [6, 12, 12]}))
         np.save(entry / "keep.npy", np.arange(0, N, 2))
@@ -250,7 +256,7 @@ def test_a_second_process_waits_for_the_first_decode_and_clear_leaves_it_alone(s
     data = load_dataset(DataConfig(name=f"folder:{slow_folder}", image_size=64, data_dir=str(home),
                                    max_in_memory_gb=1e-9))
     assert "waiting for another process that is decoding" in capsys.readouterr().out
-    assert first.wait(timeout=120) == 0
+    assert first.wait(timeout=SLOW) == 0
     assert any("read from the decoded copy" in note for note in data.notes)
     assert len(entries(home / "folders")) == 1 and not list(home.glob("folders/*.part-*"))
 
@@ -276,3 +282,13 @@ def test_a_killed_first_decode_leaves_nothing_that_is_read(slow_folder, tmp_path
     (home / "classifiers" / "keep.txt").write_text("not the cache's")
     assert "removed 1 decoded folder" in cli("cache", "clear").stdout
     assert not list((home / "folders").iterdir()) and (home / "classifiers" / "keep.txt").is_file()
+
+
+def test_cache_list_prints_nothing_raw_from_a_tampered_description(folder, tmp_path, cli):
+    home = tmp_path / "cache"
+    load_dataset(config(folder, tmp_path, data_dir=str(home)))
+    (entry, meta), = entries(home / "folders")
+    (entry / "cache.json").write_text(json.dumps({**meta, "source": "\x1b[2J\x1b]0;owned\x07/pets",
+                                                   "created": "\x1b[31mred"}))
+    listed = cli("cache", "list").stdout
+    assert "\x1b" not in listed and "\x07" not in listed and "/pets" in listed

@@ -174,7 +174,7 @@ BOMBS = {
 @pytest.fixture(scope="module")
 def bomb_results(tiny_run, tmp_path_factory):
     """Every bomb in a folder of its own, all refused in one fresh interpreter (conftest.run_many): the folder,
-    its files' times before, and what the command did, with the process's peak memory so far."""
+    its files' times before, and what the command did, with the process's peak memory during it."""
     folders, before = {}, {}
     for i, (case, (setup, _, _)) in enumerate(BOMBS.items()):
         folders[case] = tmp_path_factory.mktemp(f"bomb{i}")
@@ -191,6 +191,6 @@ def test_bombs_are_refused_fast_in_bounded_memory(case, bomb_results):
     lines = [line for line in r["stderr"].splitlines() if line.strip() and not line.startswith("vaekit: warning")]
     assert r["status"] == 2, r["stderr"][-2000:]
     assert len(lines) == 1 and lines[0].startswith("vaekit: error: ") and BOMBS[case][2] in lines[0], r["stderr"]
-    print(f"{case}: refused in {r['seconds']:.2f} s, peak so far {r['peak_mb']:.0f} MiB")  # shown with -s
+    print(f"{case}: refused in {r['seconds']:.2f} s, peak {r['peak_mb']:.0f} MiB")  # shown with -s
     assert r["peak_mb"] * 2**20 < BOMB_RSS and r["seconds"] < BOMB_SECONDS
     assert before == {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}

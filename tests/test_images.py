@@ -188,3 +188,79 @@ def test_every_data_set_says_what_its_labels_are(tmp_path):
     np.savez(tmp_path / "plain.npz", x=np.zeros((30, 8, 8), np.uint8))
     assert load_dataset(DataConfig(name="digits")).label_source == "the 10 digits"
     assert "no labels" in load_dataset(DataConfig(name=f"npz:{tmp_path / 'plain.npz'}")).label_source
+
+
+def test_photos_are_turned_upright_by_their_exif_orientation(tmp_path):
+    """A phone stores a portrait photo as a landscape one with an orientation tag (6: turn 90 degrees clockwise to
+    view); vaekit reads it as a viewer shows it, and says so."""
+    from PIL import ImageOps
+
+    (tmp_path / "photos").mkdir()
+    stored = np.zeros((8, 12, 3), np.uint8)  # 12 wide, 8 high, as stored
+    stored[0, 0] = (255, 0, 0)  # a red corner, top left as stored
+    for i in range(6):
+        stored[7, 11, 2] = i  # each photo its own bytes
+        img = Image.fromarray(stored.copy())
+        exif = img.getexif()
+        exif[0x0112] = 6
+        img.save(tmp_path / "photos" / f"{i}.png", exif=exif.tobytes(), pnginfo=None)
+    data = folder(tmp_path, "photos")
+    assert data.shape == (3, 12, 8)  # upright: 8 wide, 12 high
+    viewers = []
+    for i in range(6):
+        with Image.open(tmp_path / "photos" / f"{i}.png") as img:
+            viewers.append(torch.from_numpy(np.asarray(ImageOps.exif_transpose(img)).transpose(2, 0, 1).copy()))
+    assert all(any(torch.equal(image, seen) for seen in viewers) for image in all_images(data))
+    assert (all_images(data)[:, 0, 0, -1] == 255).all()  # the red corner is top right once turned
+    assert any("6 images turned upright by their EXIF orientation" in n for n in data.notes)
+
+
+def test_hidden_files_and_svgs_are_skipped_and_counted_first_frames_said(tmp_path):
+    root = tmp_path / "pets"
+    for shade, name in enumerate(("cats", "dogs", ".thumbnails")):
+        save_many(root / name, lambda i: Image.fromarray(np.full((8, 8), i * 9 + shade, np.uint8)), n=6)
+    (root / "cats" / "._0.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble, not an image")
+    (root / "cats" / "logo.svg").write_text("<svg xmlns='http://www.w3.org/2000/svg'/>")
+    frames = [Image.fromarray(np.full((8, 8), v, np.uint8)) for v in (200, 10)]
+    frames[0].save(root / "dogs" / "moving.gif", save_all=True, append_images=frames[1:])
+    data = folder(tmp_path, "pets")
+    assert data.classes == ["cats", "dogs"] and len(all_images(data)) == 13
+    notes = " ".join(data.notes)
+    assert "skipped 7 hidden files" in notes and "skipped 1 SVG files" in notes
+    assert "1 animated or multi-page images" in notes and "composited" not in notes  # no transparency: no word
+    everything = folder(tmp_path, "pets", labels="folders", hidden_files=True, skip_bad_images=True)
+    assert ".thumbnails" in everything.classes
+
+
+def test_string_labels_in_an_array_file_are_class_names(tmp_path):
+    names = np.array(["cat", "dog", "emu"])[np.arange(30) % 3]
+    np.savez(tmp_path / "named.npz", x=np.zeros((30, 8, 8), np.uint8), y=names)
+    data = load_dataset(DataConfig(name=f"npz:{tmp_path / 'named.npz'}"))
+    assert data.classes == ["cat", "dog", "emu"] and "string labels" in data.label_source
+    labels = torch.cat([data.train.labels, data.val.labels, data.test.labels])
+    assert sorted(labels.tolist()) == sorted((np.arange(30) % 3).tolist())
+
+
+def test_every_command_reads_a_folder_alike_and_writes_any_file_name(cli, tmp_path):
+    """A grey + alpha folder given to an RGB model is read as RGB by reconstruct and score, as `ood --ood` reads it;
+    a file name that is not UTF-8 (Linux allows it) is written to the CSV escaped, not a crash."""
+    save_many(tmp_path / "rgb", lambda i: Image.fromarray(np.full((8, 8, 3), (i * 20, 40, 200 - i * 9), np.uint8)),
+              n=20)
+    cli("train", "--data", "folder:rgb", "--epochs", "1", "--two-stage-epochs", "0", "--out", "run")
+    save_many(tmp_path / "la", lambda i: Image.fromarray(np.full((8, 8, 2), (i * 20, 255), np.uint8), "LA"), n=6)
+    name = os.fsdecode(b"caf\xe9-\xff.png")  # Latin-1 bytes, as an old camera names files
+    shutil.copy(tmp_path / "la" / "0.png", tmp_path / "la" / name)
+    (tmp_path / "la" / "0.png").unlink()
+    cli("reconstruct", "run", "--data", "folder:la", "--out", "r.png")
+    out = cli("score", "run", "--data", "folder:la", "--out", "s.csv", "-k", "2").stdout
+    assert "6 images" in out
+    assert "caf\\xe9-\\xff.png" in (tmp_path / "s.csv").read_text(encoding="utf-8")
+
+
+def test_a_changed_folder_is_said_when_a_run_reads_it_again(cli, tmp_path):
+    save_many(tmp_path / "imgs", lambda i: Image.fromarray(np.full((8, 8), i * 9, np.uint8)), n=20)
+    cli("train", "--data", "folder:imgs", "--epochs", "1", "--two-stage-epochs", "0", "--out", "run")
+    assert "has changed" not in cli("reconstruct", "run", "--out", "a.png").stderr
+    Image.fromarray(np.full((8, 8), 3, np.uint8)).save(tmp_path / "imgs" / "new.png")
+    warning = cli("reconstruct", "run", "--out", "b.png").stderr
+    assert "folder:imgs has changed since run was trained" in warning and "then 16 / 2 / 2, now 17 / 2 / 2" in warning

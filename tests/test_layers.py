@@ -8,7 +8,7 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).parent.parent / "src" / "vaekit"
-BASICS = {"config", "errors", "files", "layout", "devices", "images", "progress", "card"}
+BASICS = {"config", "errors", "files", "outputs", "layout", "devices", "images", "progress", "card"}
 LAYERS = {**dict.fromkeys(BASICS, 0), "models": 1, "data": 1, "training": 2, "evaluation": 3, "report": 4, "web": 4,
           "cli": 5, "__main__": 6}
 

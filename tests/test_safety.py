@@ -17,8 +17,8 @@ from safetensors.torch import load_file, save_file
 from vaekit import RunConfig, load
 from vaekit.config import DataConfig, ModelConfig, TrainConfig
 from vaekit.errors import VaekitError
-from vaekit.files import new_run_folder
 from vaekit.layout import MARKER as RUN_MARKER
+from vaekit.outputs import new_run_folder
 from vaekit.training import train
 
 DIGITS_1 = ["--data", "digits", "--epochs", "1", "--samples", "4", "--quiet"]

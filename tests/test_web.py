@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 import anyio
 import numpy as np
@@ -106,6 +107,7 @@ def test_upload_reconstruct_and_encode(client):
     for content, status in bad:
         r = client.post("/api/reconstruct", files={"file": ("x.png", content, "image/png")})
         assert r.status_code == status, (status, r.text)
+    assert "at most 16,777,216" in r.text and "128,000,000" not in r.text  # the limit that applies, not PIL's
     assert client.post("/api/reconstruct").status_code == 422  # no file at all
 
 
@@ -161,20 +163,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for(port: int, proc: subprocess.Popen) -> None:
+    """Until the server on `port` accepts connections (or its process died, with what it said)."""
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            assert proc.poll() is None, proc.stderr.read()[-2000:]
+            time.sleep(0.2)
+
+
 @pytest.fixture(scope="module")
 def server(runs):
     port = free_port()
     env = {**os.environ, "VAEKIT_DATA": str(runs / "cache")}
     proc = subprocess.Popen([sys.executable, "-m", "vaekit", "serve", str(runs / "ae"), str(runs / "vae"),
                              "--port", str(port), "--quiet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-            time.sleep(0.2)
+    wait_for(port, proc)
     yield f"http://127.0.0.1:{port}"
     proc.terminate()
     proc.wait(timeout=10)
@@ -398,3 +405,59 @@ def test_head_of_the_page_and_the_offline_api_page(server):
     assert status == 200 and body == b""
     status, body, _ = raw(server, "GET", "/docs")
     assert status == 200 and b"/api/sample" in body and b"<script" not in body  # no Swagger UI from a CDN
+
+
+def test_idle_and_slow_connections_cannot_hold_the_server_and_the_log_keeps_no_token(runs):
+    """64 connections that send nothing, one that sends its headers a line a second, 40 more from the same client:
+    a real request still gets through at once, the slow and idle ones are closed after --header-timeout, a client
+    keeps a bounded number of connections; the access log shows the request without its token."""
+    port = free_port()
+    env = {**os.environ, "VAEKIT_DATA": str(runs / "cache")}
+    proc = subprocess.Popen([sys.executable, "-m", "vaekit", "serve", str(runs / "vae"), "--port", str(port),
+                             "--token", "s3cret", "--header-timeout", "2"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert "?token=s3cret" in proc.stdout.readline()  # the link the user opens carries it
+        wait_for(port, proc)
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(64)]
+        started = time.time()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/models?token=s3cret", timeout=10) as r:
+            assert r.status == 200 and time.time() - started < 5
+        slow = socket.create_connection(("127.0.0.1", port))
+        slow.sendall(b"GET /api/models HTTP/1.1\r\n")
+        closed_after = None
+        for _ in range(20):
+            time.sleep(0.5)
+            try:
+                slow.sendall(b"X-Slow: 1\r\n")
+            except OSError:
+                closed_after = time.time() - started
+                break
+        assert closed_after is not None and closed_after < 8
+        assert sum(open_socket(s) for s in idle) == 0  # the idle ones went too
+        more = [socket.create_connection(("127.0.0.1", port)) for _ in range(40)]
+        time.sleep(0.3)
+        assert sum(open_socket(s) for s in more) <= 32
+    finally:
+        proc.terminate()
+        access, log = proc.communicate(timeout=10)  # uvicorn writes its access log to stdout
+    assert "/api/models?token=(hidden)" in access and "s3cret" not in access + log
+
+
+def open_socket(s: socket.socket) -> bool:
+    """Whether the server still holds the connection (it has not closed its end)."""
+    s.settimeout(0.05)
+    try:
+        return s.recv(1) != b""
+    except TimeoutError:
+        return True
+    except OSError:
+        return False
+
+
+def test_a_server_on_every_address_prints_a_link_a_browser_can_open():
+    from vaekit.web.app import link
+
+    everywhere = link("0.0.0.0", 8000, "t0k")
+    assert "0.0.0.0" not in everywhere.split()[0] and socket.gethostname() in everywhere and "?token=t0k" in everywhere
+    assert link("::1", 80, None) == "http://[::1]:80/" and link("127.0.0.1", 8000, None) == "http://127.0.0.1:8000/"

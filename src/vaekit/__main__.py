@@ -1,3 +1,3 @@
-from vaekit.cli import main
+from vaekit.cli import entry
 
-raise SystemExit(main())
+entry()

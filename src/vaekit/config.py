@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, Union
 
-from vaekit.errors import VaekitError
+from vaekit.errors import VaekitError, printable, short  # noqa: F401  (short: re-exported)
 
 T = TypeVar("T")
 
@@ -44,6 +44,10 @@ class Checked:
 
 
 BIG = 2**31 - 1  # upper bound of counts that only need to be "large"
+MAX_K = 100_000  # importance samples per image (IS-NLL, anomaly scores), from a flag or a file vaekit reads alike
+PRDC_K = 5  # the k of the k-NN balls of precision, recall, density and coverage (Naeem et al.'s default)
+MAX_CLASSES = 10_000  # labels lie in 0..MAX_CLASSES - 1, from a data file or a checkpoint alike
+MIN_SAMPLES = PRDC_K + 2  # samples per sampler for every sample-quality measure: the k-NN radii need k + 2 rows
 
 
 @dataclass
@@ -81,7 +85,7 @@ class ModelConfig(Checked):
     conditional: bool = option(False,
         "condition encoder and decoder on the image's label (a CVAE is --model vae --conditional): then `vaekit sample "
         "--label NAME` draws that class; needs labelled data")
-    classes: int = setting(0, 0, 10_000, help="labels a conditional model knows; set from the data, not a flag")
+    classes: int = setting(0, 0, MAX_CLASSES, help="labels a conditional model knows; set from the data, not a flag")
 
 
 @dataclass
@@ -111,6 +115,9 @@ class DataConfig(Checked):
     binarize: bool = option(False, "dynamic binarization: resample binary pixels x ~ Bernoulli(grey level) per batch")
     download: bool = option(True, "allow downloading a missing data set from its official source (checksums verified)")
     skip_bad_images: bool = option(False, "skip unreadable images in a folder with a warning instead of stopping")
+    hidden_files: bool = option(False,
+        "also read hidden files and folders of an image folder (names starting with '.', such as .thumbnails/ and "
+        "macOS's ._ files), which are skipped by default")
     max_in_memory_gb: float = setting(4.0, 0.0, 1e6, open_lo=True,
         help="image folders larger than this are read from disk a batch at a time instead of held in memory; also the "
         "most memory one array file (IDX, .npy, .npz) may declare")
@@ -169,17 +176,6 @@ def class_index(text: str, names: Sequence[str]) -> int | None:
 def class_word(index: int, names: list[str]) -> str:
     """'7 (Sneaker)', or '7' where the class has no name of its own."""
     return f"{index} ({printable(names[index])})" if index < len(names) and names[index] != str(index) else str(index)
-
-
-def printable(name: str, limit: int = 30) -> str:
-    return "".join(c for c in name[:limit] if c.isprintable())
-
-
-def short(value: Any, limit: int = 60) -> str:
-    """repr(value), cut to `limit` characters: error messages never echo a huge input."""
-    text = repr(value) if not isinstance(value, (list, dict)) or len(value) < 50 else f"<{type(value).__name__} " \
-        f"of {len(value)} items>"
-    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 Bounds = tuple[float | None, float | None, bool, bool]
@@ -314,7 +310,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise VaekitError(f"{path}: config file not found")
     if path.stat().st_size > MAX_CONFIG_BYTES:
         raise VaekitError(f"{path}: {path.stat().st_size:,} bytes is too large for a config file (at most 1 MiB)")
-    parsers = {".toml": _parse_toml, ".yaml": _parse_yaml, ".yml": _parse_yaml, ".json": json.loads}
+    from vaekit.files import parse_json
+
+    parsers = {".toml": _parse_toml, ".yaml": _parse_yaml, ".yml": _parse_yaml, ".json": parse_json}
     if path.suffix not in parsers:
         raise VaekitError(f"{path}: config files must end in .toml, .yaml, .yml or .json")
     try:

@@ -1,8 +1,12 @@
-"""One exception type for everything a user can get wrong.
+"""One exception type for everything a user can get wrong, and the words a message is made of.
 
 The CLI turns a `VaekitError` into a one-line message and exit status 2; anything else is a bug
 and keeps its traceback.
 """
+
+from __future__ import annotations
+
+from typing import Any
 
 
 class VaekitError(Exception):
@@ -14,3 +18,15 @@ def warn(message: str) -> None:
     import sys
 
     print(f"vaekit: warning: {message}", file=sys.stderr)
+
+
+def short(value: Any, limit: int = 60) -> str:
+    """repr(value), cut to `limit` characters: error messages never echo a huge input."""
+    text = repr(value) if not isinstance(value, (list, dict)) or len(value) < 50 else f"<{type(value).__name__} " \
+        f"of {len(value)} items>"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def printable(name: str, limit: int = 30) -> str:
+    """A name read from a file, safe to print: cut to `limit` characters, control characters (escape codes) out."""
+    return "".join(c for c in str(name)[:limit] if c.isprintable())

@@ -1,19 +1,25 @@
-"""Writing without losing anything: atomic files and run folders that replace only what vaekit wrote.
+"""Files written whole and read back with care.
 
 Every output vaekit writes (weights, configs, metrics, images, reports, arrays) goes through
-`atomic_write`: the data goes to a hidden temporary name beside the target, is flushed to disk,
-and is renamed over the target only when complete. Only regular files are ever replaced.
+`atomic_write`: the data goes to a hidden temporary name beside the target, unique to the writing process, is
+flushed to disk, and is renamed over the target only when complete, with the mode any new file of the process
+gets (its umask). Only regular files are ever replaced. What a command may write at all (never its inputs, one
+writer at a time, run folders) is `outputs.py`.
 
-A run folder carries a marker file; `new_run_folder` replaces only folders that carry it (or that an
-older vaekit wrote), never one that is or holds an input, and deletes the old run only once the new one
-has completed (restoring it if the new one fails).
+Files vaekit wrote and reads back (thresholds, descriptions, checkpoints' JSON) are parsed with their nesting
+bounded (`parse_json`) and every field checked (`read_record`), as flags are.
 """
 
 from __future__ import annotations
 
+import errno
+import glob
+import hashlib
 import json
 import os
-import shutil
+import re
+import secrets
+import socket
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,15 +27,49 @@ from typing import Any
 
 import numpy as np
 
-from vaekit.errors import VaekitError
-from vaekit.layout import MARKER, RunFolder
+from vaekit.errors import VaekitError, short
+
+HOST = hashlib.sha1(socket.gethostname().encode(), usedforsecurity=False).hexdigest()[:6]
+OWNER = re.compile(r"(?:(?P<host>[0-9a-f]{6})-)?(?P<pid>\d+)")  # who left a temporary name: [host-]pid
+
+
+def process_umask() -> int:
+    """The umask every new file of this process gets (read without changing it where /proc tells)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            return next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return mask
+
+
+NEW_FILE_MODE = 0o666 & ~process_umask()
+
+
+def alive(owner: str) -> bool:
+    """Whether the process named `[host-]pid` (a temporary name's tag) may still be running: one of another machine
+    (a shared file system) always may."""
+    m = OWNER.fullmatch(owner)
+    if m is None or m["host"] not in (None, HOST):
+        return True
+    try:
+        os.kill(int(m["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
 
 
 @contextmanager
 def atomic_write(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path to write to; on success it replaces `path`, on error it is removed.
 
-    The temporary name keeps the target's suffix (numpy and PIL decide formats by it)."""
+    The temporary name keeps the target's suffix (numpy and PIL decide formats by it) and is this process's own,
+    so two writers never share one; the file gets the mode of the file it replaces, else the process's usual mode
+    (libraries that write through mkstemp, as safetensors does, would leave it readable by its owner alone).
+    Temporary files of the same target left by killed processes are removed."""
     path = Path(path)
     if path.exists() and not path.is_file():
         raise VaekitError(f"{path}: exists and is not a regular file; vaekit writes only files")
@@ -37,30 +77,90 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise VaekitError(f"{path.parent}: cannot create the folder ({e.strerror or e})") from None
-    tmp = _temporary(path)
+    remove_stale_temporaries(path)
+    tmp = path.with_name(f".{path.stem}.tmp-{HOST}-{os.getpid()}-{secrets.token_hex(3)}{path.suffix}")
+    mode = path.stat().st_mode & 0o777 if path.is_file() else NEW_FILE_MODE
     try:
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise VaekitError(f"{path}: no space left on the disk while writing it (the old file, if any, is "
+                              "unchanged); free some space or write elsewhere") from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def _temporary(path: Path) -> Path:
-    return path.with_name(f".{path.stem}.tmp{path.suffix}")
+def temporaries(path: Path) -> list[tuple[Path, str]]:
+    """Temporary files of `path` (what `atomic_write` writes before the rename), with their writers' tags ("" for
+    the one fixed name of vaekit 0.2.0 and before, whose writer cannot be told)."""
+    pattern = f".{glob.escape(path.stem)}.tmp-*{glob.escape(path.suffix)}"
+    found = []
+    for p in path.parent.glob(pattern):
+        tag = p.name[len(path.stem) + 6:len(p.name) - len(path.suffix)]  # host-pid-random
+        found.append((p, tag.rsplit("-", 1)[0]))
+    legacy = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    return found + ([(legacy, "")] if legacy.is_file() else [])
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    for p, owner in temporaries(path):
+        if not alive(owner) and p.is_file() and not p.is_symlink():
+            p.unlink(missing_ok=True)
 
 
 def write_text(path: str | Path, text: str) -> None:
+    """UTF-8 text; a file name that is not valid UTF-8 (as Linux allows) is written with backslash escapes."""
     with atomic_write(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8", errors="backslashreplace")
 
 
-def read_json(path: str | Path) -> Any:
+def read_json(path: str | Path, what: str = "JSON file") -> Any:
+    """JSON from a file vaekit reads back, refused in one line if it is not JSON or is nested past reason."""
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:  # ValueError: not UTF-8, not JSON, or an integer of thousands of digits
-        raise VaekitError(f"{path}: not a readable JSON file ({str(e)[:200]})") from None
+        return parse_json(Path(path).read_text(encoding="utf-8"))
+    except OSError as e:
+        raise VaekitError(f"{path}: not a readable {what} ({e.strerror or e})") from None
+    except ValueError as e:  # not UTF-8, not JSON, nested too deep, or an integer of thousands of digits
+        raise VaekitError(f"{path}: not a readable {what} ({str(e)[:200]})") from None
+
+
+def read_record(path: str | Path, schema: Any, what: str) -> Any:
+    """A JSON file vaekit wrote and reads back, every field checked against `schema` (a pydantic model): a file
+    changed by hand or damaged is refused in one line naming the file and the field."""
+    from pydantic import ValidationError
+
+    data = read_json(path, what)
+    try:
+        return schema.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "the whole file"
+        got = f" (got {short(first['input'])})" if "input" in first and first["type"] != "missing" else ""
+        raise VaekitError(f"{path}: not a valid {what}: {where}: {first['msg']}{got}") from None
+
+
+MAX_JSON_DEPTH = 64  # no file vaekit writes nests deeper than a few levels
+
+
+def parse_json(text: str) -> Any:
+    """json.loads, with nesting deeper than MAX_JSON_DEPTH refused as a ValueError before the parser recurses."""
+    depth = deepest = 0
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH:  # only then can it nest that deep: look
+        for match in re.finditer(r'"(?:[^"\\]|\\.)*"|[\[{]|[\]}]', text):
+            token = match.group()
+            if token in "[{":
+                depth += 1
+                deepest = max(deepest, depth)
+                if deepest > MAX_JSON_DEPTH:
+                    raise ValueError(f"nested more than {MAX_JSON_DEPTH} levels deep")
+            elif token in "]}":
+                depth -= 1
+    return json.loads(text)
 
 
 def write_json(path: str | Path, data: Any) -> None:
@@ -81,10 +181,11 @@ def npy_writer(path: str | Path, shape: tuple[int, ...], dtype: Any) -> Iterator
 
 @contextmanager
 def csv_writer(path: str | Path, header: list[str]) -> Iterator[Callable[[Iterable[list[Any]]], None]]:
-    """Write a CSV file rows at a time (memory stays at one block of rows); it appears, complete, at the end."""
+    """Write a CSV file rows at a time (memory stays at one block of rows); it appears, complete, at the end. A file
+    name that is not valid UTF-8 is written with backslash escapes."""
     import csv
 
-    with atomic_write(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+    with atomic_write(path) as tmp, open(tmp, "w", newline="", encoding="utf-8", errors="backslashreplace") as f:
         writer = csv.writer(f)
         writer.writerow(header)
         yield writer.writerows
@@ -97,92 +198,3 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def is_vaekit_run(folder: Path) -> bool:
-    """A folder vaekit wrote: it has the marker, or the files of a run (or a compare report) from before the
-    marker existed."""
-    return RunFolder(folder).looks_like_run() or looks_like_compare(folder)
-
-
-def looks_like_compare(folder: Path) -> bool:
-    """A `vaekit compare` folder from before the marker: its metrics.json holds a comparison's own keys and its
-    report.html is vaekit's page (any folder that merely has files by those two common names is not one)."""
-    metrics, report = folder / "metrics.json", folder / "report.html"
-    if not (metrics.is_file() and report.is_file()) or metrics.stat().st_size > 50 << 20:
-        return False
-    try:
-        data = json.loads(metrics.read_text(encoding="utf-8"))
-        with report.open(encoding="utf-8", errors="replace") as f:
-            head = f.read(2000)
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and {"checkpoints", "settings", "real_floor"} <= set(data) \
-        and "<title>vaekit: " in head
-
-
-def check_apart(out: Path, inputs: Iterable[Path]) -> None:
-    """Refuse an output folder that is, holds, or lies inside one of the inputs."""
-    target = out.resolve()
-    for given in inputs:
-        source = Path(given).expanduser().resolve()
-        if target == source or target in source.parents or source in target.parents and source.is_dir():
-            raise VaekitError(f"{out}: the output folder overlaps the input {given}; choose another --out")
-
-
-def check_run_folder(out: str | Path, overwrite: bool, inputs: Iterable[Path] = ()) -> Path:
-    """The folder `new_run_folder` would write (a link to a run: the run it names), or a one-line refusal; touches
-    nothing, so a command can ask before long work."""
-    out = Path(out).resolve() if Path(out).is_symlink() else Path(out)
-    check_apart(out, inputs)
-    if out.exists() and not out.is_dir():
-        raise VaekitError(f"{out}: exists and is not a folder")
-    if out.is_dir() and not _holds_nothing(out):
-        if not overwrite:
-            raise VaekitError(f"{out}: run folder exists and is not empty; choose another --out, pass --overwrite to "
-                              "replace it, or (train) --resume to continue the run there")
-        if not is_vaekit_run(out):
-            raise VaekitError(f"{out}: not a vaekit run folder, so --overwrite will not replace it; choose another "
-                              "--out")
-    return out
-
-
-@contextmanager
-def new_run_folder(out: str | Path, overwrite: bool, inputs: Iterable[Path] = ()) -> Iterator[Path]:
-    """An empty run folder at `out` for the body of the `with` block; call it after every input is validated.
-
-    With `overwrite`, an existing vaekit run is moved aside first, deleted when the block completes, and put
-    back if it fails; any other non-empty folder is refused."""
-    out = check_run_folder(out, overwrite, inputs)
-    aside = None
-    if out.is_dir() and not _holds_nothing(out):
-        aside = out.absolute().with_name(f".{out.absolute().name}.replaced-{os.getpid()}")  # same folder, same disk
-        os.replace(out, aside)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        RunFolder(out).marker.write_text("a vaekit run folder: `--overwrite` may replace it\n", encoding="utf-8")
-    except OSError as e:
-        _put_back(out, aside)
-        raise VaekitError(f"{out}: cannot write the run folder ({e.strerror or e})") from None
-    try:
-        yield out
-    except BaseException:
-        _put_back(out, aside)
-        raise
-    if aside is not None:
-        shutil.rmtree(aside)
-
-
-def _holds_nothing(folder: Path) -> bool:
-    """Empty, or holding only what a vaekit run killed at its very start left: the marker, and perhaps the
-    temporary file it was writing (the same command run again then starts the run afresh)."""
-    run = RunFolder(folder)
-    left = {p.name for p in folder.iterdir()}
-    return not left or run.marker.is_file() and left <= {MARKER, _temporary(run.run_json).name}
-
-
-def _put_back(out: Path, aside: Path | None) -> None:
-    """Undo a replacement: drop the new run (all of it written by vaekit) and restore the old one."""
-    if aside is not None:
-        shutil.rmtree(out, ignore_errors=True)
-        os.replace(aside, out)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from vaekit.cli import models, runs, scoring
 from vaekit.cli.flags import HelpFormatter, Parser, add_config_flags, model_names, named_path, number
 from vaekit.cli.models import MAX_GRID
+from vaekit.config import MAX_K, MIN_SAMPLES, PRDC_K
 from vaekit.errors import VaekitError
 
 QUALITY = ("Sample quality is measured on the features of a small classifier trained on the data set's labels "
@@ -159,11 +160,12 @@ def add_checkpoint_commands(command: Command, common: argparse.ArgumentParser) -
                 "latent diagnostics, and sample quality from the model's prior and from each sampler fitted to its "
                 f"codes. {QUALITY}", [common])
     p.add_argument("--data", help="data set (default: the one the model was trained on)")
-    p.add_argument("-k", type=number(int, 1, 100_000),
+    p.add_argument("-k", type=number(int, 1, MAX_K),
                    help="importance samples per image (default 1000, 100 with --quick)")
     p.add_argument("--quick", action="store_true", help="fewer samples: seconds instead of minutes")
-    p.add_argument("--samples", type=number(int, 6, 1_000_000), metavar="N",
-                   help="generated images per sampler for sample quality (default 10000, 2000 with --quick)")
+    p.add_argument("--samples", type=number(int, MIN_SAMPLES, 1_000_000), metavar="N",
+                   help="generated images per sampler for sample quality (default 10000, 2000 with --quick; at least "
+                   f"{MIN_SAMPLES}: precision and recall with k = {PRDC_K} neighbours need k + 2)")
     p.add_argument("--inception-fid", action="store_true", help=INCEPTION_HELP)
     p.add_argument("--json", help="also write the metrics to this JSON file")
 
@@ -180,6 +182,10 @@ def add_checkpoint_commands(command: Command, common: argparse.ArgumentParser) -
     p.add_argument("--token", help="require this token (header 'Authorization: Bearer TOKEN', or open the page "
                    "once with ?token=TOKEN); default: none on loopback, a random one otherwise")
     p.add_argument("--port", type=number(int, 1, 65535), default=8000, help="port")
+    p.add_argument("--header-timeout", type=number(float, 0, 3600, open_lo=True), default=10, metavar="SECONDS",
+                   help="a connection that has not sent a whole request's headers this long after opening (or after "
+                   "its last answer) is closed, so idle or slow connections cannot hold the server (each client also "
+                   "holds a bounded number of connections)")
     p.add_argument("--quiet", action="store_true", help="log warnings only")
 
     p = command("export", models.cmd_export, "a folder to deploy or publish: ONNX graphs, model card, HF layout",
@@ -260,6 +266,9 @@ def add_scoring_commands(command: Command, common: argparse.ArgumentParser,
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The one boundary: every failure a user can cause ends here as one line on stderr and exit status 2."""
+    for stream in (sys.stdout, sys.stderr):  # file names need not be UTF-8 (Linux): shown escaped, never a crash
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     try:
         args = build_parser().parse_args(argv)
         status = args.fn(args)
@@ -269,6 +278,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(str(e))
     except MemoryError:
         return fail("out of memory; try a smaller --batch-size, -n or --image-size")
+    except RuntimeError as e:  # PyTorch's allocators say so in a RuntimeError (CUDA's OutOfMemoryError is one)
+        if "out of memory" in str(e).lower() or "cannot allocate memory" in str(e).lower():
+            return fail("out of memory; try a smaller --batch-size, -n or --image-size")
+        return unexpected(e)
     except OSError as e:  # a full disk, a folder without write permission, a broken pipe, ...
         if isinstance(e, BrokenPipeError):  # `vaekit info --json | head`: the reader left, nothing is wrong
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -279,11 +292,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("vaekit: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # a bug in vaekit: still one line, the traceback on request
-        if os.environ.get("VAEKIT_DEBUG"):
-            raise
-        fail(f"unexpected {type(e).__name__}: {str(e)[:300]} (a bug in vaekit; VAEKIT_DEBUG=1 shows the "
-             "traceback)")
-        return 1
+        return unexpected(e)
+
+
+def unexpected(e: Exception) -> int:
+    """A bug in vaekit: still one line, and exit status 1; the traceback with VAEKIT_DEBUG=1."""
+    if os.environ.get("VAEKIT_DEBUG"):
+        raise e
+    fail(f"unexpected {type(e).__name__}: {str(e)[:300]} (a bug in vaekit; VAEKIT_DEBUG=1 shows the traceback)")
+    return 1
+
+
+def entry() -> None:
+    """The `vaekit` command as a process (the console script, `python -m vaekit`): `main`, then an exit that a
+    Ctrl-C can no longer turn into a traceback from some library's exit handler, the work being done."""
+    import signal
+
+    status = main()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    signal.signal(signal.SIGINT, lambda *_: os._exit(status))
+    sys.exit(status)
 
 
 def fail(message: str, limit: int = 400) -> int:
@@ -296,4 +328,4 @@ def fail(message: str, limit: int = 400) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

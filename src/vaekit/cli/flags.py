@@ -54,6 +54,7 @@ def number(tp: type, lo: float | None = None, hi: float | None = None, *, open_l
         return value
 
     parse.__name__ = tp.__name__  # argparse names the type in its messages
+    parse.bounds = bounds  # type: ignore[attr-defined]  (the range, for tests that try each flag at its limits)
     return parse
 
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 from vaekit.config import short
 from vaekit.errors import VaekitError
 from vaekit.files import atomic_write, npy_writer
+from vaekit.outputs import claim
 
 
 def load_model(path: str, device: str):
@@ -25,12 +25,14 @@ def load_model(path: str, device: str):
     return model, dev
 
 
-def check_output(path: Path, overwrite: bool) -> None:
-    """An output file may be new, or an existing regular file with --overwrite; nothing else is written over."""
-    if path.exists() and not path.is_file():
-        raise VaekitError(f"{path}: exists and is not a regular file; vaekit writes only files")
-    if path.exists() and not overwrite:
-        raise VaekitError(f"{path}: exists; pass --overwrite to replace it")
+def checkpoint_inputs(path: str | Path) -> list[Path]:
+    """What a command reading this checkpoint reads, which no output may overwrite: the checkpoint folder and, for a
+    run folder, its checkpoints, settings and summary."""
+    from vaekit.layout import RunFolder
+    from vaekit.models.saving import resolve_checkpoint
+
+    run = RunFolder(Path(path))
+    return [resolve_checkpoint(path), *((run.checkpoints, run.run_json, run.summary) if run.looks_like_run() else ())]
 
 
 def batch_ranges(n: int, batch: int) -> list[tuple[int, int]]:
@@ -40,23 +42,21 @@ def batch_ranges(n: int, batch: int) -> list[tuple[int, int]]:
 MAX_GRID = 1024  # images in one PNG grid; more go to --files
 
 
-def write_images(args: argparse.Namespace, n: int, shape: Sequence[int], what: str, default_out: str,
-                 make: Callable[[int, int], Any], nrow: int | None = None) -> None:
+def write_images(args: argparse.Namespace, model, n: int, what: str, make: Callable[[int, int], Any],
+                 nrow: int | None = None) -> None:
     """Shared by `sample` and `decode`: images made batch by batch by `make(start, stop)`, so memory stays
     bounded for any N, written to a PNG grid (--out), one PNG each (--files) and/or a uint8 array (--npy)."""
     import numpy as np
     import torch
 
     from vaekit.images import save_files, save_grid, to_uint8
+    from vaekit.models.footprint import check_batch
     from vaekit.progress import bar
 
-    if args.out is None and args.files is None and args.npy is None:
-        args.out = default_out
+    check_batch(model.config, min(args.batch_size, n), "--batch-size", device=model.device)
+    shape = model.config.image_shape
     if args.out and n > MAX_GRID:
         raise VaekitError(f"{n} images are too many for one grid; write them with --files DIR or --npy FILE")
-    for path in (args.out, args.npy):
-        if path:
-            check_output(Path(path), args.overwrite)
     if args.files and Path(args.files).is_dir() and any(Path(args.files).iterdir()) and not args.overwrite:
         raise VaekitError(f"{args.files}: folder is not empty; pass --overwrite to write into it")
     kept = []
@@ -81,10 +81,23 @@ def write_images(args: argparse.Namespace, n: int, shape: Sequence[int], what: s
         print(f"{n} images as uint8 (N, C, H, W) -> {args.npy}")
 
 
+def image_outputs(args: argparse.Namespace, default_out: str, inputs: list[Path]):
+    """`claim` for the outputs of `sample` and `decode`: the grid (--out, `default_out` when no output is named), the
+    array (--npy) and the folder of files (--files)."""
+    if args.out is None and args.files is None and args.npy is None:
+        args.out = default_out
+    return claim([args.out, args.npy], inputs, args.overwrite, folders=[args.files])
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
+    model, device = load_model(args.checkpoint, args.device)
+    with image_outputs(args, "samples.png", checkpoint_inputs(args.checkpoint)):
+        return sample(model, device, args)
+
+
+def sample(model, device, args: argparse.Namespace) -> int:
     import torch
 
-    model, device = load_model(args.checkpoint, args.device)
     if args.prior not in model.priors:
         raise VaekitError(f"{args.checkpoint}: no prior {short(args.prior)} in this checkpoint (its priors: "
                           f"{', '.join(model.priors)}); training saves a Gaussian mixture 'gmm' and a second-stage "
@@ -92,10 +105,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
                           "is 0 (or it was trained by compare --quick)")
     n, labels, nrow, what = chosen_labels(model, args, device)
     generator = torch.Generator(device).manual_seed(args.seed)
-    write_images(args, n, model.config.image_shape, f"samples from {model.priors[args.prior].words}{what}",
-                 "samples.png", lambda start, stop: model.sample(stop - start, generator=generator, prior=args.prior,
-                                                                 y=None if labels is None else labels[start:stop]),
-                 nrow)
+    write_images(args, model, n, f"samples from {model.priors[args.prior].words}{what}",
+                 lambda start, stop: model.sample(stop - start, generator=generator, prior=args.prior,
+                                                  y=None if labels is None else labels[start:stop]), nrow)
     return 0
 
 
@@ -121,17 +133,33 @@ def chosen_labels(model, args: argparse.Namespace, device):
     return n, model.conditioning.spread(n, device), row, f", one row per class ({row} of each)"
 
 
-def dataset_for(model, args: argparse.Namespace, whole: bool = False, labelled: bool = True):
-    """The data set a command works on: the checkpoint's own, or --data (same loading settings; with `whole`, a
-    folder or array file unsplit, all of it as the test split); its labels checked against a conditional model's
-    classes where the command uses them (`labelled`)."""
+def data_config_for(model, args: argparse.Namespace):
+    """How a command reads its images: the checkpoint's own data and settings, or --data, all of it, read as `vaekit
+    ood` reads another set (folders at the model's size and channels)."""
     from vaekit.config import trained_data_config
-    from vaekit.data import evaluation_view, load_dataset
+    from vaekit.data.shifts import other_data_config
 
     config = trained_data_config(model.meta)
-    if args.data:
-        config = dataclasses.replace(config, name=args.data, classes="")  # another set: all of it
+    return other_data_config(config, args.data, model.config.image_shape) if args.data else config
+
+
+def data_inputs(model, args: argparse.Namespace) -> list[Path]:
+    """The files or folder --data (or the model's own data) is read from."""
+    from vaekit.data import data_paths
+
+    return data_paths(data_config_for(model, args))
+
+
+def dataset_for(model, args: argparse.Namespace, whole: bool = False, labelled: bool = True):
+    """The data set a command works on (`data_config_for`; with `whole`, a folder or array file of --data unsplit,
+    all of it as the test split); its labels checked against a conditional model's classes where the command uses
+    them (`labelled`)."""
+    from vaekit.data import evaluation_view, load_dataset
+
+    config = data_config_for(model, args)
     data = evaluation_view(load_dataset(config, whole=whole and bool(args.data)), config)
+    if not args.data:
+        data.check_unchanged(model.meta.get("data_split"), args.checkpoint)
     if data.shape != tuple(model.config.image_shape):
         raise VaekitError(f"{config.name}: images are {data.shape}, the model wants {tuple(model.config.image_shape)}")
     for split in (data.train, data.val, data.test) if labelled else ():
@@ -140,14 +168,20 @@ def dataset_for(model, args: argparse.Namespace, whole: bool = False, labelled: 
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
+    model, device = load_model(args.checkpoint, args.device)
+    with claim([args.out], [*checkpoint_inputs(args.checkpoint), *data_inputs(model, args)], args.overwrite):
+        return reconstruct(model, device, args)
+
+
+def reconstruct(model, device, args: argparse.Namespace) -> int:
     import torch
 
     from vaekit.data import Batches
     from vaekit.images import save_grid
 
-    model, device = load_model(args.checkpoint, args.device)
-    check_output(Path(args.out), args.overwrite)
     images = dataset_for(model, args)[0].split(args.split)
+    if not len(images):
+        raise VaekitError(f"no {args.split} images to reconstruct")
     n = min(args.n, len(images))
     x, y = next(iter(Batches(images.subset(torch.arange(n)), n, device)))
     with torch.no_grad():
@@ -164,18 +198,23 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
+    model, device = load_model(args.checkpoint, args.device)
+    inputs = [*checkpoint_inputs(args.checkpoint), *data_inputs(model, args)]
+    with claim([args.out, args.labels], inputs, args.overwrite):
+        return encode(model, device, args)
+
+
+def encode(model, device, args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
     from vaekit.data import Batches
+    from vaekit.models.footprint import check_batch
     from vaekit.progress import bar
 
-    model, device = load_model(args.checkpoint, args.device)
     out = Path(args.out)
-    for path in (args.out, args.labels):
-        if path:
-            check_output(Path(path), args.overwrite)
     images = dataset_for(model, args)[0].split(args.split)
+    check_batch(model.config, max(1, min(args.batch_size, len(images))), "--batch-size", device=device)
     with npy_writer(out, (len(images), model.latent_dim), np.float32) as write, torch.no_grad():  # any N fits
         for x, y in bar(Batches(images, args.batch_size, device), desc="encoding"):
             q = model.encode(x, y)
@@ -190,10 +229,15 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
+    model, device = load_model(args.checkpoint, args.device)
+    with image_outputs(args, "decoded.png", [*checkpoint_inputs(args.checkpoint), Path(args.codes)]):
+        return decode(model, device, args)
+
+
+def decode(model, device, args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    model, device = load_model(args.checkpoint, args.device)
     if not Path(args.codes).is_file():
         raise VaekitError(f"{args.codes}: no such file")
     if zipfile.is_zipfile(args.codes):
@@ -206,6 +250,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
         raise VaekitError(f"{args.codes}: expected codes shaped (N, {model.latent_dim}), got {codes.shape}")
     if codes.dtype.kind not in "fiu":
         raise VaekitError(f"{args.codes}: expected numbers, got dtype {codes.dtype}")
+    if not len(codes):
+        raise VaekitError(f"{args.codes}: holds no codes (shape {codes.shape}); nothing to decode")
 
     from vaekit.models.conditioning import class_list
 
@@ -214,13 +260,13 @@ def cmd_decode(args: argparse.Namespace) -> int:
                           f"{class_list(model.classes, model.class_names)})")
     label = None if args.label is None else model.label(args.label)
 
-    def decode(start: int, stop: int) -> torch.Tensor:
+    def decode_rows(start: int, stop: int) -> torch.Tensor:
         z = torch.from_numpy(np.array(codes[start:stop], dtype=np.float32)).to(device)
         if not torch.isfinite(z).all():
             raise VaekitError(f"{args.codes}: contains NaN or infinite values (rows {start}-{stop - 1})")
         return model.generate(z, None if label is None else model.conditioning.fill(label, len(z), device))
 
-    write_images(args, len(codes), model.config.image_shape, "decoded images", "decoded.png", decode)
+    write_images(args, model, len(codes), "decoded images", decode_rows)
     return 0
 
 
@@ -234,16 +280,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     import tempfile
 
     from vaekit.card import model_card
-    from vaekit.files import check_run_folder, new_run_folder, read_json, write_text
+    from vaekit.files import read_json, write_text
     from vaekit.layout import CARD_FILE, CONFIG_FILE
     from vaekit.models import export
-    from vaekit.models.saving import resolve_checkpoint
+    from vaekit.outputs import check_run_folder, new_run_folder
 
     if args.format == "onnx":
         export.require_extra()
     model, _ = load_model(args.checkpoint, "cpu")
-    source = resolve_checkpoint(args.checkpoint)
-    check_run_folder(args.out, args.overwrite, [source])  # before the graphs are built
+    sources = checkpoint_inputs(args.checkpoint)
+    check_run_folder(args.out, args.overwrite, sources)  # before the graphs are built
     test = measured_test(Path(args.checkpoint), model.meta)
     with tempfile.TemporaryDirectory(prefix="vaekit-export-") as tmp:
         graphs, extra = {}, []
@@ -254,7 +300,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             words = f"{export.parity_words(diff)} ({what} and their codes, with as many draws from N(0, I))"
             extra = [export.usage(model) + f"\nChecked at export with onnxruntime (CPU): {words}.\n"]
             print(f"ONNX: {words}")
-        with new_run_folder(args.out, args.overwrite, [source]) as out:
+        with new_run_folder(args.out, args.overwrite, sources) as out:
             model.save_pretrained(out, {**model.meta, **({"test": test} if test else {})})
             for file in graphs.values():
                 shutil.move(file, out / file.name)

@@ -8,11 +8,12 @@ import time
 from pathlib import Path
 
 from vaekit.cli.flags import resume_conflicts, run_config_from_args
-from vaekit.cli.models import check_output, dataset_for, load_model
+from vaekit.cli.models import checkpoint_inputs, data_inputs, dataset_for, load_model
 from vaekit.config import DataConfig, ModelConfig, RunConfig, short, to_dict
-from vaekit.errors import VaekitError
+from vaekit.errors import VaekitError, printable
 from vaekit.files import read_json, write_json
 from vaekit.layout import RunFolder
+from vaekit.outputs import claim
 
 
 def default_out(run: RunConfig) -> Path:
@@ -71,8 +72,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from vaekit.data.sources import data_home
-    from vaekit.evaluation.evaluate import EvalSettings, evaluate_model, feature_notes, reference
+    from vaekit.evaluation.evaluate import EvalSettings
     from vaekit.evaluation.inception import verified as verified_inception
 
     settings = EvalSettings.chosen(args.quick, args.inception_fid)
@@ -81,8 +81,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     settings.k = args.k or settings.k
     settings.n_samples = args.samples or settings.n_samples
     model, _ = load_model(args.checkpoint, args.device)
-    if args.json:
-        check_output(Path(args.json), args.overwrite)
+    with claim([args.json], [*checkpoint_inputs(args.checkpoint), *data_inputs(model, args)], args.overwrite):
+        return evaluate(model, args, settings)
+
+
+def evaluate(model, args: argparse.Namespace, settings) -> int:
+    """`vaekit evaluate`, its output claimed."""
+    from vaekit.data.sources import data_home
+    from vaekit.evaluation.evaluate import evaluate_model, feature_notes, reference
+
     data, config = dataset_for(model, args)
     ref = reference(data, settings, data_home(config), model.device)
     metrics = evaluate_model(model, data, settings, ref).metrics
@@ -177,7 +184,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from vaekit.web.app import serve
 
     serve(args.paths, host=args.host, port=args.port, quiet=args.quiet, allow_remote=args.allow_remote,
-          token=args.token)
+          token=args.token, header_seconds=args.header_timeout)
     return 0
 
 
@@ -251,9 +258,10 @@ def cmd_cache(args: argparse.Namespace) -> int:
         print(f"removed {removed} decoded folder{'' if removed == 1 else 's'} ({freed / 2**20:,.1f} MiB) from {folder}")
         return 0
     found = entries(folder)
-    for entry, meta in found:
-        print(f"{meta['source']}: {meta['count']:,} images of {'x'.join(map(str, meta['shape']))}, "
-              f"{meta['bytes'] / 2**20:,.1f} MiB, decoded {meta['created']} in {meta['seconds']:.1f} s ({entry})")
+    for entry, meta in found:  # the description is a file on disk: nothing in it reaches the terminal raw
+        print(f"{printable(meta['source'], 500)}: {meta['count']:,} images of {'x'.join(map(str, meta['shape']))}, "
+              f"{meta['bytes'] / 2**20:,.1f} MiB, decoded {printable(meta['created'])} in {meta['seconds']:.1f} s "
+              f"({entry})")
     copies = f"{len(found)} decoded folder{'' if len(found) == 1 else 's'}"
     print(f"{copies} in {folder}; `vaekit cache clear` removes them" if found else f"no decoded folders in {folder}")
     return 0

@@ -8,53 +8,70 @@ import time
 from pathlib import Path
 
 from vaekit.cli.flags import number, run_config_from_args
-from vaekit.cli.models import check_output, dataset_for, load_model
-from vaekit.errors import VaekitError
+from vaekit.cli.models import checkpoint_inputs, data_inputs, dataset_for, load_model
+from vaekit.config import MAX_K
+from vaekit.errors import VaekitError, printable
+from vaekit.outputs import claim
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from vaekit.evaluation.ood import OodSettings, code_mixture
-    from vaekit.evaluation.scores import ScoreSettings, check_scorable, scores_available
-    from vaekit.report.ood import own_data, read_thresholds, score_file
+    from vaekit.evaluation.scores import check_scorable
+    from vaekit.report.ood import read_thresholds
 
-    model, device = load_model(args.checkpoint, args.device)
+    model, _ = load_model(args.checkpoint, args.device)
     check_scorable(model.classes)
-    out = Path(args.out)
-    check_output(out, args.overwrite)
     chosen = read_thresholds(args.threshold, model) if args.threshold else None
-    stored_k = (chosen or {}).get("k")
-    k = args.k if args.k is not None else stored_k if stored_k is not None else 100
-    if chosen and model.has_density and chosen.get("k") not in (None, k):
-        raise VaekitError(f"-k {k}: the thresholds in {args.threshold} were chosen with K = {chosen['k']} (the IS-NLL "
+    inputs = [*checkpoint_inputs(args.checkpoint), *data_inputs(model, args)]
+    with claim([args.out], [*inputs, *([Path(args.threshold)] if chosen else [])], args.overwrite):
+        return score(model, args, chosen)
+
+
+def score(model, args: argparse.Namespace, chosen) -> int:
+    """`vaekit score`, its outputs claimed: every image's scores into the CSV file, flagged by the thresholds file."""
+    from vaekit.evaluation.ood import OodSettings, code_mixture
+    from vaekit.evaluation.scores import ScoreSettings
+    from vaekit.report.ood import own_data, score_file
+
+    k = args.k if args.k is not None else chosen.k if chosen and chosen.k is not None else 100
+    if chosen and model.has_density and chosen.k not in (None, k):
+        raise VaekitError(f"-k {k}: the thresholds in {args.threshold} were chosen with K = {chosen.k} (the IS-NLL "
                           "depends on K); leave -k out")
     split = args.split or ("all" if args.data else "test")
     data = dataset_for(model, args, whole=split == "all", labelled=False)[0]  # scores sum the label out
-    own = data if not args.data or "gmm" in model.priors else own_data(model)  # the codes' mixture: of its own data
-    mixture = code_mixture(model, own, OodSettings(seed=args.score_seed))
-    flag = None
-    if chosen:
-        by = args.by or chosen.get("score")
-        if by is None:
-            raise VaekitError(f"{args.threshold}: names no score to apply; choose one with --by")
-        available = scores_available(model, k, mixture is not None)
-        if by not in chosen["thresholds"] or by not in available:
-            raise VaekitError(f"--by {by}: no threshold for it in {args.threshold} (there: "
-                              f"{', '.join(n for n in chosen['thresholds'] if n in available)})")
-        flag = (by, float(chosen["thresholds"][by]))
     unsplit = args.data and len(data.train) + len(data.val) == 0  # a folder or array file read whole
     names = [split] if split != "all" else ["all"] if unsplit else ["train", "val", "test"]
     parts = [(name, data.test if name == "all" else data.split(name)) for name in names]  # `all` of --data: unsplit
     if sum(len(images) for _, images in parts) == 0:  # before the output is touched
         raise VaekitError(f"{data.spec}: no {split} images to score")
-    result = score_file(model, parts, data.classes, out, ScoreSettings(k, args.score_batch, args.score_seed), mixture,
-                        flag)
+    own = data if not args.data or "gmm" in model.priors else own_data(model)  # the codes' mixture: of its own data
+    mixture = code_mixture(model, own, OodSettings(seed=args.score_seed))
+    flag = threshold_flag(model, args, chosen, k, mixture is not None)
+    result = score_file(model, parts, data.classes, Path(args.out), ScoreSettings(k, args.score_batch,
+                                                                                   args.score_seed), mixture, flag)
     means = ", ".join(f"{n} {v:.2f}" for n, v in result["means"].items())
-    print(f"{result['images']} images of {data.spec} ({', '.join(names)}) scored -> {out}; means: {means}")
+    print(f"{result['images']} images of {data.spec} ({', '.join(names)}) scored -> {args.out}; means: {means}")
     if flag:
         print(f"flagged {result['flagged']} ({100 * result['flagged'] / result['images']:.1f}%): {flag[0]} > "
-              f"{flag[1]:.6g} (chosen for a {100 * chosen['fpr']:g}% false-positive rate on "
-              f"{chosen.get('chosen_on', 'held-out images')})")
+              f"{flag[1]:.6g} (chosen for a {100 * chosen.fpr:g}% false-positive rate on {chosen.chosen_on})")
     return 0
+
+
+def threshold_flag(model, args: argparse.Namespace, chosen, k: int, mixture: bool) -> tuple[str, float] | None:
+    """(score, threshold) that flags an image: --by, else the score the thresholds file recommends; None without a
+    thresholds file."""
+    from vaekit.evaluation.scores import scores_available
+
+    if chosen is None:
+        return None
+    by = args.by or chosen.score
+    where = f"--by {printable(by, 60)}" if args.by else f"{args.threshold}: its score {by}"
+    if by is None:
+        raise VaekitError(f"{args.threshold}: names no score to apply; choose one with --by")
+    available = scores_available(model, k, mixture)
+    if by not in chosen.thresholds or by not in available:
+        usable = ", ".join(n for n in chosen.thresholds if n in available) or "none"
+        raise VaekitError(f"{where}: no threshold for it that this model and -k can apply (usable: {usable})")
+    return by, chosen.thresholds[by]
 
 
 def ood_settings(args: argparse.Namespace):
@@ -107,7 +124,7 @@ def cmd_oneclass(args: argparse.Namespace) -> int:
 
 def add_ood_flags(p: argparse.ArgumentParser, k_default: int | None = 100, batches: bool = True) -> None:
     """-k, and (where training flags do not already take them) --batch-size and --seed of the scoring."""
-    p.add_argument("-k", type=number(int, 0, 100_000), default=k_default,
+    p.add_argument("-k", type=number(int, 0, MAX_K), default=k_default,
                    help="importance samples per image for the IS-NLL score (0: none; default 100, or the thresholds "
                    "file's)" if k_default is None else "importance samples per image for the IS-NLL score (0: none)")
     if batches:

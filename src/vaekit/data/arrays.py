@@ -33,9 +33,10 @@ def check_declared(size: int, stored: int, max_bytes: int, where: str) -> None:
 LABEL_KEYS = ("labels", "y", "Y", "targets")
 
 
-def read_npy(f: IO[bytes], where: str, available: int, max_bytes: int, stored: int | None = None) -> np.ndarray:
-    """One .npy stream: header checked (plain numbers, size within `available` bytes, the budget and the
-    bomb ratio against the `stored` (compressed) size), then read."""
+def read_npy(f: IO[bytes], where: str, available: int, max_bytes: int, stored: int | None = None,
+             kinds: str = "biuf") -> np.ndarray:
+    """One .npy stream: header checked (plain numbers, or the dtype `kinds` allow, such as strings for labels; size
+    within `available` bytes, the budget and the bomb ratio against the `stored` (compressed) size), then read."""
     stored = available if stored is None else stored
     fmt = np.lib.format
     try:
@@ -44,8 +45,9 @@ def read_npy(f: IO[bytes], where: str, available: int, max_bytes: int, stored: i
         shape, fortran, dtype = read_header(f, max_header_size=10_000)
     except (ValueError, OSError, EOFError) as e:
         raise VaekitError(f"{where}: not a plain .npy array ({e})") from None
-    if dtype.hasobject or dtype.fields is not None or dtype.kind not in "biuf":
-        raise VaekitError(f"{where}: not a plain numeric array file (dtype {dtype}); vaekit never unpickles")
+    if dtype.hasobject or dtype.fields is not None or dtype.kind not in kinds:
+        raise VaekitError(f"{where}: not a plain {'numeric ' * (kinds == 'biuf')}array file (dtype {dtype}); vaekit "
+                          "never unpickles")
     size = math.prod(shape) * dtype.itemsize
     check_declared(size, stored, max_bytes, where)
     if size > available:
@@ -74,15 +76,16 @@ def read_array_file(file: Path, max_bytes: int) -> tuple[np.ndarray, np.ndarray 
                 raise VaekitError(f"{file}: no 'images' or 'x' array inside (found: "
                                   f"{', '.join(sorted(members)[:10])})")
             label_key = next((k for k in LABEL_KEYS if k in members), None)
-            return tuple(None if k is None else read_member(z, members[k], file, max_bytes)  # type: ignore
-                         for k in (key, label_key))
+            images = read_member(z, members[key], file, max_bytes)
+            labels = None if label_key is None else read_member(z, members[label_key], file, max_bytes, "biufUS")
+            return images, labels
     except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, NotImplementedError, OSError, EOFError,
             RuntimeError) as e:
         raise VaekitError(f"{file}: not a readable .npy/.npz file ({e})") from None
 
 
-def read_member(z: zipfile.ZipFile, name: str, file: Path, max_bytes: int) -> np.ndarray:
+def read_member(z: zipfile.ZipFile, name: str, file: Path, max_bytes: int, kinds: str = "biuf") -> np.ndarray:
     info = z.getinfo(name)
     check_declared(info.file_size, info.compress_size, max_bytes, f"{file}: {name}")
     with z.open(info) as f:  # zipfile stops at the declared size and checks the CRC
-        return read_npy(f, f"{file}: {name}", info.file_size, max_bytes, info.compress_size)
+        return read_npy(f, f"{file}: {name}", info.file_size, max_bytes, info.compress_size, kinds)

@@ -13,6 +13,7 @@ settings stay.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -22,26 +23,26 @@ import shutil
 import stat
 import tempfile
 import time
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from vaekit.config import DataConfig
-from vaekit.data.folder import Scan, bad_image, decode_files
+from vaekit.data.decode import bad_image, decode_files
+from vaekit.data.folder import Scan
 from vaekit.data.sets import DiskImages
 from vaekit.errors import VaekitError
+from vaekit.files import parse_json
+from vaekit.outputs import LOCKS, open_lock, try_lock
 from vaekit.progress import say
 
-try:
-    import fcntl
-except ImportError:  # Windows
-    fcntl = None  # type: ignore[assignment]
-
-FORMAT = 1
+FORMAT = 2  # 2: images turned upright by their EXIF orientation, hidden files skipped
+SPOT_BLOCKS, SPOT_BYTES = 64, 4096  # the blocks of images.u8 whose CRC-32 is checked each time a copy is read
 MARKER, IMAGES, KEEP = "cache.json", "images.u8", "keep.npy"
 KEY = re.compile(r"[0-9a-f]{24}")  # an entry's name
 SPARE_BYTES = 256 * 2**20  # left free on the disk after a cache is written
@@ -71,7 +72,8 @@ def cached_images(root: Path, scan: Scan, config: DataConfig, cache_dir: Path) -
                     f"in {meta['seconds']:.1f} s)"
     for error in meta["skipped"]:  # unreadable when the entry was built: the same line as a fresh decode
         bad_image(VaekitError(error), config)
-    return disk_images(entry, scan), f"read from the decoded copy in {entry} (built {meta['created']})"
+    return disk_images(entry, scan), f"read from the decoded copy in {entry} (built {meta['created']}; " \
+        f"{SPOT_BLOCKS} blocks of it checked against their sums)"
 
 
 def check_room(root: Path, size: int, cache_dir: Path) -> None:
@@ -93,7 +95,24 @@ def disk_images(entry: Path, scan: Scan) -> DiskImages:
 
 
 FIELDS = {"format": int, "source": str, "shape": list, "resize": str, "background": str, "count": int, "bytes": int,
-          "seconds": (int, float), "created": str, "skipped": list}
+          "seconds": (int, float), "created": str, "skipped": list, "sums": list}
+
+
+def spots(size: int) -> list[int]:
+    """Where the checked blocks of an images file of `size` bytes start: evenly spread, first and last included."""
+    last = max(size - SPOT_BYTES, 0)
+    return sorted({round(i * last / (SPOT_BLOCKS - 1)) for i in range(SPOT_BLOCKS)})
+
+
+def spot_sums(file: Path) -> list[int]:
+    """CRC-32 of each checked block: a copy zeroed, truncated or overwritten in place no longer matches."""
+    size = file.stat().st_size
+    with open(file, "rb") as f:
+        sums = []
+        for at in spots(size):
+            f.seek(at)
+            sums.append(zlib.crc32(f.read(SPOT_BYTES)))
+    return sums
 
 
 def read_entry(entry: Path, scan: Scan | None = None) -> dict[str, Any] | None:
@@ -103,10 +122,12 @@ def read_entry(entry: Path, scan: Scan | None = None) -> dict[str, Any] | None:
     try:
         if entry.is_symlink() or not all(regular(entry / name) for name in (MARKER, IMAGES, KEEP)):
             return None
-        meta = json.loads((entry / MARKER).read_text())
+        meta = parse_json((entry / MARKER).read_text(encoding="utf-8"))
         if not (isinstance(meta, dict) and all(isinstance(meta.get(k), t) for k, t in FIELDS.items())
                 and meta["format"] == FORMAT and all(isinstance(e, str) for e in meta["skipped"])
-                and (entry / IMAGES).stat().st_size == meta["count"] * math.prod(meta["shape"]) == meta["bytes"]):
+                and len(meta["shape"]) == 3 and all(type(d) is int and 0 < d <= 4096 for d in meta["shape"])
+                and (entry / IMAGES).stat().st_size == meta["count"] * math.prod(meta["shape"]) == meta["bytes"]
+                and meta["sums"] == spot_sums(entry / IMAGES)):
             return None
         if scan is not None:
             if meta["shape"] != list(scan.shape) or (entry / KEEP).stat().st_size > 4096 + 8 * meta["count"]:
@@ -140,10 +161,16 @@ def build_entry(root: Path, scan: Scan, config: DataConfig, entry: Path) -> dict
         meta = {"format": FORMAT, "source": str(root.resolve()), "shape": list(scan.shape), "resize": config.resize,
                 "background": config.background, "count": len(keep),
                 "bytes": len(keep) * size, "seconds": round(time.perf_counter() - started, 2),
-                "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-                "skipped": skipped}
+                "created": time.strftime("%Y-%m-%d %H:%M:%S"), "skipped": skipped, "sums": spot_sums(part / IMAGES)}
         (part / MARKER).write_text(json.dumps(meta, indent=1))
         put_in_place(part, entry, scan)
+    except OSError as e:
+        shutil.rmtree(part, ignore_errors=True)
+        if e.errno == errno.ENOSPC:
+            raise VaekitError(f"{root}: the disk filled up while its images were decoded into {entry.parent} (the "
+                              "unfinished copy is removed); free some space, set VAEKIT_DATA (or --data-dir) to "
+                              "another disk, or use --no-folder-cache to decode every image every epoch") from None
+        raise
     except BaseException:
         shutil.rmtree(part, ignore_errors=True)
         raise
@@ -174,32 +201,26 @@ def building(entry: Path, root: Path) -> Iterator[None]:
     wants the same copy waits, then reads it. A POSIX record lock (`lockf`): it belongs to this process alone, not
     to the decode workers it forks, and goes with it, killed or not. Without fcntl (Windows) there is no lock: two
     builders each decode, and the first to finish puts its copy in place."""
-    with open_lock(entry.with_name(entry.name + ".lock")) as lock:
-        if fcntl is not None:
-            try:
-                fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                say(f"waiting for another process that is decoding {root} into {entry.parent}")
-                fcntl.lockf(lock, fcntl.LOCK_EX)
-        yield
-
-
-def open_lock(path: Path) -> IO[str]:
-    """The lock file, created if missing; never through a symbolic link (O_NOFOLLOW where there is one)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
-    return os.fdopen(fd, "w")
+    lock_path = entry.with_name(entry.name + ".lock")
+    with open_lock(lock_path) as lock:
+        if not try_lock(lock):
+            say(f"waiting for another process that is decoding {root} into {entry.parent}")
+            try_lock(lock, wait=True)
+        try:
+            yield
+        finally:  # the lock file goes with the build (a killed build's is removed by `vaekit cache clear`)
+            lock_path.unlink(missing_ok=True)
 
 
 def in_use(lock: Path) -> bool:
-    """Whether a live process holds this lock file (a build in progress)."""
-    if fcntl is None:
-        return True  # cannot tell (Windows): leave builds alone
+    """Whether a live process holds this lock file (a build in progress); without locks (Windows), always."""
+    if not LOCKS:
+        return True
     try:
         with open_lock(lock) as f:
-            fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+            return not try_lock(f)
+    except VaekitError:
         return True
-    return False
 
 
 def entries(cache_dir: Path) -> list[tuple[Path, dict[str, Any]]]:

@@ -1,53 +1,40 @@
-"""Image folders as they really are: alpha, palettes, 16-bit, odd sizes, symlinks, duplicates, and folder
-names that may or may not be categories. Each is handled on purpose:
+"""Image folders as they really are: odd sizes, symlinks, duplicates, hidden files, and folder names that may or may
+not be categories. Each is handled on purpose (how one file becomes pixels: decode.py), and the notes say what was
+done:
 
-- alpha (RGBA, LA, palette or grey/RGB with a transparent colour) is composited on `background`;
-- 16-bit and 32-bit grey images are scaled to 8 bits (not clipped); CMYK, palettes and 1-bit images are
-  converted; animated images give their first frame;
+- what the headers show is counted and said: images turned upright by their EXIF orientation, animated or
+  multi-page images (their first frame is used), images with transparency (composited on `background`);
+- hidden files and folders (names starting with '.': `.thumbnails/`, macOS's `._*` files) are skipped unless
+  asked for (`hidden_files`), and so are vector images (SVG), which are not pixels; the log says how many;
 - images whose shape differs from the target are centre-cropped, padded or stretched (`resize`);
 - files reached twice (symlinks) and files with identical bytes are kept once, so no test image equals a
   training image;
 - first-level subfolders become labels when asked (`labels="folders"`), or by default when they look like
-  categories rather than image sizes (16x16, 22x22, scalable, ...);
-- decompression bombs (more pixels than `MAX_PIXELS`) are refused like any unreadable file.
+  categories rather than image sizes (16x16, 22x22, scalable, ...).
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
+import os
 import re
-import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from vaekit.config import DataConfig
-from vaekit.errors import VaekitError, warn
+from vaekit.data.decode import GREY, background_colour, bad_image, pil_errors, refuse_huge
+from vaekit.errors import VaekitError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
-MAX_PIXELS = 64_000_000  # per image; larger files are treated as bombs (uploads to the explorer have a lower limit)
-MAX_FILE_BYTES = 2**30  # per image file: more than a 64-megapixel 16-bit RGBA image needs
-BACKGROUNDS = {"white": (255, 255, 255), "black": (0, 0, 0), "grey": (128, 128, 128), "gray": (128, 128, 128)}
+VECTOR_SUFFIXES = {".svg", ".svgz"}  # images that are not pixels: counted and skipped
+ORIENTATION = 0x0112  # the EXIF tag; values 5 to 8 turn the picture a quarter, so width and height swap
 RESIZE = ("crop", "pad", "stretch")
 LABELS = ("auto", "folders", "none")
-DEEP_GREY = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
-GREY = ("1", "L", "LA", "La", *DEEP_GREY)  # modes without colour (palettes: see _grey_palette)
 SIZE_NAME = re.compile(r"^(\d+(x\d+)?(@\d+x?)?|scalable|symbolic)$", re.IGNORECASE)  # icon-theme size folders
-
-
-def background_colour(name: str) -> tuple[int, int, int]:
-    if name.lower() in BACKGROUNDS:
-        return BACKGROUNDS[name.lower()]
-    if re.fullmatch(r"#[0-9a-fA-F]{6}", name):
-        return tuple(int(name[i:i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
-    raise VaekitError(f"background {name!r}: use white, black, grey or #RRGGBB")
 
 
 def check_options(config: DataConfig) -> None:
@@ -57,79 +44,6 @@ def check_options(config: DataConfig) -> None:
     background_colour(config.background)
     if config.channels not in (0, 1, 3):
         raise VaekitError(f"channels must be 1 or 3 (or 0: from the images), got {config.channels}")
-
-
-@contextmanager
-def pil_errors(path: Path) -> Iterator[None]:
-    """PIL's many failures (and its bomb warning) as one VaekitError naming the file."""
-    from PIL import Image, UnidentifiedImageError
-
-    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # PIL's other warnings (palettes, EXIF) are handled or harmless
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            yield
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise VaekitError(f"{path}: too many pixels, refused as a possible decompression bomb ({e})") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, MemoryError) as e:
-        raise VaekitError(f"{path}: not a readable image ({str(e)[:200]})") from None
-
-
-def to_8bit(img):
-    """16-bit grey (I;16*, and I, which is how PIL opens most of them) scaled from 0..65535 to 8 bits, the same
-    for every image (not clipped, not stretched per image); float images (F) clipped to 0..255."""
-    from PIL import Image
-
-    if img.mode in DEEP_GREY:
-        array = np.asarray(img, dtype=np.float64)
-        scale = 1.0 if img.mode == "F" else 255.0 / 65535.0
-        return Image.fromarray(np.clip(np.round(array * scale), 0, 255).astype(np.uint8), "L")
-    return img
-
-
-def flatten_alpha(img, background: tuple[int, int, int]):
-    """Composite any transparency onto the background colour; returns an L or RGB image."""
-    from PIL import Image
-
-    if img.mode == "P" or "transparency" in img.info or img.mode in ("LA", "La", "PA", "RGBA", "RGBa"):
-        rgba = img.convert("RGBA")
-        under = Image.new("RGBA", rgba.size, (*background, 255))
-        return Image.alpha_composite(under, rgba).convert("RGB")
-    return img.convert("L" if img.mode in GREY else "RGB")
-
-
-def fit(img, size: tuple[int, int], policy: str, background: tuple[int, int, int]):
-    """Bring an image to (w, h): centre crop or pad keep the aspect ratio, stretch does not."""
-    from PIL import Image, ImageOps
-
-    if img.size == size:
-        return img
-    if policy == "crop":
-        return ImageOps.fit(img, size, Image.Resampling.BILINEAR)
-    if policy == "pad":
-        colour = background if img.mode == "RGB" else round(sum(background) / 3)
-        return ImageOps.pad(img, size, Image.Resampling.BILINEAR, color=colour)
-    return img.resize(size, Image.Resampling.BILINEAR)
-
-
-def load_image(source: Path | IO[bytes], shape: tuple[int, int, int], resize: str = "crop",
-               background: str = "white", max_pixels: int = MAX_PIXELS) -> Tensor:
-    """Decode one image (a file, or bytes) to uint8 (C, H, W): 8 bits, alpha composited, grey or RGB, fitted
-    to `shape`. More than `max_pixels` declared in the header is refused before anything is decoded."""
-    from PIL import Image
-
-    c, h, w = shape
-    colour = background_colour(background)
-    where = source if isinstance(source, Path) else Path(getattr(source, "name", "upload"))
-    with pil_errors(where), Image.open(source) as img:
-        if img.width * img.height > max_pixels:
-            raise VaekitError(f"{where}: image is {img.width}x{img.height}, too many pixels (at most "
-                              f"{max_pixels:,})")
-        img.seek(0)
-        flat = flatten_alpha(to_8bit(img), colour).convert("L" if c == 1 else "RGB")
-        array = np.asarray(fit(flat, (w, h), resize, colour), dtype=np.uint8)
-    return torch.from_numpy(array.reshape(h, w, c).transpose(2, 0, 1).copy())
 
 
 @dataclass
@@ -144,15 +58,43 @@ class Scan:
     notes: list[str]  # what was done, in words, for the log and the report
     label_source: str
 
+    def fingerprint(self, root: Path) -> str:
+        """The files' relative names and SHA-1s, hashed: a file added, removed, renamed or changed changes it."""
+        h = hashlib.sha1(usedforsecurity=False)
+        for file, sha1 in zip(self.files, self.digests):
+            h.update(os.fsencode(file.relative_to(root)) + f"\0{sha1}\n".encode())
+        return h.hexdigest()
+
     def names(self, keep: list[int]) -> np.ndarray:
-        """The paths of the files at positions `keep`: the names `vaekit score` reports images by."""
-        return np.array([str(self.files[k]) for k in keep], dtype=object)
+        """The paths of the files at positions `keep`: the names `vaekit score` reports images by, as text (bytes of
+        a name that are not UTF-8, which Linux allows, written as \\xNN escapes)."""
+        return np.array([os.fsencode(self.files[k]).decode("utf-8", "backslashreplace") for k in keep], dtype=object)
 
 
-def image_files(root: Path, config: DataConfig) -> tuple[list[Path], list[str], int, int]:
+def hidden(path: Path, root: Path) -> bool:
+    """A hidden file, or a file in a hidden folder, below `root` (a name starting with '.')."""
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def candidate_files(root: Path, config: DataConfig) -> tuple[list[Path], list[str]]:
+    """The files under `root` that may be images, sorted; and what was passed over, in words."""
+    every = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES | VECTOR_SUFFIXES)
+    shown = [p for p in every if config.hidden_files or not hidden(p, root)]
+    files = [p for p in shown if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+    notes = []
+    if len(shown) < len(every):
+        notes.append(f"skipped {len(every) - len(shown)} hidden files (names starting with '.', or in such folders: "
+                     "thumbnails, macOS ._ files; --hidden-files reads them)")
+    vectors = sum(1 for p in shown if p.suffix.lower() in VECTOR_SUFFIXES)
+    if vectors:
+        notes.append(f"skipped {vectors} SVG files: vector drawings, not pixels (convert them to PNG to use them)")
+    return files, notes
+
+
+def image_files(root: Path, config: DataConfig) -> tuple[list[Path], list[str], int, int, list[str]]:
     """Image files under `root`, each kept once: by resolved path (symlinks) and by content (SHA-1); the files,
-    their digests, and how many links and copies were left out."""
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    their digests, how many links and copies were left out, and what else was passed over, in words."""
+    files, notes = candidate_files(root, config)
     seen_paths, seen_bytes, unique, digests = set(), set(), [], []
     links = copies = 0
     for f in files:
@@ -172,7 +114,7 @@ def image_files(root: Path, config: DataConfig) -> tuple[list[Path], list[str], 
         seen_bytes.add(digest)
         unique.append(f)
         digests.append(digest)
-    return unique, digests, links, copies
+    return unique, digests, links, copies, notes
 
 
 def file_digest(real: Path, shown: Path) -> str:
@@ -187,49 +129,6 @@ def file_digest(real: Path, shown: Path) -> str:
     except OSError as e:
         raise VaekitError(f"{shown}: cannot read ({e.strerror or e})") from None
     return digest.hexdigest()
-
-
-def refuse_huge(real: Path, shown: Path) -> None:
-    """A file larger than any image vaekit reads is refused before it is read."""
-    size = real.stat().st_size
-    if size > MAX_FILE_BYTES:
-        raise VaekitError(f"{shown}: {size / 2**30:.1f} GiB, larger than any image vaekit reads "
-                          f"({MAX_FILE_BYTES / 2**30:.0f} GiB at most)")
-
-
-class Decoding(torch.utils.data.Dataset):
-    """The scanned files for their first decode: each read once, its SHA-1 taken from the very bytes decoded, so a
-    file changed after the scan cannot enter a copy keyed on the scan's digests."""
-
-    def __init__(self, scan: Scan, config: DataConfig):
-        self.files, self.shape, self.resize, self.background = scan.files, scan.shape, config.resize, config.background
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, i: int) -> tuple[Tensor | VaekitError, str]:
-        try:
-            refuse_huge(self.files[i], self.files[i])
-            data = self.files[i].read_bytes()
-        except OSError as e:
-            return VaekitError(f"{self.files[i]}: cannot read ({e.strerror or e})"), ""
-        except VaekitError as e:
-            return e, ""
-        source = io.BytesIO(data)
-        source.name = str(self.files[i])  # named in any error
-        try:
-            image: Tensor | VaekitError = load_image(source, self.shape, self.resize, self.background)
-        except VaekitError as e:
-            image = e
-        return image, hashlib.sha1(data, usedforsecurity=False).hexdigest()
-
-    def collate(self, items: list[tuple[Tensor | VaekitError, str]]) -> tuple[Tensor, list[int], list[str],
-                                                                              list[VaekitError]]:
-        """As `FileImages.collate`, with the digests of the good images."""
-        from vaekit.data.sets import stack_decoded
-
-        batch, kept, errors = stack_decoded([image for image, _ in items], self.shape)
-        return batch, kept, [items[k][1] for k in kept], errors
 
 
 def folder_labels(root: Path, files: list[Path], policy: str) -> tuple[Tensor | None, list[str], str]:
@@ -256,14 +155,16 @@ def scan_folder(root: Path, config: DataConfig) -> Scan:
     check_options(config)
     if not root.is_dir():
         raise VaekitError(f"{root}: no such folder")
-    files, digests, links, copies = image_files(root, config)
+    files, digests, links, copies, passed = image_files(root, config)
     if not files:
-        raise VaekitError(f"{root}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise VaekitError(f"{root}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})"
+                          + "".join(f"; {note}" for note in passed))
     sizes, colour, readable, readable_digests = [], False, [], []
+    seen = {"turned": 0, "frames": 0, "transparent": 0}
     for f, digest in zip(files, digests):
         try:
             with pil_errors(f), Image.open(f) as img:  # reads the header only
-                sizes.append(img.size)
+                sizes.append(upright_size(img, seen))
                 colour |= img.mode not in GREY and not (img.mode == "P" and _grey_palette(img))
             readable.append(f)
             readable_digests.append(digest)
@@ -279,7 +180,7 @@ def scan_folder(root: Path, config: DataConfig) -> Scan:
     else:
         raise VaekitError(f"{root}: images have {len(set(sizes))} different sizes; choose one with --image-size N")
     c = config.channels or (3 if colour else 1)
-    notes = []
+    notes = list(passed)
     if links or copies:
         notes.append(f"kept each image once: skipped {links} links to files already read and {copies} files with "
                      "the same bytes as another")
@@ -291,8 +192,32 @@ def scan_folder(root: Path, config: DataConfig) -> Scan:
         notes.append(f"{odd} images of another aspect ratio than {w}x{h} are {how} (--resize)")
     if resized:
         notes.append(f"{resized} images resized to {w}x{h}")
-    notes.append(f"transparent pixels are composited on {config.background} (--background)")
+    notes += header_notes(seen, config)
     return Scan(readable, readable_digests, labels, classes, (c, h, w), notes, label_source)
+
+
+def upright_size(img, seen: dict[str, int]) -> tuple[int, int]:
+    """An image's (width, height) as it is shown, from its header: turned by its EXIF orientation; and what else
+    the header says, counted in `seen` (turned, several frames, transparency)."""
+    turned = img.getexif().get(ORIENTATION, 1) if hasattr(img, "getexif") else 1
+    seen["turned"] += turned not in (1, None)
+    seen["frames"] += getattr(img, "n_frames", 1) > 1
+    seen["transparent"] += img.mode in ("LA", "La", "PA", "RGBA", "RGBa") or "transparency" in img.info
+    return (img.height, img.width) if turned in (5, 6, 7, 8) else img.size
+
+
+def header_notes(seen: dict[str, int], config: DataConfig) -> list[str]:
+    """What the headers showed, in words: only what some image had."""
+    notes = []
+    if seen["turned"]:
+        notes.append(f"{seen['turned']} images turned upright by their EXIF orientation tag (as a viewer shows them)")
+    if seen["frames"]:
+        notes.append(f"{seen['frames']} animated or multi-page images (GIF, TIFF, WebP): the first frame of each is "
+                     "used")
+    if seen["transparent"]:
+        notes.append(f"{seen['transparent']} images with transparency are composited on {config.background} "
+                     "(--background)")
+    return notes
 
 
 def _grey_palette(img) -> bool:
@@ -301,47 +226,3 @@ def _grey_palette(img) -> bool:
     return all(r == g == b for r, g, b in triples)
 
 
-def bad_image(error: VaekitError, config: DataConfig | None = None, skip: bool = False) -> None:
-    """Stop on an unreadable image, or skip it with a warning when the user asked for that."""
-    if not (skip or (config is not None and config.skip_bad_images)):
-        raise VaekitError(f"{error} (use --skip-bad-images to skip such files)")
-    warn(f"{error}; skipped")
-
-
-PARALLEL_FROM = 256  # images; fewer are decoded in this process (starting workers would cost more)
-
-
-def decode_files(scan: Scan, config: DataConfig, write: Callable[[np.ndarray], Any], desc: str,
-                 in_memory: bool = True) -> tuple[list[int], list[str]]:
-    """Decode every file of `scan` in order, spread over `config.workers` processes with a progress bar, passing
-    each chunk of good images (uint8, (B, C, H, W)) to `write`. An unreadable file stops the decode or, with
-    `skip_bad_images`, is skipped with a warning. Returns the positions in `scan.files` of the images written,
-    and the errors of those skipped.
-
-    A folder that fits in memory is decoded in worker processes only where they fork (Linux): elsewhere they
-    start by importing the caller's script, which a script without `if __name__ == "__main__"` does not survive,
-    and such a folder used to load without them."""
-    import multiprocessing
-
-    from vaekit.progress import bar
-
-    forked = multiprocessing.get_start_method() == "fork"
-    images = Decoding(scan, config)
-    chunk = 64
-    workers = config.workers if len(images) >= PARALLEL_FROM and (forked or not in_memory) else 0
-    loader = torch.utils.data.DataLoader(images, batch_size=chunk, collate_fn=images.collate, num_workers=workers)
-    keep: list[int] = []
-    skipped: list[str] = []
-    with bar(total=len(images), desc=desc, unit="img") as shown:
-        for start, (batch, kept, digests, errors) in zip(range(0, len(images), chunk), loader):
-            for error in errors:
-                bad_image(error, config)
-                skipped.append(str(error))
-            for k, digest in zip(kept, digests):
-                if digest != scan.digests[start + k]:
-                    raise VaekitError(f"{scan.files[start + k]}: changed while the folder was being read (its bytes "
-                                      "differ from the scan's); run again once it is settled")
-            write(batch.numpy())
-            keep.extend(start + k for k in kept)
-            shown.update(len(kept) + len(errors))
-    return keep, skipped

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import mmap
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,7 +23,7 @@ import torch
 from torch import Tensor
 
 from vaekit.config import DataConfig
-from vaekit.errors import VaekitError
+from vaekit.errors import VaekitError, warn
 
 Batch = tuple[Tensor, Tensor]  # uint8 images (B, C, H, W) and their indices in the set
 
@@ -187,13 +188,13 @@ class FileImages(ImageSet, torch.utils.data.Dataset):
                  background: str = "white", skip_bad: bool = False):
         self.files, self.labels, self.shape = files, labels, shape
         self.resize, self.background, self.skip_bad = resize, background, skip_bad
-        self.names = np.array([str(f) for f in files], dtype=object)
+        self.names = np.array([os.fsencode(f).decode("utf-8", "backslashreplace") for f in files], dtype=object)
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, i: int) -> Tensor | VaekitError:
-        from vaekit.data.folder import load_image
+        from vaekit.data.decode import load_image
 
         try:
             return load_image(self.files[i], self.shape, self.resize, self.background)
@@ -209,7 +210,7 @@ class FileImages(ImageSet, torch.utils.data.Dataset):
                           self.background, self.skip_bad)
 
     def uint8_batches(self, batches: list[Tensor], device: torch.device, workers: int = 0) -> Iterator[Batch]:
-        from vaekit.data.folder import bad_image
+        from vaekit.data.decode import bad_image
 
         loader = torch.utils.data.DataLoader(self, batch_sampler=[b.tolist() for b in batches], num_workers=workers,
                                              pin_memory=device.type == "cuda", collate_fn=self.collate)
@@ -231,6 +232,8 @@ class Dataset:
     classes: list[str] = field(default_factory=list)
     label_source: str = "none"  # what the labels are, in words (for logs and reports)
     notes: list[str] = field(default_factory=list)  # what loading did to the images, in words
+    fingerprint: str = ""  # a hash of what was read: the same one means the same images in the same order, so the
+    # same split ("": not known)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -249,6 +252,21 @@ class Dataset:
         top = max(int(s.labels.max()) for s in (self.train, self.val, self.test) if s.labels is not None
                   and len(s.labels))
         return max(top + 1, len(self.classes))
+
+    def split_record(self) -> dict[str, str | int]:
+        """What a checkpoint keeps of the data it was trained on, to tell later whether the data changed."""
+        return {"fingerprint": self.fingerprint, "train": len(self.train), "val": len(self.val), "test": len(self.test)}
+
+    def check_unchanged(self, recorded: dict | None, what: str) -> None:
+        """Say in one line when this data differs from what `what` was trained on (`recorded`: its
+        `split_record`): the split is then drawn anew, and its test images are not the ones it was measured on."""
+        if not recorded or not recorded.get("fingerprint") or not self.fingerprint \
+                or recorded["fingerprint"] == self.fingerprint:
+            return
+        then = " / ".join(str(recorded.get(k, "?")) for k in ("train", "val", "test"))
+        now = " / ".join(str(len(s)) for s in (self.train, self.val, self.test))
+        warn(f"{self.spec} has changed since {what} was trained (train / val / test images then {then}, now {now}): "
+             "the split is drawn anew, so its test images are not the ones it was measured on")
 
     def describe(self) -> str:
         c, h, w = self.shape

@@ -85,6 +85,14 @@ def all_images(data: Dataset, limit: int) -> TensorImages:
                         None if any(n is None for n in names) else np.concatenate(names))
 
 
+def other_data_config(config: DataConfig, name: str, shape: tuple[int, int, int]) -> DataConfig:
+    """How the data set `name` is read for a model trained with `config` on images of `shape` (every command alike):
+    all of its classes, with the model's reading settings, and folders brought to the model's size and channels
+    (grey + alpha for an RGB model becomes RGB, as any image of another size is fitted)."""
+    size = config.image_size or (shape[1] if shape[1] == shape[2] else 0)
+    return replace(config, name=name, classes="", image_size=size, channels=shape[0])
+
+
 def ood_set(name: str, config: DataConfig, own: Dataset, shape: tuple[int, int, int], limit: int,
             seed: int = 0) -> tuple[TensorImages, str]:
     """The images `name` stands for (see the module's docstring) and what they are, in words. `config` is the
@@ -104,9 +112,7 @@ def ood_set(name: str, config: DataConfig, own: Dataset, shape: tuple[int, int, 
         return rest, f"{full.spec}: the test images of the classes the model never saw (it was trained on " \
                      f"{class_words(sorted(set(own.train.labels.tolist())), full)})"
     try:
-        size = config.image_size or (shape[1] if shape[1] == shape[2] else 0)  # folders of any size, to the model's
-        read = replace(config, name=name, classes="", image_size=size, channels=config.channels or shape[0])
-        other = evaluation_view(load_dataset(read), config)
+        other = evaluation_view(load_dataset(other_data_config(config, name, shape), whole=True), config)  # unsplit
     except VaekitError as e:
         raise VaekitError(f"--ood {short(name)}: {e} (or one of: held-out, {', '.join(CORRUPTIONS)})") from None
     images, note = fit_shape(all_images(other, limit), shape)

@@ -17,14 +17,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vaekit.config import DataConfig, short
+from vaekit.config import MAX_CLASSES, DataConfig, short
 from vaekit.data.arrays import read_array_file
 from vaekit.data.cache import cached_images
 from vaekit.data.classes import keep_classes
-from vaekit.data.folder import Scan, decode_files, scan_folder
+from vaekit.data.decode import decode_files
+from vaekit.data.folder import Scan, scan_folder
 from vaekit.data.idx import read_idx
 from vaekit.data.sets import Dataset, FileImages, ImageSet, TensorImages, from_arrays, split_indices
-from vaekit.errors import VaekitError
+from vaekit.errors import VaekitError, printable
 from vaekit.progress import bar
 
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -103,13 +104,17 @@ def load_idx_set(name: str, config: DataConfig) -> Dataset:
             raise VaekitError(f"{name} not found locally and the download failed ({reason}); {how}") from None
         files = find_idx_files(cache)
     train_x, train_y, test_x, test_y = (read_idx(f, memory_budget(config)) for f in files)
-    for images, labels, f in ((train_x, train_y, files[0]), (test_x, test_y, files[2])):
+    classes = remote["classes"]
+    for images, labels, f, g in ((train_x, train_y, files[0], files[1]), (test_x, test_y, files[2], files[3])):
         if images.ndim != 3 or images.dtype != np.uint8 or labels.shape != images.shape[:1]:
             raise VaekitError(f"{f}: expected uint8 images (N, H, W) with N labels beside them")
+        if len(labels) and labels.max() >= len(classes):
+            raise VaekitError(f"{g}: {name} labels lie in 0..{len(classes) - 1}, found {labels.max()}; not the "
+                              f"{name} label file")
     full = from_arrays(train_x[:, None], train_y)
     rest, val = split_indices(len(full), (config.val_fraction,))
-    return Dataset(name, full.subset(rest), full.subset(val), from_arrays(test_x[:, None], test_y), remote["classes"],
-                   f"the {len(remote['classes'])} classes of {name}")
+    return Dataset(name, full.subset(rest), full.subset(val), from_arrays(test_x[:, None], test_y), classes,
+                   f"the {len(classes)} classes of {name}", fingerprint=digest(train_x, train_y, test_x, test_y))
 
 
 # --- in-memory arrays -----------------------------------------------------------------------------------
@@ -145,26 +150,35 @@ def to_uint8_images(array: np.ndarray, where: str) -> np.ndarray:
     return out
 
 
+def digest(*arrays: np.ndarray | None) -> str:
+    """A fingerprint of arrays read from files: their shapes, types and bytes."""
+    h = hashlib.sha1(usedforsecurity=False)
+    for a in arrays:
+        if a is not None:
+            h.update(f"{a.shape}{a.dtype.str}".encode())
+            h.update(np.ascontiguousarray(a).data)
+    return h.hexdigest()
+
+
 def three_way(full: TensorImages | ImageSet, config: DataConfig, spec: str, classes: list[str],
-              label_source: str, split: bool = True) -> Dataset:
+              label_source: str, split: bool = True, fingerprint: str = "") -> Dataset:
     """The set split into train / val / test; unsplit (`split` False: all of it as `test`, as `vaekit score`
     reads a folder of new images, however few) for scoring every image."""
     if not split:
         none = full.subset(torch.arange(0))
-        return Dataset(spec, none, none, full, classes, label_source)
+        return Dataset(spec, none, none, full, classes, label_source, fingerprint=fingerprint)
     train, val, test = split_indices(len(full), (config.val_fraction, config.test_fraction))
-    return Dataset(spec, full.subset(train), full.subset(val), full.subset(test), classes, label_source)
+    return Dataset(spec, full.subset(train), full.subset(val), full.subset(test), classes, label_source,
+                   fingerprint=fingerprint)
 
 
 def load_digits(config: DataConfig) -> Dataset:
     """scikit-learn's 8x8 handwritten digits (1,797 images, UCI, CC BY 4.0), shipped inside vaekit."""
     with resources.files("vaekit.data").joinpath("digits.npz").open("rb") as f:
         arrays = np.load(f, allow_pickle=False)
-        full = from_arrays(arrays["images"][:, None], arrays["labels"])
-    return three_way(full, config, "digits", [str(i) for i in range(10)], "the 10 digits")
-
-
-MAX_CLASSES = 10_000
+        images, labels = arrays["images"], arrays["labels"]
+    return three_way(from_arrays(images[:, None], labels), config, "digits", [str(i) for i in range(10)],
+                     "the 10 digits", fingerprint=digest(images, labels))
 
 
 def load_array_file(path: str, config: DataConfig, split: bool = True) -> Dataset:
@@ -172,15 +186,32 @@ def load_array_file(path: str, config: DataConfig, split: bool = True) -> Datase
     file = Path(path)
     images, labels = read_array_file(file, memory_budget(config))
     images = to_uint8_images(images, str(file))
-    if labels is not None:
-        if labels.shape != images.shape[:1] or labels.dtype.kind not in "iu":
-            raise VaekitError(f"{file}: labels must be integers, one per image")
-        if labels.min() < 0 or labels.max() >= MAX_CLASSES:
-            raise VaekitError(f"{file}: labels must lie in 0..{MAX_CLASSES - 1} (found {labels.min()} to "
-                              f"{labels.max()})")
-    full = from_arrays(images, labels)
-    return three_way(full, config, f"npz:{file}" if file.suffix == ".npz" else f"npy:{file}", [],
-                     "the file's integer labels" if labels is not None else "none (the file has no labels)", split)
+    labels, classes, source = array_labels(labels, len(images), file)
+    return three_way(from_arrays(images, labels), config, f"npz:{file}" if file.suffix == ".npz" else f"npy:{file}",
+                     classes, source, split, digest(images, labels))
+
+
+def array_labels(labels: np.ndarray | None, n: int, file: Path) -> tuple[np.ndarray | None, list[str], str]:
+    """An array file's labels as class indices, the class names, and what they are in words: integers in
+    0..MAX_CLASSES - 1 as they are; strings are class names, numbered in sorted order."""
+    if labels is None:
+        return None, [], "none (the file has no labels)"
+    if labels.shape != (n,):
+        raise VaekitError(f"{file}: labels must be one per image ({n}), got shape {labels.shape}")
+    if labels.dtype.kind in "US":
+        names, indices = np.unique(labels, return_inverse=True)
+        if len(names) > MAX_CLASSES:
+            raise VaekitError(f"{file}: {len(names):,} different string labels; at most {MAX_CLASSES:,} classes")
+        names = [n.decode("utf-8", "replace") if isinstance(n, bytes) else str(n) for n in names.tolist()]
+        shown = ", ".join(f"{printable(name)}: {i}" for i, name in enumerate(names[:6]))
+        return indices.astype(np.int64), names, f"the file's {len(names)} string labels, taken as class names and " \
+            f"numbered in sorted order ({shown}{', ...' if len(names) > 6 else ''})"
+    if labels.dtype.kind not in "iu":
+        raise VaekitError(f"{file}: labels must be integers or class names (strings), got dtype {labels.dtype}")
+    if len(labels) and (labels.min() < 0 or labels.max() >= MAX_CLASSES):
+        raise VaekitError(f"{file}: labels must lie in 0..{MAX_CLASSES - 1} (found {labels.min()} to "
+                          f"{labels.max()})")
+    return labels, [], "the file's integer labels"
 
 
 def memory_budget(config: DataConfig) -> int:
@@ -207,7 +238,7 @@ def load_folder(path: str, config: DataConfig, split: bool = True) -> Dataset:
                           config.skip_bad_images)
         notes.append(f"larger than --max-in-memory-gb {config.max_in_memory_gb:g}: decoded anew every epoch "
                      "(--no-folder-cache)")
-    data = three_way(full, config, f"folder:{root}", scan.classes, scan.label_source, split)
+    data = three_way(full, config, f"folder:{root}", scan.classes, scan.label_source, split, scan.fingerprint(root))
     data.notes = notes
     return data
 

@@ -8,28 +8,33 @@ softmax confidence how recognisable they are. Trained once per data set and cach
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from pathlib import Path
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
+from vaekit.config import MAX_CLASSES
 from vaekit.data import Batches, Dataset
-from vaekit.files import atomic_write, write_json
+from vaekit.errors import VaekitError, warn
+from vaekit.files import atomic_write, read_record, write_json
 from vaekit.progress import bar
+
+FEATURES = 128  # the penultimate layer's width: what sample quality is measured on
 
 
 class FeatureClassifier(nn.Module):
-    """MLP classifier: image -> 256 -> 128 features -> classes."""
+    """MLP classifier: image -> 256 -> FEATURES (128) features -> classes."""
 
     def __init__(self, shape: tuple[int, int, int], n_classes: int):
         super().__init__()
         self.shape, self.n_classes = tuple(shape), n_classes
-        self.body = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(shape), 256), nn.ReLU(), nn.Linear(256, 128),
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(shape), 256), nn.ReLU(), nn.Linear(256, FEATURES),
                                   nn.ReLU())
-        self.head = nn.Linear(128, n_classes)
+        self.head = nn.Linear(FEATURES, n_classes)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.body(x))
@@ -85,17 +90,30 @@ def train_classifier(data: Dataset, epochs: int = 5, device: str | torch.device 
     return model.eval(), accuracy
 
 
+class CachedClassifier(BaseModel):
+    """meta.json beside a cached classifier's weights."""
+
+    model_config = ConfigDict(strict=True)
+    shape: Annotated[list[Annotated[int, Field(ge=1, le=4096)]], Field(min_length=3, max_length=3)]
+    n_classes: Annotated[int, Field(ge=2, le=MAX_CLASSES)]
+    accuracy: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+
+
 def load_or_train_classifier(data: Dataset, cache_dir: Path, quiet: bool = False) -> tuple[FeatureClassifier, float]:
     """The cached classifier for this data set, trained on first use (safetensors + JSON)."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file, save_file
 
     folder = cache_dir / "classifiers" / cache_key(data)
     weights, meta_file = folder / "model.safetensors", folder / "meta.json"
     if weights.is_file() and meta_file.is_file():
-        meta = json.loads(meta_file.read_text())
-        model = FeatureClassifier(tuple(meta["shape"]), meta["n_classes"])
-        model.load_state_dict(load_file(str(weights)))
-        return model.eval(), meta["accuracy"]
+        try:
+            meta = read_record(meta_file, CachedClassifier, "cached classifier description")
+            model = FeatureClassifier(tuple(meta.shape), meta.n_classes)
+            model.load_state_dict(load_file(str(weights)))
+            return model.eval(), meta.accuracy
+        except (VaekitError, SafetensorError, OSError, RuntimeError) as e:  # a damaged cache: made again
+            warn(f"the cached feature classifier in {folder} is damaged ({str(e)[:200]}); training it again")
     model, accuracy = train_classifier(data, quiet=quiet)
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_write(weights) as tmp:

@@ -15,10 +15,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from vaekit.config import PRDC_K
 from vaekit.data import Batches, Dataset, ImageSet
+from vaekit.devices import free_bytes
 from vaekit.errors import VaekitError
 from vaekit.evaluation import inception
-from vaekit.evaluation.classifier import FeatureClassifier, load_or_train_classifier
+from vaekit.evaluation.classifier import FEATURES, FeatureClassifier, load_or_train_classifier
 from vaekit.evaluation.latent import radius_99
 from vaekit.evaluation.metrics import (
     active_units,
@@ -47,7 +49,7 @@ class EvalSettings:
     seed: int = 0
     kid_subsets: int = 100  # KID: its mean and spread over this many random subsets
     kid_subset_size: int = 1000  # rows of each feature set per subset (fewer where a set is smaller)
-    prdc_k: int = 5  # precision/recall/density/coverage: the k of the k-NN balls (Naeem et al.'s default)
+    prdc_k: int = PRDC_K  # precision/recall/density/coverage: the k of the k-NN balls
     prdc_images: int = 5000  # rows of each set they are computed on (pairwise distances: O(n^2) memory)
     inception: bool = False  # also the standard Inception FID (the optional extra; slow without a GPU)
 
@@ -151,7 +153,7 @@ def sample_quality(images: Tensor, ref: Reference, s: EvalSettings, device: str 
         smaller = min(len(ref.features), len(features))
         if smaller >= 2:
             quality.update(kernel_distance(ref.features, features, s.kid_subsets, s.kid_subset_size, s.seed))
-        if smaller > s.prdc_k:
+        if smaller >= s.prdc_k + 2:  # each row's k-th neighbour other than itself
             quality.update(precision_recall_density_coverage(ref.features, features, s.prdc_k, s.prdc_images))
     if ref.inception is not None:
         quality["inception_fid"] = frechet_distance(ref.inception,
@@ -295,8 +297,10 @@ def real_reference(data: Dataset, s: EvalSettings, classifier: FeatureClassifier
 
 
 def can_score_samples(data: Dataset) -> bool:
-    """Sample quality needs labels (for the classifier) and images in memory."""
-    return all(s.in_memory and s.labels is not None for s in (data.train, data.test))
+    """Sample quality needs labels of at least two classes (a classifier of one class is sure of every image) and
+    images in memory."""
+    return all(s.in_memory and s.labels is not None for s in (data.train, data.test)) \
+        and len(data.train.labels.unique()) >= 2
 
 
 def reference(data: Dataset, s: EvalSettings, cache_dir: Path, device: str | torch.device = "cpu",
@@ -311,8 +315,24 @@ def reference(data: Dataset, s: EvalSettings, cache_dir: Path, device: str | tor
     return real_reference(data, s, classifier, accuracy, device, quiet)
 
 
+SAMPLE_SETS = 4  # sets of n_samples images held at once: the model's prior, the two fitted samplers, the real floor
+
+
+def check_sample_memory(shape: tuple[int, ...], s: EvalSettings) -> None:
+    """The samples of every sampler, and their features, fit in the host's free memory (they are held there, as
+    floats, until they are measured), or --samples is refused before any work."""
+    per_image = 4 * (math.prod(shape) + 2 * FEATURES + (inception.FEATURES if s.inception else 0))
+    needed, free = SAMPLE_SETS * s.n_samples * per_image, free_bytes(torch.device("cpu"))
+    if free is not None and needed > free:
+        raise VaekitError(f"--samples {s.n_samples}: {SAMPLE_SETS} sets of that many {'x'.join(map(str, shape))} "
+                          f"images and their features need about {needed / 2**30:.1f} GiB, more than the "
+                          f"{free / 2**30:.1f} GiB free; choose fewer")
+
+
 def check_inputs(data: Dataset, s: EvalSettings) -> None:
-    """What --inception-fid needs, checked before any work: the extra's weights, intact, and images in memory."""
+    """What the evaluation needs, checked before any work: memory for the samples; for --inception-fid, the extra's
+    weights, intact, and images in memory."""
+    check_sample_memory(data.shape, s)
     if s.inception:
         inception.verified()
         if not all(x.in_memory for x in (data.train, data.test)):

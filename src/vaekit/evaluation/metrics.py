@@ -14,15 +14,20 @@ import torch
 from torch import Tensor
 
 from vaekit.models import Autoencoder
-from vaekit.models.objectives import log_weights
+from vaekit.models.objectives import log_weight_chunks
 
 
 @torch.no_grad()
 def importance_sampled_nll(model: Autoencoder, x: Tensor, k: int = 1000, rows: int | None = None,
                            y: Tensor | None = None) -> Tensor:
     """-log p(x) per image from K samples of q(z|x): -logmeanexp_k [log p(x|z_k) + log p(z_k) - log q(z_k|x)],
-    with the weights of `log_weights` (models/objectives.py). Needs a model whose posterior has a density."""
-    return -(torch.logsumexp(log_weights(model, x, k, rows, y).double(), dim=0) - math.log(k))
+    with the weights of `log_weights` (models/objectives.py), summed a chunk of draws at a time: memory stays at one
+    chunk for any K. Needs a model whose posterior has a density."""
+    total = None
+    for fit, ratio in log_weight_chunks(model, x, k, rows, y=y):
+        chunk = torch.logsumexp((fit + ratio).double(), dim=0)
+        total = chunk if total is None else torch.logaddexp(total, chunk)
+    return -(total - math.log(k))
 
 
 def frechet_distance(a: np.ndarray | Tensor, b: np.ndarray | Tensor) -> float:
@@ -69,8 +74,8 @@ def precision_recall_density_coverage(real: np.ndarray | Tensor, fake: np.ndarra
     from prdc import compute_prdc
 
     real, fake = (np.asarray(v, dtype=np.float32)[:n] for v in (real, fake))
-    if min(len(real), len(fake)) <= k:
-        raise ValueError(f"precision and recall with k = {k} need more than {k} feature rows in each set")
+    if min(len(real), len(fake)) < k + 2:
+        raise ValueError(f"precision and recall with k = {k} need at least {k + 2} feature rows in each set")
     with contextlib.redirect_stdout(io.StringIO()):  # it prints the set sizes
         scores = compute_prdc(real, fake, nearest_k=k)
     return {**{key: float(value) for key, value in scores.items()}, "prdc_k": k, "prdc_images": len(fake)}

@@ -40,6 +40,7 @@ from vaekit.data import Batches, ImageSet
 from vaekit.errors import VaekitError
 from vaekit.evaluation.metrics import importance_sampled_nll
 from vaekit.models import Autoencoder
+from vaekit.models.footprint import check_batch
 from vaekit.models.objectives import elbo
 from vaekit.progress import bar
 
@@ -142,6 +143,7 @@ def score_images(model: Autoencoder, images: ImageSet, s: ScoreSettings, mixture
     """The scores of `images`, a batch at a time (memory stays at one batch for any number of images); the draws
     are seeded by `s.seed`."""
     check_scorable(model.classes)
+    check_batch(model.config, min(s.batch_size, len(images)), "--batch-size", device=model.device)
     model.eval()
     torch.manual_seed(s.seed)
     for x, _ in bar(Batches(images, s.batch_size, model.device), desc=desc, disable=quiet):

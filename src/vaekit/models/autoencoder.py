@@ -130,12 +130,24 @@ MAX_PARAMETERS = 2_000_000_000  # 8 GB of float32 weights, before Adam's two cop
 def build_model(config: ModelConfig) -> Autoencoder:
     """Build a model, after counting its parameters on the meta device (no memory): a config asking for a
     network beyond MAX_PARAMETERS is refused before anything is allocated."""
-    with torch.device("meta"):
-        size = sum(p.numel() for p in Autoencoder(config).parameters())
+    size = parameter_count(config)
     if size > MAX_PARAMETERS:
         raise VaekitError(f"the model would have {size:,} parameters (more than {MAX_PARAMETERS:,}); use a smaller "
                           "--image-size, --hidden, --conv-channels or --latent-dim")
+    from vaekit.devices import free_bytes
+
+    free = free_bytes(torch.device("cpu"))  # built on the host first
+    if free is not None and 4 * size > free:
+        raise VaekitError(f"the model's {size:,} parameters need {4 * size / 2**30:.1f} GiB, more than the "
+                          f"{free / 2**30:.1f} GiB free; use a smaller --image-size, --hidden, --conv-channels or "
+                          "--latent-dim")
     return Autoencoder(config)
+
+
+def parameter_count(config: ModelConfig) -> int:
+    """How many numbers the model of `config` holds, counted on the meta device (nothing allocated)."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in Autoencoder(config).parameters())
 
 
 def validate(config: ModelConfig) -> None:

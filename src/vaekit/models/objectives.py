@@ -19,7 +19,7 @@ pixels and latent dimensions and average over the batch.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,21 +71,27 @@ def default_rows(device: torch.device) -> int:
     return 4096 if device.type == "cpu" else 50_000
 
 
-def log_weight_terms(model: Any, x: Tensor, k: int, rows: int | None = None, q: Any = None,
-                     y: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """For K draws z_k ~ q(z|x): log p(x|z_k) and log p(z_k) - log q(z_k|x), each (K, B).
+def log_weight_chunks(model: Any, x: Tensor, k: int, rows: int | None = None, q: Any = None,
+                      y: Tensor | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+    """For K draws z_k ~ q(z|x), a chunk of draws at a time: log p(x|z_k) and log p(z_k) - log q(z_k|x), each
+    (n, B) for the n draws of the chunk.
 
-    The encoder runs once (or not at all, given `q`); the decoder on all draws, batched, no Python loop per image:
-    each decode takes about `rows` codes. Needs a posterior with a density (a point mass has none)."""
+    The encoder runs once (or not at all, given `q`); the decoder on a chunk of draws, batched, no Python loop per
+    image: each decode takes about `rows` codes, so memory stays at one chunk for any K. Needs a posterior with a
+    density (a point mass has none)."""
     q = model.encode(x, y) if q is None else q  # once per image, not once per sample
     per_decode = max(1, (rows or default_rows(x.device)) // len(x))
-    fits, ratios = [], []
     for start in range(0, k, per_decode):
         n = min(per_decode, k - start)
         z = q.sample(n)  # (n, B, D)
         logits = model.decode(z.reshape(n * len(x), -1), None if y is None else y.repeat(n)).reshape(n, *x.shape)
-        fits.append(-model.likelihood.nll(x.unsqueeze(0), logits))  # (n, B)
-        ratios.append(model.prior.log_prob(z) - q.log_prob(z))
+        yield -model.likelihood.nll(x.unsqueeze(0), logits), model.prior.log_prob(z) - q.log_prob(z)
+
+
+def log_weight_terms(model: Any, x: Tensor, k: int, rows: int | None = None, q: Any = None,
+                     y: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """`log_weight_chunks` gathered: log p(x|z_k) and log p(z_k) - log q(z_k|x), each (K, B)."""
+    fits, ratios = zip(*log_weight_chunks(model, x, k, rows, q, y))
     return torch.cat(fits), torch.cat(ratios)
 
 

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vaekit.devices import free_bytes
 from vaekit.models.posterior import LOG_2PI, DiagonalGaussian, drawn_by
 
 if TYPE_CHECKING:
@@ -152,8 +153,13 @@ class GaussianMixture(nn.Module):
         codes64 = codes.detach().double().cpu().numpy()
         if len(codes64) < 2 or not torch.isfinite(codes.detach()).all():
             raise ValueError(f"cannot fit a mixture to {len(codes64)} codes that are not all finite numbers")
-        gmm = SklearnMixture(n_components=max(1, min(components, len(codes64))), covariance_type="full",
-                             random_state=seed, reg_covar=1e-5).fit(codes64)
+        k, (n, dim) = max(1, min(components, len(codes64))), codes64.shape
+        needed = 8 * (4 * k * dim * dim + 3 * n * max(k, dim))  # covariances, their factors, EM's temporaries
+        free = free_bytes(torch.device("cpu"))
+        if free is not None and needed > free:
+            raise ValueError(f"a mixture of {k} full-covariance components over {dim}-dimensional codes needs about "
+                             f"{needed / 2**30:.1f} GiB, more than the {free / 2**30:.1f} GiB free")
+        gmm = SklearnMixture(n_components=k, covariance_type="full", random_state=seed, reg_covar=1e-5).fit(codes64)
         tril = torch.linalg.cholesky(torch.from_numpy(gmm.covariances_))
         return cls(torch.from_numpy(gmm.weights_), torch.from_numpy(gmm.means_), tril)
 

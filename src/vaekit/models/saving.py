@@ -11,16 +11,16 @@ Older formats load; a newer one is refused with a message saying so.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from vaekit.config import ModelConfig, from_dict, to_dict
-from vaekit.errors import VaekitError
-from vaekit.files import atomic_write, write_json
+from vaekit.config import MAX_CLASSES, ModelConfig, from_dict, to_dict
+from vaekit.errors import VaekitError, short
+from vaekit.files import atomic_write, parse_json, write_json
 from vaekit.layout import CONFIG_FILE, PRIORS_FILE, WEIGHTS_FILE, RunFolder
 from vaekit.models.autoencoder import Autoencoder, build_model
 from vaekit.models.priors import FITTED
@@ -82,8 +82,46 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Au
         raise VaekitError(f"{folder}: weights do not match the config ({first})") from None
     if (folder / PRIORS_FILE).is_file():
         load_priors(model, folder / PRIORS_FILE)
-    model.meta = {k: v for k, v in config.items() if k not in MODEL_KEYS}
+    model.meta = checked_meta({k: v for k, v in config.items() if k not in MODEL_KEYS}, folder / CONFIG_FILE)
     return model.to(map_location)
+
+
+COUNTS = ("epoch", "step", "batch", "bad_epochs", "world")  # the progress a checkpoint records
+
+
+def checked_meta(meta: dict[str, Any], file: Path) -> dict[str, Any]:
+    """The run metadata a checkpoint carries beside its model, each field vaekit reads checked as a flag would be:
+    the data and training settings against their configs' ranges, the progress as counts, the class names as a
+    list of at most MAX_CLASSES, metrics as numbers. A hand-edited or damaged field is one line naming it."""
+    from vaekit.config import DataConfig, TrainConfig
+
+    if meta.get("data"):
+        from_dict(DataConfig, meta["data"], f"{file}: data")
+    train = meta.get("train")
+    if train:  # only shown (the card): an older vaekit's settings that this one no longer has are let be
+        known = {f.name for f in dataclasses.fields(TrainConfig)}
+        from_dict(TrainConfig, {k: v for k, v in train.items() if k in known} if isinstance(train, dict) else train,
+                  f"{file}: train")
+    progress = meta.get("progress")
+    if progress is not None and not (isinstance(progress, dict) and all(
+            type(progress.get(k, 0)) is int and progress.get(k, 0) >= 0 for k in COUNTS)):
+        raise VaekitError(f"{file}: progress: expected non-negative counts ({', '.join(COUNTS)}), got "
+                          f"{short(progress)}")
+    classes = meta.get("classes")
+    if classes is not None and not (isinstance(classes, list) and len(classes) <= MAX_CLASSES):
+        raise VaekitError(f"{file}: classes: expected a list of at most {MAX_CLASSES:,} names, got {short(classes)}")
+    for key in ("metrics", "test"):
+        value = meta.get(key)
+        if value is not None and not (isinstance(value, dict) and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) or v is None for v in value.values())):
+            raise VaekitError(f"{file}: {key}: expected numbers by name, got {short(value)}")
+    split = meta.get("data_split")
+    if split is not None and not (isinstance(split, dict) and isinstance(split.get("fingerprint"), str) and all(
+            type(split.get(k)) is int and split[k] >= 0 for k in ("train", "val", "test"))):
+        raise VaekitError(f"{file}: data_split: expected a fingerprint and three image counts, got {short(split)}")
+    if not isinstance(meta.get("dataset", ""), str):
+        raise VaekitError(f"{file}: dataset: expected a data set's name, got {short(meta['dataset'])}")
+    return meta
 
 
 def load_priors(model: Autoencoder, file: Path) -> None:
@@ -138,8 +176,8 @@ def read_model_config(folder: Path) -> dict[str, Any]:
     """config.json, checked: a vaekit file of a format this version reads, with a consistent model section."""
     file = folder / CONFIG_FILE
     try:
-        config = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:  # ValueError: not UTF-8, not JSON, or an integer of thousands of digits
+        config = parse_json(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # not UTF-8, not JSON, nested too deep, or an integer of thousands of digits
         raise VaekitError(f"{file}: not a readable JSON config ({str(e)[:200]})") from None
     if not isinstance(config, dict) or config.get("format") != "vaekit":
         raise VaekitError(f"{file}: not a vaekit model config")

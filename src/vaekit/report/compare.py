@@ -33,10 +33,11 @@ from vaekit.evaluation.evaluate import (
 )
 from vaekit.evaluation.inception import verified as verified_inception
 from vaekit.evaluation.latent import interpolate
-from vaekit.files import new_run_folder, write_json, write_text
+from vaekit.files import write_json, write_text
 from vaekit.layout import RunFolder
 from vaekit.models import PRESETS, Autoencoder, load_model
 from vaekit.models.conditioning import line_labels
+from vaekit.outputs import new_run_folder
 from vaekit.progress import say as show
 from vaekit.report.page import label, render
 from vaekit.training import train
@@ -76,6 +77,8 @@ def compare(run: RunConfig, out: Path, *, names: Sequence[str] = DEFAULT_MODELS,
         if tuple(model.config.image_shape) != data.shape:
             raise VaekitError(f"{checkpoints[name]}: the model takes {tuple(model.config.image_shape)} images, "
                               f"{data.spec} has {data.shape}")
+        if not data_name:
+            data.check_unchanged(model.meta.get("data_split"), checkpoints[name])
     if quick:  # seconds per model: 2 epochs; the samplers are fitted by the evaluation, smaller, and not saved
         run = replace(run, train=replace(run.train, epochs=min(run.train.epochs, 2), gmm_components=0,
                                          two_stage_epochs=0))

@@ -8,12 +8,13 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 
-from vaekit.config import RunConfig, short, to_dict, trained_data_config
+from vaekit.config import MAX_K, RunConfig, short, to_dict, trained_data_config
 from vaekit.data import Dataset, ImageSet, evaluation_view, load_dataset
 from vaekit.data.classes import class_words, keep_classes
 from vaekit.data.sets import pick
@@ -22,10 +23,18 @@ from vaekit.devices import pick_device
 from vaekit.errors import VaekitError
 from vaekit.evaluation.detection import flagged
 from vaekit.evaluation.ood import OodResult, OodSettings, measure_ood, ood_images
-from vaekit.evaluation.scores import ScoreSettings, check_scorable, fingerprint, score_images, scores_available
-from vaekit.files import csv_writer, new_run_folder, read_json, write_json, write_text
+from vaekit.evaluation.scores import (
+    SCORES,
+    ScoreSettings,
+    check_scorable,
+    fingerprint,
+    score_images,
+    scores_available,
+)
+from vaekit.files import csv_writer, read_record, write_json, write_text
 from vaekit.models import Autoencoder, load_model
 from vaekit.models.saving import resolve_checkpoint
+from vaekit.outputs import new_run_folder
 from vaekit.progress import say as show
 from vaekit.report.ood_page import render_one_class, render_ood
 
@@ -60,19 +69,34 @@ def append_scores(write: Callable[[Iterable[list[Any]]], None], split: str, imag
     return start
 
 
-def read_thresholds(path: str, model: Autoencoder) -> dict[str, Any]:
-    """A thresholds.json that `vaekit ood` wrote for this very model (its weights' SHA-1)."""
-    data = read_json(path)
-    if not isinstance(data, dict) or data.get("kind") != THRESHOLDS_KIND \
-            or not isinstance(data.get("thresholds"), dict):
-        raise VaekitError(f"{path}: not a thresholds file written by `vaekit ood`")
-    if data.get("model_sha1") != fingerprint(model):
-        raise VaekitError(f"{path}: its thresholds were chosen for another model ({short(data.get('checkpoint'))}); "
+ScoreName = Literal[tuple(SCORES)]  # type: ignore[valid-type]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class Thresholds(BaseModel):
+    """thresholds.json, as `vaekit ood` writes it and `vaekit score --threshold` reads it back: every field checked
+    (a number where a number goes, in its range, finite; only known score names), so an edited or damaged file is
+    one line naming the field, never a detector that silently never fires."""
+
+    model_config = ConfigDict(strict=True, frozen=True)
+    kind: Literal["vaekit-thresholds"]
+    version: Literal[1]
+    checkpoint: str
+    model_sha1: Annotated[str, Field(pattern=r"^[0-9a-f]{40}$")]
+    k: Annotated[int, Field(ge=0, le=MAX_K)] | None
+    fpr: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
+    chosen_on: str = "held-out images"
+    score: ScoreName | None = None
+    thresholds: Annotated[dict[ScoreName, Finite], Field(min_length=1)]
+
+
+def read_thresholds(path: str, model: Autoencoder) -> Thresholds:
+    """A thresholds.json that `vaekit ood` wrote for this very model (its weights' SHA-1), every field checked."""
+    chosen = read_record(path, Thresholds, "thresholds file written by `vaekit ood`")
+    if chosen.model_sha1 != fingerprint(model):
+        raise VaekitError(f"{path}: its thresholds were chosen for another model ({short(chosen.checkpoint)}); "
                           "run `vaekit ood` on this one")
-    values = data["thresholds"]
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values.values()):
-        raise VaekitError(f"{path}: thresholds must be numbers")
-    return data
+    return chosen
 
 
 def score_file(model: Autoencoder, parts: list[tuple[str, ImageSet]], classes: list[str], out: Path,
@@ -109,6 +133,7 @@ def own_data(model: Autoencoder) -> Dataset:
     """The model's data as it was trained and evaluated (the checkpoint's settings)."""
     config = trained_data_config(model.meta)
     data = evaluation_view(load_dataset(config), config)
+    data.check_unchanged(model.meta.get("data_split"), "the model")
     if data.shape != tuple(model.config.image_shape):
         raise VaekitError(f"{config.name}: images are {data.shape}, the model wants {tuple(model.config.image_shape)}")
     return data

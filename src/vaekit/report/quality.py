@@ -45,9 +45,9 @@ def quality_section(m: dict, settings: EvalSettings) -> Section:
     return "Sample quality", table, (seed_words(m) if seed_pair(m) else []) + quality_words(m)
 
 
-NO_LABELS = ("<p>Sample quality is not scored: this data set has no labels to train the feature classifier on "
-             "(folders without class subfolders, arrays without y). --inception-fid scores samples without "
-             "labels.</p>")
+NO_LABELS = ("<p>Sample quality is not scored: this data set has no labels of two or more classes to train the "
+             "feature classifier on (folders without class subfolders, arrays without y, or every image of one "
+             "class). --inception-fid scores samples without labels.</p>")
 
 
 def quality_notes(m: dict, settings: EvalSettings) -> str:

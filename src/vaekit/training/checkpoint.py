@@ -11,7 +11,6 @@ progress) and the training state: optimizer tensors and RNG states, to continue 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -22,10 +21,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from vaekit.errors import VaekitError
-from vaekit.files import fsync_dir, write_text
-from vaekit.layout import STATE_JSON, STATE_TENSORS, RunFolder, step_of
+from vaekit.config import from_dict
+from vaekit.errors import VaekitError, printable, short
+from vaekit.files import fsync_dir, parse_json, write_json, write_text
+from vaekit.layout import CONFIG_FILE, STATE_JSON, STATE_TENSORS, WEIGHTS_FILE, RunFolder, step_of
 from vaekit.models import Autoencoder
+from vaekit.models.saving import write_safetensors
 
 
 @dataclass
@@ -37,11 +38,19 @@ class Progress:
     batch: int = 0  # batches of the current epoch already seen
     best_val: float = math.inf  # the lowest validation loss so far
     bad_epochs: int = 0  # epochs since it last improved (early stopping)
+    world: int = 0  # processes it was trained with (each a batch of --batch-size per step); 0: not recorded
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Progress:
+    def from_dict(cls, data: Any, where: str = "progress") -> Progress:
+        """The fields this vaekit knows (others are ignored: a newer vaekit may add some), each checked: counts are
+        non-negative integers, the best validation loss a number."""
+        if not isinstance(data, dict):
+            raise VaekitError(f"{where}: progress: expected a table of numbers, got {short(data)}")
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        progress = from_dict(cls, {k: v for k, v in data.items() if k in known}, f"{where}: progress")
+        if min(progress.epoch, progress.step, progress.batch, progress.bad_epochs) < 0 or progress.world < 0:
+            raise VaekitError(f"{where}: progress: counts must not be negative ({short(data)})")
+        return progress
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,8 +98,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def save_checkpoint(run_dir: Path, model: Autoencoder, optimizer: torch.optim.Optimizer, progress: Progress,
                     meta: dict[str, Any], is_best: bool, keep: int = 2) -> Path:
     """Write a complete checkpoint folder, then point `latest` (and `best`) at it."""
-    from safetensors.torch import save_file
-
     run = RunFolder(run_dir)
     final = run.step_folder(progress.step)
     folder, name = final.parent, final.name
@@ -100,11 +107,8 @@ def save_checkpoint(run_dir: Path, model: Autoencoder, optimizer: torch.optim.Op
     tensors: dict[str, Tensor] = {}
     state = {"optimizer": pack(optimizer.state_dict(), tensors, "optimizer"), "rng": pack(rng_state(), tensors, "rng"),
              "progress": progress.to_dict()}
-    save_file(tensors, str(tmp / STATE_TENSORS))
-    (tmp / STATE_JSON).write_text(json.dumps(state, indent=1), encoding="utf-8")
-    for f in tmp.iterdir():
-        with open(f, "rb") as handle:
-            os.fsync(handle.fileno())
+    write_safetensors(tmp / STATE_TENSORS, tensors)
+    write_json(tmp / STATE_JSON, state)
     if final.exists():  # the same step again (a resumed run re-saving): replace it
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -116,27 +120,57 @@ def save_checkpoint(run_dir: Path, model: Autoencoder, optimizer: torch.optim.Op
     return final
 
 
-def load_checkpoint(run_dir: Path) -> tuple[Path, dict[str, Any], dict[str, Tensor]]:
-    """The latest checkpoint folder of a run, its state JSON and its state tensors."""
+def complete(folder: Path) -> bool:
+    """A checkpoint folder with every file a resume reads."""
+    return all((folder / name).is_file() for name in (CONFIG_FILE, WEIGHTS_FILE, STATE_JSON, STATE_TENSORS))
+
+
+def resume_point(run_dir: Path) -> tuple[Path | None, str | None]:
+    """The checkpoint a resumed run continues from: the one `latest` names, else (a pointer lost or damaged) the
+    newest complete checkpoint folder, with why in words; (None, None) when the run has none."""
+    run = RunFolder(run_dir)
+    named = run.pointed("latest")
+    if named is not None:
+        return named, None
+    found = [p for p in run.steps() if complete(p)]
+    if not found:
+        return None, None
+    pointer = run.pointer("latest")
+    try:
+        text = pointer.read_text(encoding="utf-8", errors="replace").strip() if pointer.is_file() else None
+    except OSError:
+        text = None
+    why = "is missing" if text is None else f"names {short(printable(text, 80))}, which is not a checkpoint of this run"
+    return found[-1], f"{pointer} {why}; continuing from {found[-1].name}, the newest complete checkpoint"
+
+
+def load_checkpoint(folder: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """A checkpoint folder's training state: its JSON and its tensors."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    folder = RunFolder(run_dir).pointed("latest")
-    if folder is None:
-        raise VaekitError(f"{run_dir}: no checkpoint to resume from (checkpoints/latest is missing)")
     try:
-        state = json.loads((folder / STATE_JSON).read_text(encoding="utf-8"))
+        state = parse_json((folder / STATE_JSON).read_text(encoding="utf-8"))
         tensors = load_file(str(folder / STATE_TENSORS))
-    except (OSError, json.JSONDecodeError, SafetensorError) as e:
-        raise VaekitError(f"{folder}: unreadable training state ({e})") from None
-    return folder, state, tensors
+    except (OSError, ValueError, SafetensorError) as e:
+        raise VaekitError(f"{folder}: unreadable training state ({str(e)[:200]})") from None
+    if not isinstance(state, dict) or not {"optimizer", "rng", "progress"} <= set(state):
+        raise VaekitError(f"{folder / STATE_JSON}: not a vaekit training state (needs optimizer, rng, progress)")
+    return state, tensors
 
 
-def restore_training_state(state: dict[str, Any], tensors: dict[str, Tensor],
+def restore_training_state(folder: Path, state: dict[str, Any], tensors: dict[str, Tensor],
                            optimizer: torch.optim.Optimizer) -> Progress:
-    optimizer.load_state_dict(unpack(state["optimizer"], tensors))
-    set_rng_state(unpack(state["rng"], tensors))
-    return Progress.from_dict(state["progress"])
+    """The optimizer's state and the random generators as the checkpoint in `folder` left them, and where the run
+    stood; a state that does not fit this run is refused in one line naming the folder."""
+    progress = Progress.from_dict(state["progress"], str(folder / STATE_JSON))
+    try:
+        optimizer.load_state_dict(unpack(state["optimizer"], tensors))
+        set_rng_state(unpack(state["rng"], tensors))
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as e:
+        raise VaekitError(f"{folder}: its training state does not fit this run ({type(e).__name__}: "
+                          f"{str(e)[:200]}); start it again with --overwrite") from None
+    return progress
 
 
 def roll_back(run_dir: Path, before_step: int) -> Path | None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 from typing import Any
 
-from vaekit.files import atomic_write, write_text
+from vaekit.errors import warn
+from vaekit.files import atomic_write, parse_json, write_text
 from vaekit.layout import RunFolder
 
 
@@ -26,6 +28,24 @@ def tighter_bound(bound: float, nelbo: float) -> bool:
     return bound < nelbo - 1e-4 * abs(nelbo)
 
 
+def read_rows(file: Path) -> list[dict[str, Any]]:
+    """The rows of a metrics.jsonl this run wrote; a line that is not one (damaged, edited) is dropped, and said."""
+    rows, dropped = [], []
+    for number, line in enumerate(file.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        try:
+            row = parse_json(line) if line.strip() else None
+        except ValueError:
+            row = None
+        if isinstance(row, dict) and type(row.get("step")) is int and type(row.get("epoch")) is int:
+            rows.append(row)
+        elif line.strip():
+            dropped.append(number)
+    if dropped:
+        warn(f"{file}: line{'s' * (len(dropped) > 1)} {', '.join(map(str, dropped[:10]))} "
+             f"{'are' if len(dropped) > 1 else 'is'} not a metrics row of this run; dropped from the log")
+    return rows
+
+
 class MetricsLog:
     """One row per epoch, to metrics.jsonl and metrics.csv (and TensorBoard when installed)."""
 
@@ -33,8 +53,7 @@ class MetricsLog:
         self.jsonl, self.csv = out.metrics_jsonl, out.metrics_csv
         self.rows: list[dict[str, Any]] = []
         if self.jsonl.is_file():  # resuming: drop rows written after the checkpoint
-            rows = [json.loads(line) for line in self.jsonl.read_text().splitlines() if line.strip()]
-            self.rows = [r for r in rows if r["step"] <= keep_until_step]
+            self.rows = [r for r in read_rows(self.jsonl) if r["step"] <= keep_until_step]
         self._write()
         try:
             from torch.utils.tensorboard import SummaryWriter

@@ -26,15 +26,24 @@ from vaekit.card import model_card
 from vaekit.config import RunConfig, to_dict
 from vaekit.data import Batches, Dataset, data_paths, evaluation_view, load_dataset
 from vaekit.errors import VaekitError, warn
-from vaekit.files import new_run_folder, read_json, write_json, write_text
+from vaekit.files import read_json, write_json, write_text
 from vaekit.images import save_grid
 from vaekit.layout import CARD_FILE, CONFIG_FILE, RunFolder
 from vaekit.models import Autoencoder, build_model, load_model
+from vaekit.models.footprint import check_batch, check_training_state
 from vaekit.models.objectives import mean_loss
 from vaekit.models.saving import resolve_checkpoint, save_priors
+from vaekit.outputs import held, new_run_folder
 from vaekit.progress import bar, say
 from vaekit.training import distributed
-from vaekit.training.checkpoint import Progress, load_checkpoint, restore_training_state, roll_back, save_checkpoint
+from vaekit.training.checkpoint import (
+    Progress,
+    load_checkpoint,
+    restore_training_state,
+    resume_point,
+    roll_back,
+    save_checkpoint,
+)
 from vaekit.training.expost import fit_samplers
 from vaekit.training.log import MetricsLog, loss_words
 from vaekit.training.step import StepLog, check_train_config, lr_at, make_optimizer, train_step
@@ -77,9 +86,11 @@ def train(run: RunConfig | None, out: str | Path, *, resume: bool = False, epoch
         classes = data.label_count(why="--conditional") if run.model.conditional else 0
         model = build_model(replace(run.model, image_shape=data.shape, classes=classes)).to(device)
         run = replace(run, model=model.config)  # with the defaults filled in: run.json says what was built
+        check_batches(run, data, device)
         with ExitStack() as stack:
-            if not resume and info.is_main:
-                stack.enter_context(new_run_folder(out, overwrite, [*inputs, *data_paths(run.data)]))
+            if info.is_main:  # the run folder is this run's alone while it runs
+                stack.enter_context(held(out) if resume else new_run_folder(out, overwrite,
+                                                                            [*inputs, *data_paths(run.data)]))
             info.barrier()
             session = start(run, model, data, RunFolder(out), info, device, resume, quiet or not info.is_main)
             while session.more_epochs():
@@ -89,6 +100,16 @@ def train(run: RunConfig | None, out: str | Path, *, resume: bool = False, epoch
         return summary
     finally:
         distributed.teardown()
+
+
+def check_batches(run: RunConfig, data: Dataset, device: torch.device) -> None:
+    """A training step and an evaluation batch fit in the memory the device has free, or the run is refused before
+    it starts."""
+    t = run.train
+    check_training_state(run.model, device)
+    check_batch(run.model, max(1, min(t.batch_size, len(data.train))), "--batch-size", training=True, device=device)
+    check_batch(run.model, max(1, min(t.eval_batch_size, max(len(data.val), len(data.test)))), "--eval-batch-size",
+                device=device)
 
 
 def stored_run(out: Path, epochs: int | None) -> RunConfig:
@@ -134,7 +155,7 @@ class Session:
             return
         if self.info.is_main:
             meta = {"data": to_dict(self.run.data), "train": to_dict(self.run.train), "dataset": self.data.spec,
-                    "classes": self.data.classes, "metrics": metrics or {}}
+                    "classes": self.data.classes, "data_split": self.data.split_record(), "metrics": metrics or {}}
             save_checkpoint(self.out.root, self.model, self.optimizer, self.progress, meta, is_best)
         self.info.barrier()
 
@@ -146,16 +167,7 @@ def start(run: RunConfig, model: Autoencoder, data: Dataset, out: RunFolder, inf
     optimizer = make_optimizer(model, run)
     if info.is_main:
         write_json(out.run_json, run.to_dict())
-    progress = Progress()
-    if resume and out.pointed("latest") is None and not quiet:
-        warn(f"{out.root}: no checkpoint to continue from (none was written yet, or they were deleted); training "
-             "starts from the beginning")
-    if resume and out.pointed("latest") is not None:
-        folder, state, tensors = load_checkpoint(out.root)
-        model.load_state_dict(load_model(folder).state_dict())
-        progress = restore_training_state(state, tensors, optimizer)
-        if info.rank > 0:  # only rank 0's RNG is stored; other ranks continue from a derived seed
-            torch.manual_seed(t.seed + info.rank + 7919 * progress.step)
+    progress = resumed(run, model, optimizer, out, info) if resume else Progress(world=info.world)
     step_model = DDP(model) if info.world > 1 else model
     if t.compile:
         step_model = torch.compile(step_model)
@@ -168,6 +180,32 @@ def start(run: RunConfig, model: Autoencoder, data: Dataset, out: RunFolder, inf
     if not quiet:
         announce(session)
     return session
+
+
+def resumed(run: RunConfig, model: Autoencoder, optimizer: torch.optim.Optimizer, out: RunFolder,
+            info: distributed.Dist) -> Progress:
+    """The weights, optimizer and random state of the checkpoint a resumed run continues from (`resume_point`), and
+    where it stood; every change from an uninterrupted run is said in one line (never under --quiet's silence)."""
+    folder, why = resume_point(out.root)
+    if folder is None:
+        if info.is_main:
+            warn(f"{out.root}: no checkpoint to continue from (none was written yet, or they were deleted); training "
+                 "starts from the beginning")
+        return Progress(world=info.world)
+    if why and info.is_main:
+        warn(why)
+        write_text(out.pointer("latest"), folder.name + "\n")
+    state, tensors = load_checkpoint(folder)
+    model.load_state_dict(load_model(folder).state_dict())
+    progress = restore_training_state(folder, state, tensors, optimizer)
+    if progress.world and progress.world != info.world and info.is_main:
+        b = run.train.batch_size
+        warn(f"{out.root} was trained with {progress.world} process{'es' * (progress.world > 1)} ({b} images each, "
+             f"{b * progress.world} a step) and continues with {info.world} ({b * info.world} a step): the steps see "
+             "other batches than an uninterrupted run would, so it no longer reproduces one")
+    if info.rank > 0:  # only rank 0's RNG is stored; other ranks continue from a derived seed
+        torch.manual_seed(run.train.seed + info.rank + 7919 * progress.step)
+    return replace(progress, world=info.world)
 
 
 def announce(s: Session) -> None:

@@ -6,6 +6,7 @@ This module assembles the app and serves it; the request bodies are in `schemas`
 model work they run in `explorer`, and the guard in front of it all in `guard`.
 """
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from vaekit.files import read_json
 from vaekit.models import Autoencoder, load_model
 from vaekit.web.api import add_model_routes, add_page, add_test_image_routes, add_upload_routes, invalid
 from vaekit.web.explorer import Explorer
-from vaekit.web.guard import LOOPBACK, Guard, Workers
+from vaekit.web.guard import HEADER_SECONDS, LOOPBACK, Guard, HideTokens, Workers, guarded_protocol
 from vaekit.web.schemas import MAX_BODY, model_names
 
 
@@ -63,7 +64,7 @@ def load_models(paths: list[str]) -> dict[str, Autoencoder]:
 
 
 def serve(paths: list[str], host: str = "127.0.0.1", port: int = 8000, quiet: bool = False,
-          allow_remote: bool = False, token: str | None = None) -> None:
+          allow_remote: bool = False, token: str | None = None, header_seconds: float = HEADER_SECONDS) -> None:
     """Serve the explorer. Beyond loopback only with `allow_remote`, and then always behind a token (the one
     given, or a new random one printed in the link)."""
     import secrets
@@ -86,10 +87,20 @@ def serve(paths: list[str], host: str = "127.0.0.1", port: int = 8000, quiet: bo
     hosts = ("*",) if host.strip("[]") in ("0.0.0.0", "::") else (*LOOPBACK, host.strip("[]"))
     app = create_app(Explorer.build(models, data), hosts=hosts, token=token)
     if not quiet:
-        link = f"http://{host}:{port}/" + (f"?token={token}" if token else "")
-        print(f"vaekit explorer on {link}  ({', '.join(models)}; Ctrl-C stops)", flush=True)
+        print(f"vaekit explorer on {link(host, port, token)}  ({', '.join(models)}; Ctrl-C stops)", flush=True)
+    logging.getLogger("uvicorn.access").addFilter(HideTokens())
     uvicorn.run(app, host=host.strip("[]"), port=port, log_level="warning" if quiet else "info",
-                timeout_keep_alive=5, limit_concurrency=64)
+                timeout_keep_alive=5, limit_concurrency=1024, http=guarded_protocol(header_seconds))
+
+
+def link(host: str, port: int, token: str | None) -> str:
+    """An address a browser can open: a server on every interface (0.0.0.0, ::) by this machine's name."""
+    import socket
+
+    bare = host.strip("[]")
+    name = socket.gethostname() if bare in ("0.0.0.0", "::") else f"[{bare}]" if ":" in bare else bare
+    where = " (every address of this machine)" if bare in ("0.0.0.0", "::") else ""
+    return f"http://{name}:{port}/" + (f"?token={token}" if token else "") + where
 
 
 def check_port_free(host: str, port: int) -> None:

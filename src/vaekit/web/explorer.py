@@ -15,7 +15,7 @@ from fastapi import HTTPException
 
 from vaekit.config import DataConfig, trained_data_config
 from vaekit.data import Batches, Dataset, map_batches
-from vaekit.data.folder import load_image
+from vaekit.data.decode import load_image
 from vaekit.errors import VaekitError
 from vaekit.evaluation.latent import Projection, interpolate, radius_99
 from vaekit.images import png_bytes

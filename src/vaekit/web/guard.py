@@ -9,12 +9,17 @@
   chunked bodies, and bodies that take longer than `body_seconds` are refused.
 - Model work runs in worker threads, a few at a time; past a short queue the answer is 503 with Retry-After,
   so small requests stay fast while big ones run.
+- Connections (`GuardedH11`, the server's protocol): a request's headers must arrive within `HEADER_SECONDS` of
+  the connection opening (or of the previous response), and one client holds at most `PER_CLIENT` connections, so
+  idle or slow connections cannot take the server's every slot, token or not.
+- The access log never shows a token.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -152,3 +157,79 @@ class Workers:
             return await anyio.to_thread.run_sync(fn, *args, limiter=self.limiter)
         finally:
             self.waiting -= 1
+
+
+HEADER_SECONDS = 10.0  # a request's headers must be complete this long after the connection (or last response)
+PER_CLIENT = 32  # connections one address may hold at once (a browser opens about 6)
+
+
+def guarded_protocol(header_seconds: float = HEADER_SECONDS):
+    """uvicorn's h11 protocol with a deadline for each request's headers and a bound on connections per client
+    (uvicorn itself times out only idle keep-alive connections, and counts never-used ones against its limit). A
+    client past its bound loses its oldest connection that is not serving a request, so a page's new request
+    gets through while the client's idle connections make way; with every one busy, the new one is closed."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class GuardedH11(H11Protocol):
+        clients: dict[str, list[GuardedH11]] = {}  # each address's open connections, oldest first
+
+        def connection_made(self, transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self.address, self.deadline = self.client[0] if self.client else "", None
+            mine = GuardedH11.clients.setdefault(self.address, [])
+            mine.append(self)
+            live = [c for c in mine if not c.transport.is_closing()]
+            if len(live) > PER_CLIENT:
+                idle = next((c for c in live[:-1] if c.waiting()), self)
+                idle.transport.close()
+                if idle is self:
+                    return
+            self.start_deadline()
+
+        def connection_lost(self, exc) -> None:
+            mine = GuardedH11.clients.get(self.address, [])
+            if self in mine:
+                mine.remove(self)
+            if not mine:
+                GuardedH11.clients.pop(self.address, None)
+            self.stop_deadline()
+            super().connection_lost(exc)
+
+        def waiting(self) -> bool:
+            """No request in progress: waiting for the first one's headers, or the next one's."""
+            return self.cycle is None or self.cycle.response_complete
+
+        def data_received(self, data: bytes) -> None:
+            if self.waiting() and self.deadline is None:
+                self.start_deadline()
+            super().data_received(data)
+            if not self.waiting():  # a request's headers are in: the app has it now
+                self.stop_deadline()
+
+        def start_deadline(self) -> None:
+            self.deadline = self.loop.call_later(header_seconds, self.too_slow)
+
+        def stop_deadline(self) -> None:
+            if self.deadline is not None:
+                self.deadline.cancel()
+                self.deadline = None
+
+        def too_slow(self) -> None:
+            self.deadline = None
+            if self.waiting() and not self.transport.is_closing():
+                self.transport.close()
+
+    return GuardedH11
+
+
+class HideTokens:
+    """A logging filter for uvicorn's access log: `token=...` in a logged URL becomes `token=(hidden)`."""
+
+    pattern = re.compile(r"(token=)[^&\s\"]*")
+
+    def filter(self, record) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(self.pattern.sub(r"\1(hidden)", a) if isinstance(a, str) else a for a in record.args)
+        elif isinstance(record.msg, str):
+            record.msg = self.pattern.sub(r"\1(hidden)", record.msg)
+        return True

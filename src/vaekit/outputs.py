@@ -1,0 +1,292 @@
+"""What a command may write: never what it reads, one writer at a time, and run folders that replace only what vaekit
+wrote.
+
+A command names its outputs and its inputs before any work (`claim`): no output may be an input, lie inside an
+input folder, or be another output of the same command (paths resolved, links followed); each output is locked
+for the whole command, so a second process writing the same file or folder is refused in one line instead of
+mixing its results into the first one's.
+
+A run folder carries a marker file; `new_run_folder` replaces only folders that carry it (or that an
+older vaekit wrote), never one that is or holds an input, and deletes the old run only once the new one
+has completed (restoring it if the new one fails, or, if the process was killed, at the next run into the same
+folder).
+"""
+
+from __future__ import annotations
+
+import errno
+import glob
+import os
+import shutil
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import IO
+
+from vaekit.errors import VaekitError, warn
+from vaekit.files import HOST, alive, parse_json, temporaries
+from vaekit.layout import MARKER, RunFolder
+
+try:
+    import fcntl
+except ImportError:  # Windows: no locks (two writers each finish, and the last rename wins)
+    fcntl = None  # type: ignore[assignment]
+LOCKS = fcntl is not None
+
+
+# --- locks -------------------------------------------------------------------------------------------------
+
+
+def open_lock(path: Path) -> IO[str]:
+    """A lock file, created if missing; never through a symbolic link (O_NOFOLLOW where there is one)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as e:
+        raise VaekitError(f"{path}: cannot create the lock file ({e.strerror or e})") from None
+    return os.fdopen(fd, "r+")
+
+
+def try_lock(f: IO[str], wait: bool = False) -> bool:
+    """A POSIX record lock (`lockf`) on an open lock file: it belongs to this process alone, not to the workers it
+    forks, and goes with it, killed or not. Without fcntl (Windows) every lock is granted."""
+    if fcntl is None:
+        return True
+    try:
+        fcntl.lockf(f, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        if e.errno in (errno.EACCES, errno.EAGAIN):
+            return False
+        raise VaekitError(f"{f.name}: cannot lock ({e.strerror or e})") from None
+    return True
+
+
+def lock_file(path: Path) -> Path:
+    """The lock file of an output: `.NAME.lock` beside it."""
+    return path.with_name(f".{path.name}.lock")
+
+
+@contextmanager
+def held(path: Path) -> Iterator[None]:
+    """Hold the lock of the output `path` (a file or a folder) until the block ends; refused in one line while
+    another process holds it. The lock file goes when the block ends, and one left by a killed process is taken
+    over (its lock went with it)."""
+    lock = lock_file(path)
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise VaekitError(f"{lock.parent}: cannot create the folder ({e.strerror or e})") from None
+    for _ in range(3):  # a lock file removed between our open and our lock is the old holder's: open it again
+        f = open_lock(lock)
+        if not try_lock(f):
+            f.close()
+            raise VaekitError(f"{path}: another vaekit process is writing it now (it holds {lock.name}); wait for "
+                              "it to finish, or choose another output")
+        try:
+            same = os.path.samestat(os.fstat(f.fileno()), os.stat(lock, follow_symlinks=False))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        f.close()
+    else:
+        raise VaekitError(f"{path}: another vaekit process keeps taking {lock.name}; wait for it to finish")
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+        f.close()
+
+
+# --- outputs and inputs --------------------------------------------------------------------------------------
+
+
+def real(path: Path) -> Path:
+    """A path as the file system sees it: `~` expanded, links followed, absolute."""
+    return Path(os.path.realpath(Path(path).expanduser()))
+
+
+def inside(path: Path, folder: Path) -> bool:
+    return folder in path.parents
+
+
+def check_outputs(files: Sequence[Path], inputs: Iterable[Path], overwrite: bool,
+                  folders: Sequence[Path] = ()) -> None:
+    """Refuse, before anything is written, an output file that exists (without `overwrite`) or is not a regular
+    file, one named twice (two flags, one file), and any output that is an input, lies inside an input folder or
+    holds an input file (`folders`: output folders the command fills with files of its own). Paths are compared
+    resolved, links followed; nothing is touched."""
+    given = [Path(p) for p in inputs]
+    sources = {real(p): p for p in given}
+    seen: dict[Path, Path] = {}
+    for out in files:
+        out = Path(out)
+        if out.exists() and not out.is_file():
+            raise VaekitError(f"{out}: exists and is not a regular file; vaekit writes only files")
+        if out.exists() and not overwrite:
+            raise VaekitError(f"{out}: exists; pass --overwrite to replace it")
+        target = real(out)
+        if target in seen:
+            raise VaekitError(f"{out}: named as two outputs ({seen[target]} and {out} are the same file); give each "
+                              "its own name")
+        seen[target] = out
+        for source, shown in sources.items():
+            linked = out.exists() and source.exists() and os.path.samefile(out, source)  # a hard link
+            if target == source or linked or inside(target, source):
+                what = "lies inside" if inside(target, source) else "is"
+                raise VaekitError(f"{out}: {what} the input {shown} of this command; writing it would destroy what "
+                                  "is being read; choose another output")
+    for folder in folders:
+        target = real(Path(folder))
+        for source, shown in sources.items():
+            if target == source or inside(target, source) or source.parent == target and source.is_file():
+                raise VaekitError(f"{folder}: the output folder overlaps the input {shown}; choose another folder")
+        for out, shown in seen.items():
+            if out.parent == target:
+                raise VaekitError(f"{shown}: lies inside the output folder {folder}, which this command fills with "
+                                  "files of its own; write it elsewhere")
+
+
+@contextmanager
+def claim(files: Sequence[Path | str | None], inputs: Iterable[Path], overwrite: bool,
+          folders: Sequence[Path | str | None] = ()) -> Iterator[None]:
+    """`check_outputs`, then the lock of every output held for the block: the command's body runs with its outputs
+    its own. Outputs given as None (a flag not given) are left out."""
+    files = [Path(p) for p in files if p]
+    folders = [Path(p) for p in folders if p]
+    check_outputs(files, inputs, overwrite, folders)
+    with ExitStack() as stack:
+        for out in [*files, *folders]:
+            stack.enter_context(held(out))
+        yield
+
+
+# --- run folders ----------------------------------------------------------------------------------------------
+
+
+def is_vaekit_run(folder: Path) -> bool:
+    """A folder vaekit wrote: it has the marker, or the files of a run (or a compare report) from before the
+    marker existed."""
+    return RunFolder(folder).looks_like_run() or looks_like_compare(folder)
+
+
+def looks_like_compare(folder: Path) -> bool:
+    """A `vaekit compare` folder from before the marker: its metrics.json holds a comparison's own keys and its
+    report.html is vaekit's page (any folder that merely has files by those two common names is not one)."""
+    metrics, report = folder / "metrics.json", folder / "report.html"
+    if not (metrics.is_file() and report.is_file()) or metrics.stat().st_size > 50 << 20:
+        return False
+    try:
+        data = parse_json(metrics.read_text(encoding="utf-8"))
+        with report.open(encoding="utf-8", errors="replace") as f:
+            head = f.read(2000)
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and {"checkpoints", "settings", "real_floor"} <= set(data) \
+        and "<title>vaekit: " in head
+
+
+def check_apart(out: Path, inputs: Iterable[Path]) -> None:
+    """Refuse an output folder that is, holds, or lies inside one of the inputs."""
+    target = real(out)
+    for given in inputs:
+        source = real(Path(given))
+        if target == source or target in source.parents or source in target.parents and source.is_dir():
+            raise VaekitError(f"{out}: the output folder overlaps the input {given}; choose another --out")
+
+
+def check_run_folder(out: str | Path, overwrite: bool, inputs: Iterable[Path] = ()) -> Path:
+    """The folder `new_run_folder` would write (a link to a run: the run it names), or a one-line refusal; touches
+    nothing, so a command can ask before long work."""
+    out = Path(out).resolve() if Path(out).is_symlink() else Path(out)
+    check_apart(out, inputs)
+    if out.exists() and not out.is_dir():
+        raise VaekitError(f"{out}: exists and is not a folder")
+    if out.is_dir() and not _holds_nothing(out):
+        if not overwrite:
+            raise VaekitError(f"{out}: run folder exists and is not empty; choose another --out, pass --overwrite to "
+                              "replace it, or (train) --resume to continue the run there")
+        if not is_vaekit_run(out):
+            raise VaekitError(f"{out}: not a vaekit run folder, so --overwrite will not replace it; choose another "
+                              "--out")
+    return out
+
+
+@contextmanager
+def new_run_folder(out: str | Path, overwrite: bool, inputs: Iterable[Path] = ()) -> Iterator[Path]:
+    """An empty run folder at `out` for the body of the `with` block; call it after every input is validated. The
+    folder is locked for the block: a second process writing the same folder is refused in one line.
+
+    With `overwrite`, an existing vaekit run is moved aside first, deleted when the block completes, and put
+    back if it fails (or, if this process is killed, by the next run into `out`); any other non-empty folder is
+    refused."""
+    out = Path(out).resolve() if Path(out).is_symlink() else Path(out)
+    check_apart(out, inputs)
+    with held(out.absolute()):
+        restore_interrupted(out)
+        out = check_run_folder(out, overwrite, inputs)
+        aside = None
+        if out.is_dir() and not _holds_nothing(out):
+            aside = set_aside(out, "replaced")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            RunFolder(out).marker.write_text("a vaekit run folder: `--overwrite` may replace it\n", encoding="utf-8")
+        except OSError as e:
+            _put_back(out, aside)
+            raise VaekitError(f"{out}: cannot write the run folder ({e.strerror or e})") from None
+        try:
+            yield out
+        except BaseException:
+            _put_back(out, aside)
+            raise
+        if aside is not None:
+            shutil.rmtree(set_aside(aside, "discarded", name=out.absolute().name), ignore_errors=True)
+
+
+def set_aside(folder: Path, why: str, name: str | None = None) -> Path:
+    """Rename `folder` to `.NAME.WHY-HOST-PID` beside it (same folder, same disk): a name that says whose it is."""
+    folder = folder.absolute()
+    aside = folder.with_name(f".{name or folder.name}.{why}-{HOST}-{os.getpid()}")
+    os.replace(folder, aside)
+    return aside
+
+
+def interrupted(out: Path, why: str) -> list[Path]:
+    """What killed `--overwrite`s of `out` left beside it: folders set aside `why` by processes no longer running."""
+    out = out.absolute()
+    prefix = f".{out.name}.{why}-"
+    return [p for p in out.parent.glob(f"{glob.escape(prefix)}*")
+            if p.is_dir() and not p.is_symlink() and not alive(p.name[len(prefix):])] if out.parent.is_dir() else []
+
+
+def restore_interrupted(out: Path) -> None:
+    """Finish what a killed `--overwrite` of `out` left: an old run it had set aside is put back (the replacement
+    never completed; what it wrote, a vaekit run, goes), and an old run it was deleting once its replacement had
+    completed is deleted. Each is said in one line."""
+    for stale in interrupted(out, "discarded"):
+        shutil.rmtree(stale, ignore_errors=True)
+    for aside in interrupted(out, "replaced"):
+        if out.exists() and not (out.is_dir() and not out.is_symlink() and is_vaekit_run(out)):
+            warn(f"{aside} holds the run that an interrupted --overwrite of {out} set aside, and {out} now holds "
+                 "something else; both are left as they are")
+            continue
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(aside, out)
+        warn(f"{out}: put back the run that an interrupted --overwrite had set aside as {aside.name} (the "
+             "replacement never completed)")
+
+
+def _holds_nothing(folder: Path) -> bool:
+    """Empty, or holding only what a vaekit run killed at its very start left: the marker, and perhaps the
+    temporary files of run.json (the same command run again then starts the run afresh)."""
+    run = RunFolder(folder)
+    left = {p.name for p in folder.iterdir()}
+    started = {MARKER, *(p.name for p, _ in temporaries(run.run_json))}
+    return not left or run.marker.is_file() and left <= started
+
+
+def _put_back(out: Path, aside: Path | None) -> None:
+    """Undo a replacement: drop the new run (all of it written by vaekit) and restore the old one."""
+    if aside is not None:
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(aside, out)
