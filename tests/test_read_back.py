@@ -86,14 +86,11 @@ def cases_for(world: Path, name: str) -> tuple[list[str], list[dict]]:
     original = where.replace("run/", "pristine/", 1).replace("o/", "o-pristine/", 1).replace("STEP", step)
     document = json.loads((world / original).read_text())
     paths = list(leaves(document))
-    if name in ("run.json", "state.json"):  # a resume trains: one value of each kind per leaf, every leaf
-        values = [math.nan, -1, "x" * 300, None]
-    else:
-        values = HOSTILE
+    per_leaf = 2 if name in ("run.json", "state.json") else 3  # a resume trains: fewer per leaf there
     labels, cases = [], []
-    for command in commands:
-        texts = [(f"{'.'.join(map(str, p))} = {str(v)[:20]}", replaced(document, p, v)) for p in paths
-                 for v in values]
+    for command in commands:  # every leaf, each with a few of the values in turn: each value on a share of them
+        texts = [(f"{'.'.join(map(str, p))} = {str(v)[:20]}", replaced(document, p, v)) for i, p in enumerate(paths)
+                 for v in (HOSTILE[(i + j) % len(HOSTILE)] for j in range(per_leaf))]
         texts.append(("nested 100,000 deep", DEEP))
         texts.append(("not JSON", "{"))
         for label, text in texts:

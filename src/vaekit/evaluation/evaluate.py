@@ -55,7 +55,7 @@ class EvalSettings:
 
     @classmethod
     def quick(cls) -> EvalSettings:
-        return cls(k=100, is_images=500, n_samples=2000, gmm_fit_codes=5000, prdc_images=2000)
+        return cls(k=100, is_images=500, n_samples=2000, gmm_fit_codes=5000, prdc_images=2000, kid_subsets=50)
 
     @classmethod
     def chosen(cls, quick: bool = False, inception: bool = False) -> EvalSettings:

@@ -57,10 +57,17 @@ def kernel_distance(real: np.ndarray | Tensor, fake: np.ndarray | Tensor, subset
     values = []
     for _ in range(subsets):
         a, b = real[rng.choice(len(real), m, replace=False)], fake[rng.choice(len(fake), m, replace=False)]
-        k_aa, k_bb, k_ab = ((x @ y.T / d + 1) ** 3 for x, y in ((a, a), (b, b), (a, b)))
+        k_aa, k_bb, k_ab = (cubed(x @ y.T / d + 1) for x, y in ((a, a), (b, b), (a, b)))
         within = (k_aa.sum() - np.trace(k_aa) + k_bb.sum() - np.trace(k_bb)) / (m * (m - 1))
         values.append(within - 2 * k_ab.mean())
     return {"kid": float(np.mean(values)), "kid_std": float(np.std(values)), "kid_subsets": subsets, "kid_size": m}
+
+
+def cubed(k: np.ndarray) -> np.ndarray:
+    """k ** 3 in place, by two multiplications (numpy's power of a float array calls pow() per element: five times
+    slower, and the kernel distance's largest cost)."""
+    square = k * k
+    return np.multiply(square, k, out=square)
 
 
 def precision_recall_density_coverage(real: np.ndarray | Tensor, fake: np.ndarray | Tensor, k: int = 5,
