@@ -150,3 +150,13 @@ def test_a_damaged_metrics_log_loses_only_its_damaged_lines(tmp_path, capsys):
     train(None, run, resume=True, epochs=2, quiet=True)
     assert "lines 2, 3, 4 are not a metrics row of this run; dropped" in capsys.readouterr().err
     assert [json.loads(r)["epoch"] for r in log.read_text().split("\n") if r] == [1, 2]
+
+
+def test_a_progress_read_back_is_checked_field_by_field():
+    from vaekit.training.checkpoint import Progress
+
+    assert Progress.from_dict({"epoch": 2, "step": 9, "best_val": float("inf"), "future": 1}).epoch == 2
+    for bad, words in (({"epoch": -1}, "must not be negative"), ({"best_val": float("nan")}, "got nan"),
+                       ({"step": "9"}, "expected an integer"), ([1], "expected a table")):
+        with pytest.raises(VaekitError, match=words):
+            Progress.from_dict(bad, "state.json")

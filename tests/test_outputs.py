@@ -18,6 +18,7 @@ from PIL import Image
 
 from vaekit import RunConfig
 from vaekit.config import DataConfig, TrainConfig
+from vaekit.errors import VaekitError
 from vaekit.outputs import lock_file
 from vaekit.training import train
 
@@ -80,6 +81,8 @@ CASES = {  # argv, and what the one line says
                                            "the output folder overlaps the input"),
     "sample's grid inside its own files folder": (["sample", "run", "--files", "f", "--out", "f/000000.png"],
                                                   "lies inside the output folder f"),
+    "sample's grid and files folder one name": (["sample", "run", "--files", "g", "--out", "g"],
+                                                "g: named as an output file (g) and an output folder"),
     "decode's images over its codes": (["decode", "run", "codes.npy", "--npy", "codes.npy", "--overwrite"],
                                        "codes.npy: is the input codes.npy"),
     "reconstruct into its image folder": (["reconstruct", "run", "--data", "folder:imgs", "--out", "imgs/r.png"],
@@ -294,3 +297,84 @@ def test_a_disk_that_fills_during_the_decode_is_one_line_and_leaves_nothing(tmp_
                                           "--no-folder-cache"):
         load_dataset(config)
     assert [p.name for p in (tmp_path / "home" / "folders").iterdir()] == []  # no copy, no lock
+
+
+def dead_pid() -> int:
+    """The process id of a process that has ended."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def old_run(folder: Path, text: str) -> Path:
+    folder.mkdir(parents=True)
+    (folder / ".vaekit-run").write_text("a vaekit run folder: `--overwrite` may replace it\ncomplete\n")
+    (folder / "weights").write_text(text)
+    return folder
+
+
+@pytest.mark.parametrize("left", ["nothing", "a start without checkpoints", "a replacement with checkpoints",
+                                  "a completed replacement", "a folder of someone else's"])
+def test_what_a_killed_overwrite_left_is_finished_without_losing_work(tmp_path, capsys, left):
+    """The next run into the folder finishes a killed --overwrite: the old run back where the replacement is worth
+    nothing, gone where the replacement completed, and both kept where the replacement holds work (or is not
+    vaekit's). Even a command that is then refused never deletes work."""
+    from vaekit.files import HOST
+    from vaekit.outputs import new_run_folder
+
+    run, pid = tmp_path / "run", dead_pid()
+    aside = old_run(tmp_path / f".run.replaced-{HOST}-{pid}", "old")
+    if left != "nothing":
+        run.mkdir()
+        state = "complete" if left == "a completed replacement" else f"writing: {HOST}-{pid}"
+        if left != "a folder of someone else's":
+            (run / ".vaekit-run").write_text(f"a vaekit run folder: `--overwrite` may replace it\n{state}\n")
+        (run / "weights").write_text("new")
+        if left == "a replacement with checkpoints":
+            (run / "checkpoints" / "step-00000007").mkdir(parents=True)
+    with pytest.raises(VaekitError), new_run_folder(run, overwrite=False):
+        pass  # refused: the folder is not empty; what was left is settled first
+    said = capsys.readouterr().err
+    weights = (run / "weights").read_text()
+    if left in ("nothing", "a start without checkpoints"):
+        assert weights == "old" and not aside.exists() and "put back the run" in said
+    elif left == "a completed replacement":
+        assert weights == "new" and not aside.exists() and "removed the earlier run" in said
+    else:
+        assert weights == "new" and (aside / "weights").read_text() == "old" and "both are left" in said
+    assert not list(tmp_path.glob(".run.discarded-*"))
+
+
+def test_a_resume_continues_a_killed_replacement_then_removes_the_old_run(tmp_path, capsys):
+    from vaekit.files import HOST
+
+    run = tmp_path / "run"
+    train(RunConfig(data=DataConfig(name="digits"), train=TrainConfig(epochs=1, samples=4, two_stage_epochs=0,
+                                                                        gmm_components=0)), run, quiet=True)
+    (run / ".vaekit-run").write_text(f"a vaekit run folder\nwriting: {HOST}-{dead_pid()}\n")  # as if killed
+    aside = old_run(tmp_path / f".run.replaced-{HOST}-{dead_pid()}", "old")
+    train(None, run, resume=True, epochs=2, quiet=True)
+    assert "continues a run that an interrupted --overwrite began" in capsys.readouterr().err
+    assert not aside.exists() and "complete" in (run / ".vaekit-run").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_two_processes_never_both_hold_a_lock_of_one_name(tmp_path):
+    """The lock of a folder's decode: one holder at a time, however the holders come and go (a holder removes the
+    lock file when it ends; one that was waiting on the removed file must not hold it beside a newcomer)."""
+    script = ("import sys, time; from pathlib import Path; from vaekit.outputs import exclusive\n"
+              "time.sleep(float(sys.argv[2]))\n"
+              "with exclusive(Path(sys.argv[1]), wait=True):\n"
+              "    start = time.time(); time.sleep(0.6); print(start, time.time(), flush=True)\n")
+    lock = tmp_path / "k.lock"
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(lock), str(delay)], stdout=subprocess.PIPE, text=True)
+             for delay in (0.0, 0.2, 0.65, 0.7)]
+    spans = sorted(tuple(map(float, p.communicate(timeout=SLOW)[0].split())) for p in procs)
+    assert len(spans) == 4 and all(a[1] <= b[0] + 1e-3 for a, b in zip(spans, spans[1:])), spans
+    assert not lock.exists()
+
+
+def test_a_link_to_an_output_shares_its_lock(tmp_path):
+    (tmp_path / "target").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "target", target_is_directory=True)
+    assert lock_file(tmp_path / "link") == lock_file(tmp_path / "target")

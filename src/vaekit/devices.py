@@ -28,8 +28,9 @@ def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
 def free_bytes(device: torch.device) -> int | None:
     """Memory a new allocation on `device` can take: a GPU's free memory; on the host, what the system has available,
     within this process's address-space limit where one is set (ulimit -v). None where it cannot be told."""
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
+    if device.type == "cuda":  # what the driver has free, and what PyTorch's allocator holds unused
+        return torch.cuda.mem_get_info(device)[0] + torch.cuda.memory_reserved(device) \
+            - torch.cuda.memory_allocated(device)
     if device.type != "cpu":
         return None
     free = meminfo("MemAvailable")
@@ -51,11 +52,10 @@ def address_space_limit() -> int | None:
 
 def meminfo(field: str, file: str = "/proc/meminfo") -> int | None:
     """A field of /proc/meminfo (or /proc/self/status) in bytes; None where there is no such file (not Linux)."""
-    try:
-        with open(file, encoding="ascii") as f:
-            return next(int(line.split()[1]) * 1024 for line in f if line.startswith(f"{field}:"))
-    except (OSError, StopIteration, ValueError):
-        return None
+    from vaekit.files import proc_field
+
+    text = proc_field(field, file)
+    return int(text.split()[0]) * 1024 if text else None
 
 
 def status(field: str) -> int | None:

@@ -30,3 +30,11 @@ def short(value: Any, limit: int = 60) -> str:
 def printable(name: str, limit: int = 30) -> str:
     """A name read from a file, safe to print: cut to `limit` characters, control characters (escape codes) out."""
     return "".join(c for c in str(name)[:limit] if c.isprintable())
+
+
+def path_text(path) -> str:
+    """A file's path as text to report (CSV, pages, JSON): bytes of a name that are not UTF-8, which Linux allows,
+    as \\xNN escapes."""
+    import os
+
+    return os.fsencode(path).decode("utf-8", "backslashreplace")

@@ -33,15 +33,23 @@ HOST = hashlib.sha1(socket.gethostname().encode(), usedforsecurity=False).hexdig
 OWNER = re.compile(r"(?:(?P<host>[0-9a-f]{6})-)?(?P<pid>\d+)")  # who left a temporary name: [host-]pid
 
 
+def proc_field(field: str, file: str = "/proc/self/status") -> str | None:
+    """A field of a Linux /proc file (/proc/self/status, /proc/meminfo), as its text; None where there is none."""
+    try:
+        with open(file, encoding="ascii") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith(f"{field}:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
 def process_umask() -> int:
     """The umask every new file of this process gets (read without changing it where /proc tells)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            return next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
-    except (OSError, StopIteration, ValueError):
-        mask = os.umask(0o022)
-        os.umask(mask)
-        return mask
+    text = proc_field("Umask")
+    if text is not None:
+        return int(text, 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 NEW_FILE_MODE = 0o666 & ~process_umask()

@@ -18,13 +18,13 @@ import errno
 import glob
 import os
 import shutil
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import IO
 
 from vaekit.errors import VaekitError, warn
-from vaekit.files import HOST, alive, parse_json, temporaries
+from vaekit.files import HOST, alive, parse_json, temporaries, write_text
 from vaekit.layout import MARKER, RunFolder
 
 try:
@@ -60,41 +60,72 @@ def try_lock(f: IO[str], wait: bool = False) -> bool:
     return True
 
 
+class Busy(Exception):
+    """Another process holds the lock."""
+
+
+def same_file(f: IO[str], path: Path) -> bool:
+    """Whether the open file `f` is still the one named `path` (a lock file's last holder removes it)."""
+    try:
+        return os.path.samestat(os.fstat(f.fileno()), os.stat(path, follow_symlinks=False))
+    except FileNotFoundError:
+        return False
+
+
+@contextmanager
+def exclusive(lock: Path, wait: bool = False, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold the lock file `lock` (created if missing) for the block: waiting for another holder with `wait` (calling
+    `on_wait` once, first), else raising Busy. The file is removed when the block ends; a holder that finds the file
+    it locked removed meanwhile (the previous holder's end) locks the new one, so two processes never both hold a
+    lock of one name. One left by a killed process is taken over (its lock went with it)."""
+    while True:
+        f = open_lock(lock)
+        if not try_lock(f):
+            if not wait:
+                f.close()
+                raise Busy
+            if on_wait is not None:
+                on_wait()
+                on_wait = None
+            try_lock(f, wait=True)
+        if same_file(f, lock):
+            break
+        f.close()
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+        f.close()
+
+
 def lock_file(path: Path) -> Path:
-    """The lock file of an output: `.NAME.lock` beside it."""
+    """The lock file of an output: `.NAME.lock` beside it, links followed (a link and its target share one)."""
+    path = real(path)
     return path.with_name(f".{path.name}.lock")
 
 
 @contextmanager
 def held(path: Path) -> Iterator[None]:
     """Hold the lock of the output `path` (a file or a folder) until the block ends; refused in one line while
-    another process holds it. The lock file goes when the block ends, and one left by a killed process is taken
-    over (its lock went with it)."""
+    another process holds it. Folders made to hold the lock file are removed again if nothing was written there."""
     lock = lock_file(path)
+    made = [p for p in (lock.parent, *lock.parent.parents) if not p.exists()]
     try:
         lock.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise VaekitError(f"{lock.parent}: cannot create the folder ({e.strerror or e})") from None
-    for _ in range(3):  # a lock file removed between our open and our lock is the old holder's: open it again
-        f = open_lock(lock)
-        if not try_lock(f):
-            f.close()
-            raise VaekitError(f"{path}: another vaekit process is writing it now (it holds {lock.name}); wait for "
-                              "it to finish, or choose another output")
-        try:
-            same = os.path.samestat(os.fstat(f.fileno()), os.stat(lock, follow_symlinks=False))
-        except FileNotFoundError:
-            same = False
-        if same:
-            break
-        f.close()
-    else:
-        raise VaekitError(f"{path}: another vaekit process keeps taking {lock.name}; wait for it to finish")
     try:
-        yield
+        with exclusive(lock):
+            yield
+    except Busy:
+        raise VaekitError(f"{path}: another vaekit process is writing it now (it holds {lock.name}); wait for it to "
+                          "finish, or choose another output") from None
     finally:
-        lock.unlink(missing_ok=True)
-        f.close()
+        for folder in made:  # deepest first; a folder that got files stays
+            try:
+                folder.rmdir()
+            except OSError:
+                break
 
 
 # --- outputs and inputs --------------------------------------------------------------------------------------
@@ -112,9 +143,10 @@ def inside(path: Path, folder: Path) -> bool:
 def check_outputs(files: Sequence[Path], inputs: Iterable[Path], overwrite: bool,
                   folders: Sequence[Path] = ()) -> None:
     """Refuse, before anything is written, an output file that exists (without `overwrite`) or is not a regular
-    file, one named twice (two flags, one file), and any output that is an input, lies inside an input folder or
-    holds an input file (`folders`: output folders the command fills with files of its own). Paths are compared
-    resolved, links followed; nothing is touched."""
+    file, one named twice (two flags, one file), and any output that is an input or lies inside an input folder.
+    `folders` are output folders the command fills with numbered files of its own, at their top level: refused when
+    they are or lie inside an input, or hold an input file or an output file at that level (deeper files cannot be
+    written over). Paths are compared resolved, links followed; nothing is touched."""
     given = [Path(p) for p in inputs]
     sources = {real(p): p for p in given}
     seen: dict[Path, Path] = {}
@@ -137,6 +169,9 @@ def check_outputs(files: Sequence[Path], inputs: Iterable[Path], overwrite: bool
                                   "is being read; choose another output")
     for folder in folders:
         target = real(Path(folder))
+        if target in seen:
+            raise VaekitError(f"{folder}: named as an output file ({seen[target]}) and an output folder; give each its "
+                              "own name")
         for source, shown in sources.items():
             if target == source or inside(target, source) or source.parent == target and source.is_file():
                 raise VaekitError(f"{folder}: the output folder overlaps the input {shown}; choose another folder")
@@ -217,11 +252,11 @@ def new_run_folder(out: str | Path, overwrite: bool, inputs: Iterable[Path] = ()
     folder is locked for the block: a second process writing the same folder is refused in one line.
 
     With `overwrite`, an existing vaekit run is moved aside first, deleted when the block completes, and put
-    back if it fails (or, if this process is killed, by the next run into `out`); any other non-empty folder is
-    refused."""
+    back if it fails (or, if this process is killed, by the next run into `out`: `restore_interrupted`); any other
+    non-empty folder is refused."""
     out = Path(out).resolve() if Path(out).is_symlink() else Path(out)
     check_apart(out, inputs)
-    with held(out.absolute()):
+    with held(out):
         restore_interrupted(out)
         out = check_run_folder(out, overwrite, inputs)
         aside = None
@@ -229,17 +264,62 @@ def new_run_folder(out: str | Path, overwrite: bool, inputs: Iterable[Path] = ()
             aside = set_aside(out, "replaced")
         try:
             out.mkdir(parents=True, exist_ok=True)
-            RunFolder(out).marker.write_text("a vaekit run folder: `--overwrite` may replace it\n", encoding="utf-8")
-        except OSError as e:
+            mark(out, complete=False)
+        except (OSError, VaekitError) as e:
             _put_back(out, aside)
-            raise VaekitError(f"{out}: cannot write the run folder ({e.strerror or e})") from None
+            raise VaekitError(f"{out}: cannot write the run folder ({getattr(e, 'strerror', None) or e})") from None
         try:
             yield out
         except BaseException:
             _put_back(out, aside)
             raise
-        if aside is not None:
-            shutil.rmtree(set_aside(aside, "discarded", name=out.absolute().name), ignore_errors=True)
+        finish(out, [aside] if aside is not None else [])
+
+
+@contextmanager
+def resuming(out: Path) -> Iterator[None]:
+    """The run folder of a resumed run, locked for the block. A run that an interrupted `--overwrite` began, the
+    old run it replaces set aside beside it, is continued: the old run is deleted once this one completes (as the
+    --overwrite would have), and said before the work starts."""
+    with held(out):
+        asides = interrupted(out, "replaced")
+        for aside in asides:
+            warn(f"{out} continues a run that an interrupted --overwrite began; the earlier run it replaces, set "
+                 f"aside as {aside}, is deleted once this one completes")
+        mark(out, complete=False)
+        yield
+        finish(out, asides)
+
+
+def finish(out: Path, replaced: list[Path]) -> None:
+    """A run completed: its marker says so, and the old runs it replaces go (renamed to `discarded` first, so a
+    kill during the deletion leaves nothing that could be put back)."""
+    mark(out, complete=True)
+    for aside in replaced:
+        shutil.rmtree(set_aside(aside, "discarded", name=out.absolute().name), ignore_errors=True)
+
+
+def mark(out: Path, complete: bool) -> None:
+    """The marker says whose run this is: complete, or being written by this process."""
+    state = "complete" if complete else f"writing: {HOST}-{os.getpid()}"
+    write_text(RunFolder(out).marker, f"a vaekit run folder: `--overwrite` may replace it\n{state}\n")
+
+
+def abandoned(out: Path) -> bool:
+    """A run whose writer is gone before it completed (its marker names a process no longer running)."""
+    try:
+        lines = RunFolder(out).marker.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return False
+    writer = next((line.removeprefix("writing: ") for line in lines if line.startswith("writing: ")), None)
+    return writer is not None and "complete" not in lines and not alive(writer)
+
+
+def completed(out: Path) -> bool:
+    try:
+        return "complete" in RunFolder(out).marker.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return False
 
 
 def set_aside(folder: Path, why: str, name: str | None = None) -> Path:
@@ -259,21 +339,29 @@ def interrupted(out: Path, why: str) -> list[Path]:
 
 
 def restore_interrupted(out: Path) -> None:
-    """Finish what a killed `--overwrite` of `out` left: an old run it had set aside is put back (the replacement
-    never completed; what it wrote, a vaekit run, goes), and an old run it was deleting once its replacement had
-    completed is deleted. Each is said in one line."""
+    """Finish what a killed `--overwrite` of `out` left, never losing work, and say each step in one line:
+    - an old run it was deleting once its replacement had completed: deleted;
+    - an old run it had set aside, with nothing in `out` worth keeping (nothing there, or a replacement abandoned
+      before its first checkpoint): put back, the abandoned start removed;
+    - with a completed replacement in `out`: the old run, which the --overwrite was to delete, deleted;
+    - otherwise (a replacement with checkpoints, resumable; a folder vaekit did not write): both left as they are."""
     for stale in interrupted(out, "discarded"):
         shutil.rmtree(stale, ignore_errors=True)
     for aside in interrupted(out, "replaced"):
-        if out.exists() and not (out.is_dir() and not out.is_symlink() and is_vaekit_run(out)):
-            warn(f"{aside} holds the run that an interrupted --overwrite of {out} set aside, and {out} now holds "
-                 "something else; both are left as they are")
-            continue
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(aside, out)
-        warn(f"{out}: put back the run that an interrupted --overwrite had set aside as {aside.name} (the "
-             "replacement never completed)")
+        ours = out.is_dir() and not out.is_symlink() and RunFolder(out).marker.is_file()
+        if not out.exists() or ours and (_holds_nothing(out) or abandoned(out) and not RunFolder(out).steps()):
+            if out.exists():
+                shutil.rmtree(out)
+            os.replace(aside, out)
+            warn(f"{out}: put back the run that an interrupted --overwrite had set aside as {aside.name} (the "
+                 "replacement never completed)")
+        elif ours and completed(out):
+            shutil.rmtree(set_aside(aside, "discarded", name=out.absolute().name), ignore_errors=True)
+            warn(f"{out}: removed the earlier run that a completed --overwrite had set aside as {aside.name}")
+        else:
+            warn(f"{aside} holds the run that an interrupted --overwrite of {out} set aside, and {out} holds work "
+                 "of its own (continue it with train --resume, which then removes the earlier run, or remove it); "
+                 "both are left as they are")
 
 
 def _holds_nothing(folder: Path) -> bool:
@@ -281,7 +369,7 @@ def _holds_nothing(folder: Path) -> bool:
     temporary files of run.json (the same command run again then starts the run afresh)."""
     run = RunFolder(folder)
     left = {p.name for p in folder.iterdir()}
-    started = {MARKER, *(p.name for p, _ in temporaries(run.run_json))}
+    started = {MARKER, *(p.name for file in (run.run_json, run.marker) for p, _ in temporaries(file))}
     return not left or run.marker.is_file() and left <= started
 
 

@@ -26,13 +26,9 @@ def load_model(path: str, device: str):
 
 
 def checkpoint_inputs(path: str | Path) -> list[Path]:
-    """What a command reading this checkpoint reads, which no output may overwrite: the checkpoint folder and, for a
-    run folder, its checkpoints, settings and summary."""
-    from vaekit.layout import RunFolder
-    from vaekit.models.saving import resolve_checkpoint
+    from vaekit.models.saving import checkpoint_files
 
-    run = RunFolder(Path(path))
-    return [resolve_checkpoint(path), *((run.checkpoints, run.run_json, run.summary) if run.looks_like_run() else ())]
+    return checkpoint_files(path)
 
 
 def batch_ranges(n: int, batch: int) -> list[tuple[int, int]]:

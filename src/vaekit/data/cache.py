@@ -38,7 +38,7 @@ from vaekit.data.folder import Scan
 from vaekit.data.sets import DiskImages
 from vaekit.errors import VaekitError
 from vaekit.files import parse_json
-from vaekit.outputs import LOCKS, open_lock, try_lock
+from vaekit.outputs import LOCKS, exclusive, open_lock, same_file, try_lock
 from vaekit.progress import say
 
 FORMAT = 2  # 2: images turned upright by their EXIF orientation, hidden files skipped
@@ -73,7 +73,7 @@ def cached_images(root: Path, scan: Scan, config: DataConfig, cache_dir: Path) -
     for error in meta["skipped"]:  # unreadable when the entry was built: the same line as a fresh decode
         bad_image(VaekitError(error), config)
     return disk_images(entry, scan), f"read from the decoded copy in {entry} (built {meta['created']}; " \
-        f"{SPOT_BLOCKS} blocks of it checked against their sums)"
+        f"{len(meta['sums'])} blocks of it checked against their sums)"
 
 
 def check_room(root: Path, size: int, cache_dir: Path) -> None:
@@ -201,15 +201,9 @@ def building(entry: Path, root: Path) -> Iterator[None]:
     wants the same copy waits, then reads it. A POSIX record lock (`lockf`): it belongs to this process alone, not
     to the decode workers it forks, and goes with it, killed or not. Without fcntl (Windows) there is no lock: two
     builders each decode, and the first to finish puts its copy in place."""
-    lock_path = entry.with_name(entry.name + ".lock")
-    with open_lock(lock_path) as lock:
-        if not try_lock(lock):
-            say(f"waiting for another process that is decoding {root} into {entry.parent}")
-            try_lock(lock, wait=True)
-        try:
-            yield
-        finally:  # the lock file goes with the build (a killed build's is removed by `vaekit cache clear`)
-            lock_path.unlink(missing_ok=True)
+    waiting = lambda: say(f"waiting for another process that is decoding {root} into {entry.parent}")  # noqa: E731
+    with exclusive(entry.with_name(entry.name + ".lock"), wait=True, on_wait=waiting):
+        yield
 
 
 def in_use(lock: Path) -> bool:
@@ -218,7 +212,7 @@ def in_use(lock: Path) -> bool:
         return True
     try:
         with open_lock(lock) as f:
-            return not try_lock(f)
+            return not try_lock(f) or not same_file(f, lock)
     except VaekitError:
         return True
 
@@ -237,6 +231,23 @@ def drop_replaced(cache_dir: Path, new: dict[str, Any], keep: Path) -> None:
     for folder, meta in entries(cache_dir):
         if folder != keep and all(meta.get(k) == new[k] for k in same):
             shutil.rmtree(folder, ignore_errors=True)
+    for folder in older_copies(cache_dir, new["source"]):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def older_copies(cache_dir: Path, source: str) -> list[Path]:
+    """Copies of the folder `source` in an earlier format of this file (decoded by rules since changed: EXIF
+    orientation, hidden files), which no run reads any more: only vaekit's own folders."""
+    found = []
+    for folder in (d for d in cache_dir.iterdir() if KEY.fullmatch(d.name) and ours(d)):
+        try:
+            meta = parse_json((folder / MARKER).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(meta, dict) and meta.get("source") == source and isinstance(meta.get("format"), int) \
+                and meta["format"] < FORMAT:
+            found.append(folder)
+    return found
 
 
 def clear(cache_dir: Path) -> tuple[int, int]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +27,7 @@ from torch import Tensor
 
 from vaekit.config import DataConfig
 from vaekit.data.decode import GREY, background_colour, bad_image, pil_errors, refuse_huge
-from vaekit.errors import VaekitError
+from vaekit.errors import VaekitError, path_text
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 VECTOR_SUFFIXES = {".svg", ".svgz"}  # images that are not pixels: counted and skipped
@@ -57,6 +57,8 @@ class Scan:
     shape: tuple[int, int, int]
     notes: list[str]  # what was done, in words, for the log and the report
     label_source: str
+    revised: list[str] = field(default_factory=list)  # the notes of rules vaekit 0.2.0 did not apply (a model it
+    # trained saw this folder otherwise)
 
     def fingerprint(self, root: Path) -> str:
         """The files' relative names and SHA-1s, hashed: a file added, removed, renamed or changed changes it."""
@@ -68,7 +70,7 @@ class Scan:
     def names(self, keep: list[int]) -> np.ndarray:
         """The paths of the files at positions `keep`: the names `vaekit score` reports images by, as text (bytes of
         a name that are not UTF-8, which Linux allows, written as \\xNN escapes)."""
-        return np.array([os.fsencode(self.files[k]).decode("utf-8", "backslashreplace") for k in keep], dtype=object)
+        return np.array([path_text(self.files[k]) for k in keep], dtype=object)
 
 
 def hidden(path: Path, root: Path) -> bool:
@@ -76,22 +78,23 @@ def hidden(path: Path, root: Path) -> bool:
     return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
-def candidate_files(root: Path, config: DataConfig) -> tuple[list[Path], list[str]]:
-    """The files under `root` that may be images, sorted; and what was passed over, in words."""
+def candidate_files(root: Path, config: DataConfig) -> tuple[list[Path], dict[str, str]]:
+    """The files under `root` that may be images, sorted; and what was passed over, in words, by why ("hidden",
+    "vector")."""
     every = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES | VECTOR_SUFFIXES)
     shown = [p for p in every if config.hidden_files or not hidden(p, root)]
     files = [p for p in shown if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
-    notes = []
+    notes = {}
     if len(shown) < len(every):
-        notes.append(f"skipped {len(every) - len(shown)} hidden files (names starting with '.', or in such folders: "
-                     "thumbnails, macOS ._ files; --hidden-files reads them)")
+        notes["hidden"] = (f"skipped {len(every) - len(shown)} hidden files (names starting with '.', or in such "
+                           "folders: thumbnails, macOS ._ files; --hidden-files reads them)")
     vectors = sum(1 for p in shown if p.suffix.lower() in VECTOR_SUFFIXES)
     if vectors:
-        notes.append(f"skipped {vectors} SVG files: vector drawings, not pixels (convert them to PNG to use them)")
+        notes["vector"] = f"skipped {vectors} SVG files: vector drawings, not pixels (convert them to PNG to use them)"
     return files, notes
 
 
-def image_files(root: Path, config: DataConfig) -> tuple[list[Path], list[str], int, int, list[str]]:
+def image_files(root: Path, config: DataConfig) -> tuple[list[Path], list[str], int, int, dict[str, str]]:
     """Image files under `root`, each kept once: by resolved path (symlinks) and by content (SHA-1); the files,
     their digests, how many links and copies were left out, and what else was passed over, in words."""
     files, notes = candidate_files(root, config)
@@ -158,7 +161,7 @@ def scan_folder(root: Path, config: DataConfig) -> Scan:
     files, digests, links, copies, passed = image_files(root, config)
     if not files:
         raise VaekitError(f"{root}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})"
-                          + "".join(f"; {note}" for note in passed))
+                          + "".join(f"; {note}" for note in passed.values()))
     sizes, colour, readable, readable_digests = [], False, [], []
     seen = {"turned": 0, "frames": 0, "transparent": 0}
     for f, digest in zip(files, digests):
@@ -180,7 +183,7 @@ def scan_folder(root: Path, config: DataConfig) -> Scan:
     else:
         raise VaekitError(f"{root}: images have {len(set(sizes))} different sizes; choose one with --image-size N")
     c = config.channels or (3 if colour else 1)
-    notes = list(passed)
+    notes = list(passed.values())
     if links or copies:
         notes.append(f"kept each image once: skipped {links} links to files already read and {copies} files with "
                      "the same bytes as another")
@@ -192,32 +195,36 @@ def scan_folder(root: Path, config: DataConfig) -> Scan:
         notes.append(f"{odd} images of another aspect ratio than {w}x{h} are {how} (--resize)")
     if resized:
         notes.append(f"{resized} images resized to {w}x{h}")
-    notes += header_notes(seen, config)
-    return Scan(readable, readable_digests, labels, classes, (c, h, w), notes, label_source)
+    shown, turned = header_notes(seen, config)
+    revised = [*([passed["hidden"]] if "hidden" in passed else []), *turned]
+    return Scan(readable, readable_digests, labels, classes, (c, h, w), [*notes, *turned, *shown], label_source,
+                revised)
 
 
 def upright_size(img, seen: dict[str, int]) -> tuple[int, int]:
     """An image's (width, height) as it is shown, from its header: turned by its EXIF orientation; and what else
     the header says, counted in `seen` (turned, several frames, transparency)."""
     turned = img.getexif().get(ORIENTATION, 1) if hasattr(img, "getexif") else 1
-    seen["turned"] += turned not in (1, None)
+    seen["turned"] += turned in range(2, 9)  # 1 is upright; other values are not orientations
     seen["frames"] += getattr(img, "n_frames", 1) > 1
     seen["transparent"] += img.mode in ("LA", "La", "PA", "RGBA", "RGBa") or "transparency" in img.info
     return (img.height, img.width) if turned in (5, 6, 7, 8) else img.size
 
 
-def header_notes(seen: dict[str, int], config: DataConfig) -> list[str]:
-    """What the headers showed, in words: only what some image had."""
-    notes = []
+def header_notes(seen: dict[str, int], config: DataConfig) -> tuple[list[str], list[str]]:
+    """What the headers showed, in words, only what some image had: frames and transparency, and apart, the images
+    turned upright (a rule vaekit 0.2.0 did not apply)."""
+    notes, turned = [], []
     if seen["turned"]:
-        notes.append(f"{seen['turned']} images turned upright by their EXIF orientation tag (as a viewer shows them)")
+        turned.append(f"{seen['turned']} images turned upright by their EXIF orientation tag (as a viewer shows "
+                      "them)")
     if seen["frames"]:
         notes.append(f"{seen['frames']} animated or multi-page images (GIF, TIFF, WebP): the first frame of each is "
                      "used")
     if seen["transparent"]:
-        notes.append(f"{seen['transparent']} images with transparency are composited on {config.background} "
-                     "(--background)")
-    return notes
+        notes.append(f"{seen['transparent']} images have an alpha channel or a transparent colour: their "
+                     f"transparent pixels are composited on {config.background} (--background)")
+    return notes, turned
 
 
 def _grey_palette(img) -> bool:

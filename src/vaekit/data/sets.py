@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import mmap
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,7 +22,7 @@ import torch
 from torch import Tensor
 
 from vaekit.config import DataConfig
-from vaekit.errors import VaekitError, warn
+from vaekit.errors import VaekitError, path_text, warn
 
 Batch = tuple[Tensor, Tensor]  # uint8 images (B, C, H, W) and their indices in the set
 
@@ -188,7 +187,7 @@ class FileImages(ImageSet, torch.utils.data.Dataset):
                  background: str = "white", skip_bad: bool = False):
         self.files, self.labels, self.shape = files, labels, shape
         self.resize, self.background, self.skip_bad = resize, background, skip_bad
-        self.names = np.array([os.fsencode(f).decode("utf-8", "backslashreplace") for f in files], dtype=object)
+        self.names = np.array([path_text(f) for f in files], dtype=object)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -234,6 +233,7 @@ class Dataset:
     notes: list[str] = field(default_factory=list)  # what loading did to the images, in words
     fingerprint: str = ""  # a hash of what was read: the same one means the same images in the same order, so the
     # same split ("": not known)
+    revised: list[str] = field(default_factory=list)  # what this vaekit reads otherwise than vaekit 0.2.0 did
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -260,6 +260,9 @@ class Dataset:
     def check_unchanged(self, recorded: dict | None, what: str) -> None:
         """Say in one line when this data differs from what `what` was trained on (`recorded`: its
         `split_record`): the split is then drawn anew, and its test images are not the ones it was measured on."""
+        if not recorded and self.revised:  # trained by vaekit 0.2.0 or before, which kept no fingerprint
+            warn(f"{what} was trained by an earlier vaekit, which read {self.spec} otherwise: "
+                 f"{'; '.join(self.revised)}")
         if not recorded or not recorded.get("fingerprint") or not self.fingerprint \
                 or recorded["fingerprint"] == self.fingerprint:
             return

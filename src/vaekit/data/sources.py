@@ -239,7 +239,7 @@ def load_folder(path: str, config: DataConfig, split: bool = True) -> Dataset:
         notes.append(f"larger than --max-in-memory-gb {config.max_in_memory_gb:g}: decoded anew every epoch "
                      "(--no-folder-cache)")
     data = three_way(full, config, f"folder:{root}", scan.classes, scan.label_source, split, scan.fingerprint(root))
-    data.notes = notes
+    data.notes, data.revised = notes, scan.revised
     return data
 
 

@@ -2,11 +2,10 @@
 line naming the flag, instead of ending minutes later in "can't allocate memory" or the kernel's out-of-memory kill.
 
 The cost is counted, not guessed: the model's objective (the encoder, every draw the preset decodes, its penalty,
-the likelihood) is traced on the meta device, where tensors have shapes and no storage, and the bytes of every
-tensor its operations make are summed (with the backward pass, for a training step). That is an upper bound on
-the batch's working memory: it includes temporaries the allocator would free and reuse. Tracing loads PyTorch's
-meta kernels (about two seconds, once per process), so batches that are cheap by a generous rough bound are not
-traced at all.
+the likelihood) is traced on the meta device, where tensors have shapes and no storage, and the peak of the bytes
+its tensors hold at once is taken (with the backward pass, for a training step: what autograd keeps for it counts
+until it is used). Tracing loads PyTorch's meta kernels (about two seconds, once per process), so batches that are
+cheap by a generous rough bound are not traced at all.
 """
 
 from __future__ import annotations
@@ -14,6 +13,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
@@ -24,15 +24,22 @@ ROUGH_FACTOR = 256  # bytes per input byte no preset's batch reaches (measured: 
 
 
 class Counting(TorchDispatchMode):
-    """Sums the bytes of every tensor an operation returns while active."""
+    """The peak of the bytes held at once by the tensors operations return while active: each storage counted once
+    (views share it), until nothing refers to it any more (autograd keeping it for the backward pass counts)."""
 
     def __init__(self) -> None:
         super().__init__()
+        self.live: dict[int, tuple[StorageWeakRef, int]] = {}
         self.bytes = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        self.bytes += sum(t.numel() * t.element_size() for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor):
+                storage = t.untyped_storage()
+                self.live.setdefault(storage._cdata, (StorageWeakRef(storage), storage.nbytes()))
+        self.live = {key: held for key, held in self.live.items() if not held[0].expired()}
+        self.bytes = max(self.bytes, sum(size for _, size in self.live.values()))
         return out
 
 

@@ -149,6 +149,13 @@ def read_safetensors(file: Path) -> dict[str, Tensor]:
         raise VaekitError(f"{file}: not a readable safetensors file ({str(e)[:200]})") from None
 
 
+def checkpoint_files(path: str | Path) -> list[Path]:
+    """What a command reading this checkpoint reads, which no output may write over: the checkpoint folder and, for
+    a run folder, its checkpoints, settings and summary."""
+    run = RunFolder(Path(path))
+    return [resolve_checkpoint(path), *((run.checkpoints, run.run_json, run.summary) if run.looks_like_run() else ())]
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
     """A model folder, a checkpoint folder, or a run folder (its best, else latest, checkpoint)."""
     path = Path(path)

@@ -7,7 +7,6 @@ and a self-contained report.html.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -33,10 +32,11 @@ from vaekit.evaluation.evaluate import (
 )
 from vaekit.evaluation.inception import verified as verified_inception
 from vaekit.evaluation.latent import interpolate
-from vaekit.files import write_json, write_text
+from vaekit.files import parse_json, write_json, write_text
 from vaekit.layout import RunFolder
 from vaekit.models import PRESETS, Autoencoder, load_model
 from vaekit.models.conditioning import line_labels
+from vaekit.models.saving import checkpoint_files
 from vaekit.outputs import new_run_folder
 from vaekit.progress import say as show
 from vaekit.report.page import label, render
@@ -82,7 +82,8 @@ def compare(run: RunConfig, out: Path, *, names: Sequence[str] = DEFAULT_MODELS,
     if quick:  # seconds per model: 2 epochs; the samplers are fitted by the evaluation, smaller, and not saved
         run = replace(run, train=replace(run.train, epochs=min(run.train.epochs, 2), gmm_components=0,
                                          two_stage_epochs=0))
-    with new_run_folder(out, overwrite, [*inputs, *map(Path, checkpoints.values()), *data_paths(run.data)]):
+    given = [file for path in checkpoints.values() for file in checkpoint_files(path)]
+    with new_run_folder(out, overwrite, [*inputs, *given, *data_paths(run.data)]):
         for name in names:
             if name not in models:
                 say(f"training the {label(name)} ({run.train.epochs} epochs)")
@@ -192,7 +193,7 @@ def read_history(run_dir: Path) -> list[dict]:
     """A run's metrics.jsonl rows; none for a checkpoint folder, or for a log that is not one vaekit wrote."""
     f = RunFolder(run_dir).metrics_jsonl
     try:
-        rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()] if f.is_file() else []
+        rows = [parse_json(line) for line in f.read_text().splitlines() if line.strip()] if f.is_file() else []
     except (OSError, ValueError):
         return []
     numbers = all(isinstance(r, dict) and all(isinstance(r.get(k), (int, float)) for k in HISTORY_KEYS) for r in rows)

@@ -33,7 +33,7 @@ from vaekit.evaluation.scores import (
 )
 from vaekit.files import csv_writer, read_record, write_json, write_text
 from vaekit.models import Autoencoder, load_model
-from vaekit.models.saving import resolve_checkpoint
+from vaekit.models.saving import checkpoint_files, resolve_checkpoint
 from vaekit.outputs import new_run_folder
 from vaekit.progress import say as show
 from vaekit.report.ood_page import render_one_class, render_ood
@@ -147,7 +147,7 @@ def ood(checkpoint: str, specs: list[str], out: Path, s: OodSettings, device: to
     check_scorable(model.classes)
     data, config = own_data(model), trained_data_config(model.meta)
     images, described = ood_images(model, data, config, specs, s)
-    inputs = [Path(checkpoint), *data_paths(config), *(p for spec in specs for p in spec_paths(spec))]
+    inputs = [*checkpoint_files(checkpoint), *data_paths(config), *(p for spec in specs for p in spec_paths(spec))]
     with new_run_folder(out, overwrite, inputs):
         result = measure_ood(model, data, images, described, s, quiet)
         m = result.metrics

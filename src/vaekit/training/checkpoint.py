@@ -50,6 +50,8 @@ class Progress:
         progress = from_dict(cls, {k: v for k, v in data.items() if k in known}, f"{where}: progress")
         if min(progress.epoch, progress.step, progress.batch, progress.bad_epochs) < 0 or progress.world < 0:
             raise VaekitError(f"{where}: progress: counts must not be negative ({short(data)})")
+        if math.isnan(progress.best_val):
+            raise VaekitError(f"{where}: progress.best_val: must be a number (inf before the first epoch), got nan")
         return progress
 
     def to_dict(self) -> dict[str, Any]:
@@ -138,9 +140,10 @@ def resume_point(run_dir: Path) -> tuple[Path | None, str | None]:
     pointer = run.pointer("latest")
     try:
         text = pointer.read_text(encoding="utf-8", errors="replace").strip() if pointer.is_file() else None
-    except OSError:
-        text = None
-    why = "is missing" if text is None else f"names {short(printable(text, 80))}, which is not a checkpoint of this run"
+        why = "is missing" if text is None else f"names {short(printable(text, 80))}, which is not a checkpoint of " \
+            "this run"
+    except OSError as e:
+        why = f"cannot be read ({e.strerror or e})"
     return found[-1], f"{pointer} {why}; continuing from {found[-1].name}, the newest complete checkpoint"
 
 

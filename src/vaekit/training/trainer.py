@@ -33,7 +33,7 @@ from vaekit.models import Autoencoder, build_model, load_model
 from vaekit.models.footprint import check_batch, check_training_state
 from vaekit.models.objectives import mean_loss
 from vaekit.models.saving import resolve_checkpoint, save_priors
-from vaekit.outputs import held, new_run_folder
+from vaekit.outputs import new_run_folder, resuming
 from vaekit.progress import bar, say
 from vaekit.training import distributed
 from vaekit.training.checkpoint import (
@@ -89,8 +89,8 @@ def train(run: RunConfig | None, out: str | Path, *, resume: bool = False, epoch
         check_batches(run, data, device)
         with ExitStack() as stack:
             if info.is_main:  # the run folder is this run's alone while it runs
-                stack.enter_context(held(out) if resume else new_run_folder(out, overwrite,
-                                                                            [*inputs, *data_paths(run.data)]))
+                stack.enter_context(resuming(out) if resume else new_run_folder(out, overwrite,
+                                                                                [*inputs, *data_paths(run.data)]))
             info.barrier()
             session = start(run, model, data, RunFolder(out), info, device, resume, quiet or not info.is_main)
             while session.more_epochs():

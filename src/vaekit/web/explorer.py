@@ -50,7 +50,11 @@ class Explorer:
             codes = map_batches(model.embed, images, 1000, model.device)
             maps[name] = latent_map(Projection.fit(codes), codes, labels, images.labels is not None, model.latent_dim)
             if "gmm" not in model.priors:  # a checkpoint without one (older, or trained with --gmm-components 0)
-                model.priors["gmm"] = fit_mixture(model, data.train, 10, seed, limit=5000)
+                try:
+                    model.priors["gmm"] = fit_mixture(model, data.train, 10, seed, limit=5000)
+                except ValueError as e:  # codes it cannot fit, or a mixture the memory cannot hold
+                    raise VaekitError(f"{name}: no Gaussian mixture to sample from, and none can be fitted here "
+                                      f"({e})") from None
         data_config = trained_data_config(next(iter(models.values())).meta)
         return cls(models, data, x, None if images.labels is None else images.labels.clone(), maps, data_config,
                    bool(border(x).mean() < 0.5))

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hmac
 import json
-import re
 from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -223,13 +222,22 @@ def guarded_protocol(header_seconds: float = HEADER_SECONDS):
 
 
 class HideTokens:
-    """A logging filter for uvicorn's access log: `token=...` in a logged URL becomes `token=(hidden)`."""
-
-    pattern = re.compile(r"(token=)[^&\s\"]*")
+    """A logging filter for uvicorn's access log: the value of a query parameter the guard reads as `token` (its
+    name percent-decoded, as parse_qs decodes it: `%74oken` too) becomes `(hidden)` in a logged URL."""
 
     def filter(self, record) -> bool:
         if isinstance(record.args, tuple):
-            record.args = tuple(self.pattern.sub(r"\1(hidden)", a) if isinstance(a, str) else a for a in record.args)
-        elif isinstance(record.msg, str):
-            record.msg = self.pattern.sub(r"\1(hidden)", record.msg)
+            record.args = tuple(hide_token(a) if isinstance(a, str) else a for a in record.args)
         return True
+
+
+def hide_token(text: str) -> str:
+    """`text` with every token value in a query string hidden."""
+    from urllib.parse import unquote_plus
+
+    path, sep, query = text.partition("?")
+    if not sep:
+        return text
+    hidden = [f"{part.partition('=')[0]}=(hidden)" if unquote_plus(part.partition("=")[0]).strip() == "token"
+              else part for part in query.split("&")]
+    return f"{path}?{'&'.join(hidden)}"
