@@ -3,6 +3,7 @@
 import json
 import os
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -160,3 +161,40 @@ def test_a_progress_read_back_is_checked_field_by_field():
                        ({"step": "9"}, "expected an integer"), ([1], "expected a table")):
         with pytest.raises(VaekitError, match=words):
             Progress.from_dict(bad, "state.json")
+
+
+@pytest.mark.parametrize("damage", ["a batch past the epoch", "an optimizer state of another run", "latest a link",
+                                    "latest a folder"])
+def test_a_training_state_that_is_not_this_runs_is_refused_in_one_line(tmp_path, damage):
+    import glob
+
+    run = tmp_path / "run"
+    train(digits_run(1, two_stage_epochs=0, gmm_components=0), run, quiet=True)
+    state = Path(sorted(glob.glob(str(run / "checkpoints" / "step-*" / "state.json")))[-1])
+    saved = json.loads(state.read_text())
+    latest = run / "checkpoints" / "latest"
+    if damage == "a batch past the epoch":
+        saved["progress"]["batch"] = 10**6
+    elif damage == "an optimizer state of another run":
+        saved["optimizer"]["state"]["__int_keys__"] = [[99, {}]]
+    elif damage == "latest a link":
+        latest.unlink()
+        latest.symlink_to("/etc/passwd")
+    else:
+        latest.unlink()
+        latest.mkdir()
+    state.write_text(json.dumps(saved))
+    words = {"a batch past the epoch": "stands at batch 1000000 of an epoch",
+             "an optimizer state of another run": "its optimizer state is not one per parameter",
+             "latest a link": "latest: is a link, not the pointer file", "latest a folder": "latest: is a folder"}
+    with pytest.raises(VaekitError, match=words[damage]) as refused:
+        train(None, run, resume=True, epochs=2, quiet=True)
+    assert "root:" not in str(refused.value)
+
+
+def test_a_run_with_nothing_left_to_train_says_so(tmp_path, capsys):
+    run = tmp_path / "run"
+    train(digits_run(2, two_stage_epochs=0, gmm_components=0), run, quiet=True)
+    capsys.readouterr()
+    assert train(None, run, resume=True, epochs=1, quiet=True)["epochs"] == 2
+    assert "nothing left to train: it has run 2 epochs and --epochs asks for 1" in capsys.readouterr().err

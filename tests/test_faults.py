@@ -317,6 +317,9 @@ CASES = {
         "train-labels-idx1-ubyte.gz: mnist labels lie in 0..9, found 200"),
     "config nested 100,000 deep": (lambda r, t: (r / "c.json").write_text("[" * 100_000 + "]" * 100_000),
                                    TRAIN_1 + ["--config", "c.json"], "nested more than 64 levels deep"),
+    "checkpoint config asking for another network": (
+        lambda r, t: edit_config(t, r, lambda c: c["model"].update(image_shape=[3, 1024, 1024])), ["sample", "run"],
+        "weights do not match the config ('decoder.2.bias': (64,) where the config makes (3145728,))"),
     "checkpoint config nested 100,000 deep": (
         lambda r, t: (copy_run(t, r) / "config.json").write_text('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}"),
         ["info", "run"], "config.json: not a readable JSON config (nested more than 64 levels deep)"),
@@ -400,3 +403,17 @@ def test_ctrl_c_while_the_process_exits_is_no_traceback(trained, tmp_path):
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=SLOW)
     assert proc.returncode == 0 and "Traceback" not in proc.stderr and "KeyboardInterrupt" not in proc.stderr
     assert "checkpoint" in proc.stdout
+
+
+def test_a_terminated_command_leaves_no_temporary_file_or_lock(trained, tmp_path):
+    """SIGTERM (kill, a scheduler's time limit) ends a command as Ctrl-C does: its temporary files and locks go."""
+    env = {**os.environ, "VAEKIT_DATA": str(tmp_path / "cache")}
+    proc = subprocess.Popen([sys.executable, "-m", "vaekit", "score", str(trained), "-k", "100000", "--out",
+                             "k.csv"], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + SLOW
+    while not (tmp_path / ".k.csv.lock").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(1)  # into the scoring, its temporary CSV open
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=SLOW) == 130 and "interrupted" in proc.stderr.read()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "cache") == []

@@ -252,6 +252,7 @@ def test_every_command_reads_a_folder_alike_and_writes_any_file_name(cli, tmp_pa
     shutil.copy(tmp_path / "la" / "0.png", tmp_path / "la" / name)
     (tmp_path / "la" / "0.png").unlink()
     cli("reconstruct", "run", "--data", "folder:la", "--out", "r.png")
+    assert "6 posterior means" in cli("encode", "run", "--data", "folder:la", "--out", "c.npy").stdout  # all of it
     out = cli("score", "run", "--data", "folder:la", "--out", "s.csv", "-k", "2").stdout
     assert "6 images" in out
     assert "caf\\xe9-\\xff.png" in (tmp_path / "s.csv").read_text(encoding="utf-8")

@@ -106,11 +106,11 @@ def test_overwrite_through_a_symlinked_run_folder(cli, tmp_path):
 def test_an_interrupted_replacement_restores_the_old_run(tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / RUN_MARKER).write_text("")
-    (tmp_path / "run" / "weights").write_text("old")
+    (tmp_path / "run" / "summary.json").write_text("old")
     with pytest.raises(KeyboardInterrupt), new_run_folder(tmp_path / "run", overwrite=True):
-        (tmp_path / "run" / "weights").write_text("half of the new run")
+        (tmp_path / "run" / "summary.json").write_text("half of the new run")
         raise KeyboardInterrupt
-    assert (tmp_path / "run" / "weights").read_text() == "old" and len(list(tmp_path.iterdir())) == 1
+    assert (tmp_path / "run" / "summary.json").read_text() == "old" and len(list(tmp_path.iterdir())) == 1
 
 
 def test_a_run_killed_before_writing_anything_starts_again_without_overwrite(tmp_path):
@@ -213,3 +213,12 @@ def test_the_classifier_cache_follows_the_content_not_the_name(tmp_path):
     assert first == cache_key(load_dataset(DataConfig(name=f"npz:{tmp_path / 'set.npz'}")))
     np.savez(tmp_path / "set.npz", x=rng.integers(0, 256, (200, 8, 8), dtype=np.uint8), y=labels)  # same name, count
     assert cache_key(load_dataset(DataConfig(name=f"npz:{tmp_path / 'set.npz'}"))) != first
+
+
+def test_overwrite_never_deletes_a_file_vaekit_did_not_write(cli, tmp_path):
+    """A run folder is vaekit's, but a file a user put in it is not: --overwrite refuses, naming it."""
+    cli("train", *DIGITS_1, "--out", "run")
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    line = one_error(cli("train", *DIGITS_1, "--out", "run", "--overwrite", check=False))
+    assert "holds 1 file vaekit did not write (notes.txt)" in line
+    assert (tmp_path / "run" / "notes.txt").read_text() == "mine"

@@ -17,7 +17,7 @@ def warn(message: str) -> None:
     """A one-line warning for the user on stderr (not Python's warnings machinery: always shown, no source line)."""
     import sys
 
-    print(f"vaekit: warning: {message}", file=sys.stderr)
+    print(f"vaekit: warning: {path_text(message)}", file=sys.stderr)
 
 
 def short(value: Any, limit: int = 60) -> str:
@@ -38,3 +38,11 @@ def path_text(path) -> str:
     import os
 
     return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def escaping(error: UnicodeEncodeError) -> tuple[str, int]:
+    """A codec error handler for the terminal: a byte of a file name that is not UTF-8 (which Python holds as a lone
+    surrogate) as \\xNN, anything else the stream cannot encode as a backslash escape."""
+    bad = error.object[error.start:error.end]
+    return "".join(f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else
+                   c.encode("ascii", "backslashreplace").decode("ascii") for c in bad), error.end

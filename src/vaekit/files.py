@@ -121,6 +121,16 @@ def remove_stale_temporaries(path: Path) -> None:
             p.unlink(missing_ok=True)
 
 
+def utf8(path: str | Path) -> bool:
+    """Whether a path is UTF-8 text (libraries in Rust or C, safetensors and TensorBoard's, open only those; a name
+    on Linux may be any bytes)."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def write_text(path: str | Path, text: str) -> None:
     """UTF-8 text; a file name that is not valid UTF-8 (as Linux allows) is written with backslash escapes."""
     with atomic_write(path) as tmp:

@@ -30,6 +30,27 @@ PRIORS_FILE = "priors.safetensors"
 CARD_FILE = "README.md"
 STATE_TENSORS = "state.safetensors"
 STATE_JSON = "state.json"
+METRICS_FILE, REPORT_FILE, THRESHOLDS_FILE = "metrics.json", "report.html", "thresholds.json"  # compare, ood, oneclass
+GRAPHS = ("encoder.onnx", "decoder.onnx")  # an export's (a large one's weights beside them: encoder.onnx.data)
+
+# Every name vaekit writes at the top of one of its output folders (a run, a comparison, an ood or one-class folder,
+# an export); folders of runs inside them (compare's ae/, vae/, oneclass's class-N/) carry their own marker.
+WRITTEN = {MARKER, RUN_FILE, "metrics.jsonl", "metrics.csv", "summary.json", "samples.png", CARD_FILE, "checkpoints",
+           "tensorboard", METRICS_FILE, REPORT_FILE, THRESHOLDS_FILE, "scores", CONFIG_FILE, WEIGHTS_FILE, PRIORS_FILE}
+
+
+def foreign(folder: Path) -> list[Path]:
+    """What in a folder vaekit wrote vaekit did not: any name it never writes there (its hidden temporary and lock
+    files aside), looked for inside the runs it holds too. What `--overwrite` would delete with it."""
+    found = []
+    for p in sorted(folder.iterdir()):
+        ours = p.name in WRITTEN or p.name.startswith(GRAPHS) or p.name.startswith(".") and (
+            ".tmp" in p.name or p.name.endswith(".lock"))
+        if p.is_dir() and not p.is_symlink() and (p / MARKER).is_file():
+            found += foreign(p)
+        elif not ours:
+            found.append(p)
+    return found
 
 
 @dataclass(frozen=True)
@@ -65,7 +86,7 @@ class RunFolder:
     def pointed(self, which: str) -> Path | None:
         """The checkpoint folder `latest` or `best` names, if the pointer exists and names a folder here."""
         file = self.pointer(which)
-        if not file.is_file():
+        if file.is_symlink() or not file.is_file():  # vaekit writes a plain file: a link is not its pointer
             return None
         name = file.read_text(encoding="utf-8", errors="replace").strip()
         target = self.checkpoints / name

@@ -25,7 +25,7 @@ from typing import IO
 
 from vaekit.errors import VaekitError, warn
 from vaekit.files import HOST, alive, parse_json, temporaries, write_text
-from vaekit.layout import MARKER, RunFolder
+from vaekit.layout import MARKER, METRICS_FILE, REPORT_FILE, RunFolder, foreign
 
 try:
     import fcntl
@@ -152,10 +152,6 @@ def check_outputs(files: Sequence[Path], inputs: Iterable[Path], overwrite: bool
     seen: dict[Path, Path] = {}
     for out in files:
         out = Path(out)
-        if out.exists() and not out.is_file():
-            raise VaekitError(f"{out}: exists and is not a regular file; vaekit writes only files")
-        if out.exists() and not overwrite:
-            raise VaekitError(f"{out}: exists; pass --overwrite to replace it")
         target = real(out)
         if target in seen:
             raise VaekitError(f"{out}: named as two outputs ({seen[target]} and {out} are the same file); give each "
@@ -167,6 +163,10 @@ def check_outputs(files: Sequence[Path], inputs: Iterable[Path], overwrite: bool
                 what = "lies inside" if inside(target, source) else "is"
                 raise VaekitError(f"{out}: {what} the input {shown} of this command; writing it would destroy what "
                                   "is being read; choose another output")
+        if out.exists() and not out.is_file():
+            raise VaekitError(f"{out}: exists and is not a regular file; vaekit writes only files")
+        if (out.exists() or out.is_symlink()) and not overwrite:  # a link to nothing is someone's too
+            raise VaekitError(f"{out}: exists{' (a link)' * out.is_symlink()}; pass --overwrite to replace it")
     for folder in folders:
         target = real(Path(folder))
         if target in seen:
@@ -207,7 +207,7 @@ def is_vaekit_run(folder: Path) -> bool:
 def looks_like_compare(folder: Path) -> bool:
     """A `vaekit compare` folder from before the marker: its metrics.json holds a comparison's own keys and its
     report.html is vaekit's page (any folder that merely has files by those two common names is not one)."""
-    metrics, report = folder / "metrics.json", folder / "report.html"
+    metrics, report = folder / METRICS_FILE, folder / REPORT_FILE
     if not (metrics.is_file() and report.is_file()) or metrics.stat().st_size > 50 << 20:
         return False
     try:
@@ -243,13 +243,21 @@ def check_run_folder(out: str | Path, overwrite: bool, inputs: Iterable[Path] = 
         if not is_vaekit_run(out):
             raise VaekitError(f"{out}: not a vaekit run folder, so --overwrite will not replace it; choose another "
                               "--out")
+        mine = foreign(out)
+        if mine:
+            names = ", ".join(str(p.relative_to(out)) for p in mine[:4]) + (", ..." if len(mine) > 4 else "")
+            raise VaekitError(f"{out}: holds {len(mine)} file{'s' * (len(mine) > 1)} vaekit did not write ({names}), "
+                              "which --overwrite would delete with it; move them away, or choose another --out")
     return out
 
 
 @contextmanager
-def new_run_folder(out: str | Path, overwrite: bool, inputs: Iterable[Path] = ()) -> Iterator[Path]:
+def new_run_folder(out: str | Path, overwrite: bool, inputs: Iterable[Path] = (), keep_failed: bool = True
+                   ) -> Iterator[Path]:
     """An empty run folder at `out` for the body of the `with` block; call it after every input is validated. The
-    folder is locked for the block: a second process writing the same folder is refused in one line.
+    folder is locked for the block: a second process writing the same folder is refused in one line. A block that
+    fails leaves what it wrote where that can be continued (`keep_failed`: a training run's checkpoints); otherwise
+    the folder it made goes with it.
 
     With `overwrite`, an existing vaekit run is moved aside first, deleted when the block completes, and put
     back if it fails (or, if this process is killed, by the next run into `out`: `restore_interrupted`); any other
@@ -271,7 +279,10 @@ def new_run_folder(out: str | Path, overwrite: bool, inputs: Iterable[Path] = ()
         try:
             yield out
         except BaseException:
-            _put_back(out, aside)
+            if aside is not None:
+                _put_back(out, aside)
+            elif not keep_failed:
+                shutil.rmtree(out, ignore_errors=True)  # made here, empty but for the marker when the block began
             raise
         finish(out, [aside] if aside is not None else [])
 

@@ -7,6 +7,7 @@ parse, call the library, and print.
 from __future__ import annotations
 
 import argparse
+import codecs
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -15,7 +16,7 @@ from vaekit.cli import models, runs, scoring
 from vaekit.cli.flags import HelpFormatter, Parser, add_config_flags, model_names, named_path, number
 from vaekit.cli.models import MAX_GRID
 from vaekit.config import MAX_K, MIN_SAMPLES, PRDC_K
-from vaekit.errors import VaekitError
+from vaekit.errors import VaekitError, escaping, path_text
 
 QUALITY = ("Sample quality is measured on the features of a small classifier trained on the data set's labels "
            "(cached): Frechet distance, KID, precision, recall, density, coverage and confidence, comparable within "
@@ -52,14 +53,22 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     common.add_argument("--overwrite", action="store_true", help="replace existing output files")
 
-    data_flags = argparse.ArgumentParser(add_help=False)
-    data_flags.add_argument("--data", help="data set to take images from (default: the one the model was trained on)")
-    data_flags.add_argument("--split", default="test", choices=["train", "val", "test"], help="which split")
+    reading = argparse.ArgumentParser(add_help=False)  # commands that read another data set's images
+    reading.add_argument("--skip-bad-images", action="store_true", help="with --data (or an --ood folder): skip "
+                         "unreadable images of a folder with a warning instead of stopping")
+    reading.add_argument("--hidden-files", action="store_true", help="with --data (or an --ood folder): also read a "
+                         "folder's hidden files and folders (names starting with '.'), which are skipped by default")
+
+    data_flags = argparse.ArgumentParser(add_help=False, parents=[reading])
+    data_flags.add_argument("--data", help="data set to take images from (default: the one the model was trained on), "
+                            "read with the model's size and channels")
+    data_flags.add_argument("--split", choices=["train", "val", "test"],
+                            help="which split (default: test of the model's own data, all of another --data)")
 
     add_run_commands(command, run_flags)
     add_model_commands(command, common, data_flags)
-    add_checkpoint_commands(command, common)
-    add_scoring_commands(command, common, run_flags)
+    add_checkpoint_commands(command, common, reading)
+    add_scoring_commands(command, common, run_flags, reading)
     p = command("cache", runs.cmd_cache, "list or remove the decoded copies of large image folders",
                 "Image folders larger than --max-in-memory-gb are decoded once into a uint8 file under the data "
                 "directory, then read from there by every run. 'list' shows those copies (source folder, images, "
@@ -153,12 +162,13 @@ def add_model_commands(command: Command, common: argparse.ArgumentParser, data_f
                    "index)")
 
 
-def add_checkpoint_commands(command: Command, common: argparse.ArgumentParser) -> None:
+def add_checkpoint_commands(command: Command, common: argparse.ArgumentParser,
+                            reading: argparse.ArgumentParser) -> None:
     """evaluate, serve, info."""
     p = command("evaluate", runs.cmd_evaluate, "measure a checkpoint on its test set",
                 "Test -ELBO split into reconstruction and KL, importance-sampled NLL (where the model has a density), "
                 "latent diagnostics, and sample quality from the model's prior and from each sampler fitted to its "
-                f"codes. {QUALITY}", [common])
+                f"codes. {QUALITY}", [common, reading])
     p.add_argument("--data", help="data set (default: the one the model was trained on)")
     p.add_argument("-k", type=number(int, 1, MAX_K),
                    help="importance samples per image (default 1000, 100 with --quick)")
@@ -207,8 +217,8 @@ def add_checkpoint_commands(command: Command, common: argparse.ArgumentParser) -
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
-def add_scoring_commands(command: Command, common: argparse.ArgumentParser,
-                         run_flags: argparse.ArgumentParser) -> None:
+def add_scoring_commands(command: Command, common: argparse.ArgumentParser, run_flags: argparse.ArgumentParser,
+                         reading: argparse.ArgumentParser) -> None:
     """score, ood, oneclass: how badly a model explains images, as anomaly scores."""
     p = command("score", scoring.cmd_score, "per-image anomaly scores to a CSV file",
                 "Score every image by how badly the model explains it, into a CSV file (split, index, label, class, "
@@ -219,7 +229,7 @@ def add_scoring_commands(command: Command, common: argparse.ArgumentParser,
                 "minus png_bits). A conditional model's scores never use an image's own label: is_nll and nelbo take "
                 "it out of p(x) = the mean of p(x|y) over the classes, recon is the best class's error, and code_nll "
                 "is left out (one pass per class, at most 100 classes). Streamed in batches: any number of images in "
-                "bounded memory.", [common])
+                "bounded memory.", [common, reading])
     p.add_argument("--data", help="data set to score (default: the one the model was trained on), read with the "
                    "model's settings; e.g. folder:new-images")
     p.add_argument("--split", choices=["train", "val", "test", "all"],
@@ -236,7 +246,7 @@ def add_scoring_commands(command: Command, common: argparse.ArgumentParser,
                 "separates them: AUROC, AUPRC and the false-positive rate at 95% true positives, with ROC curves and "
                 "score histograms in a self-contained report.html. Thresholds for a target false-positive rate (--fpr) "
                 "are chosen on the model's validation images and saved to thresholds.json, for `vaekit score "
-                "--threshold`. Writes metrics.json and scores/*.csv too.", [common])
+                "--threshold`. Writes metrics.json and scores/*.csv too.", [common, reading])
     p.add_argument("--ood", action="append", required=True, metavar="SET",
                    help="an out-of-distribution set (repeatable): held-out (the classes a model trained with --classes "
                    "never saw), noise, invert, hflip, vflip (corruptions of its test images), or a data set: "
@@ -266,9 +276,10 @@ def add_scoring_commands(command: Command, common: argparse.ArgumentParser,
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The one boundary: every failure a user can cause ends here as one line on stderr and exit status 2."""
+    codecs.register_error("vaekit-escape", escaping)
     for stream in (sys.stdout, sys.stderr):  # file names need not be UTF-8 (Linux): shown escaped, never a crash
         if hasattr(stream, "reconfigure"):
-            stream.reconfigure(errors="backslashreplace")
+            stream.reconfigure(errors="vaekit-escape")
     try:
         args = build_parser().parse_args(argv)
         status = args.fn(args)
@@ -308,6 +319,10 @@ def entry() -> None:
     Ctrl-C can no longer turn into a traceback from some library's exit handler, the work being done."""
     import signal
 
+    def stopped(*_):  # SIGTERM (kill, a scheduler's time limit) as Ctrl-C: temporary files and locks are removed
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stopped)
     status = main()
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -320,7 +335,7 @@ def entry() -> None:
 
 def fail(message: str, limit: int = 400) -> int:
     """One line on stderr; a message echoing a huge input (a path, a value) is cut in the middle."""
-    message = " ".join(message.split())
+    message = " ".join(path_text(message).split())  # a path that is not UTF-8: its bytes escaped, as \xff
     if len(message) > limit:
         message = f"{message[:limit // 2]} ... {message[-limit // 2:]}"
     print(f"vaekit: error: {message}", file=sys.stderr)

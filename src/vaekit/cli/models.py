@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import sys
 import zipfile
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -136,7 +138,10 @@ def data_config_for(model, args: argparse.Namespace):
     from vaekit.data.shifts import other_data_config
 
     config = trained_data_config(model.meta)
-    return other_data_config(config, args.data, model.config.image_shape) if args.data else config
+    config = other_data_config(config, args.data, model.config.image_shape) if args.data else config
+    asked = vars(args)
+    return dataclasses.replace(config, skip_bad_images=config.skip_bad_images or asked.get("skip_bad_images", False),
+                               hidden_files=config.hidden_files or asked.get("hidden_files", False))
 
 
 def data_inputs(model, args: argparse.Namespace) -> list[Path]:
@@ -156,11 +161,21 @@ def dataset_for(model, args: argparse.Namespace, whole: bool = False, labelled: 
     data = evaluation_view(load_dataset(config, whole=whole and bool(args.data)), config)
     if not args.data:
         data.check_unchanged(model.meta.get("data_split"), args.checkpoint)
+    for note in data.notes if args.data else ():  # what reading another set did (the model's own: said in training)
+        print(f"data: {note}", file=sys.stderr)
     if data.shape != tuple(model.config.image_shape):
         raise VaekitError(f"{config.name}: images are {data.shape}, the model wants {tuple(model.config.image_shape)}")
     for split in (data.train, data.val, data.test) if labelled else ():
         model.conditioning.check(split.labels, data.spec)
     return data, config
+
+
+def images_for(model, args: argparse.Namespace):
+    """What reconstruct and encode read: --split of the model's own data (test unless given), or all of a folder or
+    array file given as --data (a built-in set: its test split, unless --split names another)."""
+    whole = bool(args.data) and args.split is None
+    data = dataset_for(model, args, whole=whole)[0]
+    return data.test if whole else data.split(args.split or "test")
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
@@ -175,9 +190,9 @@ def reconstruct(model, device, args: argparse.Namespace) -> int:
     from vaekit.data import Batches
     from vaekit.images import save_grid
 
-    images = dataset_for(model, args)[0].split(args.split)
+    images = images_for(model, args)
     if not len(images):
-        raise VaekitError(f"no {args.split} images to reconstruct")
+        raise VaekitError(f"no {args.split or 'test'} images to reconstruct")
     n = min(args.n, len(images))
     x, y = next(iter(Batches(images.subset(torch.arange(n)), n, device)))
     with torch.no_grad():
@@ -209,7 +224,7 @@ def encode(model, device, args: argparse.Namespace) -> int:
     from vaekit.progress import bar
 
     out = Path(args.out)
-    images = dataset_for(model, args)[0].split(args.split)
+    images = images_for(model, args)
     check_batch(model.config, max(1, min(args.batch_size, len(images))), "--batch-size", device=device)
     with npy_writer(out, (len(images), model.latent_dim), np.float32) as write, torch.no_grad():  # any N fits
         for x, y in bar(Batches(images, args.batch_size, device), desc="encoding"):
@@ -296,7 +311,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             words = f"{export.parity_words(diff)} ({what} and their codes, with as many draws from N(0, I))"
             extra = [export.usage(model) + f"\nChecked at export with onnxruntime (CPU): {words}.\n"]
             print(f"ONNX: {words}")
-        with new_run_folder(args.out, args.overwrite, sources) as out:
+        with new_run_folder(args.out, args.overwrite, sources, keep_failed=False) as out:
             model.save_pretrained(out, {**model.meta, **({"test": test} if test else {})})
             for file in graphs.values():
                 shutil.move(file, out / file.name)

@@ -90,7 +90,7 @@ def cmd_ood(args: argparse.Namespace) -> int:
     name = Path(args.checkpoint).resolve().name
     out = Path(args.out) if args.out else Path("runs") / f"ood-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     m = ood(args.checkpoint, args.ood, out, ood_settings(args), pick_device(args.device), overwrite=args.overwrite,
-            quiet=args.quiet)
+            quiet=args.quiet, reading={"skip_bad_images": args.skip_bad_images, "hidden_files": args.hidden_files})
     if args.quiet:
         print(json.dumps({"run": str(out), "best": m["best"], "sets": m["sets"]}))
         return 0

@@ -25,7 +25,7 @@ from vaekit.data.decode import decode_files
 from vaekit.data.folder import Scan, scan_folder
 from vaekit.data.idx import read_idx
 from vaekit.data.sets import Dataset, FileImages, ImageSet, TensorImages, from_arrays, split_indices
-from vaekit.errors import VaekitError, printable
+from vaekit.errors import VaekitError, path_text, printable
 from vaekit.progress import bar
 
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -187,7 +187,8 @@ def load_array_file(path: str, config: DataConfig, split: bool = True) -> Datase
     images, labels = read_array_file(file, memory_budget(config))
     images = to_uint8_images(images, str(file))
     labels, classes, source = array_labels(labels, len(images), file)
-    return three_way(from_arrays(images, labels), config, f"npz:{file}" if file.suffix == ".npz" else f"npy:{file}",
+    kind = "npz" if file.suffix == ".npz" else "npy"
+    return three_way(from_arrays(images, labels), config, f"{kind}:{path_text(file)}",
                      classes, source, split, digest(images, labels))
 
 
@@ -238,7 +239,8 @@ def load_folder(path: str, config: DataConfig, split: bool = True) -> Dataset:
                           config.skip_bad_images)
         notes.append(f"larger than --max-in-memory-gb {config.max_in_memory_gb:g}: decoded anew every epoch "
                      "(--no-folder-cache)")
-    data = three_way(full, config, f"folder:{root}", scan.classes, scan.label_source, split, scan.fingerprint(root))
+    data = three_way(full, config, f"folder:{path_text(root)}", scan.classes, scan.label_source, split,
+                     scan.fingerprint(root))
     data.notes, data.revised = notes, scan.revised
     return data
 

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from vaekit.config import MAX_CLASSES
 from vaekit.data import Batches, Dataset
 from vaekit.errors import VaekitError, warn
-from vaekit.files import atomic_write, read_record, write_json
+from vaekit.files import read_record, write_json
 from vaekit.progress import bar
 
 FEATURES = 128  # the penultimate layer's width: what sample quality is measured on
@@ -101,8 +101,7 @@ class CachedClassifier(BaseModel):
 
 def load_or_train_classifier(data: Dataset, cache_dir: Path, quiet: bool = False) -> tuple[FeatureClassifier, float]:
     """The cached classifier for this data set, trained on first use (safetensors + JSON)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, save_file
+    from vaekit.models.saving import read_safetensors, write_safetensors
 
     folder = cache_dir / "classifiers" / cache_key(data)
     weights, meta_file = folder / "model.safetensors", folder / "meta.json"
@@ -110,14 +109,13 @@ def load_or_train_classifier(data: Dataset, cache_dir: Path, quiet: bool = False
         try:
             meta = read_record(meta_file, CachedClassifier, "cached classifier description")
             model = FeatureClassifier(tuple(meta.shape), meta.n_classes)
-            model.load_state_dict(load_file(str(weights)))
+            model.load_state_dict(read_safetensors(weights))
             return model.eval(), meta.accuracy
-        except (VaekitError, SafetensorError, OSError, RuntimeError) as e:  # a damaged cache: made again
+        except (VaekitError, OSError, RuntimeError) as e:  # a damaged cache: made again
             warn(f"the cached feature classifier in {folder} is damaged ({str(e)[:200]}); training it again")
     model, accuracy = train_classifier(data, quiet=quiet)
     folder.mkdir(parents=True, exist_ok=True)
-    with atomic_write(weights) as tmp:
-        save_file({k: v.cpu() for k, v in model.state_dict().items()}, str(tmp))
+    write_safetensors(weights, model.state_dict())
     write_json(meta_file, {"spec": data.spec, "shape": list(model.shape), "n_classes": model.n_classes,
                                   "accuracy": accuracy})
     return model, accuracy

@@ -129,7 +129,13 @@ MAX_PARAMETERS = 2_000_000_000  # 8 GB of float32 weights, before Adam's two cop
 
 def build_model(config: ModelConfig) -> Autoencoder:
     """Build a model, after counting its parameters on the meta device (no memory): a config asking for a
-    network beyond MAX_PARAMETERS is refused before anything is allocated."""
+    network beyond MAX_PARAMETERS, or beyond the memory free, is refused before anything is allocated."""
+    check_size(config)
+    return Autoencoder(config)
+
+
+def check_size(config: ModelConfig) -> None:
+    """The network of `config`, counted on the meta device, within MAX_PARAMETERS and the host's free memory."""
     size = parameter_count(config)
     if size > MAX_PARAMETERS:
         raise VaekitError(f"the model would have {size:,} parameters (more than {MAX_PARAMETERS:,}); use a smaller "
@@ -141,7 +147,6 @@ def build_model(config: ModelConfig) -> Autoencoder:
         raise VaekitError(f"the model's {size:,} parameters need {4 * size / 2**30:.1f} GiB, more than the "
                           f"{free / 2**30:.1f} GiB free; use a smaller --image-size, --hidden, --conv-channels or "
                           "--latent-dim")
-    return Autoencoder(config)
 
 
 def parameter_count(config: ModelConfig) -> int:

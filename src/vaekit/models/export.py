@@ -26,9 +26,10 @@ from torch import Tensor, nn
 
 from vaekit.config import class_word
 from vaekit.errors import VaekitError
+from vaekit.layout import GRAPHS
 from vaekit.models.autoencoder import Autoencoder
 
-ENCODER, DECODER = "encoder.onnx", "decoder.onnx"
+ENCODER, DECODER = GRAPHS
 OPSET = 18
 TOLERANCE = 1e-3  # the largest difference from PyTorch an export may show (float32 rounding is far below it)
 EXTRA = "pip install onnx onnxscript onnxruntime (the extra vaekit[export])"

@@ -154,6 +154,10 @@ class GaussianMixture(nn.Module):
         if len(codes64) < 2 or not torch.isfinite(codes.detach()).all():
             raise ValueError(f"cannot fit a mixture to {len(codes64)} codes that are not all finite numbers")
         k, (n, dim) = max(1, min(components, len(codes64))), codes64.shape
+        if dim > MAX_MIXTURE_DIM:  # EM factors k covariances of dim^2 at every step: hours past a few hundred
+            raise ValueError(f"a mixture of full-covariance components over {dim}-dimensional codes is not fitted "
+                             f"(at most {MAX_MIXTURE_DIM} dimensions: EM would take hours); sample through the "
+                             "two-stage VAE instead")
         needed = 8 * (4 * k * dim * dim + 3 * n * max(k, dim))  # covariances, their factors, EM's temporaries
         free = free_bytes(torch.device("cpu"))
         if free is not None and needed > free:
@@ -205,6 +209,7 @@ class TwoStage(nn.Module):
 
 
 MAX_COMPONENTS = 10_000
+MAX_MIXTURE_DIM = 512  # code dimensions a full-covariance mixture is fitted to (the default latents: 8 to 64)
 GMM_FIT_CODES = 20_000  # training codes an ex-post mixture is fitted to
 
 

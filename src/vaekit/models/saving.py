@@ -20,9 +20,9 @@ from torch import Tensor
 
 from vaekit.config import MAX_CLASSES, ModelConfig, from_dict, to_dict
 from vaekit.errors import VaekitError, short
-from vaekit.files import atomic_write, parse_json, write_json
+from vaekit.files import atomic_write, parse_json, utf8, write_json
 from vaekit.layout import CONFIG_FILE, PRIORS_FILE, WEIGHTS_FILE, RunFolder
-from vaekit.models.autoencoder import Autoencoder, build_model
+from vaekit.models.autoencoder import Autoencoder, check_size
 from vaekit.models.priors import FITTED
 
 FORMAT_VERSION = 4
@@ -54,17 +54,26 @@ def save_priors(model: Autoencoder, folder: Path) -> None:
 
 
 def write_safetensors(file: Path, tensors: dict[str, Tensor]) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save, save_file
 
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     with atomic_write(file) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
+        if utf8(tmp):
+            save_file(tensors, str(tmp))
+        else:  # through Python's own file, which takes any name
+            tmp.write_bytes(save(tensors))
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Autoencoder:
-    """A model folder, or a run folder's best (else latest) checkpoint."""
+    """A model folder, or a run folder's best (else latest) checkpoint. The weights file's declared shapes are
+    checked against the config before the network is built (a config edited to ask for a huge network is refused
+    before it is allocated)."""
     folder = resolve_checkpoint(path)
     config = read_model_config(folder)
-    model = build_model(from_dict(ModelConfig, config["model"], f"{folder / CONFIG_FILE}: model"))
+    model_config = from_dict(ModelConfig, config["model"], f"{folder / CONFIG_FILE}: model")
+    check_shapes(folder, model_config)
+    check_size(model_config)
+    model = Autoencoder(model_config)
     weights = read_safetensors(folder / WEIGHTS_FILE)
     bad = next((k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
     if bad is not None:
@@ -141,19 +150,49 @@ def load_priors(model: Autoencoder, file: Path) -> None:
 
 def read_safetensors(file: Path) -> dict[str, Tensor]:
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors.torch import load, load_file
 
     try:
-        return load_file(str(file))
+        return load_file(str(file)) if utf8(file) else load(file.read_bytes())
     except (SafetensorError, OSError, ValueError) as e:
         raise VaekitError(f"{file}: not a readable safetensors file ({str(e)[:200]})") from None
 
 
+MAX_HEADER = 100 << 20  # a safetensors header (JSON of names, types and shapes) is a few kB per thousand tensors
+
+
+def declared_shapes(file: Path) -> dict[str, tuple[int, ...]]:
+    """The tensors a safetensors file declares, by name and shape, from its header alone (8 bytes of length, then
+    JSON): nothing is allocated for the data."""
+    try:
+        with open(file, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            if not 2 <= size <= min(MAX_HEADER, file.stat().st_size - 8):
+                raise ValueError(f"a header of {size} bytes")
+            header = parse_json(f.read(size).decode("utf-8"))
+        return {name: tuple(entry["shape"]) for name, entry in header.items() if name != "__metadata__"}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+        raise VaekitError(f"{file}: not a readable safetensors file ({str(e)[:200]})") from None
+
+
+def check_shapes(folder: Path, config: ModelConfig) -> None:
+    """The weights file declares the tensors of the network `config` describes, shape for shape (the network counted
+    on the meta device), or the checkpoint is refused before anything is built."""
+    declared = declared_shapes(folder / WEIGHTS_FILE)
+    with torch.device("meta"):
+        expected = {name: tuple(t.shape) for name, t in Autoencoder(config).state_dict().items()}
+    wrong = next((n for n in sorted(expected) if declared.get(n) != expected[n]), None) or \
+        next((n for n in sorted(declared) if n not in expected), None)
+    if wrong is not None:
+        what = f"{wrong!r}: {declared.get(wrong, 'missing')} where the config makes {expected.get(wrong, 'none')}"
+        raise VaekitError(f"{folder}: weights do not match the config ({what[:200]})")
+
+
 def checkpoint_files(path: str | Path) -> list[Path]:
-    """What a command reading this checkpoint reads, which no output may write over: the checkpoint folder and, for
-    a run folder, its checkpoints, settings and summary."""
+    """What a command reading this checkpoint reads, where no output may go: the checkpoint folder and, for a run
+    folder, all of it (its checkpoints, settings and summary, and the log and card a later --resume extends)."""
     run = RunFolder(Path(path))
-    return [resolve_checkpoint(path), *((run.checkpoints, run.run_json, run.summary) if run.looks_like_run() else ())]
+    return [resolve_checkpoint(path), *((run.root,) if run.looks_like_run() else ())]
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

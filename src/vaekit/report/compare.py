@@ -33,7 +33,7 @@ from vaekit.evaluation.evaluate import (
 from vaekit.evaluation.inception import verified as verified_inception
 from vaekit.evaluation.latent import interpolate
 from vaekit.files import parse_json, write_json, write_text
-from vaekit.layout import RunFolder
+from vaekit.layout import METRICS_FILE, REPORT_FILE, RunFolder
 from vaekit.models import PRESETS, Autoencoder, load_model
 from vaekit.models.conditioning import line_labels
 from vaekit.models.saving import checkpoint_files
@@ -147,9 +147,9 @@ def measure(run: RunConfig, out: Path, models: dict[str, Autoencoder], data: Dat
             name: ref.classifier.features_and_confidence(imgs[:, 1:-1].flatten(0, 1))[1].mean().item()
             for name, imgs in interpolations.items()}
     metrics["seconds"] = time.perf_counter() - started
-    write_json(out / "metrics.json", metrics)
-    write_text(out / "report.html", render(metrics, models, evals, data, histories, settings, interpolations))
-    say(summary_line(metrics) + f"\nreport: {out / 'report.html'}")
+    write_json(out / METRICS_FILE, metrics)
+    write_text(out / REPORT_FILE, render(metrics, models, evals, data, histories, settings, interpolations))
+    say(summary_line(metrics) + f"\nreport: {out / REPORT_FILE}")
     return metrics
 
 

@@ -20,7 +20,7 @@ from vaekit.data.classes import class_words, keep_classes
 from vaekit.data.sets import pick
 from vaekit.data.sources import data_paths
 from vaekit.devices import pick_device
-from vaekit.errors import VaekitError
+from vaekit.errors import VaekitError, path_text
 from vaekit.evaluation.detection import flagged
 from vaekit.evaluation.ood import OodResult, OodSettings, measure_ood, ood_images
 from vaekit.evaluation.scores import (
@@ -32,6 +32,7 @@ from vaekit.evaluation.scores import (
     scores_available,
 )
 from vaekit.files import csv_writer, read_record, write_json, write_text
+from vaekit.layout import METRICS_FILE, REPORT_FILE, THRESHOLDS_FILE
 from vaekit.models import Autoencoder, load_model
 from vaekit.models.saving import checkpoint_files, resolve_checkpoint
 from vaekit.outputs import new_run_folder
@@ -140,20 +141,25 @@ def own_data(model: Autoencoder) -> Dataset:
 
 
 def ood(checkpoint: str, specs: list[str], out: Path, s: OodSettings, device: torch.device, *,
-        overwrite: bool = False, quiet: bool = False) -> dict[str, Any]:
-    """Score the model's test images and each OOD set; write metrics.json, thresholds.json, scores/*.csv and
-    report.html into the folder `out`. Every input is read before `out` is touched."""
+        overwrite: bool = False, quiet: bool = False, reading: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Score the model's test images and each OOD set (folders read with `reading`: skip_bad_images, hidden_files);
+    write metrics.json, thresholds.json, scores/*.csv and report.html into the folder `out`. Every input is read
+    before `out` is touched; a failure leaves no half-written folder."""
     model = load_model(checkpoint, map_location=device).eval()
     check_scorable(model.classes)
     data, config = own_data(model), trained_data_config(model.meta)
-    images, described = ood_images(model, data, config, specs, s)
     inputs = [*checkpoint_files(checkpoint), *data_paths(config), *(p for spec in specs for p in spec_paths(spec))]
-    with new_run_folder(out, overwrite, inputs):
+    images, described = ood_images(model, data, replace(config, **(reading or {})), specs, s)
+    names = {spec: path_text(spec) for spec in specs}  # a path that is not UTF-8, as text for pages and files
+    images = {names.get(k, k): v for k, v in images.items()}
+    described = {names[k]: v for k, v in described.items()}
+    specs = list(names.values())
+    with new_run_folder(out, overwrite, inputs, keep_failed=False):
         result = measure_ood(model, data, images, described, s, quiet)
         m = result.metrics
         m.update(checkpoint=str(resolve_checkpoint(checkpoint)), data=data.spec, notes=data.notes)
-        write_json(out / "metrics.json", m)
-        write_json(out / "thresholds.json", {
+        write_json(out / METRICS_FILE, m)
+        write_json(out / THRESHOLDS_FILE, {
             "kind": THRESHOLDS_KIND, "version": 1, "checkpoint": m["checkpoint"], "model_sha1": fingerprint(model),
             "k": m["k"], "fpr": s.fpr, "chosen_on": f"{m['sizes']['val']} validation images of {data.spec}",
             "score": m["best"], "thresholds": m["thresholds"]})
@@ -164,7 +170,7 @@ def ood(checkpoint: str, specs: list[str], out: Path, s: OodSettings, device: to
         for name in ("test", *specs):
             with csv_writer(out / "scores" / f"{files[name]}.csv", csv_header(m["scores"], None)) as write:
                 append_scores(write, name, images[name], [result.scores[name]], m["scores"], data.classes)
-        write_text(out / "report.html", render_ood(result, f"vaekit: {model.kind.upper()} on {data.spec}, "
+        write_text(out / REPORT_FILE, render_ood(result, f"vaekit: {model.kind.upper()} on {data.spec}, "
                                                    f"against {', '.join(specs)}", ood_meta(m, model, s)))
     return m
 
@@ -212,8 +218,8 @@ def one_class(run: RunConfig, out: Path, s: OodSettings, *, protocol: str = "one
         for c in present:
             rows.append(one_class_row(run, full, c, present, protocol, out, s, quiet))
         m = one_class_metrics(run, full, rows, protocol, s, time.perf_counter() - started)
-        write_json(out / "metrics.json", m)
-        write_text(out / "report.html", render_one_class(m, f"vaekit: one-class AUROC of a {run.model.kind.upper()} "
+        write_json(out / METRICS_FILE, m)
+        write_text(out / REPORT_FILE, render_one_class(m, f"vaekit: one-class AUROC of a {run.model.kind.upper()} "
                                                          f"on {full.spec}", [m["settings_words"]]))
     return m
 

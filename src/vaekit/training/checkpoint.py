@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -22,11 +23,11 @@ import torch
 from torch import Tensor
 
 from vaekit.config import from_dict
-from vaekit.errors import VaekitError, printable, short
+from vaekit.errors import VaekitError, short
 from vaekit.files import fsync_dir, parse_json, write_json, write_text
 from vaekit.layout import CONFIG_FILE, STATE_JSON, STATE_TENSORS, WEIGHTS_FILE, RunFolder, step_of
 from vaekit.models import Autoencoder
-from vaekit.models.saving import write_safetensors
+from vaekit.models.saving import read_safetensors, write_safetensors
 
 
 @dataclass
@@ -138,10 +139,14 @@ def resume_point(run_dir: Path) -> tuple[Path | None, str | None]:
     if not found:
         return None, None
     pointer = run.pointer("latest")
+    if pointer.is_symlink() or pointer.exists() and not pointer.is_file():
+        kind = "a link" if pointer.is_symlink() else "a folder" if pointer.is_dir() else "a special file"
+        raise VaekitError(f"{pointer}: is {kind}, not the pointer file vaekit writes there; move it away and resume "
+                          f"again (the newest complete checkpoint is {found[-1].name})")
     try:
-        text = pointer.read_text(encoding="utf-8", errors="replace").strip() if pointer.is_file() else None
-        why = "is missing" if text is None else f"names {short(printable(text, 80))}, which is not a checkpoint of " \
-            "this run"
+        text = pointer.read_text(encoding="utf-8", errors="replace").strip() if pointer.exists() else None
+        shown = short(text) if text is not None and re.fullmatch(r"[\w.-]{1,60}", text) else "something else"
+        why = "is missing" if text is None else f"names {shown}, which is not a checkpoint of this run"
     except OSError as e:
         why = f"cannot be read ({e.strerror or e})"
     return found[-1], f"{pointer} {why}; continuing from {found[-1].name}, the newest complete checkpoint"
@@ -149,14 +154,11 @@ def resume_point(run_dir: Path) -> tuple[Path | None, str | None]:
 
 def load_checkpoint(folder: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
     """A checkpoint folder's training state: its JSON and its tensors."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     try:
         state = parse_json((folder / STATE_JSON).read_text(encoding="utf-8"))
-        tensors = load_file(str(folder / STATE_TENSORS))
-    except (OSError, ValueError, SafetensorError) as e:
+    except (OSError, ValueError) as e:
         raise VaekitError(f"{folder}: unreadable training state ({str(e)[:200]})") from None
+    tensors = read_safetensors(folder / STATE_TENSORS)
     if not isinstance(state, dict) or not {"optimizer", "rng", "progress"} <= set(state):
         raise VaekitError(f"{folder / STATE_JSON}: not a vaekit training state (needs optimizer, rng, progress)")
     return state, tensors
@@ -168,12 +170,33 @@ def restore_training_state(folder: Path, state: dict[str, Any], tensors: dict[st
     stood; a state that does not fit this run is refused in one line naming the folder."""
     progress = Progress.from_dict(state["progress"], str(folder / STATE_JSON))
     try:
-        optimizer.load_state_dict(unpack(state["optimizer"], tensors))
+        saved = unpack(state["optimizer"], tensors)
+        check_optimizer_state(saved, optimizer, progress.step)
+        optimizer.load_state_dict(saved)
         set_rng_state(unpack(state["rng"], tensors))
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as e:
         raise VaekitError(f"{folder}: its training state does not fit this run ({type(e).__name__}: "
                           f"{str(e)[:200]}); start it again with --overwrite") from None
     return progress
+
+
+def check_optimizer_state(saved: dict[str, Any], optimizer: torch.optim.Optimizer, step: int) -> None:
+    """The optimizer state of a checkpoint holds what PyTorch would silently skip or take as it comes: a state for
+    each parameter its groups name, none for any other, and every tensor of one the shape of its parameter (a state
+    edited or from another run would make the resumed run no longer the uninterrupted one). Raises ValueError."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    ids = [i for group in saved["param_groups"] for i in group["params"]]
+    if len(ids) != len(params) or len(set(ids)) != len(ids):
+        raise ValueError(f"its optimizer names {len(ids)} parameters, this model has {len(params)}")
+    shapes = dict(zip(ids, (p.shape for p in params)))
+    kept = saved["state"]
+    if set(kept) - set(ids) or step > 0 and set(kept) != set(ids):
+        raise ValueError("its optimizer state is not one per parameter of its groups")
+    for i, values in kept.items():
+        for name, value in values.items():
+            if isinstance(value, Tensor) and value.dim() and value.shape != shapes[i]:
+                raise ValueError(f"its optimizer's {name} of parameter {i} has shape {tuple(value.shape)}, the "
+                                 f"parameter {tuple(shapes[i])}")
 
 
 def roll_back(run_dir: Path, before_step: int) -> Path | None:

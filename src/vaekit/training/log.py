@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from vaekit.errors import warn
-from vaekit.files import atomic_write, parse_json, write_text
+from vaekit.files import atomic_write, parse_json, utf8, write_text
 from vaekit.layout import RunFolder
 
 
@@ -55,12 +55,16 @@ class MetricsLog:
         if self.jsonl.is_file():  # resuming: drop rows written after the checkpoint
             self.rows = [r for r in read_rows(self.jsonl) if r["step"] <= keep_until_step]
         self._write()
+        self.tb = None
         try:
             from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(out.tensorboard))
         except ImportError:
-            self.tb = None
+            return
+        if not utf8(out.tensorboard):
+            warn(f"{out.tensorboard}: TensorBoard writes only under paths that are UTF-8 text; its events are left "
+                 "out (metrics.jsonl and metrics.csv have every row)")
+            return
+        self.tb = SummaryWriter(str(out.tensorboard))
 
     def add(self, row: dict[str, Any]) -> None:
         self.rows.append(row)

@@ -177,9 +177,23 @@ def start(run: RunConfig, model: Autoencoder, data: Dataset, out: RunFolder, inf
                       MetricsLog(out, keep_until_step=progress.step) if info.is_main else None, train_batches,
                       Batches(data.val, t.eval_batch_size, device, **shared), len(train_batches),
                       StepLog(t.max_bad_steps, device, CHECK_EVERY))
+    if resume:
+        check_progress(session)
     if not quiet:
         announce(session)
     return session
+
+
+def check_progress(s: Session) -> None:
+    """A resumed run's progress fits the run: a batch within an epoch (else one line naming the state file); a run
+    that has no epochs left to train says so."""
+    p, t = s.progress, s.run.train
+    if p.batch >= s.steps_per_epoch > 0:
+        raise VaekitError(f"{s.out.root}: its training state stands at batch {p.batch} of an epoch, and an epoch of "
+                          f"this run has {s.steps_per_epoch} batches; the state is not this run's")
+    if p.epoch >= t.epochs and s.info.is_main:
+        warn(f"{s.out.root}: nothing left to train: it has run {p.epoch} epochs and --epochs asks for {t.epochs} "
+             "(raise --epochs to train more); its best checkpoint is measured again")
 
 
 def resumed(run: RunConfig, model: Autoencoder, optimizer: torch.optim.Optimizer, out: RunFolder,
