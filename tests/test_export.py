@@ -161,7 +161,7 @@ def test_odd_metadata_is_refused_by_field_and_a_damaged_summary_costs_the_card_a
     handed odd sections, shows '?' and '-' for what it cannot read and never a local path."""
     import shutil
 
-    from vaekit.card import model_card
+    from vaekit.models.card import model_card
 
     run = tmp_path / "odd"
     shutil.copytree(runs / "vae", run)

@@ -11,7 +11,7 @@ from vaekit.errors import VaekitError
 from vaekit.evaluation.metrics import importance_sampled_nll
 from vaekit.models.objectives import imq_mmd, log_weights
 from vaekit.models.priors import two_stage_from_tensors
-from vaekit.training.expost import second_stage
+from vaekit.models.samplers import second_stage
 
 
 def model_of(kind, **settings):

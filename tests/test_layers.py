@@ -8,7 +8,7 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).parent.parent / "src" / "vaekit"
-BASICS = {"config", "errors", "files", "outputs", "layout", "devices", "images", "progress", "card"}
+BASICS = {"config", "errors", "files", "outputs", "layout", "devices", "images", "progress"}
 LAYERS = {**dict.fromkeys(BASICS, 0), "models": 1, "data": 1, "training": 2, "evaluation": 3, "report": 4, "web": 4,
           "cli": 5, "__main__": 6}
 
@@ -65,3 +65,34 @@ def test_functions_and_files_stay_small():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 70:
                 long.append(f"{file.relative_to(SRC)}:{node.lineno} {node.name}: {node.end_lineno - node.lineno + 1}")
     assert not long, long
+
+
+def docstrings(tree: ast.AST) -> set[int]:
+    """The ids of the string nodes that are docstrings (words about the code, not the code)."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                found.add(id(first.value))
+    return found
+
+
+def test_no_preset_or_sampler_is_named_outside_its_registry():
+    """Consumers iterate the registries (PRESETS, SAMPLERS) or ask for a role (PLAIN, VARIATIONAL, DENSITY, OWN);
+    a member's name is spelled in its registry alone (config.py's default names the default member)."""
+    from vaekit.models.presets import PRESETS
+    from vaekit.models.samplers import OWN, SAMPLERS
+
+    names = {*PRESETS, *SAMPLERS, OWN}
+    homes = {"models/presets.py", "models/samplers.py", "config.py"}
+    spelled = []
+    for file in sorted(SRC.rglob("*.py")):
+        where = str(file.relative_to(SRC))
+        if where in homes:
+            continue
+        tree = ast.parse(file.read_text())
+        skip = docstrings(tree)
+        spelled += [f"{where}:{node.lineno} {node.value!r}" for node in ast.walk(tree)
+                    if isinstance(node, ast.Constant) and node.value in names and id(node) not in skip]
+    assert not spelled, spelled

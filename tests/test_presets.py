@@ -16,7 +16,7 @@ from vaekit import PRESETS, ModelConfig, build_model, load
 from vaekit.errors import VaekitError
 from vaekit.evaluation.metrics import importance_sampled_nll
 from vaekit.models import GaussianMixture
-from vaekit.training.expost import second_stage
+from vaekit.models.samplers import second_stage
 
 SHAPES = [(1, 8, 8), (3, 16, 16)]
 FIXTURES = Path(__file__).parent / "fixtures" / "format-1"

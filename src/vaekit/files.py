@@ -7,7 +7,8 @@ gets (its umask). Only regular files are ever replaced. What a command may write
 writer at a time, run folders) is `outputs.py`.
 
 Files vaekit wrote and reads back (thresholds, descriptions, checkpoints' JSON) are parsed with their nesting
-bounded (`parse_json`) and every field checked (`read_record`), as flags are.
+bounded (`parse_json`) and every field checked (`read_record`), as flags are. Lock files (`exclusive`) keep one
+process at a time on one output or one decoded copy.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import socket
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -216,3 +217,73 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+# --- locks -------------------------------------------------------------------------------------------------
+
+try:
+    import fcntl
+except ImportError:  # Windows: no locks (two writers each finish, and the last rename wins)
+    fcntl = None  # type: ignore[assignment]
+LOCKS = fcntl is not None
+
+
+def open_lock(path: Path) -> IO[str]:
+    """A lock file, created if missing; never through a symbolic link (O_NOFOLLOW where there is one)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as e:
+        raise VaekitError(f"{path}: cannot create the lock file ({e.strerror or e})") from None
+    return os.fdopen(fd, "r+")
+
+
+def try_lock(f: IO[str], wait: bool = False) -> bool:
+    """A POSIX record lock (`lockf`) on an open lock file: it belongs to this process alone, not to the workers it
+    forks, and goes with it, killed or not. Without fcntl (Windows) every lock is granted."""
+    if fcntl is None:
+        return True
+    try:
+        fcntl.lockf(f, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        if e.errno in (errno.EACCES, errno.EAGAIN):
+            return False
+        raise VaekitError(f"{f.name}: cannot lock ({e.strerror or e})") from None
+    return True
+
+
+class Busy(Exception):
+    """Another process holds the lock."""
+
+
+def same_file(f: IO[str], path: Path) -> bool:
+    """Whether the open file `f` is still the one named `path` (a lock file's last holder removes it)."""
+    try:
+        return os.path.samestat(os.fstat(f.fileno()), os.stat(path, follow_symlinks=False))
+    except FileNotFoundError:
+        return False
+
+
+@contextmanager
+def exclusive(lock: Path, wait: bool = False, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold the lock file `lock` (created if missing) for the block: waiting for another holder with `wait` (calling
+    `on_wait` once, first), else raising Busy. The file is removed when the block ends; a holder that finds the file
+    it locked removed meanwhile (the previous holder's end) locks the new one, so two processes never both hold a
+    lock of one name. One left by a killed process is taken over (its lock went with it)."""
+    while True:
+        f = open_lock(lock)
+        if not try_lock(f):
+            if not wait:
+                f.close()
+                raise Busy
+            if on_wait is not None:
+                on_wait()
+                on_wait = None
+            try_lock(f, wait=True)
+        if same_file(f, lock):
+            break
+        f.close()
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+        f.close()

@@ -130,7 +130,7 @@ def add_model_commands(command: Command, common: argparse.ArgumentParser, data_f
     p.add_argument("--files", help="also write one PNG per image into this folder")
     p.add_argument("--npy", help="also write all images to this .npy as uint8 (N, C, H, W), streamed")
     p.add_argument("--seed", type=number(int, 0, 2**32 - 1), default=0, help="seed of the z draws")
-    p.add_argument("--prior", default="prior", help="where z is drawn from: 'prior', the model's own p(z) (N(0, I); "
+    p.add_argument("--prior", help="where z is drawn from: 'prior' (the default), the model's own p(z) (N(0, I); "
                    "a VAMP's learned mixture), 'gmm', the Gaussian mixture fitted to the training codes after "
                    "training, or 'two-stage', the second-stage VAE fitted to them (both saved in the checkpoint)")
     p.add_argument("--batch-size", type=number(int, 1, 2**20), default=1000, help="images decoded at a time")

@@ -96,6 +96,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def sample(model, device, args: argparse.Namespace) -> int:
     import torch
 
+    from vaekit.models.samplers import OWN
+
+    args.prior = args.prior or OWN
     if args.prior not in model.priors:
         raise VaekitError(f"{args.checkpoint}: no prior {short(args.prior)} in this checkpoint (its priors: "
                           f"{', '.join(model.priors)}); training saves a Gaussian mixture 'gmm' and a second-stage "
@@ -290,10 +293,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     import shutil
     import tempfile
 
-    from vaekit.card import model_card
     from vaekit.files import read_json, write_text
     from vaekit.layout import CARD_FILE, CONFIG_FILE
     from vaekit.models import export
+    from vaekit.models.card import model_card
     from vaekit.outputs import check_run_folder, new_run_folder
 
     if args.format == "onnx":

@@ -53,7 +53,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if len(checkpoints) < len(args.use):
         twice = next(name for name, _ in args.use if sum(n == name for n, _ in args.use) > 1)
         raise VaekitError(f"--use names {twice} twice; one checkpoint per model")
-    for name in ("ae", "vae"):
+    for name in DEFAULT_MODELS:  # their flags, --ae and --vae
         given = getattr(args, name)
         if given is not None and checkpoints.setdefault(name, given) != given:
             raise VaekitError(f"--{name} and --use {name}=... name two different checkpoints")
@@ -149,6 +149,7 @@ def conditional_lines(metrics: dict, names: list[str]) -> list[str]:
     """A conditional model's samples against the classes they were drawn as, overall and per class (samples from
     its own prior), beside real held-out images of each class."""
     from vaekit.config import class_word
+    from vaekit.models.samplers import OWN
     from vaekit.report.conditional import SHOWN_CLASSES, shown_classes
 
     drawn, floor = metrics.get("conditional"), (metrics.get("real_floor") or {}).get("conditional")
@@ -160,7 +161,7 @@ def conditional_lines(metrics: dict, names: list[str]) -> list[str]:
              "  per class, samples from prior: class, conditional accuracy, Frechet distance to that class's test "
              "images" + (" (real held-out images of it)" if floor else "")]
     real_rows = {row["class"]: row for row in floor["classes"]} if floor else {}
-    classes = {row["class"]: row for row in drawn.get("prior", next(iter(drawn.values())))["classes"]}
+    classes = {row["class"]: row for row in drawn.get(OWN, next(iter(drawn.values())))["classes"]}
     for row in (classes[c] for c in shown_classes(list(classes), real_rows)):
         c, ref = row["class"], real_rows.get(row["class"], {})
         fd = f"{row['frechet']:8.2f}" if "frechet" in row else "     n/a"

@@ -30,6 +30,7 @@ def score(model, args: argparse.Namespace, chosen) -> int:
     """`vaekit score`, its outputs claimed: every image's scores into the CSV file, flagged by the thresholds file."""
     from vaekit.evaluation.ood import OodSettings, code_mixture
     from vaekit.evaluation.scores import ScoreSettings
+    from vaekit.models.samplers import DENSITY
     from vaekit.report.ood import own_data, score_file
 
     k = args.k if args.k is not None else chosen.k if chosen and chosen.k is not None else 100
@@ -43,7 +44,7 @@ def score(model, args: argparse.Namespace, chosen) -> int:
     parts = [(name, data.test if name == "all" else data.split(name)) for name in names]  # `all` of --data: unsplit
     if sum(len(images) for _, images in parts) == 0:  # before the output is touched
         raise VaekitError(f"{data.spec}: no {split} images to score")
-    own = data if not args.data or "gmm" in model.priors else own_data(model)  # the codes' mixture: of its own data
+    own = data if not args.data or DENSITY in model.priors else own_data(model)  # the codes' mixture: its own data
     mixture = code_mixture(model, own, OodSettings(seed=args.score_seed))
     flag = threshold_flag(model, args, chosen, k, mixture is not None)
     result = score_file(model, parts, data.classes, Path(args.out), ScoreSettings(k, args.score_batch,

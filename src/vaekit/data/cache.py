@@ -37,8 +37,7 @@ from vaekit.data.decode import bad_image, decode_files
 from vaekit.data.folder import Scan
 from vaekit.data.sets import DiskImages
 from vaekit.errors import VaekitError
-from vaekit.files import parse_json
-from vaekit.outputs import LOCKS, exclusive, open_lock, same_file, try_lock
+from vaekit.files import LOCKS, exclusive, open_lock, parse_json, same_file, try_lock
 from vaekit.progress import say
 
 FORMAT = 2  # 2: images turned upright by their EXIF orientation, hidden files skipped

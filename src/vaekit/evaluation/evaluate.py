@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from vaekit.config import PRDC_K
-from vaekit.data import Batches, Dataset, ImageSet
+from vaekit.data import Batches, Dataset, ImageSet, map_batches
 from vaekit.devices import free_bytes
 from vaekit.errors import VaekitError
 from vaekit.evaluation import inception
@@ -32,9 +32,8 @@ from vaekit.evaluation.metrics import (
 )
 from vaekit.models import Autoencoder
 from vaekit.models.objectives import mean_loss
-from vaekit.models.priors import GMM_FIT_CODES
+from vaekit.models.samplers import FIT_CODES, fit_samplers, sizes
 from vaekit.progress import bar
-from vaekit.training.expost import fit_samplers
 
 
 @dataclass
@@ -44,7 +43,7 @@ class EvalSettings:
     n_samples: int = 10_000  # generated images per prior for the Frechet distance
     gmm_components: int = 10  # for a checkpoint without a fitted mixture
     two_stage_epochs: int = 30  # for a checkpoint without a fitted second-stage VAE
-    gmm_fit_codes: int = GMM_FIT_CODES  # training codes that mixture is fitted to
+    gmm_fit_codes: int = FIT_CODES  # training codes the samplers are fitted to
     batch_size: int = 1000
     seed: int = 0
     kid_subsets: int = 100  # KID: its mean and spread over this many random subsets
@@ -84,9 +83,15 @@ def samplers(model: Autoencoder, data: Dataset, s: EvalSettings) -> dict[str, nn
     """The priors to generate from: the model's own, and the samplers fitted to its codes (fitted here where the
     checkpoint has none)."""
     priors = dict(model.priors.items())
-    missing = fit_samplers(model, data.train, 0 if "gmm" in priors else s.gmm_components,
-                           0 if "two-stage" in priors else s.two_stage_epochs, s.seed, s.batch_size, s.gmm_fit_codes)
+    wanted = {name: size for name, size in sizes(s).items() if name not in priors}
+    missing = fit_samplers(lambda: training_codes(model, data, s.batch_size, s.gmm_fit_codes), wanted, s.seed)
     return {**priors, **missing}
+
+
+def training_codes(model: Autoencoder, data: Dataset, batch_size: int = 1000, limit: int = FIT_CODES) -> Tensor:
+    """The posterior means of the first `limit` training images, on the model's device: what samplers are fitted
+    to."""
+    return map_batches(model.embed, data.train, batch_size, model.device, limit=limit)
 
 
 @torch.no_grad()

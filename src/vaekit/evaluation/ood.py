@@ -19,9 +19,10 @@ from vaekit.data.sets import TensorImages
 from vaekit.data.shifts import gather, ood_set
 from vaekit.errors import VaekitError
 from vaekit.evaluation.detection import detection, flagged, threshold_for
+from vaekit.evaluation.evaluate import training_codes
 from vaekit.evaluation.scores import SAME_RANKING, ScoreSettings, score_all, scores_available
 from vaekit.models import Autoencoder
-from vaekit.training.expost import fit_samplers
+from vaekit.models.samplers import DENSITY, fit_samplers
 
 
 @dataclass
@@ -49,9 +50,9 @@ def code_mixture(model: Autoencoder, data: Dataset, s: OodSettings) -> nn.Module
     conditional model, whose codes depend on a label an anomaly does not have)."""
     if model.classes:
         return None
-    if "gmm" in model.priors:
-        return model.priors["gmm"]
-    return fit_samplers(model, data.train, s.gmm_components, 0, s.seed).get("gmm")
+    if DENSITY in model.priors:
+        return model.priors[DENSITY]
+    return fit_samplers(lambda: training_codes(model, data), {DENSITY: s.gmm_components}, s.seed).get(DENSITY)
 
 
 def ranked_scores(names: list[str]) -> list[str]:

@@ -26,6 +26,7 @@ from vaekit.models.networks import ARCHS, with_defaults
 from vaekit.models.objectives import Loss
 from vaekit.models.posterior import DiagonalGaussian, PointMass
 from vaekit.models.presets import PRESETS
+from vaekit.models.samplers import OWN
 
 
 class Autoencoder(nn.Module):
@@ -43,7 +44,7 @@ class Autoencoder(nn.Module):
                                     config.latent_dim * self.preset.posterior.params_per_dim)
         self.decoder = make_decoder(config, self.conditioning.decoder_inputs(config.latent_dim))
         self.likelihood = LIKELIHOODS[config.likelihood].from_config(config)
-        self.priors = nn.ModuleDict({"prior": self.preset.prior(self)})
+        self.priors = nn.ModuleDict({OWN: self.preset.prior(self)})
         self.meta: dict[str, Any] = {}  # run metadata read from a checkpoint (data, training progress, metrics)
 
     # --- what the model is and can do ----------------------------------------------------------------------
@@ -51,7 +52,7 @@ class Autoencoder(nn.Module):
     kind = property(lambda self: self.config.kind)
     latent_dim = property(lambda self: self.config.latent_dim)
     has_density = property(lambda self: self.preset.posterior.has_density)  # a likelihood bound exists
-    prior = property(lambda self: self.priors["prior"])  # its own p(z): generation draws from it
+    prior = property(lambda self: self.priors[OWN])  # its own p(z): generation draws from it
     classes = property(lambda self: self.conditioning.classes)  # the labels it is conditioned on (0: none)
 
     @property
@@ -90,7 +91,7 @@ class Autoencoder(nn.Module):
     def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         return self.generate(self.embed(x, y), y)
 
-    def sample(self, n: int, generator: torch.Generator | None = None, prior: str = "prior",
+    def sample(self, n: int, generator: torch.Generator | None = None, prior: str = OWN,
                y: Tensor | None = None) -> Tensor:
         """Generation from scratch: z ~ p(z) (the named prior), x = D(z, y); a conditional model given no labels
         draws the classes in turn (`conditioning.spread`)."""
@@ -103,7 +104,7 @@ class Autoencoder(nn.Module):
 
     def fitted_priors(self) -> dict[str, nn.Module]:
         """Priors fitted after training (saved in their own file), by name."""
-        return {name: p for name, p in self.priors.items() if name != "prior"}
+        return {name: p for name, p in self.priors.items() if name != OWN}
 
     # --- files: safetensors + JSON, never pickle (saving.py) --------------------------------------------------
 

@@ -170,7 +170,7 @@ class GaussianMixture(nn.Module):
 
 class TwoStage(nn.Module):
     """p(z) = integral N(z; D2(u), diag(scale^2)) N(u; 0, I) du: the generative model of a second VAE fitted to the
-    first model's training codes (Dai & Wipf, 2019; training/expost.py fits it). D2 is held as its linear layers'
+    first model's training codes (Dai & Wipf, 2019; samplers.py fits it). D2 is held as its linear layers'
     tensors (ReLU between them, none after the last), `scale` is its Gaussian decoder's learned sigma in code units.
     Dai & Wipf decode the mean alone; the scale is kept because on codes that fill their space the second VAE explains
     part of them by that noise, and the mean alone would then draw too narrow a cloud."""
@@ -210,7 +210,6 @@ class TwoStage(nn.Module):
 
 MAX_COMPONENTS = 10_000
 MAX_MIXTURE_DIM = 512  # code dimensions a full-covariance mixture is fitted to (the default latents: 8 to 64)
-GMM_FIT_CODES = 20_000  # training codes an ex-post mixture is fitted to
 
 
 def mixture_from_tensors(t: dict[str, Tensor], dim: int, where: str) -> GaussianMixture:
@@ -260,4 +259,3 @@ def two_stage_from_tensors(t: dict[str, Tensor], dim: int, where: str) -> TwoSta
     return sampler
 
 
-FITTED = {"gmm": mixture_from_tensors, "two-stage": two_stage_from_tensors}  # fitted priors, as read from a file

@@ -23,7 +23,7 @@ from vaekit.errors import VaekitError, short
 from vaekit.files import atomic_write, parse_json, utf8, write_json
 from vaekit.layout import CONFIG_FILE, PRIORS_FILE, WEIGHTS_FILE, RunFolder
 from vaekit.models.autoencoder import Autoencoder, check_size
-from vaekit.models.priors import FITTED
+from vaekit.models.samplers import SAMPLERS
 
 FORMAT_VERSION = 4
 READS_VERSIONS = (1, 2, 3, 4)
@@ -140,10 +140,10 @@ def load_priors(model: Autoencoder, file: Path) -> None:
         name, _, part = key.partition(".")
         grouped.setdefault(name, {})[part] = value
     for name, tensors in grouped.items():
-        if name not in FITTED:
-            raise VaekitError(f"{file}: unknown prior {name[:40]!r} (this vaekit knows: {', '.join(FITTED)})")
+        if name not in SAMPLERS:
+            raise VaekitError(f"{file}: unknown prior {name[:40]!r} (this vaekit knows: {', '.join(SAMPLERS)})")
         try:
-            model.priors[name] = FITTED[name](tensors, model.latent_dim, str(file))
+            model.priors[name] = SAMPLERS[name].load(tensors, model.latent_dim, str(file))
         except ValueError as e:
             raise VaekitError(str(e)) from None
 

@@ -9,10 +9,12 @@ import torch
 
 from vaekit.data import Dataset
 from vaekit.evaluation.evaluate import Evaluation
+from vaekit.models.presets import PLAIN, VARIATIONAL
+from vaekit.models.samplers import DENSITY, OWN, caption_of, label_of
 from vaekit.report import figures
-from vaekit.report.words import SAMPLERS, Section, fmt, img, label, ranked_samplers, seed_pair
+from vaekit.report.words import Section, fmt, img, label, ranked_samplers, seed_pair
 
-CAPTIONS = {"prior": "z ~ N(0, I), its prior", "gmm": "z ~ a mixture fitted to its codes"}
+CAPTIONS = {OWN: "z ~ N(0, I), its prior", DENSITY: caption_of(DENSITY)}  # the seed pair's own prior is N(0, I)
 POOR = 10.0  # best Frechet distance above this many times the real floor (and above 5): call the samples poor
 
 
@@ -20,8 +22,8 @@ def shown_grids(m: dict) -> list[tuple[str, str]]:
     """(model, sampler) of the grids on the first screen: the AE and the VAE from N(0, I) and from the mixture, or
     each model from its own prior."""
     if seed_pair(m):
-        return [(n, s) for s in ("prior", "gmm") for n in ("ae", "vae") if s in m[n].get("priors", {})]
-    return [(n, "prior") for n in m["models"]]
+        return [(n, s) for s in (OWN, DENSITY) for n in (PLAIN, VARIATIONAL) if s in m[n].get("priors", {})]
+    return [(n, OWN) for n in m["models"]]
 
 
 def answer_section(m: dict, evals: dict[str, Evaluation], data: Dataset, n_show: int = 32) -> Section:
@@ -30,7 +32,7 @@ def answer_section(m: dict, evals: dict[str, Evaluation], data: Dataset, n_show:
         f"<figure>{img(figures.latent_maps({label(n): e.test_codes}, data.test.labels, data.classes), f'{n} map')}"
         "</figure>" for n, e in evals.items())
     grids = "".join(f"<figure>{img(figures.image_grid_png(spaced(evals[n].samples[s], n_show), 8), f'{n} {s}')}"
-                    f"<figcaption>{label(n)}: {html.escape(CAPTIONS.get(s, SAMPLERS.get(s, s)))}</figcaption></figure>"
+                    f"<figcaption>{label(n)}: {html.escape(CAPTIONS.get(s, caption_of(s)))}</figcaption></figure>"
                     for n, s in shown_grids(m) if s in evals[n].samples)
     title = "The answer: why a VAE can generate from N(0, I) and an AE cannot" if vae_wins(m) else "In short"
     claims = answer_words(m, data)  # the claims, then what the figures are
@@ -42,7 +44,7 @@ def vae_wins(m: dict) -> bool:
     """Whether this run shows the seed's claim: the VAE's samples from N(0, I) measured closer to the data than the
     AE's (the headline says so only then)."""
     return seed_pair(m) and m["real_floor"] is not None and \
-        m["vae"]["samples"]["prior"]["frechet"] < m["ae"]["samples"]["prior"]["frechet"]
+        m[VARIATIONAL]["samples"][OWN]["frechet"] < m[PLAIN]["samples"][OWN]["frechet"]
 
 
 def far(frechet: float, floor: dict) -> bool:
@@ -62,10 +64,10 @@ def answer_words(m: dict, data: Dataset) -> list[str]:
             "and 3 standard deviations; then samples, each grid captioned with where its z come from.")
     if not seed_pair(m):
         return [maps]
-    ae, vae, floor = m["ae"], m["vae"], m["real_floor"]
+    ae, vae, floor = m[PLAIN], m[VARIATIONAL], m["real_floor"]
     words = []
     if floor is not None:
-        a, v = ae["samples"]["prior"]["frechet"], vae["samples"]["prior"]["frechet"]
+        a, v = ae["samples"][OWN]["frechet"], vae["samples"][OWN]["frechet"]
         verdict = "are closer to real images than" if v < a else "are not closer to real images than"
         words.append(f"Decode random codes z ~ N(0, I): the VAE's images {verdict} the AE's (Frechet distance to the "
                      f"real test images, lower is better: VAE {fmt(v)}, AE {fmt(a)}, real held-out images "
@@ -76,8 +78,8 @@ def answer_words(m: dict, data: Dataset) -> list[str]:
                      f"{100 * inside[1]:.1f}% of its test codes lie inside N(0, I)'s 99% ball. Nothing in the AE's "
                      f"loss does that: {100 * inside[0]:.1f}% of its codes are in that ball, so most z drawn from "
                      "N(0, I) land where its decoder never saw a code.")
-    if floor is not None and "gmm" in ae["samples"]:
-        gmm = ae["samples"]["gmm"]["frechet"]
+    if floor is not None and DENSITY in ae["samples"]:
+        gmm = ae["samples"][DENSITY]["frechet"]
         how = "it generates well" if not far(gmm, floor) else "it does better, though still far from real images"
         words.append(f"But the AE is not hopeless: draw its z from a mixture fitted to its own codes and {how} "
                      f"(Frechet distance {fmt(gmm)}). What sampling needs is to know where the codes are; the VAE's KL "
@@ -96,10 +98,11 @@ def poor_words(m: dict) -> list[str]:
         return [f"Even the best samples are far from real images (Frechet distance {fmt(best)} against "
                 f"{fmt(floor['frechet'])} for real held-out images): every sampler here generates poorly, so read the "
                 "rankings as 'less bad', and look at the grids."]
-    if vae_wins(m) and far(m["vae"]["samples"]["prior"]["frechet"], floor):
+    vae = m[VARIATIONAL]["samples"][OWN]["frechet"] if vae_wins(m) else None
+    if vae is not None and far(vae, floor):
         return [f"Closer is not close: the VAE's samples from N(0, I) are still far from real images (Frechet distance "
-                f"{fmt(m['vae']['samples']['prior']['frechet'])} against {fmt(floor['frechet'])}); look at the grids, "
-                "and at the samplers fitted to the codes, which come closer (below)."]
+                f"{fmt(vae)} against {fmt(floor['frechet'])}); look at the grids, and at the samplers fitted to the "
+                "codes, which come closer (below)."]
     return []
 
 
@@ -113,10 +116,10 @@ def lessons_section(m: dict) -> Section | None:
 
 def mixture_wins(m: dict) -> str | None:
     best, name, sampler = ranked_samplers(m)[0]
-    if sampler == "prior" or "nelbo" in m[name]["test"]:  # the twist: a deterministic model, sampled ex post
+    if sampler == OWN or "nelbo" in m[name]["test"]:  # the twist: a deterministic model, sampled ex post
         return None
     recon = ", ".join(f"{label(n)} {fmt(m[n]['test']['recon'])}" for n in m["models"])
-    source = m[name].get("priors", {}).get(sampler, SAMPLERS.get(sampler, sampler))
+    source = m[name].get("priors", {}).get(sampler, label_of(sampler))
     return (f"The best generator here is the {label(name)} sampled from {source} (Frechet distance {fmt(best)}), not "
             f"a model sampled from N(0, I). Generating needs codes where the decoder was "
             f"trained, not N(0, I) as such: a sampler fitted to the codes finds them for any model, and a model "
@@ -124,17 +127,17 @@ def mixture_wins(m: dict) -> str | None:
 
 
 def prior_gap(m: dict) -> str | None:
-    s, latent = m["vae"]["samples"], m["vae"]["latent"]
-    if "gmm" not in s or s["prior"]["frechet"] < 1.5 * s["gmm"]["frechet"]:
+    s, latent = m[VARIATIONAL]["samples"], m[VARIATIONAL]["latent"]
+    if DENSITY not in s or s[OWN]["frechet"] < 1.5 * s[DENSITY]["frechet"]:
         return None
     dims = len(latent["std"])
     inactive = dims - latent["active_units"]
     holes = (f"{inactive} of its {dims} dimensions are inactive (the encoder ignores them, so N(0, I)'s draws in them "
              "mean nothing), and " if inactive else "")
-    times = s["prior"]["frechet"] / s["gmm"]["frechet"]
+    times = s[OWN]["frechet"] / s[DENSITY]["frechet"]
     return (f"The VAE's own prior N(0, I) gives samples {times:.1f} times further "
-            f"from real images than a mixture fitted to its codes (Frechet distance {fmt(s['prior']['frechet'])} "
-            f"against {fmt(s['gmm']['frechet'])}). The KL pulls each "
+            f"from real images than a mixture fitted to its codes (Frechet distance {fmt(s[OWN]['frechet'])} "
+            f"against {fmt(s[DENSITY]['frechet'])}). The KL pulls each "
             "q(z|x) towards N(0, I), but the codes of all images together (the aggregate posterior) are not N(0, I): "
             f"{holes}the used dimensions leave holes between the classes (the map above) that N(0, I) draws into and "
             "the mixture does not.")
@@ -142,9 +145,9 @@ def prior_gap(m: dict) -> str | None:
 
 def interpolation_twist(m: dict) -> str | None:
     ic = m.get("interpolation_confidence")
-    if not ic or ic["ae"] <= ic["vae"]:
+    if not ic or ic[PLAIN] <= ic[VARIATIONAL]:
         return None
-    return (f"The AE's interpolations score a higher classifier confidence than the VAE's ({fmt(ic['ae'], 3)} against "
-            f"{fmt(ic['vae'], 3)}): a line between the codes of two real images stays near codes the AE's decoder was "
-            "trained on, and its sharper images are easier to classify. The VAE's advantage is where z comes from, "
-            "not the path between two images.")
+    return (f"The AE's interpolations score a higher classifier confidence than the VAE's ({fmt(ic[PLAIN], 3)} "
+            f"against {fmt(ic[VARIATIONAL], 3)}): a line between the codes of two real images stays near codes the "
+            "AE's decoder was trained on, and its sharper images are easier to classify. The VAE's advantage is where "
+            "z comes from, not the path between two images.")

@@ -36,13 +36,14 @@ from vaekit.files import parse_json, write_json, write_text
 from vaekit.layout import METRICS_FILE, REPORT_FILE, RunFolder
 from vaekit.models import PRESETS, Autoencoder, load_model
 from vaekit.models.conditioning import line_labels
+from vaekit.models.presets import PLAIN, VARIATIONAL
 from vaekit.models.saving import checkpoint_files
 from vaekit.outputs import new_run_folder
 from vaekit.progress import say as show
 from vaekit.report.page import label, render
 from vaekit.training import train
 
-DEFAULT_MODELS = ("ae", "vae")  # the seed's comparison
+DEFAULT_MODELS = (PLAIN, VARIATIONAL)  # the seed's comparison
 
 
 def compare(run: RunConfig, out: Path, *, names: Sequence[str] = DEFAULT_MODELS, quick: bool = False,

@@ -11,6 +11,7 @@ import torch
 from vaekit.config import class_word
 from vaekit.data import Dataset
 from vaekit.evaluation.evaluate import Evaluation
+from vaekit.models.samplers import OWN
 from vaekit.report import figures
 from vaekit.report.words import Section, fmt, img, label, names_words
 
@@ -24,7 +25,7 @@ def shown_classes(classes: list[int], present: Collection[int]) -> list[int]:
     return sorted(classes, key=lambda c: (c not in present, c))[:SHOWN_CLASSES]
 
 
-def class_grid(evaluation: Evaluation, present: Collection[int], sampler: str = "prior") -> torch.Tensor:
+def class_grid(evaluation: Evaluation, present: Collection[int], sampler: str = OWN) -> torch.Tensor:
     """The first PER_CLASS samples of each shown class, class after class: a grid with one row per class."""
     images, labels = evaluation.samples[sampler], evaluation.sample_labels
     rows = [torch.nonzero(labels == c).flatten()[:PER_CLASS] for c in shown_classes(labels.unique().tolist(), present)]
@@ -49,7 +50,7 @@ def class_table(m: dict, names: list[str], data: Dataset) -> str:
     real held-out images of the class."""
     floor = (m.get("real_floor") or {}).get("conditional")
     real = {row["class"]: row for row in floor["classes"]} if floor else {}
-    per_model = {n: {row["class"]: row for row in m[n]["conditional"]["prior"]["classes"]} for n in names}
+    per_model = {n: {row["class"]: row for row in m[n]["conditional"][OWN]["classes"]} for n in names}
     head = "".join(f"<th>{label(n)}<br>accuracy</th><th>{label(n)}<br>Frechet</th>" for n in names)
     head += "<th>real images<br>accuracy</th><th>real images<br>Frechet</th>" if floor else ""
     rows, classes = [], sorted(per_model[names[0]])
@@ -71,14 +72,14 @@ def percent(share: float | None) -> str:
 def conditional_words(m: dict, names: list[str]) -> list[str]:
     """The overall agreement of each model's samples with the requested class, against real images."""
     floor = (m.get("real_floor") or {}).get("conditional")
-    listed = ", ".join(f"{label(n)} {100 * m[n]['conditional']['prior']['accuracy']:.1f}%" for n in names)
+    listed = ", ".join(f"{label(n)} {100 * m[n]['conditional'][OWN]['accuracy']:.1f}%" for n in names)
     words = [f"{names_words(names)} {'was' if len(names) == 1 else 'were'} trained with the label as a second input "
              f"to encoder and decoder (a conditional VAE, or its AE counterpart): each row above asks for one class. "
              f"The feature classifier names the requested class for {listed} of the samples from the prior"
              + (f"; for real held-out images it names their own class {100 * floor['accuracy']:.1f}% of the time, "
                 "the ceiling these numbers can reach." if floor else ".")]
-    chance = 100 / max(1, len(m[names[0]]["conditional"]["prior"]["classes"]))
-    worst = min((m[n]["conditional"]["prior"]["accuracy"], n) for n in names)
+    chance = 100 / max(1, len(m[names[0]]["conditional"][OWN]["classes"]))
+    worst = min((m[n]["conditional"][OWN]["accuracy"], n) for n in names)
     if 100 * worst[0] < 2 * chance:
         words.append(f"{label(worst[1])}'s samples match the requested class at most twice as often as chance "
                      f"({chance:.0f}%): its decoder makes little use of the label (train longer, or with a smaller "

@@ -148,8 +148,8 @@ def ood(checkpoint: str, specs: list[str], out: Path, s: OodSettings, device: to
     model = load_model(checkpoint, map_location=device).eval()
     check_scorable(model.classes)
     data, config = own_data(model), trained_data_config(model.meta)
+    images, described = ood_images(model, data, replace(config, **(reading or {})), specs, s)  # names checked here
     inputs = [*checkpoint_files(checkpoint), *data_paths(config), *(p for spec in specs for p in spec_paths(spec))]
-    images, described = ood_images(model, data, replace(config, **(reading or {})), specs, s)
     names = {spec: path_text(spec) for spec in specs}  # a path that is not UTF-8, as text for pages and files
     images = {names.get(k, k): v for k, v in images.items()}
     described = {names[k]: v for k, v in described.items()}

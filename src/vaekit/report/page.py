@@ -12,14 +12,13 @@ import torch
 from vaekit.data import Dataset
 from vaekit.evaluation.evaluate import EvalSettings, Evaluation, first_labelled
 from vaekit.models import Autoencoder
+from vaekit.models.presets import PLAIN, PRESETS, VARIATIONAL
+from vaekit.models.samplers import OWN, caption_of
 from vaekit.report import figures
 from vaekit.report.answer import answer_section, lessons_section, spaced
 from vaekit.report.conditional import conditional_section
 from vaekit.report.quality import quality_section
 from vaekit.report.words import Section, fmt, img, label, names_words, seed_pair
-
-SAMPLE_CAPTIONS = {"prior": "z ~ its prior p(z)", "gmm": "z ~ GMM fitted to codes",
-                   "two-stage": "z ~ two-stage VAE"}  # sample figure captions
 
 
 def render(m: dict, models: dict[str, Autoencoder], evals: dict[str, Evaluation], data: Dataset,
@@ -106,7 +105,7 @@ def family_words(m: dict) -> list[str]:
     nll = ranked(m, lambda r: r.get("is_nll", {}).get("nll"))
     if nll:
         listed = ", ".join(f"{label(n)} {fmt(v)}" for v, n in nll)
-        why = PRESETS_WHY.get(nll[0][1], "") if len(nll) > 1 else ""
+        why = PRESETS[nll[0][1]].likelier if len(nll) > 1 and nll[0][1] in PRESETS else ""
         words.append(f"Likelihood (IS-NLL, lower is better): {listed} nats. {why}".strip())
     if deterministic:
         one = len(deterministic) == 1
@@ -116,11 +115,6 @@ def family_words(m: dict) -> list[str]:
 
 
 
-PRESETS_WHY = {  # why the member with the lowest IS-NLL of several can win it
-    "iwae": "IWAE trains on the k-sample bound, which is tighter than the ELBO, so its encoder is free to be less "
-            "Gaussian-exact and the model can place more mass on the data.",
-    "vamp": "The VampPrior moves the prior to where the codes are, so less KL is paid for codes the data needs.",
-}
 
 
 # --- 2. reconstructions and samples -----------------------------------------------------------------------
@@ -137,9 +131,9 @@ def reconstructions_section(m: dict, models: dict[str, Autoencoder], data: Datas
     words = [f"Rows: test images, then the reconstructions (from the posterior mean) of {names_words(m['models'])}, "
              f"in that order. Reconstruction error -log p(x|z), nats per image: {listed}."]
     if seed_pair(m):
-        gap = m["vae"]["test"]["recon"] - m["ae"]["test"]["recon"]
+        gap = m[VARIATIONAL]["test"]["recon"] - m[PLAIN]["test"]["recon"]
         words.append(f"The VAE reconstructs {fmt(abs(gap))} nats {'worse' if gap > 0 else 'better'} than the AE, "
-                     f"while its KL of {fmt(m['vae']['test']['kl'])} nats pulls the codes towards N(0, I).")
+                     f"while its KL of {fmt(m[VARIATIONAL]['test']['kl'])} nats pulls the codes towards N(0, I).")
     return "Reconstructions", body, words
 
 
@@ -149,7 +143,7 @@ def samples_section(m: dict, evals: dict[str, Evaluation], settings: EvalSetting
     for name, evaluation in evals.items():
         figures_html = "".join(
             f"<figure>{img(figures.image_grid_png(spaced(images, n_show), 8), f'{name} {sampler}')}<figcaption>"
-            f"{label(name)}: {html.escape(SAMPLE_CAPTIONS.get(sampler, sampler))}</figcaption></figure>"
+            f"{label(name)}: {html.escape(caption_of(sampler))}</figcaption></figure>"
             for sampler, images in evaluation.samples.items())
         rows.append(f"<div class=samplers>{figures_html}</div>")
     words = [f"Each row is one model; each column one sampler: the model's own prior p(z) (N(0, I), or the learned "
@@ -157,7 +151,7 @@ def samples_section(m: dict, evals: dict[str, Evaluation], settings: EvalSetting
              f"sampler decodes its own draws with the model's decoder; {n_show} of the {settings.n_samples}, evenly "
              "spaced through them, are shown (a conditional model draws the classes in turn)."]
     if m["real_floor"] is not None:
-        best = min((m[n]["samples"]["prior"]["frechet"], n) for n in m["models"])
+        best = min((m[n]["samples"][OWN]["frechet"], n) for n in m["models"])
         words.append(f"Measured on {settings.n_samples} samples each, {label(best[1])}'s prior samples are the "
                      f"closest to the data from a prior (Frechet distance {fmt(best[0])}).")
     return "Generation from scratch", "".join(rows), words
@@ -185,7 +179,7 @@ def latent_section(m: dict, models: dict[str, Autoencoder], evals: dict[str, Eva
                      f"{next(iter(models.values())).latent_dim} degrees of freedom): "
                      + ", ".join(f"{label(n)} {100 * v:.1f}%" for n, v in inside) + ".")
     if seed_pair(m):
-        la, lv = m["ae"]["latent"], m["vae"]["latent"]
+        la, lv = m[PLAIN]["latent"], m[VARIATIONAL]["latent"]
         words.append(f"The AE's codes have per-dimension standard deviations from {min(la['std']):.2f} to "
                      f"{max(la['std']):.2f} and means from {min(la['mean']):.2f} to {max(la['mean']):.2f}; the VAE's "
                      f"means of q(z|x) have standard deviations from {min(lv['std']):.2f} to {max(lv['std']):.2f}. "

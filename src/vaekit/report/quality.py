@@ -7,7 +7,9 @@ import html
 
 from vaekit.evaluation.evaluate import QUALITY_MEASURES, EvalSettings
 from vaekit.evaluation.inception import missing_words
-from vaekit.report.words import SAMPLERS, Section, fmt, label, names_words, ranked_samplers, seed_pair
+from vaekit.models.presets import PLAIN, VARIATIONAL
+from vaekit.models.samplers import DENSITY, OWN, SAMPLERS, label_of
+from vaekit.report.words import Section, fmt, label, names_words, ranked_samplers, seed_pair
 
 
 def quality_columns(inception: bool) -> tuple[tuple[str, str, int], ...]:
@@ -35,7 +37,7 @@ def quality_section(m: dict, settings: EvalSettings) -> Section:
         samplers = list(m[name]["priors"])
         for i, sampler in enumerate(samplers):
             first = f"<th rowspan={len(samplers)}>{label(name)}</th>" if i == 0 else ""
-            rows.append(f"<tr>{first}<td class=sampler>{html.escape(SAMPLERS.get(sampler, sampler))}</td>"
+            rows.append(f"<tr>{first}<td class=sampler>{html.escape(label_of(sampler))}</td>"
                         f"{quality_cells(m[name].get('samples', {}).get(sampler), inception)}</tr>")
     rows.append(f"<tr class=floor><th colspan=2>real held-out images (floor)</th>"
                 f"{quality_cells(floor, inception)}</tr>")
@@ -83,14 +85,14 @@ def seed_words(m: dict) -> list[str]:
     words = []
     floor = m["real_floor"]
     if floor is not None:
-        a, v = m["ae"]["samples"], m["vae"]["samples"]
-        if "gmm" in a and "gmm" in v:
-            words.append(f"With {m['ae']['priors']['gmm']} instead of N(0, I), the AE scores "
-                         f"{fmt(a['gmm']['frechet'])} and the VAE {fmt(v['gmm']['frechet'])} (from N(0, I): "
-                         f"{fmt(a['prior']['frechet'])} and {fmt(v['prior']['frechet'])}, as the answer says).")
+        a, v = m[PLAIN]["samples"], m[VARIATIONAL]["samples"]
+        if DENSITY in a and DENSITY in v:
+            words.append(f"With {m[PLAIN]['priors'][DENSITY]} instead of N(0, I), the AE scores "
+                         f"{fmt(a[DENSITY]['frechet'])} and the VAE {fmt(v[DENSITY]['frechet'])} (from N(0, I): "
+                         f"{fmt(a[OWN]['frechet'])} and {fmt(v[OWN]['frechet'])}, as the answer says).")
         words.append(f"The feature classifier reaches {100 * m['classifier_accuracy']:.1f}% test accuracy; its mean "
-                     f"confidence is {fmt(v['prior']['confidence'], 3)} on VAE-prior samples, "
-                     f"{fmt(a['prior']['confidence'], 3)} on AE-prior samples and "
+                     f"confidence is {fmt(v[OWN]['confidence'], 3)} on VAE-prior samples, "
+                     f"{fmt(a[OWN]['confidence'], 3)} on AE-prior samples and "
                      f"{fmt(floor['test_confidence'], 3)} on real test images.")
     return words
 
@@ -100,9 +102,9 @@ def quality_words(m: dict) -> list[str]:
     words: list[str] = []
     if m["real_floor"] is not None:
         scored = ranked_samplers(m)
-        best, prior_only = scored[0], [x for x in scored if x[2] == "prior"]
+        best, prior_only = scored[0], [x for x in scored if x[2] == OWN]
         words.append(f"Sample quality: the lowest Frechet distance is {label(best[1])} with its "
-                     f"{SAMPLERS.get(best[2], best[2])} sampler ({fmt(best[0])}; real images "
+                     f"{label_of(best[2])} sampler ({fmt(best[0])}; real images "
                      f"{fmt(m['real_floor']['frechet'])}). From each model's own prior, {label(prior_only[0][1])} is "
                      f"best ({fmt(prior_only[0][0])}).")
         lost = [n for f, n, _ in prior_only if f > 2 * prior_only[0][0]]
@@ -110,14 +112,14 @@ def quality_words(m: dict) -> list[str]:
             one = len(lost) == 1
             words.append(f"{names_words(lost)} sample{'s' if one else ''} poorly from {'its' if one else 'their'} own "
                          "prior (more than twice the best distance): the codes are not where the prior puts its mass.")
-        wins = sum(1 for n in m["models"] if {"gmm", "two-stage"} <= set(m[n]["samples"])
-                   and m[n]["samples"]["two-stage"]["frechet"] < m[n]["samples"]["gmm"]["frechet"])
-        fitted = sum(1 for n in m["models"] if {"gmm", "two-stage"} <= set(m[n]["samples"]))
-        if fitted:
-            words.append(f"Ex-post samplers: the two-stage VAE beats the Gaussian mixture for {wins} of {fitted} "
+        best_fitted = [min((m[n]["samples"][f]["frechet"], f) for f in fitted)[1] for n in m["models"]
+                       if len(fitted := [f for f in SAMPLERS if f in m[n]["samples"]]) > 1]
+        if best_fitted:
+            counts = ", ".join(f"{label_of(f)} for {best_fitted.count(f)}" for f in SAMPLERS if f in best_fitted)
+            words.append(f"Ex-post samplers, the closest to real images per model: {counts} of {len(best_fitted)} "
                          "models.")
         own = ", ".join(f"{label(n)} {fmt(s['precision'], 3)} / {fmt(s['recall'], 3)}" for n in m["models"]
-                        if (s := m[n]["samples"].get("prior")) and "precision" in s)
+                        if (s := m[n]["samples"].get(OWN)) and "precision" in s)
         floor = m["real_floor"]
         if own:
             words.append(f"Precision / recall from each model's own prior (are the samples realistic? / do they cover "

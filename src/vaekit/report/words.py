@@ -5,8 +5,9 @@ from __future__ import annotations
 import base64
 import html
 
+from vaekit.models.presets import PLAIN, PRESETS, VARIATIONAL
+
 Section = tuple[str, str, list[str]]  # a page section: (title, html body, sentences)
-SAMPLERS = {"prior": "own prior", "gmm": "GMM on codes", "two-stage": "two-stage VAE"}  # metrics table labels
 
 
 def img(data: bytes, alt: str) -> str:
@@ -18,8 +19,8 @@ def fmt(v: float | None, digits: int = 2) -> str:
 
 
 def label(name: str) -> str:
-    """How a preset is named for people: AE, VAE, beta-VAE, IWAE, VAMP, WAE, RAE."""
-    return name.upper().replace("BETA-", "beta-")
+    """How a preset is named for people (its own label: AE, VAE, beta-VAE, ...)."""
+    return PRESETS[name].label if name in PRESETS else name
 
 
 def names_words(names: list[str]) -> str:
@@ -35,4 +36,4 @@ def ranked_samplers(m: dict) -> list[tuple[float, str, str]]:
 
 def seed_pair(m: dict) -> bool:
     """Whether the seed's own comparison, an AE against a VAE, is among the models."""
-    return {"ae", "vae"} <= set(m["models"])
+    return {PLAIN, VARIATIONAL} <= set(m["models"])

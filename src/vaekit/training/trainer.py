@@ -22,16 +22,17 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from vaekit.card import model_card
 from vaekit.config import RunConfig, to_dict
-from vaekit.data import Batches, Dataset, data_paths, evaluation_view, load_dataset
+from vaekit.data import Batches, Dataset, data_paths, evaluation_view, load_dataset, map_batches
 from vaekit.errors import VaekitError, warn
 from vaekit.files import read_json, write_json, write_text
 from vaekit.images import save_grid
 from vaekit.layout import CARD_FILE, CONFIG_FILE, RunFolder
 from vaekit.models import Autoencoder, build_model, load_model
+from vaekit.models.card import model_card
 from vaekit.models.footprint import check_batch, check_training_state
 from vaekit.models.objectives import mean_loss
+from vaekit.models.samplers import FIT_CODES, fit_samplers, sizes
 from vaekit.models.saving import resolve_checkpoint, save_priors
 from vaekit.outputs import new_run_folder, resuming
 from vaekit.progress import bar, say
@@ -44,7 +45,6 @@ from vaekit.training.checkpoint import (
     roll_back,
     save_checkpoint,
 )
-from vaekit.training.expost import fit_samplers
 from vaekit.training.log import MetricsLog, loss_words
 from vaekit.training.step import StepLog, check_train_config, lr_at, make_optimizer, train_step
 
@@ -337,8 +337,8 @@ def add_samplers(best: Autoencoder, s: Session) -> None:
     """Fit the ex-post samplers the run asks for to the best model's training codes and save them into its
     checkpoint folder; a fit that fails (codes that are not finite) costs the run nothing but that sampler."""
     t = s.run.train
-    for name, prior in fit_samplers(best, s.data.train, t.gmm_components, t.two_stage_epochs, t.seed,
-                                    t.eval_batch_size).items():
+    codes = lambda: map_batches(best.embed, s.data.train, t.eval_batch_size, best.device, limit=FIT_CODES)  # noqa: E731
+    for name, prior in fit_samplers(codes, sizes(t), t.seed).items():
         best.priors[name] = prior
         if not s.quiet:
             say(f"prior {name!r}: {best.priors[name].words}, saved with the best checkpoint "

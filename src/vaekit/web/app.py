@@ -17,7 +17,9 @@ from fastapi.exceptions import RequestValidationError
 from vaekit.config import trained_data_config
 from vaekit.errors import VaekitError
 from vaekit.files import read_json
+from vaekit.layout import METRICS_FILE
 from vaekit.models import Autoencoder, load_model
+from vaekit.models.presets import PLAIN, VARIATIONAL
 from vaekit.web.api import add_model_routes, add_page, add_test_image_routes, add_upload_routes, invalid
 from vaekit.web.explorer import Explorer
 from vaekit.web.guard import HEADER_SECONDS, LOOPBACK, Guard, HideTokens, Workers, guarded_protocol
@@ -45,13 +47,13 @@ def create_app(explorer: Explorer, hosts: Sequence[str] = LOOPBACK, token: str |
 def load_models(paths: list[str]) -> dict[str, Autoencoder]:
     """A `vaekit compare` run folder (every checkpoint it compared), or checkpoints / run folders."""
     folder = Path(paths[0])
-    if len(paths) == 1 and (folder / "metrics.json").is_file():
-        metrics = read_json(folder / "metrics.json")
+    if len(paths) == 1 and (folder / METRICS_FILE).is_file():
+        metrics = read_json(folder / METRICS_FILE)
         compared = metrics.get("checkpoints") if isinstance(metrics, dict) else None
         if isinstance(compared, dict) and compared and all(isinstance(v, str) for v in compared.values()):
             paths = [str(folder / path) for path in compared.values()]  # every model the comparison measured
-    if len(paths) == 1 and (folder / "ae").is_dir() and (folder / "vae").is_dir():
-        paths = [str(folder / "ae"), str(folder / "vae")]
+    if len(paths) == 1 and all((folder / name).is_dir() for name in (PLAIN, VARIATIONAL)):  # compare's two runs
+        paths = [str(folder / name) for name in (PLAIN, VARIATIONAL)]
     models: dict[str, Autoencoder] = {}
     for p in paths:
         m = load_model(p)

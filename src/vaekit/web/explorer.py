@@ -17,11 +17,12 @@ from vaekit.config import DataConfig, trained_data_config
 from vaekit.data import Batches, Dataset, map_batches
 from vaekit.data.decode import load_image
 from vaekit.errors import VaekitError
+from vaekit.evaluation.evaluate import training_codes
 from vaekit.evaluation.latent import Projection, interpolate, radius_99
 from vaekit.images import png_bytes
 from vaekit.models import Autoencoder
 from vaekit.models.conditioning import line_labels
-from vaekit.training.expost import fit_mixture
+from vaekit.models.samplers import DENSITY, fit_samplers
 from vaekit.web.schemas import MAX_UPLOAD_PIXELS, Z_LIMIT
 
 
@@ -49,12 +50,11 @@ class Explorer:
             model.eval()
             codes = map_batches(model.embed, images, 1000, model.device)
             maps[name] = latent_map(Projection.fit(codes), codes, labels, images.labels is not None, model.latent_dim)
-            if "gmm" not in model.priors:  # a checkpoint without one (older, or trained with --gmm-components 0)
-                try:
-                    model.priors["gmm"] = fit_mixture(model, data.train, 10, seed, limit=5000)
-                except ValueError as e:  # codes it cannot fit, or a mixture the memory cannot hold
-                    raise VaekitError(f"{name}: no Gaussian mixture to sample from, and none can be fitted here "
-                                      f"({e})") from None
+            if DENSITY not in model.priors:  # a checkpoint without one (older, or trained with --gmm-components 0)
+                fitted = fit_samplers(lambda: training_codes(model, data, limit=5000), {DENSITY: 10}, seed)
+                if DENSITY not in fitted:  # codes it cannot fit, or a mixture the memory cannot hold (warned)
+                    raise VaekitError(f"{name}: no Gaussian mixture to sample from, and none could be fitted here")
+                model.priors[DENSITY] = fitted[DENSITY]
         data_config = trained_data_config(next(iter(models.values())).meta)
         return cls(models, data, x, None if images.labels is None else images.labels.clone(), maps, data_config,
                    bool(border(x).mean() < 0.5))
@@ -110,12 +110,12 @@ def draw_samples(ex: Explorer, n: int, seed: int | None, label: int | None = Non
     models draw class `label` (or the classes in turn)."""
     g = torch.Generator().manual_seed(seed if seed is not None else int(torch.randint(0, 2**31 - 1, ())))
     z = torch.randn(n, max(m.latent_dim for m in ex.models.values()), generator=g)
-    out = {"z": z.tolist(), "images": {}, "gmm": {}}
+    out = {"z": z.tolist(), "images": {}, DENSITY: {}}  # the page reads the mixture's samples under its name
     with torch.no_grad():
         for name, m in ex.models.items():
             y = labels_for(m, label, n)
             out["images"][name] = pngs_b64(m.generate(z[:, :m.latent_dim], y))
-            out["gmm"][name] = pngs_b64(m.sample(n, generator=g, prior="gmm", y=y))
+            out[DENSITY][name] = pngs_b64(m.sample(n, generator=g, prior=DENSITY, y=y))
     return out
 
 

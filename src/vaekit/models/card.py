@@ -12,14 +12,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-WHAT = {"ae": "a plain autoencoder (deterministic codes, no likelihood bound; sample through a sampler fitted to "
-              "its codes, not N(0, I))",
-        "vae": "a variational autoencoder (q(z|x) = N(mu, diag sigma^2), trained on reconstruction + KL to N(0, I))",
-        "beta-vae": "a beta-VAE (the VAE's objective with the KL weighted by beta)",
-        "iwae": "an importance-weighted autoencoder (trained on the k-sample IWAE bound)",
-        "vamp": "a VAE with a VampPrior (a learned mixture of posteriors at pseudo-inputs)",
-        "wae": "a Wasserstein autoencoder (MMD between the codes and N(0, I))",
-        "rae": "a regularized deterministic autoencoder (code and decoder penalties; sample through a fitted sampler)"}
+from vaekit.config import ModelConfig
+from vaekit.models.presets import PRESETS, Preset
+from vaekit.models.samplers import OWN
+
+
+def preset_of(kind: str) -> Preset | None:
+    """The preset a card describes, if this vaekit knows it (a card is written from a checkpoint handed in)."""
+    return PRESETS.get(kind)
 
 
 def model_card(config: Mapping[str, Any], test: Mapping[str, Any] | None = None, *, priors: Sequence[str] = (),
@@ -28,13 +28,14 @@ def model_card(config: Mapping[str, Any], test: Mapping[str, Any] | None = None,
     measured; `priors` the names of its samplers; `extra` more Markdown sections (an export's files)."""
     from vaekit import __version__
 
-    kind = word(part(config, "model").get("kind", "vae"), 20)
+    kind = word(part(config, "model").get("kind", ModelConfig.kind), 20)
+    preset = preset_of(kind)
     dataset = public_name(word(config.get("dataset") or part(config, "data").get("name") or "?"))
-    what = WHAT.get(kind, kind)
-    parts = [front_matter(kind, dataset), f"# {kind.upper().replace('BETA-', 'beta-')} on {dataset}\n",
+    what = preset.card if preset else kind
+    parts = [front_matter(preset, dataset), f"# {preset.label if preset else kind} on {dataset}\n",
              f"{what[0].upper()}{what[1:]}, trained with vaekit (this card: vaekit {__version__}).\n",
              data_section(config, dataset), settings_section(config), measured_section(config, test),
-             samplers_section(kind, priors), USE, *extra, load_section(part(config, "model"))]
+             samplers_section(preset, priors), USE, *extra, load_section(part(config, "model"))]
     return "\n".join(parts)
 
 
@@ -62,8 +63,9 @@ def public_name(spec: str) -> str:
     return f"{kind}:{Path(path).name}" if sep else spec
 
 
-def front_matter(kind: str, dataset: str) -> str:
-    tags = ["vaekit", "autoencoder", "generative-model", "image"] + (["vae"] if kind not in ("ae", "rae") else [])
+def front_matter(preset: Preset | None, dataset: str) -> str:
+    variational = preset is not None and preset.posterior.has_density
+    tags = ["vaekit", "autoencoder", "generative-model", "image"] + (["variational-autoencoder"] if variational else [])
     hub = HUB_DATASETS.get(dataset)
     return "---\nlibrary_name: vaekit\ntags:\n" + "".join(f"- {t}\n" for t in tags) + \
         (f"datasets:\n- {hub}\n" if hub else "") + "---\n"
@@ -125,18 +127,12 @@ def metric_row(split: str, m: Mapping[str, Any]) -> str:
     return f"| {split} | {cell('images', 0)} | {cell('recon')} | {kl} | {cell('nelbo')} | {cell('bpd', 4)} |"
 
 
-def samplers_section(kind: str, priors: Sequence[str]) -> str:
-    fitted = [p for p in priors if p != "prior"]
+def samplers_section(preset: Preset | None, priors: Sequence[str]) -> str:
+    fitted = [p for p in priors if p != OWN]
     words = (f"Fitted to the training codes and saved in `priors.safetensors`: {', '.join(fitted)} "
              f"(`vaekit sample PATH --prior {fitted[0]}`)." if fitted else "No sampler fitted to the codes is saved.")
-    how = {"ae": NOT_PULLED, "rae": NOT_PULLED, "vamp": "Draw z from its learned VampPrior and decode it, or from a "
-           "sampler fitted to the codes."}.get(kind, "Draw z ~ N(0, I) and decode it, or draw z from a sampler "
-                                                  "fitted to the codes.")
+    how = preset.generating if preset else "Draw z from a sampler fitted to the codes and decode it."
     return f"## Generating\n\n{how} {words}\n"
-
-
-NOT_PULLED = ("Its codes were never pulled towards N(0, I), so decoding z ~ N(0, I) gives poor images: draw z from a "
-              "sampler fitted to the codes and decode it.")
 
 
 USE = """## Intended use and limitations
