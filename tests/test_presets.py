@@ -60,7 +60,7 @@ def test_contract(kind, arch, shape, tmp_path):
     torch.testing.assert_close(loaded.generate(q.mean), model.generate(q.mean), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("kind", sorted(k for k in PRESETS if PRESETS[k].posterior.has_density))
+@pytest.mark.parametrize("kind", sorted(k for k in PRESETS if PRESETS[k].latent.has_density))
 def test_is_nll_is_a_tighter_bound_than_the_elbo(kind):
     """log p(x) >= IS estimate (K) >= ELBO in expectation: the IS-NLL may not exceed the mean -ELBO."""
     model = make(kind, "mlp", (1, 8, 8)).eval()

@@ -40,10 +40,13 @@ class Autoencoder(nn.Module):
         self.config = config = with_preset_settings(config, self.preset.settings)
         self.conditioning = conditioning(config.classes if config.conditional else 0, config.image_shape)
         make_encoder, make_decoder = ARCHS[config.arch]
+        self.latent = self.preset.latent(config)
         self.encoder = make_encoder(config, self.conditioning.encoder_shape(config.image_shape),
-                                    config.latent_dim * self.preset.posterior.params_per_dim)
-        self.decoder = make_decoder(config, self.conditioning.decoder_inputs(config.latent_dim))
+                                    config.latent_dim * self.latent.params_per_dim)
         self.likelihood = LIKELIHOODS[config.likelihood].from_config(config)
+        c, h, w = config.image_shape
+        self.decoder = make_decoder(config, self.conditioning.decoder_inputs(config.latent_dim),
+                                    (c * self.likelihood.params_per_pixel, h, w))
         self.priors = nn.ModuleDict({OWN: self.preset.prior(self)})
         self.meta: dict[str, Any] = {}  # run metadata read from a checkpoint (data, training progress, metrics)
 
@@ -51,7 +54,7 @@ class Autoencoder(nn.Module):
 
     kind = property(lambda self: self.config.kind)
     latent_dim = property(lambda self: self.config.latent_dim)
-    has_density = property(lambda self: self.preset.posterior.has_density)  # a likelihood bound exists
+    has_density = property(lambda self: self.latent.has_density)  # a likelihood bound exists
     prior = property(lambda self: self.priors[OWN])  # its own p(z): generation draws from it
     classes = property(lambda self: self.conditioning.classes)  # the labels it is conditioned on (0: none)
 
@@ -73,8 +76,7 @@ class Autoencoder(nn.Module):
 
     def encode(self, x: Tensor, y: Tensor | None = None) -> DiagonalGaussian | PointMass:
         """q(z|x): a Gaussian for the VAE, a point mass at the code for the AE (q(z|x, y) when conditional)."""
-        c, params = self.config, self.encoder(self.conditioning.images(x, y))
-        return self.preset.posterior.from_params(params, logvar_min=c.logvar_min, logvar_max=c.logvar_max)
+        return self.latent(self.encoder(self.conditioning.images(x, y)))
 
     def embed(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """A deterministic code per image: the posterior's mean (the AE's z, the VAE's mu)."""

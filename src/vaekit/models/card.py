@@ -64,7 +64,7 @@ def public_name(spec: str) -> str:
 
 
 def front_matter(preset: Preset | None, dataset: str) -> str:
-    variational = preset is not None and preset.posterior.has_density
+    variational = preset is not None and preset.latent.has_density
     tags = ["vaekit", "autoencoder", "generative-model", "image"] + (["variational-autoencoder"] if variational else [])
     hub = HUB_DATASETS.get(dataset)
     return "---\nlibrary_name: vaekit\ntags:\n" + "".join(f"- {t}\n" for t in tags) + \

@@ -43,8 +43,7 @@ class EncoderGraph(nn.Module):
         self.model = model
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, ...]:
-        q = self.model.encode(x, y)
-        return (q.mean, q.logvar) if self.model.has_density else (q.mean,)
+        return self.model.encode(x, y).exported()
 
 
 class DecoderGraph(nn.Module):
@@ -79,7 +78,7 @@ def with_labels(model: Autoencoder, first: Tensor, labels: Tensor | None) -> tup
 
 
 def output_names(model: Autoencoder) -> list[str]:
-    return ["mean", "logvar"] if model.has_density else ["code"]
+    return list(model.latent.outputs)
 
 
 def require_extra() -> None:

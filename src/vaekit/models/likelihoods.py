@@ -1,7 +1,9 @@
 """Decoder likelihoods p(x|z): the reconstruction term of both the AE and the VAE.
 
-The decoder network outputs one tensor shaped like the image; a likelihood turns it into a
-negative log-likelihood in nats per image (summed over pixels) and into a mean image.
+The decoder network outputs one tensor of `params_per_pixel` numbers per pixel value (its channels times the image's:
+the decoder is built that wide); a likelihood turns it into a negative log-likelihood in nats per image (summed over
+pixels) and into a mean image. A likelihood that needs more per pixel (a mixture's weights, means and scales) says
+so, and the decoder follows.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ class BernoulliLikelihood(nn.Module):
 
     Uses BCE-with-logits, which is stable where sigmoid + log would give log(0)."""
 
+    params_per_pixel = 1  # the logit
+
     @classmethod
     def from_config(cls, config: ModelConfig) -> BernoulliLikelihood:
         return cls()
@@ -37,6 +41,8 @@ class GaussianLikelihood(nn.Module):
     """p(x|z) = N(decoder output, sigma^2) per pixel, sigma fixed or learned (one shared scale).
 
     A learned shared sigma balances reconstruction against the KL by itself (Rybkin et al., 2021)."""
+
+    params_per_pixel = 1  # the mean (sigma is shared, not per pixel)
 
     def __init__(self, scale: float = 0.0):
         super().__init__()

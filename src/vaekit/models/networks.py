@@ -81,13 +81,14 @@ def conv_decoder(latent_dim: int, channels: tuple[int, ...], shape: Shape) -> nn
     return nn.Sequential(*layers).to(memory_format=CONV_LAYOUT)
 
 
-# Each family as (make_encoder(config, input shape, outputs), make_decoder(config, inputs)): the conditioning part
-# (conditioning.py) may widen the encoder's input by a channel and the decoder's by the one-hot label.
+# Each family as (make_encoder(config, input shape, outputs), make_decoder(config, inputs, output shape)): the
+# conditioning part (conditioning.py) may widen the encoder's input by a channel and the decoder's by the one-hot
+# label; the likelihood says how many numbers per pixel the decoder gives (likelihoods.py: params_per_pixel).
 ARCHS = {
     "mlp": (lambda cfg, shape, out: mlp_encoder(shape, cfg.hidden, out),
-            lambda cfg, inputs: mlp_decoder(inputs, cfg.hidden, cfg.image_shape)),
+            lambda cfg, inputs, shape: mlp_decoder(inputs, cfg.hidden, shape)),
     "conv": (lambda cfg, shape, out: conv_encoder(shape, cfg.channels, out),
-             lambda cfg, inputs: conv_decoder(inputs, cfg.channels, cfg.image_shape)),
+             lambda cfg, inputs, shape: conv_decoder(inputs, cfg.channels, shape)),
 }
 
 

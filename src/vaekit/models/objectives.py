@@ -26,6 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from vaekit.models.posterior import divergence
+
 
 @dataclass
 class Loss:
@@ -56,11 +58,10 @@ def elbo(model: Any, x: Tensor, kl_weight: float = 1.0, y: Tensor | None = None)
     c, q = model.config, model.encode(x, y)
     z = q.sample()
     recon = model.likelihood.nll(x, model.decode(z, y))
-    kl_dims = model.prior.closed_form_kl(q)  # (B, D), or None where there is no closed form
-    if kl_dims is not None:
-        kl, penalty = kl_dims.sum(-1), kl_dims.mean(0).clamp(min=c.free_bits).sum()
+    kl, kl_dims = divergence(q, model.prior, z)  # per dimension in closed form; else one draw, which may fall
+    if kl_dims is not None:  # below 0: the floor then applies only with free bits
+        penalty = kl_dims.mean(0).clamp(min=c.free_bits).sum()
     else:
-        kl = q.kl(model.prior, z)  # one draw: may fall below 0, so the floor applies only with free bits
         penalty = kl.mean().clamp(min=c.free_bits * model.latent_dim) if c.free_bits > 0 else kl.mean()
     return Loss(recon=recon, kl=kl, objective=recon.mean() + kl_weight * c.beta * penalty)
 
@@ -110,8 +111,7 @@ def iwae(model: Any, x: Tensor, kl_weight: float = 1.0, y: Tensor | None = None)
     fit, ratio = log_weight_terms(model, x, k, q=q, y=y)
     bound = torch.logsumexp(fit + ratio, dim=0) - math.log(k)
     weighted = torch.logsumexp(fit + kl_weight * model.config.beta * ratio, dim=0) - math.log(k)
-    closed = model.prior.closed_form_kl(q)
-    kl = closed.sum(-1) if closed is not None else -ratio.mean(0)
+    kl, _ = divergence(q, model.prior, estimate=-ratio.mean(0))
     return Loss(recon=-fit.mean(0), kl=kl, objective=-weighted.mean(), total=-bound)
 
 

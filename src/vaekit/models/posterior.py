@@ -7,13 +7,15 @@ Two families, one contract (mean, sample, log_prob, kl):
                     itself, its KL term is zero (it is not part of the AE's objective), and it has no
                     density, so no likelihood bound exists for it.
 
-The KL takes the prior as an argument: closed form against N(0, I), Monte Carlo against any other prior.
+The KL takes the prior as an argument: closed form against N(0, I), Monte Carlo against any other prior; the
+choice between them is made in one place, `divergence`. Each posterior also says what an exported encoder emits
+(`exported`, named by its latent part, latents.py) and its spread per dimension where it has one (`scale`).
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -67,14 +69,17 @@ class DiagonalGaussian:
         return 0.5 * (self.mu.pow(2) + self.logvar.exp() - 1.0 - self.logvar)
 
     def kl(self, prior: Prior | None = None, z: Tensor | None = None) -> Tensor:
-        """KL(q(z|x) || p(z)) in nats, one value per row (per draw, if `z` carries sample dimensions): in closed
-        form where the prior has one (N(0, I), also when `prior` is None), otherwise the Monte Carlo estimate
-        log q(z|x) - log p(z) at `z` (draws from q; one fresh draw if None)."""
-        closed = self.kl_per_dim() if prior is None else prior.closed_form_kl(self)
-        if closed is not None:
-            return closed.sum(-1)
-        z = self.sample() if z is None else z
-        return self.log_prob(z) - prior.log_prob(z)
+        """KL(q(z|x) || p(z)) in nats, one value per row: against N(0, I) when `prior` is None; see `divergence`."""
+        return self.kl_per_dim().sum(-1) if prior is None else divergence(self, prior, z)[0]
+
+    @property
+    def scale(self) -> Tensor:
+        """sigma per dimension: how far a draw goes from the mean."""
+        return self.sigma
+
+    def exported(self) -> tuple[Tensor, ...]:
+        """What an exported encoder emits: the mean and the log-variance (latents.py names them)."""
+        return self.mu, self.logvar
 
 
 class PointMass:
@@ -107,4 +112,25 @@ class PointMass:
 
     def kl(self, prior: Prior | None = None, z: Tensor | None = None) -> Tensor:
         return torch.zeros(self.code.shape[:-1], dtype=self.code.dtype, device=self.code.device)
+
+    scale = None  # a point mass does not spread: there is nothing to draw
+
+    def exported(self) -> tuple[Tensor, ...]:
+        """What an exported encoder emits: the code."""
+        return (self.code,)
+
+
+def divergence(q: Any, prior: Prior, z: Tensor | None = None, estimate: Tensor | None = None
+               ) -> tuple[Tensor, Tensor | None]:
+    """KL(q(z|x) || p(z)) in nats per image, and per latent dimension where the prior has a closed form (the terms
+    free bits floors; None otherwise). The one place that chooses: the closed form where there is one (N(0, I)),
+    else a Monte Carlo estimate: `estimate` where the caller has one (IWAE's, from its k draws), else
+    log q(z|x) - log p(z) at `z` (draws from q; one fresh draw if None)."""
+    per_dim = prior.closed_form_kl(q)
+    if per_dim is not None:
+        return per_dim.sum(-1), per_dim
+    if estimate is not None:
+        return estimate, None
+    z = q.sample() if z is None else z
+    return q.log_prob(z) - prior.log_prob(z), None
 

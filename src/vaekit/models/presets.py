@@ -19,8 +19,8 @@ from typing import Any
 
 from torch import nn
 
+from vaekit.models.latents import GaussianLatent, PointLatent
 from vaekit.models.objectives import Loss, elbo, iwae, rae, reconstruction, wae_mmd
-from vaekit.models.posterior import DiagonalGaussian, PointMass
 from vaekit.models.priors import StandardNormal, VampPrior
 
 
@@ -38,7 +38,7 @@ def vamp_prior(model: Any) -> nn.Module:
 
 @dataclass(frozen=True)
 class Preset:
-    posterior: type[DiagonalGaussian] | type[PointMass]  # what encode() returns
+    latent: type[nn.Module]  # the latent part (latents.py): the encoder's output becomes q(z|x)
     objective: Callable[..., Loss]  # objective(model, x, kl_weight, y) -> Loss
     prior: Callable[[Any], nn.Module]  # prior(model): p(z), what generation draws from
     words: str  # one line for --help and reports
@@ -58,36 +58,36 @@ NOT_PULLED = ("Its codes were never pulled towards N(0, I), so decoding z ~ N(0,
               "sampler fitted to the codes and decode it.")
 
 PRESETS: dict[str, Preset] = {
-    "ae": Preset(PointMass, reconstruction, standard_normal,
+    "ae": Preset(PointLatent, reconstruction, standard_normal,
                  "plain AE: a deterministic code z = E(x), trained on reconstruction alone", label="AE",
                  card="a plain autoencoder (deterministic codes, no likelihood bound; sample through a sampler fitted "
                       "to its codes, not N(0, I))", generating=NOT_PULLED),
-    "vae": Preset(DiagonalGaussian, elbo, standard_normal,
+    "vae": Preset(GaussianLatent, elbo, standard_normal,
                   "VAE: the encoder returns q(z|x) = N(mu, sigma^2); loss = recon + beta * KL(q || N(0, I))",
                   uses=ELBO, label="VAE", card="a variational autoencoder (q(z|x) = N(mu, diag sigma^2), trained on "
                                                "reconstruction + KL to N(0, I))"),
-    "beta-vae": Preset(DiagonalGaussian, elbo, standard_normal,
+    "beta-vae": Preset(GaussianLatent, elbo, standard_normal,
                        "beta-VAE: the VAE with the KL weighted by beta (--beta, 4 unless given)", uses=ELBO,
                        settings={"beta": 4.0}, label="beta-VAE",
                        card="a beta-VAE (the VAE's objective with the KL weighted by beta)"),
-    "iwae": Preset(DiagonalGaussian, iwae, standard_normal,
+    "iwae": Preset(GaussianLatent, iwae, standard_normal,
                    "IWAE: the VAE trained on the k-sample importance-weighted bound (--iwae-k)",
                    uses=("iwae_k", "beta"), label="IWAE",
                    card="an importance-weighted autoencoder (trained on the k-sample IWAE bound)",
                    likelier="IWAE trains on the k-sample bound, which is tighter than the ELBO, so its encoder is free "
                             "to be less Gaussian-exact and the model can place more mass on the data."),
-    "vamp": Preset(DiagonalGaussian, elbo, vamp_prior,
+    "vamp": Preset(GaussianLatent, elbo, vamp_prior,
                    "VampPrior VAE: p(z) is the mixture of q(z|u) at learned pseudo-inputs u (--pseudo-inputs)",
                    uses=("pseudo_inputs", *ELBO), label="VAMP",
                    card="a VAE with a VampPrior (a learned mixture of posteriors at pseudo-inputs)",
                    generating="Draw z from its learned VampPrior and decode it, or from a sampler fitted to the codes.",
                    likelier="The VampPrior moves the prior to where the codes are, so less KL is paid for codes the "
                             "data needs."),
-    "wae": Preset(PointMass, wae_mmd, standard_normal,
+    "wae": Preset(PointLatent, wae_mmd, standard_normal,
                   "WAE-MMD: deterministic codes, recon + lambda * MMD(codes, N(0, I)) (--mmd-weight)",
                   uses=("mmd_weight",), min_batch=2, label="WAE",
                   card="a Wasserstein autoencoder (MMD between the codes and N(0, I))"),
-    "rae": Preset(PointMass, rae, standard_normal,
+    "rae": Preset(PointLatent, rae, standard_normal,
                   "RAE: deterministic codes, recon + L2 on codes and decoder (--code-l2, --decoder-l2); sample it "
                   "with the fitted gmm or two-stage prior", uses=("code_l2", "decoder_l2"), label="RAE",
                   card="a regularized deterministic autoencoder (code and decoder penalties; sample through a fitted "

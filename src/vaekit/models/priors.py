@@ -103,7 +103,7 @@ class VampPrior(nn.Module):
         q = self.components()
         k = torch.randint(len(self.pseudo_inputs), (n,), device=q.mu.device, **drawn_by(generator))
         eps = torch.randn(n, q.mu.shape[1], device=q.mu.device, **drawn_by(generator))
-        return q.mu[k] + q.sigma[k] * eps
+        return q.mean[k] + q.scale[k] * eps
 
 
 class GaussianMixture(nn.Module):

@@ -222,8 +222,8 @@ def encode_upload(ex: Explorer, data: bytes, samples: int, label: int | None = N
             y = labels_for(m, label, 1, required=True)
             q = m.encode(x, y)
             out[name] = {"z": q.mean[0].tolist(), "mean_decoded": png_b64(m.generate(q.mean, y))}
-            if m.has_density:  # the same x, different z
+            if q.scale is not None:  # a posterior that spreads: the same x, different z
                 z = q.sample(samples)[:, 0]
-                out[name].update(mu=q.mean[0].tolist(), sigma=q.sigma[0].tolist(), z=z.tolist(),
+                out[name].update(mu=q.mean[0].tolist(), sigma=q.scale[0].tolist(), z=z.tolist(),
                                  decoded=pngs_b64(m.generate(z, labels_for(m, label, samples))))
     return out
