@@ -90,18 +90,24 @@ def test_every_latent_keeps_the_contract(name):
     from vaekit.models.posterior import divergence
     from vaekit.models.priors import StandardNormal
 
-    latent = LATENTS[name](ModelConfig())
-    params = torch.randn(5, 3 * latent.params_per_dim)
+    latent = LATENTS[name](ModelConfig(arch="mlp", latent_dim=6, latent_channels=2))  # 3 tokens of 2 numbers
+    params = torch.randn(5, 6 * latent.params_per_dim)
     q = latent(params)
-    assert q.sample().shape == q.mean.shape == (5, 3) and q.sample(4).shape == (4, 5, 3)
-    kl, per_dim = divergence(q, StandardNormal(3))
-    assert kl.shape == (5,) and (kl >= 0).all() and per_dim.shape == (5, 3)
+    assert q.sample().shape == q.mean.shape == (5, 6) and q.sample(4).shape == (4, 5, 6)
+    assert latent.grid == (2, 1, 3)
+    kl, per_dim = divergence(q, StandardNormal(6))
+    assert kl.shape == (5,) and (kl >= 0).all() and per_dim.shape == (5, 6)
     assert len(q.exported()) == len(latent.outputs) and all(t.shape[0] == 5 for t in q.exported())
     if latent.has_density:
-        assert q.log_prob(q.sample()).shape == (5,) and q.scale.shape == (5, 3)
+        assert q.log_prob(q.sample()).shape == (5,) and q.scale.shape == (5, 6)
     else:
         with pytest.raises(ValueError):
             q.log_prob(q.mean)
+    if latent.discrete:  # outside training, codes are exact codebook entries, one index per token
+        q = latent.eval()(params)
+        assert q.indices.shape == (5, 3) and 0 <= q.indices.min() and q.indices.max() < latent.codebook_size
+        assert torch.equal(latent.codes_from_indices(q.indices), q.mean)
+        assert latent.random_codes(4, torch.Generator().manual_seed(0)).shape == (4, 6)
 
 
 def test_the_kl_against_a_prior_without_a_closed_form_is_estimated_from_draws():

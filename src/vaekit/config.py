@@ -57,7 +57,7 @@ class ModelConfig(Checked):
     kind: str = option("vae",
         "the family member: ae (deterministic code, reconstruction only), vae (q(z|x) = N(mu, sigma^2), loss = recon + "
         "KL), beta-vae, iwae (k-sample importance-weighted bound), vamp (VampPrior), wae (WAE-MMD), rae (regularized "
-        "AE)")
+        "AE), vqvae (a codebook of discrete codes), fsq (finite scalar quantization)")
     image_shape: tuple[int, int, int] = setting((1, 28, 28), 1, 4096, help="set from the data; not a flag")
     arch: str = option("auto", "network family: mlp, conv, or auto (MLP for small grey images, conv otherwise)")
     latent_dim: int = setting(0, 0, 4096, help="size of z (0: 8 for 8x8 images, 20 up to 32x32 grey, else 64)")
@@ -82,6 +82,16 @@ class ModelConfig(Checked):
     mmd_weight: float = setting(100.0, 0.0, help="wae: weight lambda of the MMD between the codes and N(0, I)")
     code_l2: float = setting(1.0, 0.0, help="rae: weight of ||z||^2 / 2, the penalty on the codes' size")
     decoder_l2: float = setting(1e-4, 0.0, help="rae: weight of the squared norm of the decoder's weights")
+    latent_channels: int | None = setting(None, 0, 4096,
+        help="C: a conv net's code is then a C x h x w grid at its lowest resolution (latent_dim = C*h*w), an MLP's "
+        "latent_dim / C tokens; vqvae and fsq quantize each token (not given: 16 for them, else 0, a flat code)")
+    codebook_size: int = setting(512, 2, 65536, help="vqvae: codes in the codebook")
+    commitment: float = setting(0.25, 0.0, 100.0, help="vqvae: weight of the commitment loss ||E(x) - sg(z_q)||^2")
+    codebook_decay: float = setting(0.99, 0.0, 1.0, open_hi=True, help="vqvae: decay of the codebook's moving averages")
+    dead_code: float = setting(2.0, 0.0, 1e6,
+        help="vqvae: a code used fewer times per batch (moving average) is revived as an encoder output; 0: never")
+    fsq_levels: tuple[int, ...] = setting((8, 5, 5, 5), 2, 256,
+        help="fsq: levels of each number of a token; the codebook is their product (8,5,5,5: 1000 codes)")
     conditional: bool = option(False,
         "condition encoder and decoder on the image's label (a CVAE is --model vae --conditional): then `vaekit sample "
         "--label NAME` draws that class; needs labelled data")
@@ -159,6 +169,9 @@ class TrainConfig(Checked):
     two_stage_epochs: int = setting(30, 0, 10_000,
         help="epochs of the second VAE fitted to the training codes after training (Dai & Wipf, 2019) and saved with "
         "the best checkpoint, so `vaekit sample --prior two-stage` works from the file (0: none)")
+    code_prior_epochs: int = setting(20, 0, 10_000,
+        help="vqvae, fsq: epochs of the PixelCNN fitted to the training codes' indices after training, so `vaekit "
+        "sample --prior code-prior` draws from it (0: none)")
     gmm_components: int = setting(10, 0, 100,
         help="components of the Gaussian mixture fitted to the training codes after training and saved with the best "
         "checkpoint, so `vaekit sample --prior gmm` works from the file (0: none)")

@@ -320,7 +320,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                 shutil.move(file, out / file.name)
             write_text(out / CARD_FILE, model_card(read_json(out / CONFIG_FILE), test, priors=list(model.priors),
                                                    extra=extra))
-    print(f"exported {model.kind.upper()} to {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
+    print(f"exported {model.preset.label} to {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
     return 0
 
 

@@ -108,7 +108,7 @@ def evaluation_lines(model, data, metrics: dict) -> list[str]:
     from vaekit.training.log import tighter_bound
 
     t, floor = metrics["test"], metrics["real_floor"]
-    lines = [f"{model.kind.upper()} on {data.spec} test set ({t['images']} images)",
+    lines = [f"{model.preset.label} on {data.spec} test set ({t['images']} images)",
              *(f"  ({note})" for note in data.notes),
              f"  reconstruction -log p(x|z)  {t['recon']:.2f} nats/image"]
     if "nelbo" in t:
@@ -125,6 +125,10 @@ def evaluation_lines(model, data, metrics: dict) -> list[str]:
     inside = f"; {100 * la['inside_prior_99']:.1f}% of codes inside N(0, I)'s 99% ball" if "inside_prior_99" in la \
         else ""
     lines.append(f"  active units                {la['active_units']} of {model.latent_dim}{inside}")
+    if model.latent.discrete:
+        book = la["codebook"]
+        lines.append(f"  codebook                    {book['used']} of {book['size']} codes used by the test images "
+                     f"(perplexity {book['perplexity']:.1f}; {book['dead']} never used)")
     rows = [(f"samples from {name}", s, f"z ~ {metrics['priors'][name]}")
             for name, s in metrics.get("samples", {}).items()]
     if floor:
@@ -222,7 +226,7 @@ def info_lines(model, info: dict, progress) -> list[str]:
 
     c = model.config
     lines = [f"checkpoint   {info['checkpoint']}",
-             f"model        {model.kind.upper()}  {c.arch}  latent {c.latent_dim}  {network_words(c)}"
+             f"model        {model.preset.label}  {c.arch}  latent {c.latent_dim}  {network_words(c)}"
              f"  {c.likelihood} likelihood  {info['parameters']:,} parameters",
              f"preset       {model.preset.words}",
              f"settings     {objective_words(model)}",

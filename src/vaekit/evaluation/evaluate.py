@@ -25,6 +25,7 @@ from vaekit.evaluation.latent import radius_99
 from vaekit.evaluation.metrics import (
     active_units,
     code_statistics,
+    codebook_usage,
     frechet_distance,
     importance_sampled_nll,
     kernel_distance,
@@ -43,6 +44,7 @@ class EvalSettings:
     n_samples: int = 10_000  # generated images per prior for the Frechet distance
     gmm_components: int = 10  # for a checkpoint without a fitted mixture
     two_stage_epochs: int = 30  # for a checkpoint without a fitted second-stage VAE
+    code_prior_epochs: int = 20  # for a checkpoint of discrete codes without a fitted code prior
     gmm_fit_codes: int = FIT_CODES  # training codes the samplers are fitted to
     batch_size: int = 1000
     seed: int = 0
@@ -54,7 +56,8 @@ class EvalSettings:
 
     @classmethod
     def quick(cls) -> EvalSettings:
-        return cls(k=100, is_images=500, n_samples=2000, gmm_fit_codes=5000, prdc_images=2000, kid_subsets=50)
+        return cls(k=100, is_images=500, n_samples=2000, gmm_fit_codes=5000, prdc_images=2000, kid_subsets=50,
+                   code_prior_epochs=5)
 
     @classmethod
     def chosen(cls, quick: bool = False, inception: bool = False) -> EvalSettings:
@@ -84,7 +87,8 @@ def samplers(model: Autoencoder, data: Dataset, s: EvalSettings) -> dict[str, nn
     checkpoint has none)."""
     priors = dict(model.priors.items())
     wanted = {name: size for name, size in sizes(s).items() if name not in priors}
-    missing = fit_samplers(lambda: training_codes(model, data, s.batch_size, s.gmm_fit_codes), wanted, s.seed)
+    missing = fit_samplers(lambda: training_codes(model, data, s.batch_size, s.gmm_fit_codes), wanted, s.seed,
+                           model.latent)
     return {**priors, **missing}
 
 
@@ -222,12 +226,14 @@ def likelihood_metrics(model: Autoencoder, data: Dataset, s: EvalSettings) -> di
 
 @torch.no_grad()
 def latent_metrics(model: Autoencoder, data: Dataset, s: EvalSettings) -> tuple[dict[str, Any], Tensor]:
-    """Active units, code statistics, the KL per dimension (against a prior with a closed form) and, against N(0, I),
-    the share of codes inside its 99% ball. Returns the metrics and the test codes (posterior means)."""
-    codes, kl = [], []
+    """Active units, code statistics, a discrete latent's codebook usage, the KL per dimension (against a prior with a
+    closed form) and, against N(0, I), the share of codes inside its 99% ball. Returns the metrics and the test codes
+    (posterior means)."""
+    codes, kl, indices = [], [], []
     for xb, yb in Batches(data.test, s.batch_size, model.device):
         q = model.encode(xb, yb)
         codes.append(q.mean.cpu())
+        indices += [q.indices.cpu()] if model.latent.discrete else []
         per_dim = model.prior.closed_form_kl(q) if model.has_density else None  # None against a learned prior
         kl += [per_dim.cpu()] if per_dim is not None else []
     codes = torch.cat(codes)
@@ -235,6 +241,8 @@ def latent_metrics(model: Autoencoder, data: Dataset, s: EvalSettings) -> tuple[
     latent: dict[str, Any] = {"active_units": n_active, "activity": activity.tolist(), **code_statistics(codes)}
     if kl:  # KL(q || the model's own prior) per dimension, where it has a closed form
         latent["kl_per_dim"] = torch.cat(kl).mean(0).tolist()
+    if indices:  # how much of the codebook the test images use
+        latent["codebook"] = codebook_usage(torch.cat(indices), model.latent.codebook_size)
     if model.prior.is_standard_normal:
         latent["inside_prior_99"] = (codes.norm(dim=1) <= radius_99(model.latent_dim)).float().mean().item()
     return latent, codes
@@ -247,7 +255,7 @@ def evaluate_model(model: Autoencoder, data: Dataset, settings: EvalSettings, re
     for split in (data.train, data.test):
         model.conditioning.check(split.labels, data.spec)
     s = settings
-    steps = bar(total=4, desc=f"evaluating {model.kind.upper()}", disable=quiet)
+    steps = bar(total=4, desc=f"evaluating {model.preset.label}", disable=quiet)
     torch.manual_seed(s.seed)
     metrics: dict[str, Any] = {"model": model.kind, "latent_dim": model.latent_dim,
                                **likelihood_metrics(model, data, s)}

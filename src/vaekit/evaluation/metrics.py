@@ -94,6 +94,15 @@ def active_units(means: Tensor, threshold: float = 0.01) -> tuple[int, Tensor]:
     return int((activity > threshold).sum()), activity.float()
 
 
+def codebook_usage(indices: Tensor, size: int) -> dict[str, float]:
+    """How much of a codebook of `size` codes the token indices use: codes used at least once, those never used
+    (dead), and the perplexity exp(H) of the codes' frequencies (size when all are used equally, 1 for one code)."""
+    counts = torch.bincount(indices.flatten(), minlength=size).double()
+    p = counts[counts > 0] / counts.sum()
+    used = len(p)
+    return {"size": size, "used": used, "dead": size - used, "perplexity": float((-(p * p.log()).sum()).exp())}
+
+
 def code_statistics(codes: Tensor) -> dict[str, list[float]]:
     """Per-dimension mean and std of the codes, to hold against the prior's 0 and 1."""
     return {"mean": codes.mean(0).tolist(), "std": codes.std(0).tolist()}

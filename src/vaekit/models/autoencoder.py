@@ -12,6 +12,7 @@ q(z|x, y) and p(x|z, y); every method below takes the labels as `y` (None for an
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +35,11 @@ class Autoencoder(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        config = with_defaults(config)
-        validate(config)
+        if config.kind not in PRESETS:
+            raise VaekitError(f"unknown kind {config.kind!r} (choose from {', '.join(PRESETS)})")
         self.preset = PRESETS[config.kind]
-        self.config = config = with_preset_settings(config, self.preset.settings)
+        self.config = config = with_defaults(with_preset_settings(config, self.preset.settings))
+        validate(config)
         self.conditioning = conditioning(config.classes if config.conditional else 0, config.image_shape)
         make_encoder, make_decoder = ARCHS[config.arch]
         self.latent = self.preset.latent(config)
@@ -127,6 +129,7 @@ def with_preset_settings(config: ModelConfig, settings: dict[str, Any]) -> Model
     return dataclasses.replace(config, **{k: v for k, v in settings.items() if getattr(config, k) is None})
 
 
+MAX_CODES = 65_536  # an FSQ codebook's size, like --codebook-size's bound
 MAX_PARAMETERS = 2_000_000_000  # 8 GB of float32 weights, before Adam's two copies
 
 
@@ -172,6 +175,12 @@ def validate(config: ModelConfig) -> None:
         raise VaekitError(f"latent_dim must be at least 1, got {config.latent_dim}")
     if config.arch == "conv" and min(h, w) < 2 ** len(config.channels):
         raise VaekitError(f"a {h}x{w} image is too small for {len(config.channels)} stride-2 convolutions")
+    if config.latent_channels and config.latent_dim % config.latent_channels:
+        raise VaekitError(f"latent_dim {config.latent_dim} is not a whole number of tokens of latent_channels "
+                          f"{config.latent_channels}")
+    if math.prod(config.fsq_levels) > MAX_CODES:
+        raise VaekitError(f"--fsq-levels {','.join(map(str, config.fsq_levels))} make a codebook of "
+                          f"{math.prod(config.fsq_levels):,} codes (at most {MAX_CODES:,})")
     if config.conditional and config.classes < 1:
         raise VaekitError("a conditional model needs labelled data (its number of classes is 0)")
     if config.logvar_min >= config.logvar_max:

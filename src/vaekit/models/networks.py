@@ -3,6 +3,10 @@
 Two families: an MLP (the pytorch/examples VAE is 784-400-20) and a small convolutional net of
 stride-2 convolutions. The AE and the VAE use the very same networks; only the width of the
 encoder's last layer differs (D codes for the AE, D means + D log-variances for the VAE).
+
+Codes are flat vectors of latent_dim numbers outside the networks, whatever their layout inside: a conv net given
+`latent_channels` C keeps its code spatial, a C x h x w grid at its lowest resolution (a 3x3 convolution in, one
+out; no dense layer), flattened channel by channel; `code_grid` says the layout of any code as (C, h, w) tokens.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import torch
 from torch import nn
 
 from vaekit.config import ModelConfig
+from vaekit.errors import VaekitError
 
 Shape = tuple[int, int, int]
 
@@ -52,23 +57,44 @@ def conv_sizes(shape: Shape, n_down: int) -> list[tuple[int, int]]:
     return sizes
 
 
-def conv_encoder(shape: Shape, channels: tuple[int, ...], out_dim: int) -> nn.Sequential:
+def conv_encoder(shape: Shape, channels: tuple[int, ...], out_dim: int, spatial: bool = False) -> nn.Sequential:
+    """Stride-2 convolutions down to about 4x4, then a dense layer to `out_dim` numbers, or, `spatial`, a 3x3
+    convolution to out_dim / (h * w) channels at that resolution (flattened channel by channel)."""
     layers: list[nn.Module] = []
     c_in = shape[0]
     for c in channels:
         layers += [nn.Conv2d(c_in, c, 4, stride=2, padding=1), nn.ReLU()]
         c_in = c
     h, w = conv_sizes(shape, len(channels))[-1]
-    layers += [nn.Flatten(), nn.Linear(c_in * h * w, out_dim)]
+    last = nn.Conv2d(c_in, out_dim // (h * w), 3, padding=1) if spatial else nn.Flatten()
+    layers += [last, nn.Flatten()] if spatial else [last, nn.Linear(c_in * h * w, out_dim)]
     return nn.Sequential(*layers).to(memory_format=CONV_LAYOUT)
 
 
-def conv_decoder(latent_dim: int, channels: tuple[int, ...], shape: Shape) -> nn.Sequential:
-    """Mirror of `conv_encoder`; output_padding restores odd sizes exactly (7 -> 14 -> 28, 3 -> 7)."""
+class GridInput(nn.Module):
+    """A spatial decoder's first layer: the flat code back to its C x h x w grid, any numbers after it (a
+    conditional model's one-hot label) as constant planes beside it, and a 3x3 convolution to `width` channels."""
+
+    def __init__(self, grid: Shape, extra: int, width: int):
+        super().__init__()
+        self.grid, self.size = grid, math.prod(grid)
+        self.conv = nn.Conv2d(grid[0] + extra, width, 3, padding=1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        code, extra = z[:, :self.size].reshape(-1, *self.grid), z[:, self.size:]
+        planes = extra[:, :, None, None].expand(-1, -1, *self.grid[1:])
+        return self.conv(torch.cat([code, planes], 1).contiguous(memory_format=CONV_LAYOUT))
+
+
+def conv_decoder(latent_dim: int, channels: tuple[int, ...], shape: Shape, grid: Shape | None = None
+                 ) -> nn.Sequential:
+    """Mirror of `conv_encoder` (its first layer a `GridInput` for a spatial code of layout `grid`, whose first
+    latent_dim numbers are the code); output_padding restores odd sizes exactly (7 -> 14 -> 28, 3 -> 7)."""
     sizes = conv_sizes(shape, len(channels))
     h, w = sizes[-1]
-    layers: list[nn.Module] = [nn.Linear(latent_dim, channels[-1] * h * w), nn.ReLU(),
-                               nn.Unflatten(1, (channels[-1], h, w))]
+    layers: list[nn.Module] = ([GridInput(grid, latent_dim - math.prod(grid), channels[-1]), nn.ReLU()] if grid else
+                               [nn.Linear(latent_dim, channels[-1] * h * w), nn.ReLU(),
+                                nn.Unflatten(1, (channels[-1], h, w))])
     outs = list(reversed(channels[:-1])) + [shape[0]]
     c_in = channels[-1]
     for i, c_out in enumerate(outs):
@@ -87,21 +113,32 @@ def conv_decoder(latent_dim: int, channels: tuple[int, ...], shape: Shape) -> nn
 ARCHS = {
     "mlp": (lambda cfg, shape, out: mlp_encoder(shape, cfg.hidden, out),
             lambda cfg, inputs, shape: mlp_decoder(inputs, cfg.hidden, shape)),
-    "conv": (lambda cfg, shape, out: conv_encoder(shape, cfg.channels, out),
-             lambda cfg, inputs, shape: conv_decoder(inputs, cfg.channels, shape)),
+    "conv": (lambda cfg, shape, out: conv_encoder(shape, cfg.channels, out, spatial=bool(cfg.latent_channels)),
+             lambda cfg, inputs, shape: conv_decoder(inputs, cfg.channels, shape,
+                                                     code_grid(cfg) if cfg.latent_channels else None)),
 }
+
+
+def code_grid(config: ModelConfig) -> Shape:
+    """The layout of a code as (C, h, w) tokens of C numbers: the conv net's C x h x w grid given latent_channels
+    C, latent_dim / C tokens in a row for an MLP, else one token of latent_dim numbers."""
+    c = config.latent_channels or 0
+    if c and config.arch == "conv":
+        return (c, *conv_sizes(config.image_shape, len(config.channels))[-1])
+    return (c, 1, config.latent_dim // c) if c else (config.latent_dim, 1, 1)
 
 
 def with_defaults(config: ModelConfig) -> ModelConfig:
     """Fill the "auto"/empty fields with sensible choices for the image size.
 
-    Small grey images get the classic MLP (784-400-20 on 28x28); colour or larger images a conv net
-    that halves the resolution until it is about 4x4."""
+    Small grey images get the classic MLP (784-400-20 on 28x28); colour or larger images, and codes of tokens, a
+    conv net that halves the resolution until it is about 4x4 (7x7 on 28x28)."""
     c, h, w = config.image_shape
     dims = c * h * w
+    tokens = config.latent_channels or 0
     arch = config.arch
-    if arch == "auto":
-        arch = "mlp" if c == 1 and h * w <= 32 * 32 else "conv"
+    if arch == "auto":  # a code of tokens takes the conv net, which keeps it spatial
+        arch = "mlp" if c == 1 and h * w <= 32 * 32 and not tokens else "conv"
     latent = config.latent_dim or (8 if dims <= 256 else 20 if dims <= 1024 else 64)
     hidden = config.hidden or ((128,) if dims <= 256 else (400,) if dims <= 1024 else (1024, 512))
     channels = config.channels
@@ -110,4 +147,14 @@ def with_defaults(config: ModelConfig) -> ModelConfig:
         while min(h, w) >> n_down >= 8 and n_down < 5:
             n_down += 1
         channels = (32, 64, 128, 256, 256)[: max(n_down, 1)]
-    return dataclasses.replace(config, arch=arch, latent_dim=latent, hidden=tuple(hidden), channels=tuple(channels))
+    if tokens and arch == "mlp" and not config.latent_dim:  # an MLP's tokens: 16 of them unless the size is given
+        latent = 16 * tokens
+    filled = dataclasses.replace(config, arch=arch, latent_dim=latent, hidden=tuple(hidden), channels=tuple(channels),
+                                 latent_channels=tokens)
+    if tokens and arch == "conv":  # the grid sets the size
+        grid = code_grid(filled)
+        if config.latent_dim not in (0, math.prod(grid)):
+            raise VaekitError(f"--latent-dim {config.latent_dim} does not match the spatial code of "
+                              f"{'x'.join(map(str, grid))} = {math.prod(grid)} numbers; leave it out")
+        filled = dataclasses.replace(filled, latent_dim=math.prod(grid))
+    return filled

@@ -1,6 +1,7 @@
 """Objectives: what training minimises, written over the model's parts (posterior, prior, likelihood).
 
   reconstruction   the plain AE:  -log p(x | z),  z = E(x)
+  quantized        VQ-VAE and FSQ: -log p(x | z_q) + the quantizer's commitment loss (none for FSQ)
   elbo             the VAE:       -log p(x | z) + beta * KL(q(z|x) || p(z)),  z = mu + sigma * eps
                    with KL warm-up (`kl_weight` ramps beta) and free bits (Kingma et al., 2016)
   iwae             the k-sample importance-weighted bound (Burda et al., 2016):
@@ -38,6 +39,7 @@ class Loss:
     objective: Tensor  # what training minimises: the batch mean of the terms, weighted, plus any penalty
     total: Tensor | None = None  # the bound per image, (B,): recon + KL (the -ELBO) unless the objective is a
     # tighter bound (IWAE); for a point-mass posterior, the reconstruction error (it defines no bound)
+    indices: Tensor | None = None  # a discrete latent's code indices, (B, tokens): how much of its codebook is used
 
     def __post_init__(self) -> None:
         if self.total is None:
@@ -48,6 +50,14 @@ def reconstruction(model: Any, x: Tensor, kl_weight: float = 1.0, y: Tensor | No
     """The plain AE's objective: the reconstruction term alone, at the code z = E(x)."""
     recon = model.likelihood.nll(x, model.decode(model.encode(x, y).sample(), y))
     return Loss(recon=recon, kl=torch.zeros_like(recon), objective=recon.mean())
+
+
+def quantized(model: Any, x: Tensor, kl_weight: float = 1.0, y: Tensor | None = None) -> Loss:
+    """A quantized autoencoder's objective (VQ-VAE, FSQ): the reconstruction at the quantized code, gradients passed
+    straight through the quantizer, plus the quantizer's own loss (VQ-VAE's commitment term; FSQ has none)."""
+    q = model.encode(x, y)
+    recon = model.likelihood.nll(x, model.decode(q.sample(), y))
+    return Loss(recon=recon, kl=torch.zeros_like(recon), objective=recon.mean() + q.penalty, indices=q.indices)
 
 
 def elbo(model: Any, x: Tensor, kl_weight: float = 1.0, y: Tensor | None = None) -> Loss:
@@ -156,18 +166,25 @@ def mean_loss(model: Any, batches: Iterable[tuple[Tensor, Tensor | None]],
     """Mean reconstruction, KL and the bound (`Loss.total`) per image (nats) and bits/dim over a whole split.
 
     `loss` is the bound the model trains on (`Loss.total`: the -ELBO, IWAE's k-draw bound, the AE's reconstruction
-    error); `nelbo`, where the posterior has a density, is recon + KL. `total` reduces the sums across processes."""
+    error); `nelbo`, where the posterior has a density, is recon + KL; `codes_used` and `perplexity`, where the latent
+    is discrete, how much of its codebook the split's codes use. `total` reduces the sums across processes."""
     was_training = model.training
     model.eval()
-    sums = torch.zeros(4, dtype=torch.float64, device=getattr(batches, "device", None))
+    size = model.latent.codebook_size if model.latent.discrete else 0
+    sums = torch.zeros(4 + size, dtype=torch.float64, device=getattr(batches, "device", None))
     for x, y in batches:
         loss = model(x, y=y)
-        sums += torch.stack([loss.recon.sum(), loss.kl.sum(), loss.total.sum(),
-                             torch.tensor(float(len(x)), device=x.device)]).double()
+        counts = torch.bincount(loss.indices.flatten(), minlength=size) if size else loss.recon.new_zeros(0)
+        sums += torch.cat([torch.stack([loss.recon.sum(), loss.kl.sum(), loss.total.sum(),
+                                        torch.tensor(float(len(x)), device=x.device)]), counts]).double()
     model.train(was_training)
-    recon, kl, bound, n = total(sums).tolist()
+    sums = total(sums)
+    recon, kl, bound, n = sums[:4].tolist()
     n = max(n, 1.0)
     loss = bound / n
     result = {"recon": recon / n, "kl": kl / n, "loss": loss, "bpd": loss / (math.prod(model.config.image_shape)
                                                                                 * math.log(2)), "images": int(n)}
+    if size:
+        p = sums[4:][sums[4:] > 0] / sums[4:].sum().clamp(min=1)
+        result |= {"codes_used": len(p), "perplexity": float((-(p * p.log()).sum()).exp())}
     return {**result, "nelbo": (recon + kl) / n} if model.has_density else result

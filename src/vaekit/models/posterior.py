@@ -1,6 +1,6 @@
 """The encoder's output: a posterior q(z|x) over codes, never a bare tensor.
 
-Two families, one contract (mean, sample, log_prob, kl):
+Two families, one contract (mean, sample, log_prob, kl), and a point mass on quantized codes:
   DiagonalGaussian  q(z|x) = N(mu, diag sigma^2): the VAE's. This is the one place where
                     z = mu + sigma * eps is written.
   PointMass         q(z|x) = delta(z - E(x)): the plain AE's. Its mean and its samples are the code
@@ -118,6 +118,16 @@ class PointMass:
     def exported(self) -> tuple[Tensor, ...]:
         """What an exported encoder emits: the code."""
         return (self.code,)
+
+
+class Quantized(PointMass):
+    """q(z|x) = delta(z - z_q(x)): a code quantized to one of finitely many values per token (vqvae, fsq), with the
+    index of each token's code, (B, tokens), and the quantizer's own training loss (a commitment loss; zero where it
+    has none) as `penalty`, a scalar the objective adds."""
+
+    def __init__(self, code: Tensor, indices: Tensor, penalty: Tensor):
+        super().__init__(code)
+        self.indices, self.penalty = indices, penalty
 
 
 def divergence(q: Any, prior: Prior, z: Tensor | None = None, estimate: Tensor | None = None

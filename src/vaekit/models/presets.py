@@ -9,6 +9,9 @@ Every member answers the seed's question, "how do we know where the codes are, s
   vamp      the prior moves to the codes: a mixture of the encoder's posteriors at learned pseudo-inputs
   wae       deterministic codes whose batch distribution is pushed to N(0, I) by an MMD penalty
   rae       deterministic codes kept small and a smooth decoder; the sampler is fitted afterwards (gmm, two-stage)
+  vqvae     discrete codes: each token one of a learned codebook's entries; a prior over the codes (a PixelCNN)
+            is fitted afterwards, uniformly random codes are the baseline
+  fsq       discrete codes on a fixed grid of levels per number, no codebook to learn (or to collapse)
 """
 
 from __future__ import annotations
@@ -19,13 +22,17 @@ from typing import Any
 
 from torch import nn
 
-from vaekit.models.latents import GaussianLatent, PointLatent
-from vaekit.models.objectives import Loss, elbo, iwae, rae, reconstruction, wae_mmd
-from vaekit.models.priors import StandardNormal, VampPrior
+from vaekit.models.latents import CodebookLatent, GaussianLatent, PointLatent, ScalarLatent
+from vaekit.models.objectives import Loss, elbo, iwae, quantized, rae, reconstruction, wae_mmd
+from vaekit.models.priors import StandardNormal, UniformCodes, VampPrior
 
 
 def standard_normal(model: Any) -> nn.Module:
     return StandardNormal(model.latent_dim)
+
+
+def uniform_codes(model: Any) -> nn.Module:
+    return UniformCodes(model.latent)
 
 
 def vamp_prior(model: Any) -> nn.Module:
@@ -53,6 +60,9 @@ class Preset:
     likelier: str = ""  # why it can win the likelihood among the family, when it does (a report's sentence)
 
 
+TOKENS = {"beta": 1.0, "latent_channels": 16}  # a quantized model's code: 16 numbers per token unless told
+FROM_CODES = ("Draw a code from the PixelCNN fitted to its training codes and decode it; uniformly random codes (its "
+              "own prior) give poor images.")
 ELBO = ("beta", "free_bits")
 NOT_PULLED = ("Its codes were never pulled towards N(0, I), so decoding z ~ N(0, I) gives poor images: draw z from a "
               "sampler fitted to the codes and decode it.")
@@ -92,6 +102,19 @@ PRESETS: dict[str, Preset] = {
                   "with the fitted gmm or two-stage prior", uses=("code_l2", "decoder_l2"), label="RAE",
                   card="a regularized deterministic autoencoder (code and decoder penalties; sample through a fitted "
                        "sampler)", generating=NOT_PULLED),
+    "vqvae": Preset(CodebookLatent, quantized, uniform_codes,
+                    "VQ-VAE: each code token snaps to the nearest of a learned codebook's entries (--codebook-size); "
+                    "loss = recon + commitment; sample it with the fitted code-prior", label="VQ-VAE",
+                    uses=("latent_channels", "codebook_size", "commitment", "codebook_decay", "dead_code"),
+                    settings=TOKENS, generating=FROM_CODES,
+                    card="a vector-quantized autoencoder (discrete codes from a learned codebook, no likelihood bound "
+                         "here; sample through the PixelCNN fitted to its codes)"),
+    "fsq": Preset(ScalarLatent, quantized, uniform_codes,
+                  "FSQ: each number of a code token rounds to one of a few levels (--fsq-levels), no codebook loss; "
+                  "sample it with the fitted code-prior", label="FSQ", uses=("latent_channels", "fsq_levels"),
+                  settings=TOKENS, generating=FROM_CODES,
+                  card="a finite-scalar-quantized autoencoder (discrete codes on a fixed grid of levels, no likelihood "
+                       "bound here; sample through the PixelCNN fitted to its codes)"),
 }
 PLAIN, VARIATIONAL = "ae", "vae"  # the seed's pair: the plain AE and the VAE, compared by default and told apart
 # in the report's answer

@@ -7,6 +7,7 @@ each is a prior object with one contract: `sample(n, generator)` and `log_prob(z
                    (Tomczak & Welling, 2018), trained with the model
   GaussianMixture  a mixture fitted to the training codes after training (Ghosh et al., 2020): an answer
                    that works for the plain AE too
+  UniformCodes     for discrete codes (VQ-VAE, FSQ): each token one of the codebook's codes, uniformly
   TwoStage         the decoder of a second, small VAE fitted to the training codes after training (Dai & Wipf,
                    2019): z = D2(u), u ~ N(0, I); it has no density here, only samples
 
@@ -104,6 +105,29 @@ class VampPrior(nn.Module):
         k = torch.randint(len(self.pseudo_inputs), (n,), device=q.mu.device, **drawn_by(generator))
         eps = torch.randn(n, q.mu.shape[1], device=q.mu.device, **drawn_by(generator))
         return q.mean[k] + q.scale[k] * eps
+
+
+class UniformCodes(nn.Module):
+    """p(z) for a model with discrete codes: every token one of the codebook's codes, uniformly and independently (the
+    prior a VQ-VAE is trained under; the baseline a learned code prior must beat). It draws through the latent part,
+    held by reference (its codebook is stored once, as the latent's); over z it has no density."""
+
+    is_standard_normal = False
+
+    def __init__(self, latent: nn.Module):
+        super().__init__()
+        self.draw = latent.random_codes
+        self.words = (f"uniformly random codes: each of the {latent.tokens} tokens one of the {latent.codebook_size} "
+                      "codes")
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        return self.draw(n, generator)
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        raise ValueError("uniformly random codes have no density over z: the codes are discrete")
+
+    def closed_form_kl(self, q: DiagonalGaussian) -> None:
+        return None
 
 
 class GaussianMixture(nn.Module):

@@ -7,6 +7,8 @@ is, so training, evaluation, scoring, the explorer, the report and the card iter
              scores how far an image's code lies from the training codes
   two-stage  a second, small VAE on the training codes (Dai & Wipf, 2019): its prior N(0, I) is where its own codes
              are, and its decoder maps them to where the first model's codes are; it draws codes, it has no density
+  code-prior for discrete codes only (vqvae, fsq): a PixelCNN over the grid of code indices (code_prior.py), the
+             VQ-VAE's own answer; it draws codes token by token
 A fitted sampler sits in the model's priors beside its own p(z) (`OWN`), saved in its own file.
 
 To add a sampler: a prior module (priors.py: `sample`, `log_prob` or a ValueError, `tensors`, `words`), its loader
@@ -15,6 +17,7 @@ that checks what it reads, a fit, and an entry here with the setting that sizes 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,11 +27,15 @@ from torch import Tensor, nn
 
 from vaekit.config import ModelConfig
 from vaekit.errors import warn
+from vaekit.models.code_prior import code_prior_from_tensors, fit_code_prior
 from vaekit.models.priors import GaussianMixture, TwoStage, mixture_from_tensors, two_stage_from_tensors
 
 FIT_CODES = 20_000  # training codes (posterior means) the samplers are fitted to, at most
 OWN = "prior"  # the model's own p(z) among its priors: what the KL pulls towards and plain generation draws from
 OWN_LABEL, OWN_CAPTION = "own prior", "z ~ its prior p(z)"
+
+
+Grid = tuple[int, int, int]  # a code's layout, (C, h, w) tokens of C numbers (latents.py: the latent's `grid`)
 
 
 @dataclass(frozen=True)
@@ -39,17 +46,22 @@ class Sampler:
     label: str  # a table's column: "GMM on codes"
     caption: str  # under a grid of its samples
     size: str  # the field of TrainConfig (and of the evaluation's settings) that sizes the fit
-    fit: Callable[[Tensor, int, int], nn.Module]  # (codes, size, seed) -> the fitted prior; ValueError if it cannot
-    load: Callable[[dict[str, Tensor], int, str], nn.Module]  # (tensors, latent size, file) -> the prior, checked
+    fit: Callable[[Tensor, int, int, Grid], nn.Module]  # (codes, size, seed, code layout) -> the fitted prior;
+    # ValueError if it cannot
+    load: Callable[[dict[str, Tensor], Grid, str], nn.Module]  # (tensors, code layout, file) -> the prior, checked
     scores_codes: bool  # log_prob(z) is a density (code_nll scores by it)
+    discrete: bool = False  # fitted only to discrete codes (a latent part whose `discrete` is true)
 
 
 SAMPLERS: dict[str, Sampler] = {
     "gmm": Sampler("GMM on codes", "z ~ a Gaussian mixture fitted to its codes", "gmm_components",
-                   GaussianMixture.fit, mixture_from_tensors, scores_codes=True),
+                   lambda codes, components, seed, grid: GaussianMixture.fit(codes, components, seed),
+                   lambda t, grid, where: mixture_from_tensors(t, math.prod(grid), where), scores_codes=True),
     "two-stage": Sampler("two-stage VAE", "z ~ a second-stage VAE fitted to its codes", "two_stage_epochs",
-                         lambda codes, epochs, seed: second_stage(codes, epochs, seed), two_stage_from_tensors,
-                         scores_codes=False),
+                         lambda codes, epochs, seed, grid: second_stage(codes, epochs, seed),
+                         lambda t, grid, where: two_stage_from_tensors(t, math.prod(grid), where), scores_codes=False),
+    "code-prior": Sampler("PixelCNN on codes", "z ~ a PixelCNN fitted to its discrete codes", "code_prior_epochs",
+                          fit_code_prior, code_prior_from_tensors, scores_codes=False, discrete=True),
 }
 DENSITY = next(name for name, s in SAMPLERS.items() if s.scores_codes)  # the sampler that scores codes
 
@@ -69,19 +81,20 @@ def sizes(settings: Any) -> dict[str, int]:
     return {name: getattr(settings, s.size) for name, s in SAMPLERS.items()}
 
 
-def fit_samplers(codes: Callable[[], Tensor], wanted: Mapping[str, int], seed: int) -> dict[str, nn.Module]:
-    """The samplers `wanted` (name -> size; 0 skips one), fitted to the training codes `codes()` gives (asked for
-    only when one is wanted: the posterior means of at most FIT_CODES images), on their device; a sampler that
-    cannot be fitted (codes not finite, a fit that diverged, one the memory cannot hold) is left out with a warning
-    saying why."""
-    wanted = {name: size for name, size in wanted.items() if size}
+def fit_samplers(codes: Callable[[], Tensor], wanted: Mapping[str, int], seed: int, latent: Any
+                 ) -> dict[str, nn.Module]:
+    """The samplers `wanted` (name -> size; 0 skips one) that fit the model's `latent` part (discrete ones to
+    discrete codes only), fitted to the training codes `codes()` gives (asked for only when one is wanted: the
+    posterior means of at most FIT_CODES images), on their device; a sampler that cannot be fitted (codes not finite,
+    a fit that diverged, one the memory cannot hold) is left out with a warning saying why."""
+    wanted = {name: size for name, size in wanted.items() if size and latent.discrete >= SAMPLERS[name].discrete}
     if not wanted:
         return {}
     z = codes()
     fitted = {}
     for name, size in wanted.items():
         try:
-            fitted[name] = SAMPLERS[name].fit(z, size, seed).to(z.device)
+            fitted[name] = SAMPLERS[name].fit(z, size, seed, latent.grid).to(z.device)
         except ValueError as e:
             warn(f"no {name} sampler: {str(e)[:200]}")
     return fitted

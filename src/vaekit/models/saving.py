@@ -134,7 +134,7 @@ def checked_meta(meta: dict[str, Any], file: Path) -> dict[str, Any]:
 
 
 def load_priors(model: Autoencoder, file: Path) -> None:
-    """Fitted priors from priors.safetensors, each checked against the model's latent size."""
+    """Fitted priors from priors.safetensors, each checked against the model's code layout."""
     grouped: dict[str, dict[str, Tensor]] = {}
     for key, value in read_safetensors(file).items():
         name, _, part = key.partition(".")
@@ -143,7 +143,7 @@ def load_priors(model: Autoencoder, file: Path) -> None:
         if name not in SAMPLERS:
             raise VaekitError(f"{file}: unknown prior {name[:40]!r} (this vaekit knows: {', '.join(SAMPLERS)})")
         try:
-            model.priors[name] = SAMPLERS[name].load(tensors, model.latent_dim, str(file))
+            model.priors[name] = SAMPLERS[name].load(tensors, model.latent.grid, str(file))
         except ValueError as e:
             raise VaekitError(str(e)) from None
 

@@ -14,7 +14,6 @@ from vaekit.models.samplers import DENSITY, OWN, caption_of, label_of
 from vaekit.report import figures
 from vaekit.report.words import Section, fmt, img, label, ranked_samplers, seed_pair
 
-CAPTIONS = {OWN: "z ~ N(0, I), its prior", DENSITY: caption_of(DENSITY)}  # the seed pair's own prior is N(0, I)
 POOR = 10.0  # best Frechet distance above this many times the real floor (and above 5): call the samples poor
 
 
@@ -32,12 +31,19 @@ def answer_section(m: dict, evals: dict[str, Evaluation], data: Dataset, n_show:
         f"<figure>{img(figures.latent_maps({label(n): e.test_codes}, data.test.labels, data.classes), f'{n} map')}"
         "</figure>" for n, e in evals.items())
     grids = "".join(f"<figure>{img(figures.image_grid_png(spaced(evals[n].samples[s], n_show), 8), f'{n} {s}')}"
-                    f"<figcaption>{label(n)}: {html.escape(CAPTIONS.get(s, caption_of(s)))}</figcaption></figure>"
+                    f"<figcaption>{label(n)}: {html.escape(grid_caption(m[n], s))}</figcaption></figure>"
                     for n, s in shown_grids(m) if s in evals[n].samples)
     title = "The answer: why a VAE can generate from N(0, I) and an AE cannot" if vae_wins(m) else "In short"
     claims = answer_words(m, data)  # the claims, then what the figures are
     words = "".join(f"<p>{html.escape(w)}</p>" for w in claims[:-1] + poor_words(m) + claims[-1:])
     return title, f"{words}<div class=maps>{maps}</div><div class=samplers>{grids}</div>", []  # the words first
+
+
+def grid_caption(model: dict, sampler: str) -> str:
+    """Where a grid's z come from: the model's own prior in its own words (N(0, I) for the seed's pair), or the
+    sampler's caption."""
+    own = model.get("priors", {}).get(OWN)
+    return f"z ~ {own}, its prior" if sampler == OWN and own else caption_of(sampler)
 
 
 def vae_wins(m: dict) -> bool:

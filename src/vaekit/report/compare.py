@@ -82,7 +82,7 @@ def compare(run: RunConfig, out: Path, *, names: Sequence[str] = DEFAULT_MODELS,
             data.check_unchanged(model.meta.get("data_split"), checkpoints[name])
     if quick:  # seconds per model: 2 epochs; the samplers are fitted by the evaluation, smaller, and not saved
         run = replace(run, train=replace(run.train, epochs=min(run.train.epochs, 2), gmm_components=0,
-                                         two_stage_epochs=0))
+                                         two_stage_epochs=0, code_prior_epochs=0))
     given = [file for path in checkpoints.values() for file in checkpoint_files(path)]
     with new_run_folder(out, overwrite, [*inputs, *given, *data_paths(run.data)]):
         for name in names:

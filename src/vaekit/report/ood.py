@@ -33,7 +33,7 @@ from vaekit.evaluation.scores import (
 )
 from vaekit.files import csv_writer, read_record, write_json, write_text
 from vaekit.layout import METRICS_FILE, REPORT_FILE, THRESHOLDS_FILE
-from vaekit.models import Autoencoder, load_model
+from vaekit.models import PRESETS, Autoencoder, load_model
 from vaekit.models.saving import checkpoint_files, resolve_checkpoint
 from vaekit.outputs import new_run_folder
 from vaekit.progress import say as show
@@ -170,7 +170,7 @@ def ood(checkpoint: str, specs: list[str], out: Path, s: OodSettings, device: to
         for name in ("test", *specs):
             with csv_writer(out / "scores" / f"{files[name]}.csv", csv_header(m["scores"], None)) as write:
                 append_scores(write, name, images[name], [result.scores[name]], m["scores"], data.classes)
-        write_text(out / REPORT_FILE, render_ood(result, f"vaekit: {model.kind.upper()} on {data.spec}, "
+        write_text(out / REPORT_FILE, render_ood(result, f"vaekit: {model.preset.label} on {data.spec}, "
                                                    f"against {', '.join(specs)}", ood_meta(m, model, s)))
     return m
 
@@ -191,7 +191,7 @@ def ood_meta(m: dict, model: Autoencoder, s: OodSettings) -> list[str]:
         f"Conditional on {model.classes} classes: no image's own label is used; is_nll and nelbo take the label out "
         "of p(x) = the mean of p(x|y) over the classes, recon is the error under the class that reconstructs best, "
         "and code_nll is left out.")
-    return [f"Checkpoint {m['checkpoint']}: a {model.kind.upper()} with {model.latent_dim} latent dimensions. "
+    return [f"Checkpoint {m['checkpoint']}: a {model.preset.label} with {model.latent_dim} latent dimensions. "
             f"In-distribution: {m['sizes']['test']} test images of {m['data']}; thresholds chosen on its "
             f"{m['sizes']['val']} validation images. {k}{codes}",
             *(f"{spec}: {words} ({m['sizes'][spec]} images)." for spec, words in m["described"].items())]
@@ -219,8 +219,8 @@ def one_class(run: RunConfig, out: Path, s: OodSettings, *, protocol: str = "one
             rows.append(one_class_row(run, full, c, present, protocol, out, s, quiet))
         m = one_class_metrics(run, full, rows, protocol, s, time.perf_counter() - started)
         write_json(out / METRICS_FILE, m)
-        write_text(out / REPORT_FILE, render_one_class(m, f"vaekit: one-class AUROC of a {run.model.kind.upper()} "
-                                                         f"on {full.spec}", [m["settings_words"]]))
+        title = f"vaekit: one-class AUROC of a {PRESETS[run.model.kind].label} on {full.spec}"
+        write_text(out / REPORT_FILE, render_one_class(m, title, [m["settings_words"]]))
     return m
 
 
@@ -254,7 +254,8 @@ def one_class_metrics(run: RunConfig, full: Dataset, rows: list[dict], protocol:
              if protocol == "one" else "Each class in turn is the anomaly: a model is trained on every other class, "
              "and the test images of the left-out class are scored against the test images of the rest.")
     k = f"IS-NLL with K = {s.k}; " if "is_nll" in names else ""
-    settings = (f"{run.model.kind.upper()}, {run.train.epochs} epochs per class, seed {run.train.seed}; {k}AUROC of "
-                f"the held-out classes' test images against the trained classes' test images. {seconds:.0f} s in all.")
+    settings = (f"{PRESETS[run.model.kind].label}, {run.train.epochs} epochs per class, seed {run.train.seed}; {k}"
+                "AUROC of the held-out classes' test images against the trained classes' test images. "
+                f"{seconds:.0f} s in all.")
     return {"protocol": protocol, "protocol_words": words, "settings_words": settings, "data": full.spec,
             "scores": names, "classes": rows, "mean_auroc": mean, "run": to_dict(run), "seconds": seconds}

@@ -228,7 +228,7 @@ def announce(s: Session) -> None:
     say(f"data: labels: {s.data.label_source}")
     m = s.model
     conditional = f", conditional on {m.classes} classes" if m.classes else ""
-    say(f"{m.kind.upper()} ({m.config.arch}, latent {m.latent_dim}{conditional}, "
+    say(f"{m.preset.label} ({m.config.arch}, latent {m.latent_dim}{conditional}, "
         f"{sum(p.numel() for p in m.parameters()):,} parameters) on {s.data.describe()}, device {s.device}"
         + (f", {s.info.world} processes" if s.info.world > 1 else ""))
 
@@ -291,8 +291,10 @@ def end_epoch(s: Session, seconds: float, n_images: int) -> None:
     if s.log is not None:
         s.log.add(row)
     if not s.quiet:
+        latent = s.model.latent
+        used = f"  codes used {val['codes_used']}/{latent.codebook_size}" if latent.discrete else ""
         say(f"epoch {p.epoch}/{t.epochs}: train loss {row['train_loss']:.2f}  val "
-            f"{loss_words(val, s.model.has_density)}  {seconds:.1f}s{'  *best' if is_best else ''}")
+            f"{loss_words(val, s.model.has_density)}{used}  {seconds:.1f}s{'  *best' if is_best else ''}")
     s.checkpoint(is_best, row)
     if not s.more_epochs() and p.bad_epochs >= (t.patience or math.inf) and not s.quiet:
         say(f"early stop: no validation gain for {t.patience} epochs")
@@ -338,7 +340,7 @@ def add_samplers(best: Autoencoder, s: Session) -> None:
     checkpoint folder; a fit that fails (codes that are not finite) costs the run nothing but that sampler."""
     t = s.run.train
     codes = lambda: map_batches(best.embed, s.data.train, t.eval_batch_size, best.device, limit=FIT_CODES)  # noqa: E731
-    for name, prior in fit_samplers(codes, sizes(t), t.seed).items():
+    for name, prior in fit_samplers(codes, sizes(t), t.seed, best.latent).items():
         best.priors[name] = prior
         if not s.quiet:
             say(f"prior {name!r}: {best.priors[name].words}, saved with the best checkpoint "

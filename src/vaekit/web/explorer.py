@@ -51,7 +51,8 @@ class Explorer:
             codes = map_batches(model.embed, images, 1000, model.device)
             maps[name] = latent_map(Projection.fit(codes), codes, labels, images.labels is not None, model.latent_dim)
             if DENSITY not in model.priors:  # a checkpoint without one (older, or trained with --gmm-components 0)
-                fitted = fit_samplers(lambda: training_codes(model, data, limit=5000), {DENSITY: 10}, seed)
+                fitted = fit_samplers(lambda: training_codes(model, data, limit=5000), {DENSITY: 10}, seed,
+                                      model.latent)
                 if DENSITY not in fitted:  # codes it cannot fit, or a mixture the memory cannot hold (warned)
                     raise VaekitError(f"{name}: no Gaussian mixture to sample from, and none could be fitted here")
                 model.priors[DENSITY] = fitted[DENSITY]
