@@ -20,7 +20,7 @@ SECONDS = 120
 # are not here: their maximum is a long run, not a large allocation.
 SIZE_KNOBS = {"--batch-size", "--eval-batch-size", "-k", "--samples", "--max-images", "--iwae-k", "--pseudo-inputs",
               "--latent-dim", "--hidden", "--conv-channels", "--gmm-components", "--workers", "--max-in-memory-gb",
-              "-n"}
+              "-n", "--codebook-size", "--latent-channels"}
 TRAIN = ["--data", "npz:t.npz", "--epochs", "1", "--two-stage-epochs", "0", "--overwrite", "--quiet", "--out", "o"]
 BASES = {  # each command on a tiny set, and what a knob of a preset needs beside it
     "train": ["train", *TRAIN],
@@ -32,7 +32,8 @@ BASES = {  # each command on a tiny set, and what a knob of a preset needs besid
     "score": ["score", "run", "--out", "s.csv", "--overwrite"],
     "ood": ["ood", "run", "--ood", "noise", "--out", "oo", "--overwrite"],
 }
-NEEDS = {"--iwae-k": ["--model", "iwae"], "--pseudo-inputs": ["--model", "vamp"], "--conv-channels": ["--arch", "conv"]}
+NEEDS = {"--iwae-k": ["--model", "iwae"], "--pseudo-inputs": ["--model", "vamp"], "--conv-channels": ["--arch", "conv"],
+         "--codebook-size": ["--model", "vqvae"], "--latent-channels": ["--model", "vqvae"]}
 SKIP = {("sample", "-n")}  # -n past a grid is refused; streamed to files it is a long run in bounded memory (faults)
 
 

@@ -140,3 +140,6 @@ def test_a_vq_vae_from_the_command_line(cli, tmp_path):
     evaluated = cli("evaluate", "vq", "--quick").stdout
     assert "codebook" in evaluated and "codes used by the test images" in evaluated
     assert "samples from code-prior" in evaluated
+    recon = float(evaluated.split("-log p(x|z)")[1].split()[0])  # the bound with uniform codes: + 16 log 512 nats
+    bound = float(evaluated.split("uniform codes <=")[1].split()[0])
+    assert bound == pytest.approx(recon + 16 * math.log(512), abs=0.02)

@@ -47,6 +47,7 @@ BIG = 2**31 - 1  # upper bound of counts that only need to be "large"
 MAX_K = 100_000  # importance samples per image (IS-NLL, anomaly scores), from a flag or a file vaekit reads alike
 PRDC_K = 5  # the k of the k-NN balls of precision, recall, density and coverage (Naeem et al.'s default)
 MAX_CLASSES = 10_000  # labels lie in 0..MAX_CLASSES - 1, from a data file or a checkpoint alike
+MAX_LATENT = 4096  # numbers in a code
 MIN_SAMPLES = PRDC_K + 2  # samples per sampler for every sample-quality measure: the k-NN radii need k + 2 rows
 
 
@@ -60,7 +61,7 @@ class ModelConfig(Checked):
         "AE), vqvae (a codebook of discrete codes), fsq (finite scalar quantization)")
     image_shape: tuple[int, int, int] = setting((1, 28, 28), 1, 4096, help="set from the data; not a flag")
     arch: str = option("auto", "network family: mlp, conv, or auto (MLP for small grey images, conv otherwise)")
-    latent_dim: int = setting(0, 0, 4096, help="size of z (0: 8 for 8x8 images, 20 up to 32x32 grey, else 64)")
+    latent_dim: int = setting(0, 0, MAX_LATENT, help="size of z (0: 8 for 8x8 images, 20 up to 32x32 grey, else 64)")
     hidden: tuple[int, ...] = setting((), 1, 65536,
         help="MLP hidden widths, comma-separated, e.g. 400 or 512,256; auto: chosen from the image size")
     channels: tuple[int, ...] = setting((), 1, 4096,

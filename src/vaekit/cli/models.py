@@ -96,14 +96,15 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def sample(model, device, args: argparse.Namespace) -> int:
     import torch
 
-    from vaekit.models.samplers import OWN
+    from vaekit.models.samplers import OWN, SAMPLERS
 
     args.prior = args.prior or OWN
     if args.prior not in model.priors:
+        fitted = ", ".join(f"'{name}' ({s.label}) unless --{s.size.replace('_', '-')} is 0"
+                           for name, s in SAMPLERS.items() if model.latent.discrete >= s.discrete)
         raise VaekitError(f"{args.checkpoint}: no prior {short(args.prior)} in this checkpoint (its priors: "
-                          f"{', '.join(model.priors)}); training saves a Gaussian mixture 'gmm' and a second-stage "
-                          "VAE 'two-stage' into a run's best checkpoint unless --gmm-components or --two-stage-epochs "
-                          "is 0 (or it was trained by compare --quick)")
+                          f"{', '.join(model.priors)}); training saves into a run's best checkpoint {fitted} (none "
+                          "when it was trained by compare --quick)")
     n, labels, nrow, what = chosen_labels(model, args, device)
     generator = torch.Generator(device).manual_seed(args.seed)
     write_images(args, model, n, f"samples from {model.priors[args.prior].words}{what}",

@@ -243,6 +243,7 @@ def latent_metrics(model: Autoencoder, data: Dataset, s: EvalSettings) -> tuple[
         latent["kl_per_dim"] = torch.cat(kl).mean(0).tolist()
     if indices:  # how much of the codebook the test images use
         latent["codebook"] = codebook_usage(torch.cat(indices), model.latent.codebook_size)
+        latent["codebook"]["code_nats"] = model.latent.tokens * math.log(model.latent.codebook_size)
     if model.prior.is_standard_normal:
         latent["inside_prior_99"] = (codes.norm(dim=1) <= radius_99(model.latent_dim)).float().mean().item()
     return latent, codes

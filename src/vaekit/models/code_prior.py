@@ -20,6 +20,12 @@ from torch import Tensor, nn
 
 MAX_VOCAB = 65_536  # distinct tokens a code prior is fitted over (the largest codebook a config allows)
 MAX_WIDTH, MAX_DEPTH, MAX_KERNEL, MAX_TOKENS = 1024, 32, 15, 65_536
+LOGITS = 2**24  # logits held at once (64 MB): the codes per batch of a fit or a draw shrink to keep under it
+
+
+def rows_within(vocab: int, grid: tuple[int, int, int], wanted: int) -> int:
+    """How many codes a batch may hold so that its logits, (rows, vocab, h, w), stay within LOGITS numbers."""
+    return max(1, min(wanted, LOGITS // (vocab * grid[1] * grid[2])))
 
 
 def vocabulary(codes: Tensor, grid: tuple[int, int, int]) -> tuple[Tensor, Tensor]:
@@ -86,9 +92,10 @@ class CodePrior(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """Token by token in raster order, each drawn from its conditional given those before it; 4096 codes at a
-        time."""
-        parts = [self.draw(len(rows), generator) for rows in torch.arange(n).split(4096)]
+        """Token by token in raster order, each drawn from its conditional given those before it; at most 4096 codes
+        at a time (fewer where the vocabulary is large: `rows_within`)."""
+        chunk = rows_within(len(self.vocab), self.grid, 4096)
+        parts = [self.draw(len(rows), generator) for rows in torch.arange(n).split(chunk)]
         return torch.cat(parts) if parts else self.vocab.new_zeros(0, math.prod(self.grid))
 
     def draw(self, n: int, generator: torch.Generator | None) -> Tensor:
@@ -108,6 +115,7 @@ def fit_code_prior(codes: Tensor, epochs: int, seed: int, grid: tuple[int, int, 
     if len(codes) < 2:
         raise ValueError(f"cannot fit a code prior to {len(codes)} codes")
     vocab, indices = vocabulary(codes.detach().float(), grid)
+    batch = rows_within(len(vocab), grid, batch)
     devices = [codes.device] if codes.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), torch.enable_grad():  # the caller's RNG and no_grad stay as they were
         torch.manual_seed(seed)

@@ -38,65 +38,62 @@ from vaekit.models.networks import code_grid
 from vaekit.models.posterior import DiagonalGaussian, PointMass, Quantized, drawn_by
 
 
-class GaussianLatent(nn.Module):
+class Latent(nn.Module):
+    """The protocol's defaults: one number per dimension, no density, continuous, traced whole, the code exported."""
+
+    params_per_dim = 1
+    has_density = False
+    discrete = False
+    compiles_whole = True
+    outputs: tuple[str, ...] = ("code",)
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.grid = code_grid(config)
+
+
+class GaussianLatent(Latent):
     """The encoder gives mu and log sigma^2 per dimension; nothing learned here."""
 
     params_per_dim = 2
     has_density = True
-    discrete = False
-    compiles_whole = True  # torch.compile traces it in one graph
     outputs = ("mean", "logvar")
 
     def __init__(self, config: ModelConfig):
-        super().__init__()
+        super().__init__(config)
         self.logvar_min, self.logvar_max = config.logvar_min, config.logvar_max
-        self.grid = code_grid(config)
 
     def forward(self, params: Tensor) -> DiagonalGaussian:
         return DiagonalGaussian.from_params(params, logvar_min=self.logvar_min, logvar_max=self.logvar_max)
 
 
-class PointLatent(nn.Module):
+class PointLatent(Latent):
     """The encoder gives the code itself."""
-
-    params_per_dim = 1
-    has_density = False
-    discrete = False
-    compiles_whole = True
-    outputs = ("code",)
-
-    def __init__(self, config: ModelConfig):
-        super().__init__()
-        self.grid = code_grid(config)
 
     def forward(self, params: Tensor) -> PointMass:
         return PointMass(params)
 
 
-class Quantizer(nn.Module):
+class Quantizer(Latent):
     """What the two quantizers share: the code as tokens (B, h*w, C) in and out, codes from indices, uniform draws.
     A member sets `quantizer` and `codebook_size`, and says how to `quantize` in a training step (tokens -> quantized
     tokens, indices, its loss), find the `nearest` code's index otherwise, and give the `entries` of indices (exact
     codes, (..., C))."""
 
-    params_per_dim = 1
-    has_density = False
     discrete = True
-    compiles_whole = True
-    outputs = ("code",)
 
     def __init__(self, config: ModelConfig):
-        super().__init__()
-        self.grid = code_grid(config)
+        super().__init__(config)
         self.tokens = self.grid[1] * self.grid[2]
 
     def forward(self, params: Tensor) -> Quantized:
         c, n = self.grid[0], self.tokens
         tokens = params.reshape(-1, c, n).transpose(1, 2)
-        if self.training and torch.is_grad_enabled():  # a codebook moves in training steps only, never when codes are
-            quantized, indices, penalty = self.quantize(tokens)  # read (validation, sampler fits) under no_grad
-        else:  # exact entries, not the straight-through sum
-            indices = self.nearest(tokens)
+        if self.training and torch.is_grad_enabled() and not params.is_meta:  # a codebook moves in training steps
+            quantized, indices, penalty = self.quantize(tokens)  # only, never when codes are read under no_grad
+        else:  # exact entries, not the straight-through sum; on the meta device (a batch's memory traced, footprint.py)
+            # the nearest-code search of the whole batch at once stands for the step (whose library code reads
+            indices = self.nearest(tokens, whole=params.is_meta)  # numbers back, which the meta device cannot)
             quantized, penalty = self.entries(indices), tokens.new_zeros(())
         return Quantized(quantized.transpose(1, 2).reshape(params.shape), indices, penalty)
 
@@ -129,12 +126,15 @@ class CodebookLatent(Quantizer):
     def quantize(self, tokens: Tensor) -> tuple[Tensor, Tensor, Tensor]:  # anyway, and retrace per batch size
         return self.quantizer(tokens)
 
-    def nearest(self, tokens: Tensor) -> Tensor:
+    def nearest(self, tokens: Tensor, whole: bool = False) -> Tensor:
         """The index of each token's nearest code (Euclidean), written out so that an exported encoder holds no
-        branch on the codebook's state."""
+        branch on the codebook's state; the distances of about 2^22 token-code pairs at a time (`whole`: all)."""
         codebook = self.quantizer.codebook
-        distances = tokens.pow(2).sum(-1, keepdim=True) - 2 * tokens @ codebook.T + codebook.pow(2).sum(-1)
-        return distances.argmin(-1)
+        rows = tokens.reshape(-1, tokens.shape[-1])
+        per = len(rows) if whole else max(1, 2**22 // len(codebook))
+        found = [(chunk.pow(2).sum(-1, keepdim=True) - 2 * chunk @ codebook.T + codebook.pow(2).sum(-1)).argmin(-1)
+                 for chunk in rows.split(per)]
+        return torch.cat(found).reshape(tokens.shape[:-1])
 
     def entries(self, indices: Tensor) -> Tensor:
         return self.quantizer.codebook[indices]
@@ -148,14 +148,15 @@ class ScalarLatent(Quantizer):
         quiet_library()
 
         self.codebook_size = math.prod(config.fsq_levels)
-        with torch.device("cpu"):  # it reads its levels back as a number: not on the meta device parameters are
-            self.quantizer = FSQ(levels=list(config.fsq_levels), dim=self.grid[0])  # counted on (a few kB here)
+        here = torch.empty(0).device  # the device being built on: the meta one where parameters are counted
+        with torch.device("cpu"):  # it reads its levels back as a number, which the meta device cannot (a few kB)
+            self.quantizer = FSQ(levels=list(config.fsq_levels), dim=self.grid[0]).to(here)
 
     def quantize(self, tokens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         quantized, indices = self.quantizer(tokens)
         return quantized, indices, quantized.new_zeros(())
 
-    def nearest(self, tokens: Tensor) -> Tensor:
+    def nearest(self, tokens: Tensor, whole: bool = False) -> Tensor:
         return self.quantizer(tokens)[1]
 
     def entries(self, indices: Tensor) -> Tensor:

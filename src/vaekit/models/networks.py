@@ -17,7 +17,7 @@ import math
 import torch
 from torch import nn
 
-from vaekit.config import ModelConfig
+from vaekit.config import MAX_LATENT, ModelConfig
 from vaekit.errors import VaekitError
 
 Shape = tuple[int, int, int]
@@ -153,6 +153,9 @@ def with_defaults(config: ModelConfig) -> ModelConfig:
                                  latent_channels=tokens)
     if tokens and arch == "conv":  # the grid sets the size
         grid = code_grid(filled)
+        if math.prod(grid) > MAX_LATENT:
+            raise VaekitError(f"the spatial code of {'x'.join(map(str, grid))} = {math.prod(grid):,} numbers is more "
+                              f"than {MAX_LATENT:,}; use fewer --latent-channels or more --conv-channels layers")
         if config.latent_dim not in (0, math.prod(grid)):
             raise VaekitError(f"--latent-dim {config.latent_dim} does not match the spatial code of "
                               f"{'x'.join(map(str, grid))} = {math.prod(grid)} numbers; leave it out")

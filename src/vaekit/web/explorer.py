@@ -22,7 +22,7 @@ from vaekit.evaluation.latent import Projection, interpolate, radius_99
 from vaekit.images import png_bytes
 from vaekit.models import Autoencoder
 from vaekit.models.conditioning import line_labels
-from vaekit.models.samplers import DENSITY, fit_samplers
+from vaekit.models.samplers import DENSITY, fit_samplers, label_of
 from vaekit.web.schemas import MAX_UPLOAD_PIXELS, Z_LIMIT
 
 
@@ -53,9 +53,10 @@ class Explorer:
             if DENSITY not in model.priors:  # a checkpoint without one (older, or trained with --gmm-components 0)
                 fitted = fit_samplers(lambda: training_codes(model, data, limit=5000), {DENSITY: 10}, seed,
                                       model.latent)
-                if DENSITY not in fitted:  # codes it cannot fit, or a mixture the memory cannot hold (warned)
-                    raise VaekitError(f"{name}: no Gaussian mixture to sample from, and none could be fitted here")
-                model.priors[DENSITY] = fitted[DENSITY]
+                model.priors.update(fitted)
+            if not model.fitted_priors():  # codes no mixture fits (past 512 dimensions, not finite: warned)
+                raise VaekitError(f"{name}: no sampler fitted to its codes to draw from, and no Gaussian mixture "
+                                  "could be fitted here")
         data_config = trained_data_config(next(iter(models.values())).meta)
         return cls(models, data, x, None if images.labels is None else images.labels.clone(), maps, data_config,
                    bool(border(x).mean() < 0.5))
@@ -107,16 +108,18 @@ def labels_for(model: Autoencoder, label: int | None, n: int, required: bool = F
 
 def draw_samples(ex: Explorer, n: int, seed: int | None, label: int | None = None) -> dict:
     """The same n codes z ~ N(0, I) decoded by every model (a smaller latent space takes the first values of
-    each z), and n samples from each model's fitted mixture prior; a random seed when `seed` is None. Conditional
-    models draw class `label` (or the classes in turn)."""
+    each z), and n samples from each model's fitted mixture (another fitted sampler where it has none); a random
+    seed when `seed` is None. Conditional models draw class `label` (or the classes in turn)."""
     g = torch.Generator().manual_seed(seed if seed is not None else int(torch.randint(0, 2**31 - 1, ())))
     z = torch.randn(n, max(m.latent_dim for m in ex.models.values()), generator=g)
-    out = {"z": z.tolist(), "images": {}, DENSITY: {}}  # the page reads the mixture's samples under its name
-    with torch.no_grad():
+    out = {"z": z.tolist(), "images": {}, DENSITY: {}, "fitted": {}}  # the page reads the fitted sampler's draws
+    with torch.no_grad():  # under the mixture's name, and which sampler drew them under "fitted"
         for name, m in ex.models.items():
             y = labels_for(m, label, n)
             out["images"][name] = pngs_b64(m.generate(z[:, :m.latent_dim], y))
-            out[DENSITY][name] = pngs_b64(m.sample(n, generator=g, prior=DENSITY, y=y))
+            fitted = DENSITY if DENSITY in m.priors else next(iter(m.fitted_priors()))  # a mixture where there is one
+            out[DENSITY][name] = pngs_b64(m.sample(n, generator=g, prior=fitted, y=y))
+            out["fitted"][name] = label_of(fitted)
     return out
 
 

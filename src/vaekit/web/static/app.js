@@ -60,7 +60,7 @@ async function sample() {
       data.images[m.name].map((b, i) => img(b, `${m.name} sample ${i}`)), { "data-model": m.name, "data-sampler": "prior" }));
   }
   for (const m of state.models) {
-    rows.append(row(`${m.name.toUpperCase()}: z ~ GMM`,
+    rows.append(row(`${m.name.toUpperCase()}: z ~ ${data.fitted[m.name]}`,
       data.gmm[m.name].map((b, i) => img(b, `${m.name} gmm sample ${i}`)), { "data-model": m.name, "data-sampler": "gmm" }));
   }
 }
