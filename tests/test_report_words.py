@@ -49,3 +49,20 @@ def test_poor_samples_and_unmeasured_samples_are_said_plainly():
     poor = " ".join(poor_words(metrics(ae_gmm=90.0, vae_gmm=80.0, ae_prior=300.0, vae_prior=200.0, floor=2.0)))
     assert "Even the best samples are far from real images" in poor and "80.00" in poor
     assert "judge the grids with your own eyes" in " ".join(poor_words({**metrics(), "real_floor": None}))
+
+
+def test_discrete_codes_get_their_uniform_code_bound_and_the_rest_none():
+    """A model with a codebook is bounded by reconstruction + the code's length; a plain deterministic one has no
+    bound; the sentence ranks the bounds."""
+    from vaekit.report.page import family_words
+
+    m = metrics()
+    m["models"] = ["ae", "vae", "vqvae"]
+    m["vqvae"] = {**m["ae"], "test": {"recon": 200.0},
+                  "latent": {**m["ae"]["latent"], "codebook": {"size": 512, "used": 300, "code_nats": 49 * 6.238}}}
+    words = " ".join(family_words(m))
+    assert "AE and VQ-VAE define no density (deterministic codes), so they have no ELBO" in words
+    assert f"uniformly random codes: -log p(x) <= reconstruction + the code's length (tokens x log codebook size): " \
+           f"VQ-VAE {200 + 49 * 6.238:.2f} nats" in words
+    m["models"] = ["ae", "vae"]
+    assert "uniformly random codes" not in " ".join(family_words(m))
