@@ -180,3 +180,16 @@ def test_odd_metadata_is_refused_by_field_and_a_damaged_summary_costs_the_card_a
     assert "holds no readable test metrics" in out and (tmp_path / "exp" / "README.md").is_file()
     card = model_card(odd)
     assert "epochs of batch ?" in card and "Nothing measured yet" in card and "/home/me" not in card.split("`")[1]
+
+
+@pytest.mark.parametrize("kind", ["vqvae", "fsq"])
+def test_discrete_codes_export_for_any_batch_size(tmp_path, kind):
+    """A quantized encoder exports with a dynamic batch: PyTorch searches the nearest code in chunks (1024 tokens at a
+    time against 4096 codes), the exported graph all at once, and both agree on 3 and on 300 images."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(kind=kind, image_shape=(1, 8, 8), arch="conv", channels=(8,), latent_channels=4,
+                                    codebook_size=4096)).eval()
+    files = export.export_graphs(model, tmp_path)
+    for n in (3, 300):
+        diff = export.parity(model, files, torch.rand(n, 1, 8, 8))
+        assert diff["encoder_max_abs_diff"] < PARITY and diff["decoder_max_abs_diff"] < PARITY, (n, diff)

@@ -85,14 +85,15 @@ class ModelConfig(Checked):
     decoder_l2: float = setting(1e-4, 0.0, help="rae: weight of the squared norm of the decoder's weights")
     latent_channels: int | None = setting(None, 0, 4096,
         help="C: a conv net's code is then a C x h x w grid at its lowest resolution (latent_dim = C*h*w), an MLP's "
-        "latent_dim / C tokens; vqvae and fsq quantize each token (not given: 16 for them, else 0, a flat code)")
+        "latent_dim / C tokens; vqvae and fsq quantize each token (not given: 16 for vqvae, 4 for fsq, else 0: flat)")
     codebook_size: int = setting(512, 2, 65536, help="vqvae: codes in the codebook")
     commitment: float = setting(0.25, 0.0, 100.0, help="vqvae: weight of the commitment loss ||E(x) - sg(z_q)||^2")
     codebook_decay: float = setting(0.99, 0.0, 1.0, open_hi=True, help="vqvae: decay of the codebook's moving averages")
     dead_code: float = setting(2.0, 0.0, 1e6,
         help="vqvae: a code used fewer times per batch (moving average) is revived as an encoder output; 0: never")
-    fsq_levels: tuple[int, ...] = setting((8, 5, 5, 5), 2, 256,
-        help="fsq: levels of each number of a token; the codebook is their product (8,5,5,5: 1000 codes)")
+    fsq_levels: tuple[int, ...] = setting((8, 5, 5, 5), 3, 256,
+        help="fsq: levels of each number of a token (a token of another size is projected to as many numbers and "
+        "back); the codebook is their product (8,5,5,5: 1000 codes)")
     conditional: bool = option(False,
         "condition encoder and decoder on the image's label (a CVAE is --model vae --conditional): then `vaekit sample "
         "--label NAME` draws that class; needs labelled data")

@@ -88,7 +88,7 @@ def samplers(model: Autoencoder, data: Dataset, s: EvalSettings) -> dict[str, nn
     priors = dict(model.priors.items())
     wanted = {name: size for name, size in sizes(s).items() if name not in priors}
     missing = fit_samplers(lambda: training_codes(model, data, s.batch_size, s.gmm_fit_codes), wanted, s.seed,
-                           model.latent)
+                           model.latent, model.device)
     return {**priors, **missing}
 
 

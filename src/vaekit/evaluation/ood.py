@@ -53,7 +53,7 @@ def code_mixture(model: Autoencoder, data: Dataset, s: OodSettings) -> nn.Module
     if DENSITY in model.priors:
         return model.priors[DENSITY]
     return fit_samplers(lambda: training_codes(model, data), {DENSITY: s.gmm_components}, s.seed,
-                        model.latent).get(DENSITY)
+                        model.latent, model.device).get(DENSITY)
 
 
 def ranked_scores(names: list[str]) -> list[str]:

@@ -23,9 +23,10 @@ MAX_WIDTH, MAX_DEPTH, MAX_KERNEL, MAX_TOKENS = 1024, 32, 15, 65_536
 LOGITS = 2**24  # logits held at once (64 MB): the codes per batch of a fit or a draw shrink to keep under it
 
 
-def rows_within(vocab: int, grid: tuple[int, int, int], wanted: int) -> int:
-    """How many codes a batch may hold so that its logits, (rows, vocab, h, w), stay within LOGITS numbers."""
-    return max(1, min(wanted, LOGITS // (vocab * grid[1] * grid[2])))
+def rows_within(vocab: int, width: int, grid: tuple[int, int, int], wanted: int) -> int:
+    """How many codes a batch may hold so that its logits (rows, vocab, h, w) and activations (rows, width, h, w)
+    stay within LOGITS numbers each."""
+    return max(1, min(wanted, LOGITS // (max(vocab, width) * grid[1] * grid[2])))
 
 
 def vocabulary(codes: Tensor, grid: tuple[int, int, int]) -> tuple[Tensor, Tensor]:
@@ -94,7 +95,7 @@ class CodePrior(nn.Module):
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """Token by token in raster order, each drawn from its conditional given those before it; at most 4096 codes
         at a time (fewer where the vocabulary is large: `rows_within`)."""
-        chunk = rows_within(len(self.vocab), self.grid, 4096)
+        chunk = rows_within(len(self.vocab), self.embed.shape[1], self.grid, 4096)
         parts = [self.draw(len(rows), generator) for rows in torch.arange(n).split(chunk)]
         return torch.cat(parts) if parts else self.vocab.new_zeros(0, math.prod(self.grid))
 
@@ -115,7 +116,7 @@ def fit_code_prior(codes: Tensor, epochs: int, seed: int, grid: tuple[int, int, 
     if len(codes) < 2:
         raise ValueError(f"cannot fit a code prior to {len(codes)} codes")
     vocab, indices = vocabulary(codes.detach().float(), grid)
-    batch = rows_within(len(vocab), grid, batch)
+    batch = rows_within(len(vocab), width, grid, batch)
     devices = [codes.device] if codes.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), torch.enable_grad():  # the caller's RNG and no_grad stay as they were
         torch.manual_seed(seed)

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from vaekit.config import ModelConfig
+from vaekit.models.conditioning import exporting
 from vaekit.models.networks import code_grid
 from vaekit.models.posterior import DiagonalGaussian, PointMass, Quantized, drawn_by
 
@@ -93,7 +94,8 @@ class Quantizer(Latent):
             quantized, indices, penalty = self.quantize(tokens)  # only, never when codes are read under no_grad
         else:  # exact entries, not the straight-through sum; on the meta device (a batch's memory traced, footprint.py)
             # the nearest-code search of the whole batch at once stands for the step (whose library code reads
-            indices = self.nearest(tokens, whole=params.is_meta)  # numbers back, which the meta device cannot)
+            whole = params.is_meta or exporting()  # numbers back, which the meta device cannot; an export, whose
+            indices = self.nearest(tokens, whole=whole)  # batch is symbolic, searches all at once too)
             quantized, penalty = self.entries(indices), tokens.new_zeros(())
         return Quantized(quantized.transpose(1, 2).reshape(params.shape), indices, penalty)
 
@@ -130,10 +132,14 @@ class CodebookLatent(Quantizer):
         """The index of each token's nearest code (Euclidean), written out so that an exported encoder holds no
         branch on the codebook's state; the distances of about 2^22 token-code pairs at a time (`whole`: all)."""
         codebook = self.quantizer.codebook
+
+        def closest(rows: Tensor) -> Tensor:
+            return (rows.pow(2).sum(-1, keepdim=True) - 2 * rows @ codebook.T + codebook.pow(2).sum(-1)).argmin(-1)
+
+        if whole:  # no split: an export's batch stays symbolic
+            return closest(tokens)
         rows = tokens.reshape(-1, tokens.shape[-1])
-        per = len(rows) if whole else max(1, 2**22 // len(codebook))
-        found = [(chunk.pow(2).sum(-1, keepdim=True) - 2 * chunk @ codebook.T + codebook.pow(2).sum(-1)).argmin(-1)
-                 for chunk in rows.split(per)]
+        found = [closest(chunk) for chunk in rows.split(max(1, 2**22 // len(codebook)))]
         return torch.cat(found).reshape(tokens.shape[:-1])
 
     def entries(self, indices: Tensor) -> Tensor:

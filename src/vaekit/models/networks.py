@@ -149,10 +149,15 @@ def with_defaults(config: ModelConfig) -> ModelConfig:
         channels = (32, 64, 128, 256, 256)[: max(n_down, 1)]
     if tokens and arch == "mlp" and not config.latent_dim:  # an MLP's tokens: 16 of them unless the size is given
         latent = 16 * tokens
+        if latent > MAX_LATENT:
+            raise VaekitError(f"16 tokens of --latent-channels {tokens} make {latent:,} numbers, more than "
+                              f"{MAX_LATENT:,}; give fewer channels or a --latent-dim")
     filled = dataclasses.replace(config, arch=arch, latent_dim=latent, hidden=tuple(hidden), channels=tuple(channels),
                                  latent_channels=tokens)
     if tokens and arch == "conv":  # the grid sets the size
         grid = code_grid(filled)
+        if 0 in grid:
+            raise VaekitError(f"a {h}x{w} image is too small for {len(channels)} stride-2 convolutions")
         if math.prod(grid) > MAX_LATENT:
             raise VaekitError(f"the spatial code of {'x'.join(map(str, grid))} = {math.prod(grid):,} numbers is more "
                               f"than {MAX_LATENT:,}; use fewer --latent-channels or more --conv-channels layers")

@@ -60,7 +60,8 @@ class Preset:
     likelier: str = ""  # why it can win the likelihood among the family, when it does (a report's sentence)
 
 
-TOKENS = {"beta": 1.0, "latent_channels": 16}  # a quantized model's code: 16 numbers per token unless told
+TOKENS = {"beta": 1.0, "latent_channels": 16}  # a quantized model's code: 16 numbers per token unless told (FSQ: as
+LEVELS = {"beta": 1.0, "latent_channels": 4}  # many as its default levels, 8,5,5,5, so nothing is projected)
 FROM_CODES = ("Draw a code from the PixelCNN fitted to its training codes and decode it; uniformly random codes (its "
               "own prior) give poor images.")
 ELBO = ("beta", "free_bits")
@@ -112,7 +113,7 @@ PRESETS: dict[str, Preset] = {
     "fsq": Preset(ScalarLatent, quantized, uniform_codes,
                   "FSQ: each number of a code token rounds to one of a few levels (--fsq-levels), no codebook loss; "
                   "sample it with the fitted code-prior", label="FSQ", uses=("latent_channels", "fsq_levels"),
-                  settings=TOKENS, generating=FROM_CODES,
+                  settings=LEVELS, generating=FROM_CODES,
                   card="a finite-scalar-quantized autoencoder (discrete codes on a fixed grid of levels, no likelihood "
                        "bound here; sample through the PixelCNN fitted to its codes)"),
 }

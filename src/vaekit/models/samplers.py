@@ -81,16 +81,16 @@ def sizes(settings: Any) -> dict[str, int]:
     return {name: getattr(settings, s.size) for name, s in SAMPLERS.items()}
 
 
-def fit_samplers(codes: Callable[[], Tensor], wanted: Mapping[str, int], seed: int, latent: Any
-                 ) -> dict[str, nn.Module]:
+def fit_samplers(codes: Callable[[], Tensor], wanted: Mapping[str, int], seed: int, latent: Any,
+                 device: torch.device | str = "cpu") -> dict[str, nn.Module]:
     """The samplers `wanted` (name -> size; 0 skips one) that fit the model's `latent` part (discrete ones to
     discrete codes only), fitted to the training codes `codes()` gives (asked for only when one is wanted: the
-    posterior means of at most FIT_CODES images), on their device; a sampler that cannot be fitted (codes not finite,
-    a fit that diverged, one the memory cannot hold) is left out with a warning saying why."""
+    posterior means of at most FIT_CODES images) on the model's `device`, and left there; a sampler that cannot be
+    fitted (codes not finite, a fit that diverged, one the memory cannot hold) is left out with a warning saying why."""
     wanted = {name: size for name, size in wanted.items() if size and latent.discrete >= SAMPLERS[name].discrete}
     if not wanted:
         return {}
-    z = codes()
+    z = codes().to(device)
     fitted = {}
     for name, size in wanted.items():
         try:

@@ -166,7 +166,8 @@ def training_seconds(history: list[dict]) -> float | None:
 
 def same_networks(models: Sequence[Autoencoder]) -> bool:
     """Whether all models have the same architecture, layer sizes and latent dimension."""
-    shapes = {(c.arch, c.hidden, c.channels, c.latent_dim, c.classes) for c in (m.config for m in models)}
+    shapes = {(c.arch, c.hidden, c.channels, c.latent_dim, c.latent_channels, c.classes)
+              for c in (m.config for m in models)}
     return len(shapes) == 1
 
 

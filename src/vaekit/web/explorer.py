@@ -52,7 +52,7 @@ class Explorer:
             maps[name] = latent_map(Projection.fit(codes), codes, labels, images.labels is not None, model.latent_dim)
             if DENSITY not in model.priors:  # a checkpoint without one (older, or trained with --gmm-components 0)
                 fitted = fit_samplers(lambda: training_codes(model, data, limit=5000), {DENSITY: 10}, seed,
-                                      model.latent)
+                                      model.latent, model.device)
                 model.priors.update(fitted)
             if not model.fitted_priors():  # codes no mixture fits (past 512 dimensions, not finite: warned)
                 raise VaekitError(f"{name}: no sampler fitted to its codes to draw from, and no Gaussian mixture "
