@@ -66,3 +66,18 @@ def test_discrete_codes_get_their_uniform_code_bound_and_the_rest_none():
            f"VQ-VAE {200 + 49 * 6.238:.2f} nats" in words
     m["models"] = ["ae", "vae"]
     assert "uniformly random codes" not in " ".join(family_words(m))
+
+
+def test_a_model_far_better_sampled_through_a_fitted_sampler_shows_that_grid_too():
+    """Outside the seed's pair, each model's grid from its own prior, and from a fitted sampler only where that comes
+    far closer to real images (under half the Frechet distance)."""
+    from vaekit.report.answer import shown_grids
+
+    m = metrics()
+    m["models"] = ["vae", "vqvae"]
+    m["vqvae"] = {**m["ae"], "samples": {"prior": {"frechet": 110.0}, "gmm": {"frechet": 80.0},
+                                         "code-prior": {"frechet": 31.0}}}
+    assert shown_grids(m) == [("vae", "prior"), ("vae", "gmm"), ("vqvae", "prior"), ("vqvae", "code-prior")]
+    m["vqvae"]["samples"]["code-prior"]["frechet"] = 60.0  # closer, not far closer
+    m["vae"]["samples"]["gmm"]["frechet"] = 30.0
+    assert shown_grids(m) == [("vae", "prior"), ("vqvae", "prior")]
