@@ -44,7 +44,7 @@ def test_files_are_safetensors_and_json(tmp_path):
     build_model(ModelConfig(image_shape=(1, 8, 8))).save_pretrained(tmp_path)
     assert set(load_file(str(tmp_path / "model.safetensors"))) >= {"encoder.1.weight"}
     config = json.loads((tmp_path / "config.json").read_text())
-    assert config["version"] == 4 and config["model"]["kind"] == "vae" and config["model"]["image_shape"] == [1, 8, 8]
+    assert config["version"] == 5 and config["model"]["kind"] == "vae" and config["model"]["image_shape"] == [1, 8, 8]
 
 
 class Boom:

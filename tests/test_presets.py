@@ -89,7 +89,7 @@ def test_a_format_1_checkpoint_still_loads_and_computes_what_it_did(kind):
 def test_format_versions_are_checked(tmp_path):
     build_model(ModelConfig(image_shape=(1, 8, 8))).save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
-    for version, message in ((5, "written by a newer vaekit .format 5"), ("2", "no valid format version"),
+    for version, message in ((6, "written by a newer vaekit .format 6"), ("2", "no valid format version"),
                              (None, "no valid format version")):
         (tmp_path / "config.json").write_text(json.dumps({**config, "version": version}))
         with pytest.raises(VaekitError, match=message):

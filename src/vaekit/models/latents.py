@@ -90,12 +90,14 @@ class Quantizer(Latent):
     def forward(self, params: Tensor) -> Quantized:
         c, n = self.grid[0], self.tokens
         tokens = params.reshape(-1, c, n).transpose(1, 2)
-        if self.training and torch.is_grad_enabled() and not params.is_meta:  # a codebook moves in training steps
-            quantized, indices, penalty = self.quantize(tokens)  # only, never when codes are read under no_grad
-        else:  # exact entries, not the straight-through sum; on the meta device (a batch's memory traced, footprint.py)
-            # the nearest-code search of the whole batch at once stands for the step (whose library code reads
-            whole = params.is_meta or exporting()  # numbers back, which the meta device cannot; an export, whose
-            indices = self.nearest(tokens, whole=whole)  # batch is symbolic, searches all at once too)
+        # A codebook moves in training steps only, never when codes are read under no_grad (validation, sampler fits).
+        # Otherwise the codes are exact entries, not the straight-through sum. On the meta device (a step's memory
+        # traced, footprint.py) the nearest-code search of the whole batch stands for the step, whose library code
+        # reads numbers back; an export, whose batch is symbolic, searches the whole batch too.
+        if self.training and torch.is_grad_enabled() and not params.is_meta:
+            quantized, indices, penalty = self.quantize(tokens)
+        else:
+            indices = self.nearest(tokens, whole=params.is_meta or exporting())
             quantized, penalty = self.entries(indices), tokens.new_zeros(())
         return Quantized(quantized.transpose(1, 2).reshape(params.shape), indices, penalty)
 
@@ -111,6 +113,8 @@ class Quantizer(Latent):
 
 
 class CodebookLatent(Quantizer):
+    """VQ-VAE's latent: a learned codebook of `codebook_size` entries of C numbers (VectorQuantize)."""
+
     compiles_whole = False  # its training step runs outside torch.compile's graph (see `quantize`)
 
     def __init__(self, config: ModelConfig):
@@ -118,7 +122,6 @@ class CodebookLatent(Quantizer):
         from vector_quantize_pytorch import VectorQuantize  # imported here: a few seconds, only for these models
 
         quiet_library()
-
         self.codebook_size = config.codebook_size
         self.quantizer = VectorQuantize(dim=self.grid[0], codebook_size=config.codebook_size, kmeans_init=True,
                                         decay=config.codebook_decay, commitment_weight=config.commitment,
@@ -147,12 +150,13 @@ class CodebookLatent(Quantizer):
 
 
 class ScalarLatent(Quantizer):
+    """FSQ's latent: each number of a token rounded to one of its levels, the product of the levels its codes (FSQ)."""
+
     def __init__(self, config: ModelConfig):
         super().__init__(config)
         from vector_quantize_pytorch import FSQ
 
         quiet_library()
-
         self.codebook_size = math.prod(config.fsq_levels)
         here = torch.empty(0).device  # the device being built on: the meta one where parameters are counted
         with torch.device("cpu"):  # it reads its levels back as a number, which the meta device cannot (a few kB)

@@ -4,8 +4,9 @@ A model folder (layout.py) holds config.json (format, version, the ModelConfig, 
 model.safetensors (the weights) and, when the model has fitted priors, priors.safetensors.
 
 Format versions: 1 (vaekit 0.1.0: no fitted priors; a top-level "kind" beside the model config), 2 (fitted
-priors in their own file), 3 (the family: presets beyond ae and vae, their settings, the two-stage prior) and 4
-(conditioning: `conditional` and the label count `classes`).
+priors in their own file), 3 (the family: presets beyond ae and vae, their settings, the two-stage prior), 4
+(conditioning: `conditional` and the label count `classes`) and 5 (discrete and spatial codes: `latent_channels`, the
+codebook's and FSQ's settings, the code prior).
 Older formats load; a newer one is refused with a message saying so.
 """
 
@@ -25,8 +26,8 @@ from vaekit.layout import CONFIG_FILE, PRIORS_FILE, WEIGHTS_FILE, RunFolder
 from vaekit.models.autoencoder import Autoencoder, check_size
 from vaekit.models.samplers import SAMPLERS
 
-FORMAT_VERSION = 4
-READS_VERSIONS = (1, 2, 3, 4)
+FORMAT_VERSION = 5
+READS_VERSIONS = (1, 2, 3, 4, 5)
 MODEL_KEYS = ("format", "version", "kind", "model")  # config.json keys that are not run metadata
 
 
