@@ -59,7 +59,8 @@ def test_discrete_codes_get_their_uniform_code_bound_and_the_rest_none():
     m = metrics()
     m["models"] = ["ae", "vae", "vqvae"]
     m["vqvae"] = {**m["ae"], "test": {"recon": 200.0},
-                  "latent": {**m["ae"]["latent"], "codebook": {"size": 512, "used": 300, "code_nats": 49 * 6.238}}}
+                  "latent": {**m["ae"]["latent"], "codebook": {"size": 512, "used": 300, "code_nats": 49 * 6.238,
+                                                                "uniform_bound": 200 + 49 * 6.238}}}
     words = " ".join(family_words(m))
     assert "AE and VQ-VAE define no density (deterministic codes), so they have no ELBO" in words
     assert f"uniformly random codes: -log p(x) <= reconstruction + the code's length (tokens x log codebook size): " \

@@ -101,7 +101,7 @@ def sample(model, device, args: argparse.Namespace) -> int:
     args.prior = args.prior or OWN
     if args.prior not in model.priors:
         fitted = ", ".join(f"'{name}' ({s.label}) unless --{s.size.replace('_', '-')} is 0"
-                           for name, s in SAMPLERS.items() if model.latent.discrete >= s.discrete)
+                           for name, s in SAMPLERS.items() if s.fits(model.latent))
         raise VaekitError(f"{args.checkpoint}: no prior {short(args.prior)} in this checkpoint (its priors: "
                           f"{', '.join(model.priors)}); training saves into a run's best checkpoint {fitted} (none "
                           "when it was trained by compare --quick)")

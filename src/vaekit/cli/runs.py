@@ -129,7 +129,7 @@ def evaluation_lines(model, data, metrics: dict) -> list[str]:
         book = la["codebook"]
         lines.append(f"  codebook                    {book['used']} of {book['size']} codes used by the test images "
                      f"(perplexity {book['perplexity']:.1f}; {book['dead']} never used)")
-        lines.append(f"  -log p(x), uniform codes <= {t['recon'] + book['code_nats']:.2f} nats/image = recon + "
+        lines.append(f"  -log p(x), uniform codes <= {book['uniform_bound']:.2f} nats/image = recon + "
                      f"{book['code_nats']:.2f}, the code's length when its {model.latent.tokens} tokens are drawn "
                      "uniformly (no tighter bound is computed for a discrete code here)")
     rows = [(f"samples from {name}", s, f"z ~ {metrics['priors'][name]}")

@@ -262,6 +262,9 @@ def evaluate_model(model: Autoencoder, data: Dataset, settings: EvalSettings, re
                                **likelihood_metrics(model, data, s)}
     steps.update()
     metrics["latent"], codes = latent_metrics(model, data, s)
+    if "codebook" in metrics["latent"]:  # -log p(x) <= recon + the code's length under uniformly random codes
+        book = metrics["latent"]["codebook"]
+        book["uniform_bound"] = metrics["test"]["recon"] + book["code_nats"]
     steps.update()
     priors = samplers(model, data, s)
     metrics["priors"] = {name: prior.words for name, prior in priors.items()}

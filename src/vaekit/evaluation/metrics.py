@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from vaekit.models import Autoencoder
+from vaekit.models.latents import codebook_use
 from vaekit.models.objectives import log_weight_chunks
 
 
@@ -97,10 +98,8 @@ def active_units(means: Tensor, threshold: float = 0.01) -> tuple[int, Tensor]:
 def codebook_usage(indices: Tensor, size: int) -> dict[str, float]:
     """How much of a codebook of `size` codes the token indices use: codes used at least once, those never used
     (dead), and the perplexity exp(H) of the codes' frequencies (size when all are used equally, 1 for one code)."""
-    counts = torch.bincount(indices.flatten(), minlength=size).double()
-    p = counts[counts > 0] / counts.sum()
-    used = len(p)
-    return {"size": size, "used": used, "dead": size - used, "perplexity": float((-(p * p.log()).sum()).exp())}
+    used, perplexity = codebook_use(torch.bincount(indices.flatten(), minlength=size))
+    return {"size": size, "used": used, "dead": size - used, "perplexity": perplexity}
 
 
 def code_statistics(codes: Tensor) -> dict[str, list[float]]:

@@ -167,7 +167,7 @@ def validate(config: ModelConfig) -> None:
     c, h, w = config.image_shape
     if c not in (1, 3) or h < 1 or w < 1:
         raise VaekitError(f"image shape {config.image_shape}: need 1 or 3 channels and a positive size")
-    for name, value, known in (("kind", config.kind, PRESETS), ("arch", config.arch, ARCHS),
+    for name, value, known in (("arch", config.arch, ARCHS),
                                ("likelihood", config.likelihood, LIKELIHOODS)):
         if value not in known:
             raise VaekitError(f"unknown {name} {value!r} (choose from {', '.join(known)})")

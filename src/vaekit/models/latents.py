@@ -173,6 +173,13 @@ class ScalarLatent(Quantizer):
         return self.quantizer.indices_to_codes(indices)
 
 
+def codebook_use(counts: Tensor) -> tuple[int, float]:
+    """From how often each code was used: the codes used at least once, and the perplexity exp(H) of their frequencies
+    (the codebook's size when all are used equally, 1 for one code)."""
+    p = counts[counts > 0].double() / counts.sum().clamp(min=1)
+    return len(p), float((-(p * p.log()).sum()).exp())
+
+
 def quiet_library() -> None:
     """vector-quantize-pytorch logs through loguru (a k-means initialisation from a batch smaller than the codebook
     warns once per run); the codebook's usage is what vaekit reports instead."""

@@ -66,8 +66,8 @@ def conv_encoder(shape: Shape, channels: tuple[int, ...], out_dim: int, spatial:
         layers += [nn.Conv2d(c_in, c, 4, stride=2, padding=1), nn.ReLU()]
         c_in = c
     h, w = conv_sizes(shape, len(channels))[-1]
-    last = nn.Conv2d(c_in, out_dim // (h * w), 3, padding=1) if spatial else nn.Flatten()
-    layers += [last, nn.Flatten()] if spatial else [last, nn.Linear(c_in * h * w, out_dim)]
+    layers += ([nn.Conv2d(c_in, out_dim // (h * w), 3, padding=1), nn.Flatten()] if spatial else
+               [nn.Flatten(), nn.Linear(c_in * h * w, out_dim)])
     return nn.Sequential(*layers).to(memory_format=CONV_LAYOUT)
 
 

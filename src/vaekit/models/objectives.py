@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from vaekit.models.latents import codebook_use
 from vaekit.models.posterior import divergence
 
 
@@ -185,6 +186,6 @@ def mean_loss(model: Any, batches: Iterable[tuple[Tensor, Tensor | None]],
     result = {"recon": recon / n, "kl": kl / n, "loss": loss, "bpd": loss / (math.prod(model.config.image_shape)
                                                                                 * math.log(2)), "images": int(n)}
     if size:
-        p = sums[4:][sums[4:] > 0] / sums[4:].sum().clamp(min=1)
-        result |= {"codes_used": len(p), "perplexity": float((-(p * p.log()).sum()).exp())}
+        used, perplexity = codebook_use(sums[4:])
+        result |= {"codes_used": used, "perplexity": perplexity}
     return {**result, "nelbo": (recon + kl) / n} if model.has_density else result

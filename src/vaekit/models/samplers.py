@@ -52,6 +52,10 @@ class Sampler:
     scores_codes: bool  # log_prob(z) is a density (code_nll scores by it)
     discrete: bool = False  # fitted only to discrete codes (a latent part whose `discrete` is true)
 
+    def fits(self, latent: Any) -> bool:
+        """Whether it can be fitted to the codes of this latent part."""
+        return latent.discrete or not self.discrete
+
 
 SAMPLERS: dict[str, Sampler] = {
     "gmm": Sampler("GMM on codes", "z ~ a Gaussian mixture fitted to its codes", "gmm_components",
@@ -87,7 +91,7 @@ def fit_samplers(codes: Callable[[], Tensor], wanted: Mapping[str, int], seed: i
     discrete codes only), fitted to the training codes `codes()` gives (asked for only when one is wanted: the
     posterior means of at most FIT_CODES images) on the model's `device`, and left there; a sampler that cannot be
     fitted (codes not finite, a fit that diverged, one the memory cannot hold) is left out with a warning saying why."""
-    wanted = {name: size for name, size in wanted.items() if size and latent.discrete >= SAMPLERS[name].discrete}
+    wanted = {name: size for name, size in wanted.items() if size and SAMPLERS[name].fits(latent)}
     if not wanted:
         return {}
     z = codes().to(device)

@@ -111,10 +111,10 @@ def family_words(m: dict) -> list[str]:
         one = len(deterministic) == 1
         words.append(f"{names_words(deterministic)} define{'s' if one else ''} no density (deterministic codes), so "
                      f"{'it has' if one else 'they have'} no ELBO and no IS-NLL.")
-    discrete = [(r["test"]["recon"] + r["latent"]["codebook"]["code_nats"], n) for n, r in
-                ((n, m[n]) for n in m["models"]) if "codebook" in r.get("latent", {})]
+    discrete = sorted((m[n]["latent"]["codebook"]["uniform_bound"], n) for n in m["models"]
+                      if "codebook" in m[n].get("latent", {}))
     if discrete:
-        listed = ", ".join(f"{label(n)} {fmt(v)}" for v, n in sorted(discrete))
+        listed = ", ".join(f"{label(n)} {fmt(v)}" for v, n in discrete)
         words.append(f"Discrete codes bound the likelihood with uniformly random codes: -log p(x) <= reconstruction + "
                      f"the code's length (tokens x log codebook size): {listed} nats per image, a loose bound that a "
                      "prior fitted to the codes would tighten.")
