@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from vaekit.evaluation.results import SCHEMA_VERSION, CheckpointEvaluation, Comparison
+
 
 def test_train_sample_reconstruct_encode_decode_info_on_digits(run_cli, tmp_path):
     run_cli("train", "--data", "digits", "--epochs", "4", "--out", "run", "--samples", "16")
@@ -154,12 +156,14 @@ def test_evaluate_and_compare_from_checkpoints_on_digits(cli, tmp_path):
     assert "precision " in out and "coverage " in out and "real held-out images" in out
     m = json.loads((tmp_path / "eval.json").read_text())
     assert m["is_nll"]["nll"] < m["is_nll"]["nelbo_same_images"] + 3 * m["is_nll"]["stderr"]
+    assert CheckpointEvaluation.from_json(m).to_json() == m and m["schema_version"] == SCHEMA_VERSION
     assert "is_nll" not in json.loads(cli("evaluate", "ae", "--quick", "--json", "ae.json").stdout and
                                       (tmp_path / "ae.json").read_text())
 
     cli("compare", "--data", "digits", "--ae", "ae", "--vae", "vae", "--quick", "--out", "cmp")
     metrics = json.loads((tmp_path / "cmp" / "metrics.json").read_text())
     assert metrics["data"] == "digits" and metrics["same_networks"]
+    assert Comparison.from_json(metrics).to_json() == metrics  # the file is the typed results, whole
     assert "<img" in (tmp_path / "cmp" / "report.html").read_text()
 
     swapped = cli("compare", "--data", "digits", "--ae", "vae", "--vae", "ae", "--quick", "--out", "bad",

@@ -11,6 +11,8 @@ import pytest
 from conftest import SLOW, chromium_page, require_fashion_mnist
 from PIL import Image
 
+from vaekit.evaluation.results import Comparison
+
 
 @pytest.fixture(scope="module")
 def quick_report(tmp_path_factory, fashion_cache):
@@ -33,6 +35,8 @@ def test_quick_compare_writes_json_and_html(quick_report):
         for sampler in ("prior", "gmm"):
             assert np.isfinite(m[kind]["samples"][sampler]["frechet"])
     assert "is_nll" in m["vae"] and "is_nll" not in m["ae"]
+    typed = Comparison.from_json(m)
+    assert typed.to_json() == m and typed["vae"].test.has_bound and not typed["ae"].test.has_bound
 
 
 def test_the_seed_claim_holds_on_real_data(quick_report):

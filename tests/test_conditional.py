@@ -4,6 +4,7 @@ Fashion-MNIST."""
 
 import io
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -157,11 +158,11 @@ def test_a_conditional_vae_draws_the_class_it_is_asked_for_on_fashion_mnist(tmp_
         drawn = model.sample(1000, torch.Generator().manual_seed(0), y=asked)
     classified = classifier.features_and_probabilities(drawn)
     result = conditional_quality(classified, asked, ref)
-    per_class = [row["accuracy"] for row in result["classes"]]
-    assert result["accuracy"] > 0.5 and sum(a > 0.3 for a in per_class) >= 8, per_class  # chance: 0.1
+    per_class = [row.accuracy for row in result.classes]
+    assert result.accuracy > 0.5 and sum(a > 0.3 for a in per_class) >= 8, per_class  # chance: 0.1
     shuffled = conditional_quality(classified, asked[torch.randperm(1000, generator=torch.Generator().manual_seed(0))],
                                    ref)
-    assert shuffled["accuracy"] < 0.25  # the same images under the wrong labels: near chance
+    assert shuffled.accuracy < 0.25  # the same images under the wrong labels: near chance
 
 
 def test_the_explorer_draws_decodes_and_encodes_in_the_chosen_class(tmp_path):
@@ -195,6 +196,7 @@ def test_the_explorer_draws_decodes_and_encodes_in_the_chosen_class(tmp_path):
 
 def test_a_model_with_thousands_of_classes_shows_some_and_says_so(cli, tmp_path):
     from vaekit.cli.runs import conditional_lines
+    from vaekit.evaluation.results import ClassQuality, ConditionalQuality
     from vaekit.report.conditional import SHOWN_CLASSES
 
     build_model(ModelConfig(image_shape=(1, 8, 8), latent_dim=2, conditional=True, classes=2000)).save_pretrained(
@@ -203,8 +205,9 @@ def test_a_model_with_thousands_of_classes_shows_some_and_says_so(cli, tmp_path)
     assert out.returncode == 2 and "2000 classes, too many for a grid with one row each" in out.stderr
     assert not (tmp_path / "grid.png").exists()
     cli("sample", str(tmp_path / "m"), "--label", "1999", "-n", "2", "--out", str(tmp_path / "one.png"))
-    rows = [{"class": c, "accuracy": 0.5} for c in range(SHOWN_CLASSES + 10)]
-    lines = conditional_lines({"conditional": {"prior": {"accuracy": 0.5, "classes": rows}}}, [])
+    rows = [ClassQuality(klass=c, images=10, accuracy=0.5) for c in range(SHOWN_CLASSES + 10)]
+    drawn = ConditionalQuality(accuracy=0.5, images=10 * len(rows), classes=rows)
+    lines = conditional_lines(SimpleNamespace(conditional={"prior": drawn}, real_floor=None), [])
     assert len(lines) == 2 + SHOWN_CLASSES + 1 and "10 more classes" in lines[-1]
 
 

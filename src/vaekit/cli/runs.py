@@ -65,7 +65,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                       data_name=vars(args).get("data.name"), overwrite=args.overwrite, quiet=args.quiet,
                       inputs=[Path(args.config)] if args.config else [])
     if args.quiet:
-        print(json.dumps({"run": str(out), "seconds": metrics["seconds"]}))
+        print(json.dumps({"run": str(out), "seconds": metrics.seconds}))
     else:
         print(f"run folder: {out}  (open {out / 'report.html'} in a browser)")
     return 0
@@ -89,54 +89,54 @@ def evaluate(model, args: argparse.Namespace, settings) -> int:
     """`vaekit evaluate`, its output claimed."""
     from vaekit.data.sources import data_home
     from vaekit.evaluation.evaluate import evaluate_model, feature_notes, reference
+    from vaekit.evaluation.results import CheckpointEvaluation
 
     data, config = dataset_for(model, args)
     ref = reference(data, settings, data_home(config), model.device)
-    metrics = evaluate_model(model, data, settings, ref).metrics
-    metrics["real_floor"] = ref.floor if ref else None
-    metrics["features"] = feature_notes(ref, settings) if ref else {}
+    result = CheckpointEvaluation(**dict(evaluate_model(model, data, settings, ref).result),
+                                  real_floor=ref.floor if ref else None,
+                                  features=feature_notes(ref, settings) if ref else {})
     if args.json:
-        write_json(args.json, metrics)
-    print("\n".join(evaluation_lines(model, data, metrics)))
+        write_json(args.json, result.to_json())
+    print("\n".join(evaluation_lines(model, data, result)))
     return 0
 
 
-def evaluation_lines(model, data, metrics: dict) -> list[str]:
-    """`vaekit evaluate` in words."""
+def evaluation_lines(model, data, result) -> list[str]:
+    """`vaekit evaluate` in words, from its CheckpointEvaluation."""
     import math
 
     from vaekit.training.log import tighter_bound
 
-    t, floor = metrics["test"], metrics["real_floor"]
-    lines = [f"{model.preset.label} on {data.spec} test set ({t['images']} images)",
+    t, floor = result.test, result.real_floor
+    lines = [f"{model.preset.label} on {data.spec} test set ({t.images} images)",
              *(f"  ({note})" for note in data.notes),
-             f"  reconstruction -log p(x|z)  {t['recon']:.2f} nats/image"]
-    if "nelbo" in t:
-        bpd = t["nelbo"] / (math.prod(model.config.image_shape) * math.log(2))
-        lines.append(f"  -ELBO                       {t['nelbo']:.2f} nats/image = recon + KL {t['kl']:.2f}  "
+             f"  reconstruction -log p(x|z)  {t.recon:.2f} nats/image"]
+    if t.has_bound:
+        bpd = t.nelbo / (math.prod(model.config.image_shape) * math.log(2))
+        lines.append(f"  -ELBO                       {t.nelbo:.2f} nats/image = recon + KL {t.kl:.2f}  "
                      f"({bpd:.4f} bits/dim)")
-        if tighter_bound(t["loss"], t["nelbo"]):
-            lines.append(f"  -bound it trains on         {t['loss']:.2f} nats/image ({t['bpd']:.4f} bits/dim)")
-    if "is_nll" in metrics:
-        i = metrics["is_nll"]
-        lines.append(f"  IS-NLL, K={i['k']:<5}           {i['nll']:.2f} +- {i['stderr']:.2f} nats/image on "
-                     f"{i['images']} images ({i['bpd']:.4f} bits/dim; -ELBO on them {i['nelbo_same_images']:.2f})")
-    la = metrics["latent"]
-    inside = f"; {100 * la['inside_prior_99']:.1f}% of codes inside N(0, I)'s 99% ball" if "inside_prior_99" in la \
-        else ""
-    lines.append(f"  active units                {la['active_units']} of {model.latent_dim}{inside}")
-    if model.latent.discrete:
-        book = la["codebook"]
-        lines.append(f"  codebook                    {book['used']} of {book['size']} codes used by the test images "
-                     f"(perplexity {book['perplexity']:.1f}; {book['dead']} never used)")
-        lines.append(f"  -log p(x), uniform codes <= {book['uniform_bound']:.2f} nats/image = recon + "
-                     f"{book['code_nats']:.2f}, the code's length when its {model.latent.tokens} tokens are drawn "
+        if tighter_bound(t.loss, t.nelbo):
+            lines.append(f"  -bound it trains on         {t.loss:.2f} nats/image ({t.bpd:.4f} bits/dim)")
+    if result.is_nll:
+        i = result.is_nll
+        lines.append(f"  IS-NLL, K={i.k:<5}           {i.nll:.2f} +- {i.stderr:.2f} nats/image on "
+                     f"{i.images} images ({i.bpd:.4f} bits/dim; -ELBO on them {i.nelbo_same_images:.2f})")
+    la = result.latent
+    inside = f"; {100 * la.inside_prior_99:.1f}% of codes inside N(0, I)'s 99% ball" \
+        if la.inside_prior_99 is not None else ""
+    lines.append(f"  active units                {la.active_units} of {model.latent_dim}{inside}")
+    if la.codebook:
+        book = la.codebook
+        lines.append(f"  codebook                    {book.used} of {book.size} codes used by the test images "
+                     f"(perplexity {book.perplexity:.1f}; {book.dead} never used)")
+        lines.append(f"  -log p(x), uniform codes <= {book.uniform_bound:.2f} nats/image = recon + "
+                     f"{book.code_nats:.2f}, the code's length when its {model.latent.tokens} tokens are drawn "
                      "uniformly (no tighter bound is computed for a discrete code here)")
-    rows = [(f"samples from {name}", s, f"z ~ {metrics['priors'][name]}")
-            for name, s in metrics.get("samples", {}).items()]
+    rows = [(f"samples from {name}", s, f"z ~ {result.priors[name]}") for name, s in result.samples.items()]
     if floor:
-        rows.append((f"real held-out images ({floor['images']})", floor, "the floor"))
-    notes = metrics.get("features", {})
+        rows.append((f"real held-out images ({floor.images})", floor, "the floor"))
+    notes = result.features
     if "classifier" in notes:
         c = notes["classifier"]
         lines.append(f"  sample quality on the feature classifier's {c['features']} features ({c['real_images']} real "
@@ -149,42 +149,42 @@ def evaluation_lines(model, data, metrics: dict) -> list[str]:
         from vaekit.evaluation.inception import missing_words
 
         lines.append(f"  {missing_words()}")
-    return lines + conditional_lines(metrics, model.class_names)
+    return lines + conditional_lines(result, model.class_names)
 
 
-def conditional_lines(metrics: dict, names: list[str]) -> list[str]:
+def conditional_lines(result, names: list[str]) -> list[str]:
     """A conditional model's samples against the classes they were drawn as, overall and per class (samples from
     its own prior), beside real held-out images of each class."""
     from vaekit.config import class_word
     from vaekit.models.samplers import OWN
     from vaekit.report.conditional import SHOWN_CLASSES, shown_classes
 
-    drawn, floor = metrics.get("conditional"), (metrics.get("real_floor") or {}).get("conditional")
+    drawn, floor = result.conditional, result.real_floor and result.real_floor.conditional
     if not drawn:
         return []
-    overall = ", ".join(f"{100 * c['accuracy']:.1f}% of samples from {name}" for name, c in drawn.items())
-    real = f" (real held-out images: {100 * floor['accuracy']:.1f}%)" if floor else ""
+    overall = ", ".join(f"{100 * c.accuracy:.1f}% of samples from {name}" for name, c in drawn.items())
+    real = f" (real held-out images: {100 * floor.accuracy:.1f}%)" if floor else ""
     lines = [f"  conditional accuracy: the feature classifier names the requested class for {overall}{real}",
              "  per class, samples from prior: class, conditional accuracy, Frechet distance to that class's test "
              "images" + (" (real held-out images of it)" if floor else "")]
-    real_rows = {row["class"]: row for row in floor["classes"]} if floor else {}
-    classes = {row["class"]: row for row in drawn.get(OWN, next(iter(drawn.values())))["classes"]}
+    real_rows = floor.by_class() if floor else {}
+    classes = drawn.get(OWN, next(iter(drawn.values()))).by_class()
     for row in (classes[c] for c in shown_classes(list(classes), real_rows)):
-        c, ref = row["class"], real_rows.get(row["class"], {})
-        fd = f"{row['frechet']:8.2f}" if "frechet" in row else "     n/a"
-        floor_words = f"  ({100 * ref['accuracy']:.1f}%, {ref['frechet']:.2f})" if "frechet" in ref else ""
-        lines.append(f"    {class_word(c, names):<18} {100 * row['accuracy']:6.1f}% {fd}{floor_words}")
+        c, ref = row.klass, real_rows.get(row.klass)
+        fd = f"{row.frechet:8.2f}" if row.frechet is not None else "     n/a"
+        floor_words = f"  ({100 * ref.accuracy:.1f}%, {ref.frechet:.2f})" if ref and ref.frechet is not None else ""
+        lines.append(f"    {class_word(c, names):<18} {100 * row.accuracy:6.1f}% {fd}{floor_words}")
     if len(classes) > SHOWN_CLASSES:
         lines.append(f"    ... {len(classes) - SHOWN_CLASSES} more classes (all of them in the output of --json FILE)")
     return lines
 
 
-def quality_words(s: dict) -> str:
+def quality_words(s) -> str:
     """One sampler's sample-quality numbers on a line (those measured)."""
     from vaekit.evaluation.evaluate import QUALITY_MEASURES
 
-    words = [f"{name} {s[key]:.{digits}f}" + (f" +- {s['kid_std']:.3f}" if key == "kid" else "")
-             for key, name, digits in QUALITY_MEASURES if key in s]
+    words = [f"{name} {s.value(key):.{digits}f}" + (f" +- {s.kid_std:.3f}" if key == "kid" else "")
+             for key, name, digits in QUALITY_MEASURES if s.value(key) is not None]
     return ", ".join(words)
 
 

@@ -31,6 +31,17 @@ from vaekit.evaluation.metrics import (
     kernel_distance,
     precision_recall_density_coverage,
 )
+from vaekit.evaluation.results import (
+    ClassQuality,
+    Codebook,
+    ConditionalQuality,
+    Floor,
+    ImportanceSampled,
+    LatentStatistics,
+    ModelEvaluation,
+    SampleQuality,
+    TestLoss,
+)
 from vaekit.models import Autoencoder
 from vaekit.models.objectives import mean_loss
 from vaekit.models.samplers import FIT_CODES, fit_samplers, sizes
@@ -67,9 +78,9 @@ class EvalSettings:
 
 @dataclass
 class Evaluation:
-    """Numbers (JSON-ready) plus the tensors the report draws."""
+    """The numbers plus the tensors the report draws."""
 
-    metrics: dict[str, Any]
+    result: ModelEvaluation
     test_codes: Tensor
     samples: dict[str, Tensor] = field(default_factory=dict)
     sample_labels: Tensor | None = None  # the class each sample was drawn as, for a conditional model
@@ -114,7 +125,7 @@ MIN_CLASS_IMAGES = 100  # the least images of a class, of each set, a per-class 
 # bias grows as the sets shrink below the 128 features)
 
 
-def conditional_quality(classified: tuple[Tensor, Tensor], labels: Tensor, ref: Reference) -> dict[str, Any]:
+def conditional_quality(classified: tuple[Tensor, Tensor], labels: Tensor, ref: Reference) -> ConditionalQuality:
     """How well images match the class they were drawn as: the feature classifier's agreement with their labels
     (conditional accuracy), overall and per class, and per class the Frechet distance between their features and
     those of the real test images of that class. `classified`: the images' features and class probabilities."""
@@ -122,11 +133,12 @@ def conditional_quality(classified: tuple[Tensor, Tensor], labels: Tensor, ref: 
     predicted, classes = probabilities.argmax(-1), []
     for c in labels.unique().tolist():
         mine, real = labels == c, ref.labels == c
-        row = {"class": c, "images": int(mine.sum()), "accuracy": (predicted[mine] == c).float().mean().item()}
-        if min(mine.sum(), real.sum()) >= MIN_CLASS_IMAGES:
-            row["frechet"] = frechet_distance(ref.features[real], features[mine])
-        classes.append(row)
-    return {"accuracy": (predicted == labels).float().mean().item(), "images": len(labels), "classes": classes}
+        enough = min(mine.sum(), real.sum()) >= MIN_CLASS_IMAGES
+        classes.append(ClassQuality(klass=c, images=int(mine.sum()),
+                                    accuracy=(predicted[mine] == c).float().mean().item(),
+                                    frechet=frechet_distance(ref.features[real], features[mine]) if enough else None))
+    return ConditionalQuality(accuracy=(predicted == labels).float().mean().item(), images=len(labels),
+                              classes=classes)
 
 
 # What sample_quality measures, as (key, name, digits shown): lower is better for the distances, higher for the rest
@@ -146,11 +158,11 @@ class Reference:
     labels: Tensor | None = None  # of the test images, for the per-class measures of a conditional model
     accuracy: float | None = None
     inception: Tensor | None = None
-    floor: dict[str, Any] = field(default_factory=dict)
+    floor: Floor = field(default_factory=Floor)
 
 
 def sample_quality(images: Tensor, ref: Reference, s: EvalSettings, device: str | torch.device = "cpu",
-                   desc: str = "samples", classified: tuple[Tensor, Tensor] | None = None) -> dict[str, Any]:
+                   desc: str = "samples", classified: tuple[Tensor, Tensor] | None = None) -> dict[str, float]:
     """Frechet distance, KID, precision/recall/density/coverage and mean confidence on the feature classifier's
     features (KID and the k-NN measures where the sets are large enough); the Inception FID on Inception's where
     the reference has them. `classified`: the images' features and class probabilities, where already computed."""
@@ -200,12 +212,12 @@ def test_tensor(data: Dataset, n: int | None = None) -> Tensor:
     return first_labelled(data.test, n)[0]
 
 
-def likelihood_metrics(model: Autoencoder, data: Dataset, s: EvalSettings) -> dict[str, Any]:
+def likelihood_metrics(model: Autoencoder, data: Dataset,
+                       s: EvalSettings) -> tuple[TestLoss, ImportanceSampled | None]:
     """Test reconstruction (and -ELBO, where the posterior has a density), and the IS-NLL on `is_images`."""
-    test = mean_loss(model, Batches(data.test, s.batch_size, model.device))
-    metrics: dict[str, Any] = {"test": test}
+    test = TestLoss(**mean_loss(model, Batches(data.test, s.batch_size, model.device)))
     if not model.has_density:
-        return metrics
+        return test, None
     dims = math.prod(model.config.image_shape)
     x, y = first_labelled(data.test, s.is_images)
     nll, nelbo, bound = [], [], []
@@ -217,15 +229,13 @@ def likelihood_metrics(model: Autoencoder, data: Dataset, s: EvalSettings) -> di
             nelbo.append((loss.recon + loss.kl).cpu().double())
             bound.append(loss.total.cpu().double())
     nll, nelbo, bound = torch.cat(nll), torch.cat(nelbo), torch.cat(bound)
-    metrics["is_nll"] = {"nll": nll.mean().item(), "bpd": nll.mean().item() / (dims * math.log(2)), "k": s.k,
-                         "images": len(x), "nelbo_same_images": nelbo.mean().item(),
-                         "bound_same_images": bound.mean().item(),
-                         "stderr": (nll.std() / math.sqrt(len(nll))).item()}
-    return metrics
+    return test, ImportanceSampled(nll=nll.mean().item(), bpd=nll.mean().item() / (dims * math.log(2)), k=s.k,
+                                   images=len(x), stderr=(nll.std() / math.sqrt(len(nll))).item(),
+                                   nelbo_same_images=nelbo.mean().item(), bound_same_images=bound.mean().item())
 
 
 @torch.no_grad()
-def latent_metrics(model: Autoencoder, data: Dataset, s: EvalSettings) -> tuple[dict[str, Any], Tensor]:
+def latent_metrics(model: Autoencoder, data: Dataset, s: EvalSettings) -> tuple[LatentStatistics, Tensor]:
     """Active units, code statistics, a discrete latent's codebook usage, the KL per dimension (against a prior with a
     closed form) and, against N(0, I), the share of codes inside its 99% ball. Returns the metrics and the test codes
     (posterior means)."""
@@ -238,14 +248,14 @@ def latent_metrics(model: Autoencoder, data: Dataset, s: EvalSettings) -> tuple[
         kl += [per_dim.cpu()] if per_dim is not None else []
     codes = torch.cat(codes)
     n_active, activity = active_units(codes)
-    latent: dict[str, Any] = {"active_units": n_active, "activity": activity.tolist(), **code_statistics(codes)}
+    latent = LatentStatistics(active_units=n_active, activity=activity.tolist(), **code_statistics(codes))
     if kl:  # KL(q || the model's own prior) per dimension, where it has a closed form
-        latent["kl_per_dim"] = torch.cat(kl).mean(0).tolist()
+        latent.kl_per_dim = torch.cat(kl).mean(0).tolist()
     if indices:  # how much of the codebook the test images use
-        latent["codebook"] = codebook_usage(torch.cat(indices), model.latent.codebook_size)
-        latent["codebook"]["code_nats"] = model.latent.tokens * math.log(model.latent.codebook_size)
+        latent.codebook = Codebook(**codebook_usage(torch.cat(indices), model.latent.codebook_size),
+                                   code_nats=model.latent.tokens * math.log(model.latent.codebook_size))
     if model.prior.is_standard_normal:
-        latent["inside_prior_99"] = (codes.norm(dim=1) <= radius_99(model.latent_dim)).float().mean().item()
+        latent.inside_prior_99 = (codes.norm(dim=1) <= radius_99(model.latent_dim)).float().mean().item()
     return latent, codes
 
 
@@ -258,38 +268,37 @@ def evaluate_model(model: Autoencoder, data: Dataset, settings: EvalSettings, re
     s = settings
     steps = bar(total=4, desc=f"evaluating {model.preset.label}", disable=quiet)
     torch.manual_seed(s.seed)
-    metrics: dict[str, Any] = {"model": model.kind, "latent_dim": model.latent_dim,
-                               **likelihood_metrics(model, data, s)}
+    test, is_nll = likelihood_metrics(model, data, s)
     steps.update()
-    metrics["latent"], codes = latent_metrics(model, data, s)
-    if "codebook" in metrics["latent"]:  # -log p(x) <= recon + the code's length under uniformly random codes
-        book = metrics["latent"]["codebook"]
-        book["uniform_bound"] = metrics["test"]["recon"] + book["code_nats"]
+    latent, codes = latent_metrics(model, data, s)
+    if latent.codebook is not None:  # -log p(x) <= recon + the code's length under uniformly random codes
+        latent.codebook.uniform_bound = test.recon + latent.codebook.code_nats
     steps.update()
     priors = samplers(model, data, s)
-    metrics["priors"] = {name: prior.words for name, prior in priors.items()}
+    result = ModelEvaluation(model=model.kind, latent_dim=model.latent_dim, test=test, is_nll=is_nll, latent=latent,
+                             priors={name: prior.words for name, prior in priors.items()})
     labels = model.conditioning.spread(s.n_samples, torch.device("cpu"))  # the classes in turn; None: unconditional
     samples = draw_samples(model, priors, s, labels)
     steps.update()
     if reference is not None:
-        metrics.update(measure_samples(samples, labels, reference, s, model.device))
+        result.samples, result.conditional = measure_samples(samples, labels, reference, s, model.device)
     steps.update()
     steps.close()
-    return Evaluation(metrics, codes, samples, labels)
+    return Evaluation(result, codes, samples, labels)
 
 
 def measure_samples(samples: dict[str, Tensor], labels: Tensor | None, ref: Reference, s: EvalSettings,
-                    device: torch.device) -> dict[str, Any]:
+                    device: torch.device) -> tuple[dict[str, SampleQuality], dict[str, ConditionalQuality] | None]:
     """Each sampler's sample quality and, for a conditional model (its samples drawn as the classes `labels`), how
     well they match their classes; the feature classifier sees each set of samples once."""
     scored = ref.classifier is not None
-    out: dict[str, Any] = {"samples": {}, **({"conditional": {}} if labels is not None and scored else {})}
+    quality, conditional = {}, {} if labels is not None and scored else None
     for name, images in samples.items():
         classified = ref.classifier.features_and_probabilities(images) if scored else None
-        out["samples"][name] = sample_quality(images, ref, s, device, f"Inception: {name}", classified)
-        if "conditional" in out:
-            out["conditional"][name] = conditional_quality(classified, labels, ref)
-    return out
+        quality[name] = SampleQuality(**sample_quality(images, ref, s, device, f"Inception: {name}", classified))
+        if conditional is not None:
+            conditional[name] = conditional_quality(classified, labels, ref)
+    return quality, conditional
 
 
 def real_reference(data: Dataset, s: EvalSettings, classifier: FeatureClassifier | None = None,
@@ -301,15 +310,15 @@ def real_reference(data: Dataset, s: EvalSettings, classifier: FeatureClassifier
     ref = Reference(classifier=classifier, labels=labels, accuracy=accuracy)
     if classifier is not None:
         ref.features, confidence = classifier.features_and_confidence(real)
-        ref.floor["test_confidence"] = confidence.mean().item()
+        ref.floor.test_confidence = confidence.mean().item()
     if s.inception:
         ref.inception = inception.inception_features(real, device, desc="Inception: real test images", quiet=quiet)
     other, other_labels = first_labelled(data.val if len(data.val) >= 2 else data.train, s.n_samples)
     classified = classifier.features_and_probabilities(other) if classifier is not None else None
-    ref.floor.update(sample_quality(other, ref, s, device, "Inception: real held-out images", classified))
-    ref.floor["images"] = len(other)
+    measured = sample_quality(other, ref, s, device, "Inception: real held-out images", classified)
+    ref.floor = ref.floor.model_copy(update={**measured, "images": len(other)})
     if classified is not None and other_labels is not None:  # real images, each "drawn as" its own class
-        ref.floor["conditional"] = conditional_quality(classified, other_labels, ref)
+        ref.floor.conditional = conditional_quality(classified, other_labels, ref)
     return ref
 
 

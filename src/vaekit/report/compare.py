@@ -12,7 +12,6 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -32,6 +31,7 @@ from vaekit.evaluation.evaluate import (
 )
 from vaekit.evaluation.inception import verified as verified_inception
 from vaekit.evaluation.latent import interpolate
+from vaekit.evaluation.results import Comparison
 from vaekit.files import parse_json, write_json, write_text
 from vaekit.layout import METRICS_FILE, REPORT_FILE, RunFolder
 from vaekit.models import PRESETS, Autoencoder, load_model
@@ -48,7 +48,7 @@ DEFAULT_MODELS = (PLAIN, VARIATIONAL)  # the seed's comparison
 
 def compare(run: RunConfig, out: Path, *, names: Sequence[str] = DEFAULT_MODELS, quick: bool = False,
             checkpoints: Mapping[str, str] | None = None, data_name: str | None = None, overwrite: bool = False,
-            quiet: bool = False, inputs: Sequence[Path] = (), inception: bool = False) -> dict[str, Any]:
+            quiet: bool = False, inputs: Sequence[Path] = (), inception: bool = False) -> Comparison:
     """Train the presets `names` (or load them: `checkpoints` maps a preset name to a run or checkpoint folder),
     evaluate every one, write metrics.json and report.html into `out`.
 
@@ -123,7 +123,7 @@ def checkpoints_data(models: dict[str, Autoencoder], paths: Mapping[str, str], c
 
 
 def measure(run: RunConfig, out: Path, models: dict[str, Autoencoder], data: Dataset, settings: EvalSettings,
-            quick: bool, started: float, say, quiet: bool, checkpoints: Mapping[str, str]) -> dict[str, Any]:
+            quick: bool, started: float, say, quiet: bool, checkpoints: Mapping[str, str]) -> Comparison:
     """Evaluate every model, write metrics.json and report.html."""
     settings.seed = run.train.seed
     if can_score_samples(data):
@@ -132,23 +132,24 @@ def measure(run: RunConfig, out: Path, models: dict[str, Autoencoder], data: Dat
     ref = reference(data, settings, data_home(run.data), device, quiet)
     evals = {name: evaluate_model(model, data, settings, ref, quiet=quiet) for name, model in models.items()}
     histories = {name: read_history(Path(checkpoints.get(name, out / name))) for name in models}
-    metrics = {"models": list(models), "checkpoints": checkpoint_paths(out, models, checkpoints),
-               "data": data.spec, "labels": data.label_source, "data_notes": data.notes, "quick": quick,
-               "settings": settings.__dict__, "classifier_accuracy": ref and ref.accuracy,
-               "real_floor": ref.floor if ref and ref.classifier else None,
-               "inception_floor": ref.floor.get("inception_fid") if ref else None,
-               "features": feature_notes(ref, settings) if ref else {},
-               **{name: {**e.metrics, "training_seconds": training_seconds(histories[name])}
-                  for name, e in evals.items()},
-               "same_networks": same_networks(list(models.values()))}
+    for name, e in evals.items():
+        e.result.training_seconds = training_seconds(histories[name])
+    metrics = Comparison(models=list(models), checkpoints=checkpoint_paths(out, models, checkpoints),
+                         data=data.spec, labels=data.label_source, data_notes=data.notes, quick=quick,
+                         settings=settings.__dict__, classifier_accuracy=ref and ref.accuracy,
+                         real_floor=ref.floor if ref and ref.classifier else None,
+                         inception_floor=ref.floor.inception_fid if ref else None,
+                         features=feature_notes(ref, settings) if ref else {},
+                         results={name: e.result for name, e in evals.items()},
+                         same_networks=same_networks(list(models.values())))
     pairs = first_labelled(data.test, 2 * INTERPOLATION_PAIRS)
     interpolations = {name: interpolate_pairs(model, *pairs) for name, model in models.items()}
     if ref and ref.classifier:
-        metrics["interpolation_confidence"] = {
+        metrics.interpolation_confidence = {
             name: ref.classifier.features_and_confidence(imgs[:, 1:-1].flatten(0, 1))[1].mean().item()
             for name, imgs in interpolations.items()}
-    metrics["seconds"] = time.perf_counter() - started
-    write_json(out / METRICS_FILE, metrics)
+    metrics.seconds = time.perf_counter() - started
+    write_json(out / METRICS_FILE, metrics.to_json())
     write_text(out / REPORT_FILE, render(metrics, models, evals, data, histories, settings, interpolations))
     say(summary_line(metrics) + f"\nreport: {out / REPORT_FILE}")
     return metrics
@@ -202,9 +203,9 @@ def read_history(run_dir: Path) -> list[dict]:
     return rows if numbers else []
 
 
-def summary_line(m: dict) -> str:
-    if m["real_floor"] is None:
+def summary_line(m: Comparison) -> str:
+    if m.real_floor is None:
         return "(no labels: sample quality not scored)"
-    scores = ", ".join(f"{label(name)}-{sampler} {s['frechet']:.2f}" for name in m["models"]
-                       for sampler, s in m[name]["samples"].items())
-    return f"Frechet distance to real test images (lower is better): {scores}, real {m['real_floor']['frechet']:.2f}"
+    scores = ", ".join(f"{label(name)}-{sampler} {s.frechet:.2f}" for name in m.models
+                       for sampler, s in m[name].samples.items())
+    return f"Frechet distance to real test images (lower is better): {scores}, real {m.real_floor.frechet:.2f}"

@@ -11,6 +11,7 @@ import torch
 from vaekit.config import class_word
 from vaekit.data import Dataset
 from vaekit.evaluation.evaluate import Evaluation
+from vaekit.evaluation.results import Comparison
 from vaekit.models.samplers import OWN
 from vaekit.report import figures
 from vaekit.report.words import Section, fmt, img, label, names_words
@@ -32,9 +33,9 @@ def class_grid(evaluation: Evaluation, present: Collection[int], sampler: str = 
     return images[torch.cat(rows)]
 
 
-def conditional_section(m: dict, evals: dict[str, Evaluation], data: Dataset) -> Section | None:
+def conditional_section(m: Comparison, evals: dict[str, Evaluation], data: Dataset) -> Section | None:
     """A class-by-sample grid per conditional model, and the per-class table; None when no model is conditional."""
-    names = [n for n in m["models"] if "conditional" in m[n]]
+    names = [n for n in m.models if m[n].conditional]
     if not names:
         return None
     present = set(data.test.labels.unique().tolist()) if data.test.labels is not None else set()
@@ -45,18 +46,18 @@ def conditional_section(m: dict, evals: dict[str, Evaluation], data: Dataset) ->
     return "Conditional generation: draw me a class", body, conditional_words(m, names)
 
 
-def class_table(m: dict, names: list[str], data: Dataset) -> str:
+def class_table(m: Comparison, names: list[str], data: Dataset) -> str:
     """Per class: each model's conditional accuracy and Frechet distance (samples from its prior), and the same for
     real held-out images of the class."""
-    floor = (m.get("real_floor") or {}).get("conditional")
-    real = {row["class"]: row for row in floor["classes"]} if floor else {}
-    per_model = {n: {row["class"]: row for row in m[n]["conditional"][OWN]["classes"]} for n in names}
+    floor = m.real_floor and m.real_floor.conditional
+    real = floor.by_class() if floor else {}
+    per_model = {n: m[n].conditional[OWN].by_class() for n in names}
     head = "".join(f"<th>{label(n)}<br>accuracy</th><th>{label(n)}<br>Frechet</th>" for n in names)
     head += "<th>real images<br>accuracy</th><th>real images<br>Frechet</th>" if floor else ""
     rows, classes = [], sorted(per_model[names[0]])
     for c in shown_classes(classes, real):
-        cells = [per_model[n].get(c, {}) for n in names] + ([real.get(c, {})] if floor else [])
-        tds = "".join(f"<td>{percent(r.get('accuracy'))}</td><td>{fmt(r.get('frechet'))}</td>" for r in cells)
+        cells = [per_model[n].get(c) for n in names] + ([real.get(c)] if floor else [])
+        tds = "".join(f"<td>{percent(r and r.accuracy)}</td><td>{fmt(r and r.frechet)}</td>" for r in cells)
         rows.append(f"<tr><th>{html.escape(class_word(c, data.classes))}</th>{tds}</tr>")
     more = f"{SHOWN_CLASSES} of {len(classes)} classes, those with test images first; metrics.json has all. " \
         if len(classes) > SHOWN_CLASSES else ""
@@ -69,17 +70,17 @@ def percent(share: float | None) -> str:
     return "n/a" if share is None else f"{100 * share:.1f}%"
 
 
-def conditional_words(m: dict, names: list[str]) -> list[str]:
+def conditional_words(m: Comparison, names: list[str]) -> list[str]:
     """The overall agreement of each model's samples with the requested class, against real images."""
-    floor = (m.get("real_floor") or {}).get("conditional")
-    listed = ", ".join(f"{label(n)} {100 * m[n]['conditional'][OWN]['accuracy']:.1f}%" for n in names)
+    floor = m.real_floor and m.real_floor.conditional
+    listed = ", ".join(f"{label(n)} {100 * m[n].conditional[OWN].accuracy:.1f}%" for n in names)
     words = [f"{names_words(names)} {'was' if len(names) == 1 else 'were'} trained with the label as a second input "
              f"to encoder and decoder (a conditional VAE, or its AE counterpart): each row above asks for one class. "
              f"The feature classifier names the requested class for {listed} of the samples from the prior"
-             + (f"; for real held-out images it names their own class {100 * floor['accuracy']:.1f}% of the time, "
+             + (f"; for real held-out images it names their own class {100 * floor.accuracy:.1f}% of the time, "
                 "the ceiling these numbers can reach." if floor else ".")]
-    chance = 100 / max(1, len(m[names[0]]["conditional"][OWN]["classes"]))
-    worst = min((m[n]["conditional"][OWN]["accuracy"], n) for n in names)
+    chance = 100 / max(1, len(m[names[0]].conditional[OWN].classes))
+    worst = min((m[n].conditional[OWN].accuracy, n) for n in names)
     if 100 * worst[0] < 2 * chance:
         words.append(f"{label(worst[1])}'s samples match the requested class at most twice as often as chance "
                      f"({chance:.0f}%): its decoder makes little use of the label (train longer, or with a smaller "

@@ -7,6 +7,7 @@ import html
 
 from vaekit.evaluation.evaluate import QUALITY_MEASURES, EvalSettings
 from vaekit.evaluation.inception import missing_words
+from vaekit.evaluation.results import Comparison, SampleQuality
 from vaekit.models.presets import PLAIN, VARIATIONAL
 from vaekit.models.samplers import DENSITY, OWN, SAMPLERS, label_of
 from vaekit.report.words import Section, fmt, label, names_words, ranked_samplers, seed_pair
@@ -16,29 +17,29 @@ def quality_columns(inception: bool) -> tuple[tuple[str, str, int], ...]:
     return QUALITY_MEASURES if inception else tuple(c for c in QUALITY_MEASURES if c[0] != "inception_fid")
 
 
-def quality_cells(s: dict | None, inception: bool) -> str:
+def quality_cells(s: SampleQuality | None, inception: bool) -> str:
     """One sampler's row of sample-quality numbers (KID with its spread over subsets)."""
     cells = []
     for key, _, digits in quality_columns(inception):
-        value = (s or {}).get(key)
-        spread = f" &plusmn; {s['kid_std']:.{digits}f}" if key == "kid" and value is not None else ""
+        value = s.value(key) if s else None
+        spread = f" &plusmn; {s.kid_std:.{digits}f}" if key == "kid" and value is not None else ""
         cells.append(f"<td>{fmt(value, digits)}{spread}</td>")
     return "".join(cells)
 
 
-def quality_section(m: dict, settings: EvalSettings) -> Section:
+def quality_section(m: Comparison, settings: EvalSettings) -> Section:
     """Every sampler of every model against the real test images, with the real held-out images as the floor."""
-    inception = "inception" in m.get("features", {})
-    floor = m["real_floor"] or ({"inception_fid": m["inception_floor"]} if inception else None)
+    inception = "inception" in m.features
+    floor = m.real_floor or (SampleQuality(inception_fid=m.inception_floor) if inception else None)
     if floor is None:
         return "Sample quality", NO_LABELS, []
     rows = []
-    for name in m["models"]:
-        samplers = list(m[name]["priors"])
+    for name in m.models:
+        samplers = list(m[name].priors)
         for i, sampler in enumerate(samplers):
             first = f"<th rowspan={len(samplers)}>{label(name)}</th>" if i == 0 else ""
             rows.append(f"<tr>{first}<td class=sampler>{html.escape(label_of(sampler))}</td>"
-                        f"{quality_cells(m[name].get('samples', {}).get(sampler), inception)}</tr>")
+                        f"{quality_cells(m[name].samples.get(sampler), inception)}</tr>")
     rows.append(f"<tr class=floor><th colspan=2>real held-out images (floor)</th>"
                 f"{quality_cells(floor, inception)}</tr>")
     head = "".join(f"<th>{html.escape(title)}</th>" for _, title, _ in quality_columns(inception))
@@ -52,9 +53,9 @@ NO_LABELS = ("<p>Sample quality is not scored: this data set has no labels of tw
              "class). --inception-fid scores samples without labels.</p>")
 
 
-def quality_notes(m: dict, settings: EvalSettings) -> str:
+def quality_notes(m: Comparison, settings: EvalSettings) -> str:
     """What the numbers are computed on, and their sample sizes."""
-    notes, floor = m.get("features", {}), m["real_floor"] or {}
+    notes, held_out = m.features, m.real_floor.images if m.real_floor else "n/a"
     words = []
     if "classifier" in notes:
         c = notes["classifier"]
@@ -62,7 +63,7 @@ def quality_notes(m: dict, settings: EvalSettings) -> str:
                      f"this data set's labels ({100 * c['test_accuracy']:.1f}% test accuracy), not on Inception: "
                      f"comparable between models here, not with published FIDs. Each sampler: {c['samples']} "
                      f"generated images against all {c['real_images']} real test images; the floor: "
-                     f"{floor.get('images', 'n/a')} real images of the validation split against the same test "
+                     f"{held_out} real images of the validation split against the same test "
                      f"images. Lower is better for the Frechet distance and KID (the unbiased squared MMD under a "
                      f"cubic kernel, mean &plusmn; std over {c['kid']['subsets']} subsets of {c['kid']['size']}); "
                      f"higher is better for the rest. Precision and density: are the samples where real images are? "
@@ -79,50 +80,50 @@ def quality_notes(m: dict, settings: EvalSettings) -> str:
     return "".join(f"<p class=meta>{w}</p>" for w in words)
 
 
-def seed_words(m: dict) -> list[str]:
+def seed_words(m: Comparison) -> list[str]:
     """The seed's pair beyond what the answer says: both models with a mixture fitted to their codes, and the feature
     classifier's confidence on each one's prior samples (the answer already gives their Frechet distances)."""
     words = []
-    floor = m["real_floor"]
+    floor = m.real_floor
     if floor is not None:
-        a, v = m[PLAIN]["samples"], m[VARIATIONAL]["samples"]
+        a, v = m[PLAIN].samples, m[VARIATIONAL].samples
         if DENSITY in a and DENSITY in v:
-            words.append(f"With {m[PLAIN]['priors'][DENSITY]} instead of N(0, I), the AE scores "
-                         f"{fmt(a[DENSITY]['frechet'])} and the VAE {fmt(v[DENSITY]['frechet'])} (from N(0, I): "
-                         f"{fmt(a[OWN]['frechet'])} and {fmt(v[OWN]['frechet'])}, as the answer says).")
-        words.append(f"The feature classifier reaches {100 * m['classifier_accuracy']:.1f}% test accuracy; its mean "
-                     f"confidence is {fmt(v[OWN]['confidence'], 3)} on VAE-prior samples, "
-                     f"{fmt(a[OWN]['confidence'], 3)} on AE-prior samples and "
-                     f"{fmt(floor['test_confidence'], 3)} on real test images.")
+            words.append(f"With {m[PLAIN].priors[DENSITY]} instead of N(0, I), the AE scores "
+                         f"{fmt(a[DENSITY].frechet)} and the VAE {fmt(v[DENSITY].frechet)} (from N(0, I): "
+                         f"{fmt(a[OWN].frechet)} and {fmt(v[OWN].frechet)}, as the answer says).")
+        words.append(f"The feature classifier reaches {100 * m.classifier_accuracy:.1f}% test accuracy; its mean "
+                     f"confidence is {fmt(v[OWN].confidence, 3)} on VAE-prior samples, "
+                     f"{fmt(a[OWN].confidence, 3)} on AE-prior samples and "
+                     f"{fmt(floor.test_confidence, 3)} on real test images.")
     return words
 
 
-def quality_words(m: dict) -> list[str]:
+def quality_words(m: Comparison) -> list[str]:
     """Which model and sampler generate best, from the Frechet distances."""
     words: list[str] = []
-    if m["real_floor"] is not None:
+    if m.real_floor is not None:
         scored = ranked_samplers(m)
         best, prior_only = scored[0], [x for x in scored if x[2] == OWN]
         words.append(f"Sample quality: the lowest Frechet distance is {label(best[1])} with its "
                      f"{label_of(best[2])} sampler ({fmt(best[0])}; real images "
-                     f"{fmt(m['real_floor']['frechet'])}). From each model's own prior, {label(prior_only[0][1])} is "
+                     f"{fmt(m.real_floor.frechet)}). From each model's own prior, {label(prior_only[0][1])} is "
                      f"best ({fmt(prior_only[0][0])}).")
         lost = [n for f, n, _ in prior_only if f > 2 * prior_only[0][0]]
         if lost:
             one = len(lost) == 1
             words.append(f"{names_words(lost)} sample{'s' if one else ''} poorly from {'its' if one else 'their'} own "
                          "prior (more than twice the best distance): the codes are not where the prior puts its mass.")
-        best_fitted = [min((m[n]["samples"][f]["frechet"], f) for f in fitted)[1] for n in m["models"]
-                       if len(fitted := [f for f in SAMPLERS if f in m[n]["samples"]]) > 1]
+        best_fitted = [min((m[n].samples[f].frechet, f) for f in fitted)[1] for n in m.models
+                       if len(fitted := [f for f in SAMPLERS if f in m[n].samples]) > 1]
         if best_fitted:
             counts = ", ".join(f"{label_of(f)} for {best_fitted.count(f)}" for f in SAMPLERS if f in best_fitted)
             words.append(f"Ex-post samplers, the closest to real images per model: {counts} of {len(best_fitted)} "
                          "models.")
-        own = ", ".join(f"{label(n)} {fmt(s['precision'], 3)} / {fmt(s['recall'], 3)}" for n in m["models"]
-                        if (s := m[n]["samples"].get(OWN)) and "precision" in s)
-        floor = m["real_floor"]
+        own = ", ".join(f"{label(n)} {fmt(s.precision, 3)} / {fmt(s.recall, 3)}" for n in m.models
+                        if (s := m[n].samples.get(OWN)) and s.precision is not None)
+        floor = m.real_floor
         if own:
             words.append(f"Precision / recall from each model's own prior (are the samples realistic? / do they cover "
-                         f"the data's variety?): {own}; real images {fmt(floor.get('precision'), 3)} / "
-                         f"{fmt(floor.get('recall'), 3)}.")
+                         f"the data's variety?): {own}; real images {fmt(floor.precision, 3)} / "
+                         f"{fmt(floor.recall, 3)}.")
     return words

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 
+from vaekit.evaluation.results import Comparison
 from vaekit.models.presets import PLAIN, PRESETS, VARIATIONAL
 
 Section = tuple[str, str, list[str]]  # a page section: (title, html body, sentences)
@@ -29,11 +30,11 @@ def names_words(names: list[str]) -> str:
     return labels[0] if len(labels) == 1 else f"{', '.join(labels[:-1])} and {labels[-1]}"
 
 
-def ranked_samplers(m: dict) -> list[tuple[float, str, str]]:
+def ranked_samplers(m: Comparison) -> list[tuple[float, str, str]]:
     """(Frechet distance, model, sampler) for every sampler of every model, the closest to real images first."""
-    return sorted((s["frechet"], n, sampler) for n in m["models"] for sampler, s in m[n]["samples"].items())
+    return sorted((s.frechet, n, sampler) for n in m.models for sampler, s in m[n].samples.items())
 
 
-def seed_pair(m: dict) -> bool:
+def seed_pair(m: Comparison) -> bool:
     """Whether the seed's own comparison, an AE against a VAE, is among the models."""
-    return {PLAIN, VARIATIONAL} <= set(m["models"])
+    return {PLAIN, VARIATIONAL} <= set(m.models)
