@@ -17,6 +17,7 @@ from vaekit.data.shifts import corrupt, fit_shape
 from vaekit.errors import VaekitError
 from vaekit.evaluation.detection import detection, flagged, threshold_for
 from vaekit.evaluation.evaluate import EvalSettings, likelihood_metrics
+from vaekit.evaluation.results import OneClassReport, OodReport
 from vaekit.evaluation.scores import ScoreSettings, png_bits, score_all
 
 
@@ -150,6 +151,7 @@ def test_score_ood_and_thresholds_on_digits_end_to_end(cli, tmp_path):
     assert m["scores"] == ["recon", "nelbo", "is_nll", "bpd", "code_nll", "png_bits", "complexity"]
     assert m["sets"]["invert"]["recon"]["auroc"] > 0.95 and m["sets"]["held-out"]["is_nll"]["auroc"] > 0.6
     assert m["sizes"]["held-out"] + m["sizes"]["test"] == 180  # the digits' test split, cut by class
+    assert OodReport.from_json(m).to_json() == m  # the file is the typed report, whole
     page = (tmp_path / "ood" / "report.html").read_text()
     assert page.count("<img") >= 5 and "What the scores say" in page and 'name="viewport"' in page
     held = read_csv(tmp_path / "ood" / "scores" / "held-out.csv")
@@ -219,6 +221,7 @@ def test_oneclass_gives_an_auroc_per_class_and_score(cli, tmp_path):
     m = json.loads((tmp_path / "oc" / "metrics.json").read_text())
     assert [r["class"] for r in m["classes"]] == list(range(10)) and "mean" in out
     assert m["mean_auroc"]["is_nll"] > 0.75 and m["mean_auroc"]["recon"] > 0.75  # far above chance, 3 epochs
+    assert OneClassReport.from_json(m).to_json() == m
     assert all((tmp_path / "oc" / f"class-{c}" / "checkpoints").is_dir() for c in range(10))
     one = json.loads((tmp_path / "oc" / "class-7" / "run.json").read_text())
     assert one["data"]["classes"] == "7"

@@ -1,7 +1,7 @@
 """The house rules, checked on the source: imports run only downward, and each concern keeps one room.
 
 Layers, bottom to top: the shared basics (config, errors, files, layout, ...) < models, data < training <
-evaluation < report, web < cli. A module may import its own package and any lower layer, lazily or not;
+evaluation < jobs < report, web < cli. A module may import its own package and any lower layer, lazily or not;
 siblings (models and data, report and web) do not import each other."""
 
 import ast
@@ -9,8 +9,8 @@ from pathlib import Path
 
 SRC = Path(__file__).parent.parent / "src" / "vaekit"
 BASICS = {"config", "errors", "files", "outputs", "layout", "devices", "images", "progress"}
-LAYERS = {**dict.fromkeys(BASICS, 0), "models": 1, "data": 1, "training": 2, "evaluation": 3, "report": 4, "web": 4,
-          "cli": 5, "__main__": 6}
+LAYERS = {**dict.fromkeys(BASICS, 0), "models": 1, "data": 1, "training": 2, "evaluation": 3, "jobs": 4, "report": 5,
+          "web": 5, "cli": 6, "__main__": 7}
 
 
 def room(module: str) -> str:

@@ -47,7 +47,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from vaekit.report.compare import DEFAULT_MODELS, compare
+    from vaekit.jobs.compare import DEFAULT_MODELS, compare
+    from vaekit.report.page import render
 
     checkpoints = dict(args.use)
     if len(checkpoints) < len(args.use):
@@ -61,9 +62,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / f"compare-{run.data.name.split(':')[0]}-" \
         f"{time.strftime('%Y%m%d-%H%M%S')}"
     names = args.models if args.models is not None else [] if checkpoints else list(DEFAULT_MODELS)
-    metrics = compare(run, out, names=names, quick=args.quick, checkpoints=checkpoints, inception=args.inception_fid,
-                      data_name=vars(args).get("data.name"), overwrite=args.overwrite, quiet=args.quiet,
-                      inputs=[Path(args.config)] if args.config else [])
+    metrics = compare(run, out, render, names=names, quick=args.quick, checkpoints=checkpoints,
+                      inception=args.inception_fid, data_name=vars(args).get("data.name"), overwrite=args.overwrite,
+                      quiet=args.quiet, inputs=[Path(args.config)] if args.config else [])
     if args.quiet:
         print(json.dumps({"run": str(out), "seconds": metrics.seconds}))
     else:

@@ -16,7 +16,7 @@ from vaekit.outputs import claim
 
 def cmd_score(args: argparse.Namespace) -> int:
     from vaekit.evaluation.scores import check_scorable
-    from vaekit.report.ood import read_thresholds
+    from vaekit.jobs.anomaly import read_thresholds
 
     model, _ = load_model(args.checkpoint, args.device)
     check_scorable(model.classes)
@@ -30,8 +30,8 @@ def score(model, args: argparse.Namespace, chosen) -> int:
     """`vaekit score`, its outputs claimed: every image's scores into the CSV file, flagged by the thresholds file."""
     from vaekit.evaluation.ood import OodSettings, code_mixture
     from vaekit.evaluation.scores import ScoreSettings
+    from vaekit.jobs.anomaly import own_data, score_file
     from vaekit.models.samplers import DENSITY
-    from vaekit.report.ood import own_data, score_file
 
     k = args.k if args.k is not None else chosen.k if chosen and chosen.k is not None else 100
     if chosen and model.has_density and chosen.k not in (None, k):
@@ -84,41 +84,44 @@ def ood_settings(args: argparse.Namespace):
 
 def cmd_ood(args: argparse.Namespace) -> int:
     from vaekit.devices import pick_device
-    from vaekit.report.ood import ood
+    from vaekit.jobs.anomaly import ood
+    from vaekit.report.ood_page import render_ood
 
     if len(set(args.ood)) < len(args.ood):
         raise VaekitError("--ood names a set twice")
     name = Path(args.checkpoint).resolve().name
     out = Path(args.out) if args.out else Path("runs") / f"ood-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    m = ood(args.checkpoint, args.ood, out, ood_settings(args), pick_device(args.device), overwrite=args.overwrite,
-            quiet=args.quiet, reading={"skip_bad_images": args.skip_bad_images, "hidden_files": args.hidden_files})
+    m = ood(args.checkpoint, args.ood, out, ood_settings(args), pick_device(args.device), render_ood,
+            overwrite=args.overwrite, quiet=args.quiet,
+            reading={"skip_bad_images": args.skip_bad_images, "hidden_files": args.hidden_files})
     if args.quiet:
-        print(json.dumps({"run": str(out), "best": m["best"], "sets": m["sets"]}))
+        print(json.dumps({"run": str(out), "best": m.best, "sets": m.to_json()["sets"]}))
         return 0
-    width = max(len(s) for s in m["scores"])
-    for spec, by_score in m["sets"].items():
-        print(f"test vs {spec} ({m['sizes']['test']} / {m['sizes'][spec]} images):  AUROC  AUPRC  FPR@95TPR")
+    width = max(len(s) for s in m.scores)
+    for spec, by_score in m.sets.items():
+        print(f"test vs {spec} ({m.sizes['test']} / {m.sizes[spec]} images):  AUROC  AUPRC  FPR@95TPR")
         for score, d in by_score.items():
-            print(f"  {score:<{width}}  {d['auroc']:.3f}  {d['auprc']:.3f}  {d['fpr_at_95_tpr']:.3f}")
-    print(f"best on average: {m['best']}; thresholds at {100 * args.fpr:g}% false positives -> "
+            print(f"  {score:<{width}}  {d.auroc:.3f}  {d.auprc:.3f}  {d.fpr_at_95_tpr:.3f}")
+    print(f"best on average: {m.best}; thresholds at {100 * args.fpr:g}% false positives -> "
           f"{out / 'thresholds.json'}")
     print(f"run folder: {out}  (open {out / 'report.html'} in a browser)")
     return 0
 
 
 def cmd_oneclass(args: argparse.Namespace) -> int:
-    from vaekit.report.ood import one_class
+    from vaekit.jobs.anomaly import one_class
+    from vaekit.report.ood_page import render_one_class
 
     run = run_config_from_args(args)
     out = Path(args.out) if args.out else Path("runs") / f"oneclass-{run.data.name.split(':')[0]}-" \
         f"{time.strftime('%Y%m%d-%H%M%S')}"
-    m = one_class(run, out, ood_settings(args), protocol=args.protocol, overwrite=args.overwrite, quiet=args.quiet,
-                  inputs=[Path(args.config)] if args.config else [])
-    names = [n for n in m["scores"] if n != "bpd"]
+    m = one_class(run, out, ood_settings(args), render_one_class, protocol=args.protocol, overwrite=args.overwrite,
+                  quiet=args.quiet, inputs=[Path(args.config)] if args.config else [])
+    names = [n for n in m.scores if n != "bpd"]
     print("AUROC per class: " + "  ".join(names))
-    for row in m["classes"]:
-        print(f"  {row['name']:<20} " + "  ".join(f"{row['auroc'][n]:.3f}" for n in names))
-    print(f"  {'mean':<20} " + "  ".join(f"{m['mean_auroc'][n]:.3f}" for n in names))
+    for row in m.classes:
+        print(f"  {row.name:<20} " + "  ".join(f"{row.auroc[n]:.3f}" for n in names))
+    print(f"  {'mean':<20} " + "  ".join(f"{m.mean_auroc[n]:.3f}" for n in names))
     print(f"run folder: {out}  (open {out / 'report.html'} in a browser)")
     return 0
 

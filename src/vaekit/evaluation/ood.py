@@ -8,7 +8,6 @@ the false-positive rate measured on the test images checks them honestly.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 from torch import nn
@@ -20,6 +19,7 @@ from vaekit.data.shifts import gather, ood_set
 from vaekit.errors import VaekitError
 from vaekit.evaluation.detection import detection, flagged, threshold_for
 from vaekit.evaluation.evaluate import training_codes
+from vaekit.evaluation.results import Detection, OodReport
 from vaekit.evaluation.scores import SAME_RANKING, ScoreSettings, score_all, scores_available
 from vaekit.models import Autoencoder
 from vaekit.models.samplers import DENSITY, fit_samplers
@@ -40,7 +40,7 @@ class OodSettings:
 
 @dataclass
 class OodResult:
-    metrics: dict[str, Any]
+    report: OodReport
     scores: dict[str, dict[str, np.ndarray]]  # set name -> score name -> per image
     images: dict[str, TensorImages] = field(default_factory=dict)
 
@@ -82,16 +82,17 @@ def measure_ood(model: Autoencoder, data: Dataset, images: dict[str, TensorImage
     mixture = code_mixture(model, data, s)
     scores = {name: score_all(model, im, s.scoring(), mixture, f"scoring {name}", quiet) for name, im in images.items()}
     names = scores_available(model, s.k, mixture is not None)
-    sets = {spec: {score: detection(scores["test"][score], scores[spec][score]) for score in names} for spec in specs}
+    sets = {spec: {score: Detection(**detection(scores["test"][score], scores[spec][score])) for score in names}
+            for spec in specs}
     thresholds = {score: threshold_for(scores["val"][score], s.fpr) for score in names}
     at_threshold = {score: {name: float(flagged(scores[name][score], t).mean()) for name in ("test", *specs)}
                     for score, t in thresholds.items()}
-    best = max(ranked_scores(names), key=lambda n: np.mean([sets[spec][n]["auroc"] for spec in specs]))
+    best = max(ranked_scores(names), key=lambda n: np.mean([sets[spec][n].auroc for spec in specs]))
     means = {name: {score: float(np.mean(v[np.isfinite(v)])) if np.isfinite(v).any() else None
                     for score, v in sc.items()} for name, sc in scores.items()}
-    metrics = {"model": model.kind, "scores": names, "k": s.k if model.has_density else None, "fpr": s.fpr,
-               "sets": sets, "described": described, "sizes": {n: len(im) for n, im in images.items()},
-               "thresholds": thresholds, "flagged_at_threshold": at_threshold, "best": best, "means": means,
-               "mixture": mixture.words if mixture is not None else None, "likelihood": model.config.likelihood,
-               "binarized": trained_data_config(model.meta).binarize}
-    return OodResult(metrics, scores, images)
+    report = OodReport(model=model.kind, scores=names, k=s.k if model.has_density else None, fpr=s.fpr, sets=sets,
+                       described=described, sizes={n: len(im) for n, im in images.items()}, thresholds=thresholds,
+                       flagged_at_threshold=at_threshold, best=best, means=means,
+                       mixture=mixture.words if mixture is not None else None, likelihood=model.config.likelihood,
+                       binarized=trained_data_config(model.meta).binarize)
+    return OodResult(report, scores, images)

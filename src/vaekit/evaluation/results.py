@@ -207,9 +207,69 @@ class Comparison(Record):
         return schema
 
 
+class Detection(Record):
+    """How well a score tells a set (the positives) from the test images (see evaluation/detection.py)."""
+
+    auroc: float
+    auprc: float
+    fpr_at_95_tpr: float
+
+
+class OodReport(Record):
+    """`vaekit ood`'s metrics.json: each score against each OOD set, and the thresholds chosen on validation images."""
+
+    schema_version: int = SCHEMA_VERSION
+    model: str
+    checkpoint: str = ""
+    data: str = ""
+    notes: list[str] = Field(default_factory=list)
+    scores: list[str] = Field(description="the scores measured, in order")
+    k: int | None = Field(None, description="importance samples per image of the IS-NLL score (a density only)")
+    fpr: float = Field(description="the share of validation images a threshold may flag")
+    sets: dict[str, dict[str, Detection]] = Field(description="by OOD set, then by score")
+    described: dict[str, str] = Field(description="each OOD set in words")
+    sizes: dict[str, int] = Field(description="images scored per set (test, val and each OOD set)")
+    thresholds: dict[str, float] = Field(description="by score")
+    flagged_at_threshold: dict[str, dict[str, float]] = Field(description="by score, then by set: the share flagged")
+    best: str = Field(description="the score with the best mean AUROC over the sets")
+    means: dict[str, dict[str, float | None]] = Field(description="by set, then by score (null: no finite score)")
+    mixture: str | None = Field(None, description="the mixture code_nll scores under")
+    likelihood: str
+    binarized: bool
+
+
+class OneClassRow(Record):
+    """One class's model, against the classes it did not see."""
+
+    klass: int = Field(alias="class")
+    name: str
+    run: str = Field(description="its run folder, inside the one-class folder")
+    sizes: dict[str, int]
+    auroc: dict[str, float] = Field(description="by score")
+    detection: dict[str, Detection] = Field(description="by score")
+    scores: list[str]
+
+
+class OneClassReport(Record):
+    """`vaekit oneclass`'s metrics.json."""
+
+    schema_version: int = SCHEMA_VERSION
+    protocol: str = Field(description="one: each class is the normal one; all-but-one: each class is the anomaly")
+    protocol_words: str
+    settings_words: str
+    data: str
+    scores: list[str] = Field(description="the scores every class's model has")
+    classes: list[OneClassRow]
+    mean_auroc: dict[str, float] = Field(description="by score, over the classes")
+    run: dict[str, Any] = Field(description="the run's settings, as a config file holds them")
+    seconds: float
+
+
 def schemas() -> dict[str, dict[str, Any]]:
     """The JSON Schemas of the files these records are written to, by their file name under docs/ (kept in step with
     the records by tests/test_results.py)."""
-    evaluate = CheckpointEvaluation.model_json_schema(by_alias=True)
-    return {"compare-metrics.schema.json": {"title": "vaekit compare: OUT/metrics.json", **Comparison.json_schema()},
-            "evaluate.schema.json": {**evaluate, "title": "vaekit evaluate --json FILE"}}
+    files = {"compare-metrics": ("vaekit compare: OUT/metrics.json", Comparison.json_schema()),
+             "evaluate": ("vaekit evaluate --json FILE", CheckpointEvaluation.model_json_schema(by_alias=True)),
+             "ood-metrics": ("vaekit ood: OUT/metrics.json", OodReport.model_json_schema(by_alias=True)),
+             "oneclass-metrics": ("vaekit oneclass: OUT/metrics.json", OneClassReport.model_json_schema(by_alias=True))}
+    return {f"{name}.schema.json": {**schema, "title": title} for name, (title, schema) in files.items()}

@@ -9,6 +9,7 @@ import numpy as np
 
 from vaekit.evaluation.detection import finite, roc
 from vaekit.evaluation.ood import OodResult, ranked_scores
+from vaekit.evaluation.results import OneClassReport, OodReport
 from vaekit.evaluation.scores import SCORES
 from vaekit.images import png_bytes
 from vaekit.report import figures
@@ -27,51 +28,51 @@ def section(title: str, body: str) -> str:
     return f"<section><h2>{html.escape(title)}</h2>{body}</section>"
 
 
-def likelihood_score(m: dict) -> str | None:
-    return next((n for n in LIKELIHOODS if n in m["scores"]), None)
+def likelihood_score(m: OodReport | OneClassReport) -> str | None:
+    return next((n for n in LIKELIHOODS if n in m.scores), None)
 
 
-def answer_words(m: dict) -> list[str]:
+def answer_words(m: OodReport) -> list[str]:
     """What the numbers say, in sentences: the best score per set, the known failure of likelihoods, the threshold."""
     words = []
-    for spec, by_score in m["sets"].items():
-        best = max(ranked_scores(m["scores"]), key=lambda n: by_score[n]["auroc"])
-        words.append(f"Against {spec}, the best score is {best} (AUROC {by_score[best]['auroc']:.3f}; 0.5 is chance, "
+    for spec, by_score in m.sets.items():
+        best = max(ranked_scores(m.scores), key=lambda n: by_score[n].auroc)
+        words.append(f"Against {spec}, the best score is {best} (AUROC {by_score[best].auroc:.3f}; 0.5 is chance, "
                      "1 a perfect separation).")
         words += failure_words(m, spec)
     words += units_words(m)
-    best, t = m["best"], m["flagged_at_threshold"][m["best"]]
-    flagged = ", ".join(f"{100 * t[spec]:.1f}% of {spec}" for spec in m["sets"])
-    words.append(f"Over all sets, {best} separates best on average. Its threshold, chosen on {m['sizes']['val']} "
-                 f"validation images to flag at most {100 * m['fpr']:g}% of them, flags {100 * t['test']:.1f}% of the "
-                 f"{m['sizes']['test']} test images and {flagged}; `vaekit score RUN --threshold thresholds.json` "
+    best, t = m.best, m.flagged_at_threshold[m.best]
+    flagged = ", ".join(f"{100 * t[spec]:.1f}% of {spec}" for spec in m.sets)
+    words.append(f"Over all sets, {best} separates best on average. Its threshold, chosen on {m.sizes['val']} "
+                 f"validation images to flag at most {100 * m.fpr:g}% of them, flags {100 * t['test']:.1f}% of the "
+                 f"{m.sizes['test']} test images and {flagged}; `vaekit score RUN --threshold thresholds.json` "
                  "flags new images with it.")
     return words
 
 
-def failure_words(m: dict, spec: str) -> list[str]:
+def failure_words(m: OodReport, spec: str) -> list[str]:
     """Nalisnick et al.'s failure, where it shows: the model explains the OOD set better than its own test images."""
-    lik, by_score = likelihood_score(m), m["sets"][spec]
-    if lik is None or by_score[lik]["auroc"] >= 0.5 - MARGIN:
+    lik, by_score = likelihood_score(m), m.sets[spec]
+    if lik is None or by_score[lik].auroc >= 0.5 - MARGIN:
         return []
-    a = by_score[lik]["auroc"]
+    a = by_score[lik].auroc
     words = [f"The model explains {spec} better than its own test images ({lik} AUROC {a:.3f}, below chance): the "
              "failure Nalisnick et al. (2019) found in deep generative models."]
-    png = m["means"][spec]["png_bits"], m["means"]["test"]["png_bits"]
+    png = m.means[spec]["png_bits"], m.means["test"]["png_bits"]
     if None not in png and png[0] < png[1]:
         words.append(f"Its images are simpler: they compress to {png[0]:.0f} bits as PNG against {png[1]:.0f} for the "
                      "test images, and simple images are likely under any model.")
-    c = by_score["complexity"]["auroc"]
+    c = by_score["complexity"].auroc
     verdict = "fixes the ranking" if c > 0.5 + MARGIN else "does not fix it" if c < 0.5 else "brings it to chance"
     words.append(f"The complexity-corrected score (Serra et al., 2020: {lik} in bits minus the PNG length) gives AUROC "
                  f"{c:.3f}: it {verdict}.")
     return words
 
 
-def units_words(m: dict) -> list[str]:
+def units_words(m: OodReport) -> list[str]:
     """Why the complexity correction can turn a ranking round, where it did: its two terms are not both code lengths."""
-    inverted = [spec for spec, by_score in m["sets"].items() if by_score["complexity"]["auroc"] < 0.5 - MARGIN]
-    if not inverted or m.get("binarized"):
+    inverted = [spec for spec, by_score in m.sets.items() if by_score["complexity"].auroc < 0.5 - MARGIN]
+    if not inverted or m.binarized:
         return []
     return [f"The complexity-corrected score ranks {', '.join(inverted)} below the test images. Its correction assumes "
             "-log p(x) is a code length for the 8-bit pixels, like the PNG's; a continuous decoder (Bernoulli or "
@@ -81,118 +82,118 @@ def units_words(m: dict) -> list[str]:
             "trust complexity only where the sets differ in structure rather than in noise."]
 
 
-def detection_table(m: dict) -> str:
-    sets = list(m["sets"])
+def detection_table(m: OodReport) -> str:
+    sets = list(m.sets)
     head = "".join(f'<th colspan="3">{html.escape(s)}</th>' for s in sets)
     sub = "<th>AUROC</th><th>AUPRC</th><th>FPR@95</th>" * len(sets)
     rows = []
-    for score in m["scores"]:
-        cells = "".join(f"<td>{fmt(m['sets'][s][score]['auroc'], 3)}</td><td>{fmt(m['sets'][s][score]['auprc'], 3)}"
-                        f"</td><td>{fmt(m['sets'][s][score]['fpr_at_95_tpr'], 3)}</td>" for s in sets)
+    for score in m.scores:
+        cells = "".join(f"<td>{fmt(d.auroc, 3)}</td><td>{fmt(d.auprc, 3)}</td><td>{fmt(d.fpr_at_95_tpr, 3)}</td>"
+                        for d in (m.sets[s][score] for s in sets))
         rows.append(f"<tr><th title=\"{html.escape(SCORES[score])}\">{score}</th>{cells}</tr>")
     return (f'<table><tr><th rowspan="2">score</th>{head}</tr><tr>{sub}</tr>{"".join(rows)}</table>'
-            "<p>" + "; ".join(f"<b>{n}</b>: {html.escape(SCORES[n])}" for n in m["scores"]) + ". Higher is more "
-            "anomalous for every score." + (" bpd ranks images exactly as is_nll." if "bpd" in m["scores"] else "")
+            "<p>" + "; ".join(f"<b>{n}</b>: {html.escape(SCORES[n])}" for n in m.scores) + ". Higher is more "
+            "anomalous for every score." + (" bpd ranks images exactly as is_nll." if "bpd" in m.scores else "")
             + " png_bits needs no model: it shows how far image complexity alone goes.</p>")
 
 
-def threshold_table(m: dict) -> str:
-    sets = list(m["sets"])
+def threshold_table(m: OodReport) -> str:
+    sets = list(m.sets)
     head = "".join(f"<th>{html.escape(s)} flagged</th>" for s in sets)
     rows = "".join(
-        f"<tr><th>{score}</th><td>{m['thresholds'][score]:.4g}</td><td>{100 * f['test']:.1f}%</td>"
+        f"<tr><th>{score}</th><td>{m.thresholds[score]:.4g}</td><td>{100 * f['test']:.1f}%</td>"
         + "".join(f"<td>{100 * f[s]:.1f}%</td>" for s in sets) + "</tr>"
-        for score, f in m["flagged_at_threshold"].items())
+        for score, f in m.flagged_at_threshold.items())
     return f"<table><tr><th>score</th><th>threshold</th><th>test flagged</th>{head}</tr>{rows}</table>"
 
 
 def images_body(result: OodResult) -> str:
     """A few images of every set, and the test images the best score finds most anomalous."""
-    m = result.metrics
+    m = result.report
     parts = []
     for name, images in result.images.items():
         if name != "val":
             parts.append(f"<figure>{img(png_bytes(images.images[:16].float() / 255, 8, height=48), name)}"
                          f"<figcaption>{html.escape(name)}</figcaption></figure>")
-    worst = np.argsort(-finite(result.scores["test"][m["best"]]), kind="stable")[:16]
+    worst = np.argsort(-finite(result.scores["test"][m.best]), kind="stable")[:16]
     parts.append(f"<figure>{img(png_bytes(result.images['test'].images[worst].float() / 255, 8, height=48), 'most')}"
-                 f"<figcaption>the 16 test images {m['best']} finds most anomalous</figcaption></figure>")
+                 f"<figcaption>the 16 test images {m.best} finds most anomalous</figcaption></figure>")
     return f'<div class="samplers">{"".join(parts)}</div>'
 
 
 def render_ood(result: OodResult, title: str, meta: list[str]) -> str:
     """The page of one model against its OOD sets."""
-    m = result.metrics
-    names = [n for n in m["scores"] if n != "bpd"]
-    curves = {spec: {n: roc(result.scores["test"][n], result.scores[spec][n]) for n in names} for spec in m["sets"]}
-    aurocs = {spec: {n: m["sets"][spec][n]["auroc"] for n in names} for spec in m["sets"]}
+    m = result.report
+    names = [n for n in m.scores if n != "bpd"]
+    curves = {spec: {n: roc(result.scores["test"][n], result.scores[spec][n]) for n in names} for spec in m.sets}
+    aurocs = {spec: {n: m.sets[spec][n].auroc for n in names} for spec in m.sets}
     shown = {n: s for n, s in result.scores.items() if n != "val"}
     body = [f"<h1>{html.escape(title)}</h1>", *(f'<p class="meta">{html.escape(w)}</p>' for w in meta),
             section("What the scores say", paragraphs(answer_words(m))),
             section("Detection: test images (negatives) against each set (positives)", detection_table(m)),
-            section(f"Thresholds at {100 * m['fpr']:g}% false positives, chosen on the validation images",
+            section(f"Thresholds at {100 * m.fpr:g}% false positives, chosen on the validation images",
                     threshold_table(m)),
             section("ROC curves", img(figures.roc_curves(curves, aurocs), "ROC curves")),
-            section("Score distributions", img(figures.score_histograms(shown, names, m["thresholds"]),
+            section("Score distributions", img(figures.score_histograms(shown, names, m.thresholds),
                                                "score histograms")),
             section("Images", images_body(result))]
     return PAGE.format(title=html.escape(title), body="\n".join(body))
 
 
-def one_class_table(m: dict) -> str:
+def one_class_table(m: OneClassReport) -> str:
     """Rows: the classes; columns: each score's AUROC, the row's best in bold; a mean row."""
-    names = ranked_scores(m["scores"]) + ["png_bits"]
+    names = ranked_scores(m.scores) + ["png_bits"]
     rows = []
-    for row in m["classes"]:
-        top = max(row["auroc"][n] for n in names)
-        cells = "".join(f"<td>{'<b>' if row['auroc'][n] == top else ''}{row['auroc'][n]:.3f}"
-                        f"{'</b>' if row['auroc'][n] == top else ''}</td>" for n in names)
-        rows.append(f"<tr><th>{html.escape(row['name'])}</th>{cells}</tr>")
-    means = "".join(f"<td>{m['mean_auroc'][n]:.3f}</td>" for n in names)
+    for row in m.classes:
+        top = max(row.auroc[n] for n in names)
+        cells = "".join(f"<td>{'<b>' if row.auroc[n] == top else ''}{row.auroc[n]:.3f}"
+                        f"{'</b>' if row.auroc[n] == top else ''}</td>" for n in names)
+        rows.append(f"<tr><th>{html.escape(row.name)}</th>{cells}</tr>")
+    means = "".join(f"<td>{m.mean_auroc[n]:.3f}</td>" for n in names)
     head = "".join(f'<th title="{html.escape(SCORES[n])}">{n}</th>' for n in names)
     return f"<table><tr><th>class</th>{head}</tr>{''.join(rows)}<tr><th>mean</th>{means}</tr></table>"
 
 
-def one_class_words(m: dict) -> list[str]:
-    names = ranked_scores(m["scores"])
-    wins = {n: sum(max(names, key=lambda s: r["auroc"][s]) == n for r in m["classes"]) for n in names}
-    best = max(names, key=lambda n: m["mean_auroc"][n])
+def one_class_words(m: OneClassReport) -> list[str]:
+    names = ranked_scores(m.scores)
+    wins = {n: sum(max(names, key=lambda s: r.auroc[s]) == n for r in m.classes) for n in names}
+    best = max(names, key=lambda n: m.mean_auroc[n])
     listed = ", ".join(f"{n} {w}" for n, w in sorted(wins.items(), key=lambda kv: -kv[1]) if w)
-    worst = min(m["classes"], key=lambda r: r["auroc"][best])
-    return [f"{m['protocol_words']} The best mean AUROC is {best}'s ({m['mean_auroc'][best]:.3f}). Classes won per "
-            f"score: {listed}. The hardest class for {best} is {worst['name']} (AUROC {worst['auroc'][best]:.3f}).",
+    worst = min(m.classes, key=lambda r: r.auroc[best])
+    return [f"{m.protocol_words} The best mean AUROC is {best}'s ({m.mean_auroc[best]:.3f}). Classes won per "
+            f"score: {listed}. The hardest class for {best} is {worst.name} (AUROC {worst.auroc[best]:.3f}).",
             png_words(m), *complexity_words(m)]
 
 
-def png_words(m: dict) -> str:
-    png = [r["auroc"]["png_bits"] for r in m["classes"]]
+def png_words(m: OneClassReport) -> str:
+    png = [r.auroc["png_bits"] for r in m.classes]
     return (f"PNG length alone (no model) gives AUROCs from {min(png):.3f} to {max(png):.3f} across the classes (mean "
-            f"{m['mean_auroc']['png_bits']:.3f}): far from 0.5, the anomalies are simply more (above) or less (below) "
+            f"{m.mean_auroc['png_bits']:.3f}): far from 0.5, the anomalies are simply more (above) or less (below) "
             "complex images than the normal ones.")
 
 
-def complexity_words(m: dict) -> list[str]:
+def complexity_words(m: OneClassReport) -> list[str]:
     """Where the likelihood is near chance and the complexity correction helps, and where it hurts."""
     lik = likelihood_score(m)
     if lik is None:
         return []
-    helped = [r for r in m["classes"] if r["auroc"][lik] < 0.6 and r["auroc"]["complexity"] > r["auroc"][lik] + 0.05]
-    hurt = [r for r in m["classes"] if r["auroc"]["complexity"] < r["auroc"][lik] - 0.05]
+    helped = [r for r in m.classes if r.auroc[lik] < 0.6 and r.auroc["complexity"] > r.auroc[lik] + 0.05]
+    hurt = [r for r in m.classes if r.auroc["complexity"] < r.auroc[lik] - 0.05]
     if not helped:
         return []
-    listed = ", ".join(f"{r['name']} {r['auroc'][lik]:.3f} to {r['auroc']['complexity']:.3f}" for r in helped)
+    listed = ", ".join(f"{r.name} {r.auroc[lik]:.3f} to {r.auroc['complexity']:.3f}" for r in helped)
     words = f"The likelihood ({lik}) is near chance for some classes, and the complexity correction lifts them: " \
         f"{listed}."
     if hurt:
-        words += (f" It lowers {len(hurt)} other classes (e.g. {hurt[0]['name']}, {hurt[0]['auroc'][lik]:.3f} to "
-                  f"{hurt[0]['auroc']['complexity']:.3f}), where the anomalies are the more complex images.")
+        words += (f" It lowers {len(hurt)} other classes (e.g. {hurt[0].name}, {hurt[0].auroc[lik]:.3f} to "
+                  f"{hurt[0].auroc['complexity']:.3f}), where the anomalies are the more complex images.")
     return [words]
 
 
-def render_one_class(m: dict, title: str, meta: list[str]) -> str:
+def render_one_class(m: OneClassReport, title: str, meta: list[str]) -> str:
     body = [f"<h1>{html.escape(title)}</h1>", *(f'<p class="meta">{html.escape(w)}</p>' for w in meta),
             section("What the scores say", paragraphs(one_class_words(m))),
             section("AUROC per class and score", one_class_table(m)
-                    + "<p>" + "; ".join(f"<b>{n}</b>: {html.escape(SCORES[n])}" for n in m["scores"]) + ".</p>")]
+                    + "<p>" + "; ".join(f"<b>{n}</b>: {html.escape(SCORES[n])}" for n in m.scores) + ".</p>")]
     return PAGE.format(title=html.escape(title), body="\n".join(body))
 

@@ -13,6 +13,7 @@ import torch
 from vaekit.data import Dataset
 from vaekit.evaluation.evaluate import EvalSettings, Evaluation, first_labelled
 from vaekit.evaluation.results import Comparison, ModelEvaluation
+from vaekit.jobs.compare import Compared
 from vaekit.models import Autoencoder
 from vaekit.models.presets import PLAIN, PRESETS, VARIATIONAL
 from vaekit.models.samplers import OWN, caption_of
@@ -23,9 +24,10 @@ from vaekit.report.quality import quality_section
 from vaekit.report.words import Section, fmt, img, label, names_words, seed_pair
 
 
-def render(m: Comparison, models: dict[str, Autoencoder], evals: dict[str, Evaluation], data: Dataset,
-           histories: dict[str, list[dict]], settings: EvalSettings, interpolations: dict[str, torch.Tensor]) -> str:
+def render(compared: Compared) -> str:
     """The whole page: a header, then one <section> per part of the comparison."""
+    c = compared
+    m, models, evals, data, histories, settings = c.metrics, c.models, c.evals, c.data, c.histories, c.settings
     sections = [answer_section(m, evals, data),
                 *filter(None, [lessons_section(m)]),
                 metrics_section(m, settings),
@@ -35,7 +37,7 @@ def render(m: Comparison, models: dict[str, Autoencoder], evals: dict[str, Evalu
                 *filter(None, [conditional_section(m, evals, data)]),
                 latent_section(m, models, evals, data),
                 histograms_section(m, models, evals),
-                interpolation_section(m, interpolations)]
+                interpolation_section(m, c.interpolations)]
     if any(histories.values()):
         sections.append(training_section({name: h for name, h in histories.items() if h}))
     parts = [header(m, next(iter(models.values())), data, settings)]

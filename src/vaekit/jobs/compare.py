@@ -1,16 +1,16 @@
 """`vaekit compare`: members of the family with identical networks, data, seed and budget, measured side by side.
 
-The default is the seed's comparison, an AE and a VAE; `--models` takes any presets (ae, vae, beta-vae, iwae, vamp,
-wae, rae). Writes a run folder with one ordinary run per model (ae/, vae/, ...), metrics.json keyed by model name
-and a self-contained report.html.
+The default is the seed's comparison, an AE and a VAE; `--models` takes any presets. Writes a run folder with one
+ordinary run per model (ae/, vae/, ...), metrics.json (the typed `Comparison`) and the page the caller's renderer
+draws from everything measured (`Compared`), report.html.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -22,6 +22,7 @@ from vaekit.devices import pick_device
 from vaekit.errors import VaekitError
 from vaekit.evaluation.evaluate import (
     EvalSettings,
+    Evaluation,
     can_score_samples,
     check_inputs,
     evaluate_model,
@@ -40,17 +41,38 @@ from vaekit.models.presets import PLAIN, VARIATIONAL
 from vaekit.models.saving import checkpoint_files
 from vaekit.outputs import new_run_folder
 from vaekit.progress import say as show
-from vaekit.report.page import label, render
 from vaekit.training import train
 
 DEFAULT_MODELS = (PLAIN, VARIATIONAL)  # the seed's comparison
 
 
-def compare(run: RunConfig, out: Path, *, names: Sequence[str] = DEFAULT_MODELS, quick: bool = False,
+@dataclass
+class Compared:
+    """What a comparison measured (`metrics`, as written to metrics.json) and what its page draws beside the numbers:
+    the models, their evaluations' samples and codes, the data, the training histories, the settings, the
+    interpolations (pairs, steps, C, H, W) of each model."""
+
+    metrics: Comparison
+    models: dict[str, Autoencoder]
+    evals: dict[str, Evaluation]
+    data: Dataset
+    histories: dict[str, list[dict]]
+    settings: EvalSettings
+    interpolations: dict[str, torch.Tensor]
+
+
+Page = Callable[[Compared], str]  # a comparison's report.html, drawn by report/
+
+
+def label(name: str) -> str:
+    return PRESETS[name].label
+
+
+def compare(run: RunConfig, out: Path, page: Page, *, names: Sequence[str] = DEFAULT_MODELS, quick: bool = False,
             checkpoints: Mapping[str, str] | None = None, data_name: str | None = None, overwrite: bool = False,
             quiet: bool = False, inputs: Sequence[Path] = (), inception: bool = False) -> Comparison:
     """Train the presets `names` (or load them: `checkpoints` maps a preset name to a run or checkpoint folder),
-    evaluate every one, write metrics.json and report.html into `out`.
+    evaluate every one, write metrics.json and the `page` drawn from everything measured (report.html) into `out`.
 
     Checkpoints are evaluated on the data they were trained on (which must be the same for all), or on `data_name`
     when given; models trained here use that data. Every input is checked before `out` is touched; see
@@ -91,7 +113,12 @@ def compare(run: RunConfig, out: Path, *, names: Sequence[str] = DEFAULT_MODELS,
                 train(replace(run, model=replace(run.model, kind=name)), out / name, quiet=quiet, dataset=data)
                 models[name] = load_model(out / name, map_location=device)
         models = {name: models[name] for name in names}
-        return measure(run, out, models, data, settings, quick, started, say, quiet, checkpoints)
+        compared = measure(run, out, models, data, settings, quick, say, quiet, checkpoints)
+        compared.metrics.seconds = time.perf_counter() - started
+        write_json(out / METRICS_FILE, compared.metrics.to_json())
+        write_text(out / REPORT_FILE, page(compared))
+        say(summary_line(compared.metrics) + f"\nreport: {out / REPORT_FILE}")
+        return compared.metrics
 
 
 def load_checked(name: str, given: str, device: torch.device) -> Autoencoder:
@@ -123,8 +150,8 @@ def checkpoints_data(models: dict[str, Autoencoder], paths: Mapping[str, str], c
 
 
 def measure(run: RunConfig, out: Path, models: dict[str, Autoencoder], data: Dataset, settings: EvalSettings,
-            quick: bool, started: float, say, quiet: bool, checkpoints: Mapping[str, str]) -> Comparison:
-    """Evaluate every model, write metrics.json and report.html."""
+            quick: bool, say, quiet: bool, checkpoints: Mapping[str, str]) -> Compared:
+    """Evaluate every model, and what the page draws beside the numbers."""
     settings.seed = run.train.seed
     if can_score_samples(data):
         say("feature classifier for sample quality (cached after the first run)")
@@ -148,11 +175,7 @@ def measure(run: RunConfig, out: Path, models: dict[str, Autoencoder], data: Dat
         metrics.interpolation_confidence = {
             name: ref.classifier.features_and_confidence(imgs[:, 1:-1].flatten(0, 1))[1].mean().item()
             for name, imgs in interpolations.items()}
-    metrics.seconds = time.perf_counter() - started
-    write_json(out / METRICS_FILE, metrics.to_json())
-    write_text(out / REPORT_FILE, render(metrics, models, evals, data, histories, settings, interpolations))
-    say(summary_line(metrics) + f"\nreport: {out / REPORT_FILE}")
-    return metrics
+    return Compared(metrics, models, evals, data, histories, settings, interpolations)
 
 
 def checkpoint_paths(out: Path, models: Mapping[str, Autoencoder], checkpoints: Mapping[str, str]) -> dict[str, str]:

@@ -1,5 +1,6 @@
 """Anomaly jobs: per-image scores to CSV (`vaekit score`), one model against OOD sets (`vaekit ood`), and the
-one-class protocol over every class of a labelled set (`vaekit oneclass`)."""
+one-class protocol over every class of a labelled set (`vaekit oneclass`); their pages are drawn by the renderer the
+caller hands in (report/ood_page.py)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from vaekit.devices import pick_device
 from vaekit.errors import VaekitError, path_text
 from vaekit.evaluation.detection import flagged
 from vaekit.evaluation.ood import OodResult, OodSettings, measure_ood, ood_images
+from vaekit.evaluation.results import OneClassReport, OneClassRow, OodReport
 from vaekit.evaluation.scores import (
     SCORES,
     ScoreSettings,
@@ -37,7 +39,6 @@ from vaekit.models import PRESETS, Autoencoder, load_model
 from vaekit.models.saving import checkpoint_files, resolve_checkpoint
 from vaekit.outputs import new_run_folder
 from vaekit.progress import say as show
-from vaekit.report.ood_page import render_one_class, render_ood
 
 THRESHOLDS_KIND = "vaekit-thresholds"
 Flag = tuple[str, float]  # (score name, threshold)
@@ -140,11 +141,15 @@ def own_data(model: Autoencoder) -> Dataset:
     return data
 
 
-def ood(checkpoint: str, specs: list[str], out: Path, s: OodSettings, device: torch.device, *,
-        overwrite: bool = False, quiet: bool = False, reading: dict[str, Any] | None = None) -> dict[str, Any]:
+OodPage = Callable[[OodResult, str, list[str]], str]  # report.html of `vaekit ood`: (result, title, meta paragraphs)
+OneClassPage = Callable[[OneClassReport, str, list[str]], str]  # report.html of `vaekit oneclass`
+
+
+def ood(checkpoint: str, specs: list[str], out: Path, s: OodSettings, device: torch.device, page: OodPage, *,
+        overwrite: bool = False, quiet: bool = False, reading: dict[str, Any] | None = None) -> OodReport:
     """Score the model's test images and each OOD set (folders read with `reading`: skip_bad_images, hidden_files);
-    write metrics.json, thresholds.json, scores/*.csv and report.html into the folder `out`. Every input is read
-    before `out` is touched; a failure leaves no half-written folder."""
+    write metrics.json, thresholds.json, scores/*.csv and the `page` (report.html) into the folder `out`. Every input
+    is read before `out` is touched; a failure leaves no half-written folder."""
     model = load_model(checkpoint, map_location=device).eval()
     check_scorable(model.classes)
     data, config = own_data(model), trained_data_config(model.meta)
@@ -156,21 +161,21 @@ def ood(checkpoint: str, specs: list[str], out: Path, s: OodSettings, device: to
     specs = list(names.values())
     with new_run_folder(out, overwrite, inputs, keep_failed=False):
         result = measure_ood(model, data, images, described, s, quiet)
-        m = result.metrics
-        m.update(checkpoint=str(resolve_checkpoint(checkpoint)), data=data.spec, notes=data.notes)
-        write_json(out / METRICS_FILE, m)
+        m = result.report
+        m.checkpoint, m.data, m.notes = str(resolve_checkpoint(checkpoint)), data.spec, data.notes
+        write_json(out / METRICS_FILE, m.to_json())
         write_json(out / THRESHOLDS_FILE, {
-            "kind": THRESHOLDS_KIND, "version": 1, "checkpoint": m["checkpoint"], "model_sha1": fingerprint(model),
-            "k": m["k"], "fpr": s.fpr, "chosen_on": f"{m['sizes']['val']} validation images of {data.spec}",
-            "score": m["best"], "thresholds": m["thresholds"]})
+            "kind": THRESHOLDS_KIND, "version": 1, "checkpoint": m.checkpoint, "model_sha1": fingerprint(model),
+            "k": m.k, "fpr": s.fpr, "chosen_on": f"{m.sizes['val']} validation images of {data.spec}",
+            "score": m.best, "thresholds": m.thresholds})
         files: dict[str, str] = {}
         for name in ("test", *specs):  # two sets whose names map to one file name get a number each
             base = safe_name(name)
             files[name] = base if base not in files.values() else f"{base}-{len(files)}"
         for name in ("test", *specs):
-            with csv_writer(out / "scores" / f"{files[name]}.csv", csv_header(m["scores"], None)) as write:
-                append_scores(write, name, images[name], [result.scores[name]], m["scores"], data.classes)
-        write_text(out / REPORT_FILE, render_ood(result, f"vaekit: {model.preset.label} on {data.spec}, "
+            with csv_writer(out / "scores" / f"{files[name]}.csv", csv_header(m.scores, None)) as write:
+                append_scores(write, name, images[name], [result.scores[name]], m.scores, data.classes)
+        write_text(out / REPORT_FILE, page(result, f"vaekit: {model.preset.label} on {data.spec}, "
                                                    f"against {', '.join(specs)}", ood_meta(m, model, s)))
     return m
 
@@ -185,23 +190,23 @@ def spec_paths(spec: str) -> list[Path]:
     return data_paths(DataConfig(name=spec))
 
 
-def ood_meta(m: dict, model: Autoencoder, s: OodSettings) -> list[str]:
+def ood_meta(m: OodReport, model: Autoencoder, s: OodSettings) -> list[str]:
     k = f"the IS-NLL with K = {s.k} draws per image; " if model.has_density and s.k else ""
-    codes = f"code_nll under {m['mixture'] or 'no mixture'}." if not model.classes else (
+    codes = f"code_nll under {m.mixture or 'no mixture'}." if not model.classes else (
         f"Conditional on {model.classes} classes: no image's own label is used; is_nll and nelbo take the label out "
         "of p(x) = the mean of p(x|y) over the classes, recon is the error under the class that reconstructs best, "
         "and code_nll is left out.")
-    return [f"Checkpoint {m['checkpoint']}: a {model.preset.label} with {model.latent_dim} latent dimensions. "
-            f"In-distribution: {m['sizes']['test']} test images of {m['data']}; thresholds chosen on its "
-            f"{m['sizes']['val']} validation images. {k}{codes}",
-            *(f"{spec}: {words} ({m['sizes'][spec]} images)." for spec, words in m["described"].items())]
+    return [f"Checkpoint {m.checkpoint}: a {model.preset.label} with {model.latent_dim} latent dimensions. "
+            f"In-distribution: {m.sizes['test']} test images of {m.data}; thresholds chosen on its "
+            f"{m.sizes['val']} validation images. {k}{codes}",
+            *(f"{spec}: {words} ({m.sizes[spec]} images)." for spec, words in m.described.items())]
 
 
-def one_class(run: RunConfig, out: Path, s: OodSettings, *, protocol: str = "one", overwrite: bool = False,
-              quiet: bool = False, inputs: Iterable[Path] = ()) -> dict[str, Any]:
+def one_class(run: RunConfig, out: Path, s: OodSettings, page: OneClassPage, *, protocol: str = "one",
+              overwrite: bool = False, quiet: bool = False, inputs: Iterable[Path] = ()) -> OneClassReport:
     """For each class of the data set, train a model on it (`protocol` 'one', Ruff et al.'s one-class protocol) or
     on every other class ('all-but-one'), score the test images of the classes it did not see as anomalies; write
-    every run under `out`, and metrics.json and report.html with the AUROC of each score per class."""
+    every run under `out`, and metrics.json and the `page` (report.html) with the AUROC of each score per class."""
     if run.model.conditional:
         raise VaekitError("--conditional learns every class, and the one-class protocol trains each model on some of "
                           "them: leave --conditional out")
@@ -218,14 +223,14 @@ def one_class(run: RunConfig, out: Path, s: OodSettings, *, protocol: str = "one
         for c in present:
             rows.append(one_class_row(run, full, c, present, protocol, out, s, quiet))
         m = one_class_metrics(run, full, rows, protocol, s, time.perf_counter() - started)
-        write_json(out / METRICS_FILE, m)
+        write_json(out / METRICS_FILE, m.to_json())
         title = f"vaekit: one-class AUROC of a {PRESETS[run.model.kind].label} on {full.spec}"
-        write_text(out / REPORT_FILE, render_one_class(m, title, [m["settings_words"]]))
+        write_text(out / REPORT_FILE, page(m, title, [m.settings_words]))
     return m
 
 
 def one_class_row(run: RunConfig, full: Dataset, c: int, present: list[int], protocol: str, out: Path,
-                  s: OodSettings, quiet: bool) -> dict[str, Any]:
+                  s: OodSettings, quiet: bool) -> OneClassRow:
     """Train the model of class `c`, then measure it against the classes it did not see."""
     from vaekit.training import train
 
@@ -239,16 +244,16 @@ def one_class_row(run: RunConfig, full: Dataset, c: int, present: list[int], pro
     model = load_model(folder, map_location=pick_device(run.train.device)).eval()
     images, described = ood_images(model, data, config, ["held-out"], s)
     result: OodResult = measure_ood(model, data, images, described, s, quiet=True)
-    by_score = result.metrics["sets"]["held-out"]
-    return {"class": c, "name": class_words([c], full), "run": folder.name, "sizes": result.metrics["sizes"],
-            "auroc": {n: v["auroc"] for n, v in by_score.items()}, "detection": by_score,
-            "scores": result.metrics["scores"]}
+    by_score = result.report.sets["held-out"]
+    return OneClassRow(klass=c, name=class_words([c], full), run=folder.name, sizes=result.report.sizes,
+                       auroc={n: v.auroc for n, v in by_score.items()}, detection=by_score,
+                       scores=result.report.scores)
 
 
-def one_class_metrics(run: RunConfig, full: Dataset, rows: list[dict], protocol: str, s: OodSettings,
-                      seconds: float) -> dict[str, Any]:
-    names = [n for n in rows[0]["scores"] if all(n in r["auroc"] for r in rows)]  # a mixture may fail for one
-    mean = {n: float(np.mean([r["auroc"][n] for r in rows])) for n in names}
+def one_class_metrics(run: RunConfig, full: Dataset, rows: list[OneClassRow], protocol: str, s: OodSettings,
+                      seconds: float) -> OneClassReport:
+    names = [n for n in rows[0].scores if all(n in r.auroc for r in rows)]  # a mixture may fail for one
+    mean = {n: float(np.mean([r.auroc[n] for r in rows])) for n in names}
     words = ("Each class in turn is the normal one: a model is trained on its training images alone, and the test "
              "images of every other class are the anomalies (the one-class protocol of Ruff et al., 2018)."
              if protocol == "one" else "Each class in turn is the anomaly: a model is trained on every other class, "
@@ -257,5 +262,5 @@ def one_class_metrics(run: RunConfig, full: Dataset, rows: list[dict], protocol:
     settings = (f"{PRESETS[run.model.kind].label}, {run.train.epochs} epochs per class, seed {run.train.seed}; {k}"
                 "AUROC of the held-out classes' test images against the trained classes' test images. "
                 f"{seconds:.0f} s in all.")
-    return {"protocol": protocol, "protocol_words": words, "settings_words": settings, "data": full.spec,
-            "scores": names, "classes": rows, "mean_auroc": mean, "run": to_dict(run), "seconds": seconds}
+    return OneClassReport(protocol=protocol, protocol_words=words, settings_words=settings, data=full.spec,
+                          scores=names, classes=rows, mean_auroc=mean, run=to_dict(run), seconds=seconds)
