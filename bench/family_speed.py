@@ -82,7 +82,7 @@ def step_ratios(repeats: int = 15, steps: int = 40) -> list[str]:
     from vaekit.training.step import make_optimizer, train_step
 
     data = evaluation_view(load_dataset(DataConfig()), DataConfig())
-    batches = [x for x, _ in zip(Batches(data.train, 128, shuffle=True, seed=0).epoch(0), range(steps))]
+    batches = [x for (x, _), _ in zip(Batches(data.train, 128, shuffle=True, seed=0).epoch(0), range(steps))]
     runs = {}
     for kind in PRESETS:
         torch.manual_seed(0)
