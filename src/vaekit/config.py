@@ -67,8 +67,12 @@ class ModelConfig(Checked):
     channels: tuple[int, ...] = setting((), 1, 4096,
         help="conv channels per stride-2 layer, comma-separated, e.g. 32,64; auto: from the image size")
     likelihood: str = option("bernoulli",
-        "decoder likelihood p(x|z): bernoulli (logits, for grey levels in [0, 1]) or gaussian")
+        "decoder likelihood p(x|z): bernoulli (for grey levels in [0, 1]), gaussian (sigma fixed or learned), "
+        "optimal-gaussian (each image's optimal sigma, the sigma-VAE), or for 8-bit images, where bits/dim is a code "
+        "length: logistic-mixture (discretized, as PixelCNN++), categorical (256 values a pixel; small grey images)")
     gaussian_scale: float = setting(0.0, 0.0, help="fixed sigma of the Gaussian decoder; 0 learns one shared sigma")
+    mixture_components: int = setting(10, 1, 64,
+        help="logistic-mixture: logistic components per pixel value (3 decoder outputs each)")
     beta: float | None = setting(None, 0.0,
         help="weight of the KL term (not given: the preset's, 1 for the VAE and IWAE, 4 for beta-vae)")
     free_bits: float = setting(0.0, 0.0,

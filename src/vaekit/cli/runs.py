@@ -107,6 +107,7 @@ def evaluation_lines(model, data, result) -> list[str]:
     """`vaekit evaluate` in words, from its CheckpointEvaluation."""
     import math
 
+    from vaekit.models.likelihoods import bits_note
     from vaekit.training.log import tighter_bound
 
     t, floor = result.test, result.real_floor
@@ -119,6 +120,7 @@ def evaluation_lines(model, data, result) -> list[str]:
                      f"({bpd:.4f} bits/dim)")
         if tighter_bound(t.loss, t.nelbo):
             lines.append(f"  -bound it trains on         {t.loss:.2f} nats/image ({t.bpd:.4f} bits/dim)")
+    lines.append(f"  ({bits_note(model.config.likelihood)})")
     if result.is_nll:
         i = result.is_nll
         lines.append(f"  IS-NLL, K={i.k:<5}           {i.nll:.2f} +- {i.stderr:.2f} nats/image on "

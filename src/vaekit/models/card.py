@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from vaekit.config import ModelConfig
+from vaekit.models.likelihoods import bits_note
 from vaekit.models.presets import PRESETS, Preset
 from vaekit.models.samplers import OWN
 
@@ -112,9 +113,10 @@ def measured_section(config: Mapping[str, Any], test: Mapping[str, Any] | None) 
         rows.append(metric_row("test", test))
     if not rows:
         return "## Measured\n\nNothing measured yet.\n"
+    note = bits_note(str(part(config, "model").get("likelihood", "bernoulli")))
     return ("## Measured\n\nPer image, in nats (natural-log units); bits/dim is the same loss in bits per pixel "
-            "value. An AE has no -ELBO (no density).\n\n| split | images | reconstruction -log p(x\\|z) | KL | "
-            "-ELBO | bits/dim |\n|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
+            f"value ({note}). An AE has no -ELBO (no density).\n\n| split | images | reconstruction -log p(x\\|z) "
+            "| KL | -ELBO | bits/dim |\n|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
             "More (importance-sampled NLL, sample quality): `vaekit evaluate` on this checkpoint.\n")
 
 

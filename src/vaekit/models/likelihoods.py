@@ -25,6 +25,7 @@ class BernoulliLikelihood(nn.Module):
     Uses BCE-with-logits, which is stable where sigmoid + log would give log(0)."""
 
     params_per_pixel = 1  # the logit
+    code_length = False  # a density of grey levels in [0, 1], not a code length for 8-bit values
 
     @classmethod
     def from_config(cls, config: ModelConfig) -> BernoulliLikelihood:
@@ -43,6 +44,7 @@ class GaussianLikelihood(nn.Module):
     A learned shared sigma balances reconstruction against the KL by itself (Rybkin et al., 2021)."""
 
     params_per_pixel = 1  # the mean (sigma is shared, not per pixel)
+    code_length = False
 
     def __init__(self, scale: float = 0.0):
         super().__init__()
@@ -64,7 +66,117 @@ class GaussianLikelihood(nn.Module):
         return mean
 
 
-LIKELIHOODS: dict[str, type[BernoulliLikelihood] | type[GaussianLikelihood]] = {
+class OptimalGaussianLikelihood(nn.Module):
+    """p(x|z) = N(decoder output, sigma^2) per pixel with each image's own optimal sigma: sigma^2 = its mean squared
+    error, so -log p(x|z) = D/2 (1 + log(2 pi MSE)) (the sigma-VAE's analytic scale, Rybkin et al., 2021). Nothing to
+    tune or learn, and the reconstruction is weighed against the KL as a learned sigma would."""
+
+    params_per_pixel = 1
+    code_length = False
+
+    @classmethod
+    def from_config(cls, config: ModelConfig) -> OptimalGaussianLikelihood:
+        return cls()
+
+    def nll(self, x: Tensor, mean: Tensor) -> Tensor:
+        dims = math.prod(x.shape[-3:])
+        mse = (x - mean).pow(2).mean(IMAGE_DIMS).clamp(min=1e-6)  # sigma >= 1e-3, as the Gaussian's
+        return 0.5 * dims * (1 + torch.log(2 * math.pi * mse))
+
+    def mean(self, mean: Tensor) -> Tensor:
+        return mean
+
+
+LEVELS = 256  # the values of an 8-bit pixel
+
+
+class CategoricalLikelihood(nn.Module):
+    """p(x|z) = a 256-way categorical per pixel value (its logits from the decoder): exact for 8-bit images, and the
+    most flexible per-pixel law, at 256 decoder outputs per pixel value (for small grey images)."""
+
+    params_per_pixel = LEVELS
+    code_length = True
+
+    @classmethod
+    def from_config(cls, config: ModelConfig) -> CategoricalLikelihood:
+        return cls()
+
+    def log_probs(self, out: Tensor) -> Tensor:
+        """(..., C * 256, H, W) -> (..., C, 256, H, W), normalised over the 256 values."""
+        *lead, _, h, w = out.shape
+        return out.reshape(*lead, -1, LEVELS, h, w).log_softmax(-3)
+
+    def nll(self, x: Tensor, out: Tensor) -> Tensor:
+        log_p = self.log_probs(out)
+        value = (x * (LEVELS - 1)).round().long().unsqueeze(-3)  # (..., C, 1, H, W)
+        picked = log_p.gather(-3, value.expand(*log_p.shape[:-3], 1, *log_p.shape[-2:]))
+        return -picked.squeeze(-3).sum(IMAGE_DIMS)
+
+    def mean(self, out: Tensor) -> Tensor:
+        levels = torch.linspace(0, 1, LEVELS, device=out.device, dtype=out.dtype).reshape(LEVELS, 1, 1)
+        return (self.log_probs(out).exp() * levels).sum(-3)
+
+
+class LogisticMixtureLikelihood(nn.Module):
+    """p(x|z) = a discretized mixture of logistics per pixel value (PixelCNN++, Salimans et al., 2017; VDVAE), the
+    channels of a pixel independent given z: each 8-bit value owns the mass of its bin of width 2/255 on [-1, 1], the
+    two end bins the tails. Exact for 8-bit images: -log p(x|z) in bits is a code length."""
+
+    code_length = True
+
+    def __init__(self, components: int = 10):
+        super().__init__()
+        self.components = components
+        self.params_per_pixel = 3 * components  # per component: a weight's logit, a mean, a log scale
+
+    @classmethod
+    def from_config(cls, config: ModelConfig) -> LogisticMixtureLikelihood:
+        return cls(config.mixture_components)
+
+    def parts(self, out: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(..., C * 3K, H, W) -> each (..., K, C, H, W): the weights' logits, the means, the log scales (at least
+        -7: a bin is never much sharper than its width)."""
+        *lead, _, h, w = out.shape
+        grouped = out.reshape(*lead, -1, 3, self.components, h, w).transpose(-5, -3)  # (..., K, 3, C, H, W)
+        logits, means, log_scales = grouped.unbind(-4)
+        return logits, means, log_scales.clamp(min=-7.0)
+
+    def log_prob_bins(self, x: Tensor, means: Tensor, log_scales: Tensor) -> Tensor:
+        """log P(x's bin) under each logistic component; x in [0, 1] with a component axis."""
+        v = 2 * x - 1
+        inv = torch.exp(-log_scales)
+        upper, lower = inv * (v - means + 1 / (LEVELS - 1)), inv * (v - means - 1 / (LEVELS - 1))
+        below_top = upper - F.softplus(upper)  # log sigmoid(upper): the mass under the bin's top (the first bin's)
+        above_bottom = -F.softplus(lower)  # log (1 - sigmoid(lower)): the mass over its bottom (the last bin's)
+        gap = torch.sigmoid(upper) - torch.sigmoid(lower)
+        centre = inv * (v - means)  # where the difference underflows: the density at the centre times the width
+        density = centre - log_scales - 2 * F.softplus(centre) + math.log(2 / (LEVELS - 1))
+        interior = torch.where(gap > 1e-5, torch.log(gap.clamp(min=1e-12)), density)
+        return torch.where(v < -0.999, below_top, torch.where(v > 0.999, above_bottom, interior))
+
+    def nll(self, x: Tensor, out: Tensor) -> Tensor:
+        logits, means, log_scales = self.parts(out)
+        log_bins = self.log_prob_bins(x.unsqueeze(-4), means, log_scales)
+        return -torch.logsumexp(log_bins + logits.log_softmax(-4), dim=-4).sum(IMAGE_DIMS)
+
+    def mean(self, out: Tensor) -> Tensor:
+        logits, means, _ = self.parts(out)
+        return ((logits.softmax(-4) * means).sum(-4).clamp(-1, 1) + 1) / 2
+
+
+LIKELIHOODS: dict[str, type[nn.Module]] = {
     "bernoulli": BernoulliLikelihood,
     "gaussian": GaussianLikelihood,
+    "optimal-gaussian": OptimalGaussianLikelihood,
+    "categorical": CategoricalLikelihood,
+    "logistic-mixture": LogisticMixtureLikelihood,
 }
+
+
+def bits_note(name: str) -> str:
+    """What bits/dim means under the likelihood `name`: a code length for 8-bit pixels (comparable with published
+    bits/dim), or a continuous density's, which is not one."""
+    if getattr(LIKELIHOODS.get(name), "code_length", False):
+        return f"under the {name} likelihood, bits/dim is a code length for the 8-bit pixel values"
+    return (f"under the {name} likelihood, a density on grey levels in [0, 1], bits/dim is not a code length for 8-bit "
+            "pixels (not comparable with published bits/dim; --likelihood logistic-mixture gives one)")

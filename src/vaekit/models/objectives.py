@@ -96,8 +96,9 @@ def log_weight_chunks(model: Any, x: Tensor, k: int, rows: int | None = None, q:
     for start in range(0, k, per_decode):
         n = min(per_decode, k - start)
         z = q.sample(n)  # (n, B, D)
-        logits = model.decode(z.reshape(n * len(x), -1), None if y is None else y.repeat(n)).reshape(n, *x.shape)
-        yield -model.likelihood.nll(x.unsqueeze(0), logits), model.prior.log_prob(z) - q.log_prob(z)
+        out = model.decode(z.reshape(n * len(x), -1), None if y is None else y.repeat(n))
+        out = out.reshape(n, len(x), *out.shape[1:])  # the likelihood's parameters per pixel, per draw
+        yield -model.likelihood.nll(x.unsqueeze(0), out), model.prior.log_prob(z) - q.log_prob(z)
 
 
 def log_weight_terms(model: Any, x: Tensor, k: int, rows: int | None = None, q: Any = None,

@@ -15,6 +15,7 @@ from vaekit.evaluation.evaluate import EvalSettings, Evaluation, first_labelled
 from vaekit.evaluation.results import Comparison, ModelEvaluation
 from vaekit.jobs.compare import Compared
 from vaekit.models import Autoencoder
+from vaekit.models.likelihoods import bits_note
 from vaekit.models.presets import PLAIN, PRESETS, VARIATIONAL
 from vaekit.models.samplers import OWN, caption_of
 from vaekit.report import figures
@@ -56,8 +57,10 @@ def header(m: Comparison, first: Autoencoder, data: Dataset, settings: EvalSetti
     same = "Same networks" if m.same_networks else "Networks differ! First model's"
     notes = m.data_notes
     title = " vs ".join(label(n) for n in m.models)
+    bits = bits_note(c.likelihood)
     return (f"<h1>{html.escape(title)} on {html.escape(data.spec)}</h1><p class=meta>{same} ({net}, latent "
-            f"{c.latent_dim}, {c.likelihood} likelihood), same data and seed. {'Quick run. ' if m.quick else ''}"
+            f"{c.latent_dim}, {c.likelihood} likelihood), same data and seed; {bits}. "
+            f"{'Quick run. ' if m.quick else ''}"
             f"Generated images per sampler: {settings.n_samples}. Wall time {m.seconds:.0f} s.</p>"
             f"<p class=meta>Labels (used by the feature classifier that scores samples, to colour the maps, and in "
             f"training only by models trained with --conditional): "

@@ -31,6 +31,7 @@ from vaekit.layout import CARD_FILE, CONFIG_FILE, RunFolder
 from vaekit.models import Autoencoder, build_model, load_model
 from vaekit.models.card import model_card
 from vaekit.models.footprint import check_batch, check_training_state
+from vaekit.models.likelihoods import bits_note
 from vaekit.models.objectives import mean_loss
 from vaekit.models.samplers import FIT_CODES, fit_samplers, sizes
 from vaekit.models.saving import resolve_checkpoint, save_priors
@@ -320,8 +321,8 @@ def finish(s: Session) -> dict[str, Any]:
         save_grid(samples, out.samples, nrow=row)
         write_json(out.summary, summary)
         if not s.quiet:
-            say(f"test {loss_words(test, best.has_density)} per image; samples from {best.prior.words} in "
-                f"{out.samples}")
+            say(f"test {loss_words(test, best.has_density)} per image ({bits_note(best.config.likelihood)}); "
+                f"samples from {best.prior.words} in {out.samples}")
         add_samplers(best, s)
         write_cards(best, s.out, summary["test"])
     return summary
