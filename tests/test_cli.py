@@ -132,6 +132,12 @@ def test_help_explains_each_option(cli):
         assert flag in text
     assert "reparameterization" in text or "q(z|x)" in text
     assert "N(0, I)" in cli("sample", "--help").stdout
+    from vaekit.models import PRESETS
+    from vaekit.models.likelihoods import LIKELIHOODS
+
+    models = " ".join(cli("compare", "--help").stdout.split())
+    assert all(f" {name}," in models or f" {name} " in models for name in PRESETS), models  # every member named
+    assert all(name in " ".join(text.split()) for name in LIKELIHOODS)
 
 
 def test_every_setting_is_documented_once_in_its_dataclass_and_shown_by_help(cli):

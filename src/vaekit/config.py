@@ -66,13 +66,11 @@ class ModelConfig(Checked):
         help="MLP hidden widths, comma-separated, e.g. 400 or 512,256; auto: chosen from the image size")
     channels: tuple[int, ...] = setting((), 1, 4096,
         help="conv channels per stride-2 layer, comma-separated, e.g. 32,64; auto: from the image size")
-    likelihood: str = option("bernoulli",
-        "decoder likelihood p(x|z): bernoulli (for grey levels in [0, 1]), gaussian (sigma fixed or learned), "
-        "optimal-gaussian (each image's optimal sigma, the sigma-VAE), or for 8-bit images, where bits/dim is a code "
-        "length: logistic-mixture (discretized, as PixelCNN++), categorical (256 values a pixel; small grey images)")
+    likelihood: str = option("bernoulli", "p(x|z): bernoulli or gaussian on grey levels in [0, 1], optimal-gaussian "
+        "(each image's best sigma: the sigma-VAE); for 8-bit values, bits/dim a code length: logistic-mixture "
+        "(discretized, as PixelCNN++), categorical (256 values; small grey images)")
     gaussian_scale: float = setting(0.0, 0.0, help="fixed sigma of the Gaussian decoder; 0 learns one shared sigma")
-    mixture_components: int = setting(10, 1, 64,
-        help="logistic-mixture: logistic components per pixel value (3 decoder outputs each)")
+    mixture_components: int = setting(10, 1, 64, help="logistic-mixture: components per pixel value (3 numbers each)")
     beta: float | None = setting(None, 0.0,
         help="weight of the KL term (not given: the preset's, 1 for the VAE and IWAE, 4 for beta-vae)")
     free_bits: float = setting(0.0, 0.0,
@@ -81,9 +79,8 @@ class ModelConfig(Checked):
     logvar_max: float = setting(20.0, -80.0, 80.0, help="upper clamp of log sigma^2")
     iwae_k: int = setting(5, 1, 1000,
         help="iwae: importance-weighted draws per image in the training bound (1: the ELBO)")
-    pseudo_inputs: int = setting(100, 1, 100_000,
-        help="vamp: learned pseudo-inputs, the components of the VampPrior (Tomczak & Welling used 500 on MNIST; each "
-        "costs an encoder pass per step)")
+    pseudo_inputs: int = setting(100, 1, 100_000, help="vamp: learned pseudo-inputs, the VampPrior's components "
+        "(Tomczak & Welling used 500 on MNIST; each costs an encoder pass per step)")
     mmd_weight: float = setting(100.0, 0.0, help="wae: weight lambda of the MMD between the codes and N(0, I)")
     code_l2: float = setting(1.0, 0.0, help="rae: weight of ||z||^2 / 2, the penalty on the codes' size")
     decoder_l2: float = setting(1e-4, 0.0, help="rae: weight of the squared norm of the decoder's weights")
@@ -95,9 +92,8 @@ class ModelConfig(Checked):
     codebook_decay: float = setting(0.99, 0.0, 1.0, open_hi=True, help="vqvae: decay of the codebook's moving averages")
     dead_code: float = setting(2.0, 0.0, 1e6,
         help="vqvae: a code used fewer times per batch (moving average) is revived as an encoder output; 0: never")
-    fsq_levels: tuple[int, ...] = setting((8, 5, 5, 5), 3, 256,
-        help="fsq: levels of each number of a token (a token of another size is projected to as many numbers and "
-        "back); the codebook is their product (8,5,5,5: 1000 codes)")
+    fsq_levels: tuple[int, ...] = setting((8, 5, 5, 5), 3, 256, help="fsq: levels of each number of a token (a token "
+        "of another size is projected to as many numbers and back); the codebook is their product (8,5,5,5: 1000)")
     conditional: bool = option(False,
         "condition encoder and decoder on the image's label (a CVAE is --model vae --conditional): then `vaekit sample "
         "--label NAME` draws that class; needs labelled data")

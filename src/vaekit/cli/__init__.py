@@ -104,8 +104,9 @@ def add_run_commands(command: Command, run_flags: argparse.ArgumentParser) -> No
                 "second-stage VAE fitted to its codes) and write metrics.json (keyed by model name) and a "
                 f"self-contained report.html. {QUALITY}", [run_flags])
     p.add_argument("--models", type=model_names, metavar="NAMES",
-                   help="presets to train and compare, comma-separated: ae, vae, beta-vae, iwae, vamp, wae, rae "
-                   "(default: ae,vae, or none beside the checkpoints given; e.g. ae,vae,iwae,vamp,wae,rae)")
+                   help="presets to train and compare, comma-separated: ae, vae, beta-vae, iwae, vamp, wae, rae, "
+                   "vqvae, fsq (default: ae,vae, or none beside the checkpoints given; e.g. ae,vae,iwae,vamp,wae,rae "
+                   "or vae,vqvae,fsq)")
     p.add_argument("--quick", action="store_true", help="2 epochs, K=100, 2000 samples, the samplers fitted to "
                    "5000 codes for the report only (not saved with the checkpoints): about 40 s on 2 CPU cores for "
                    "two models")
