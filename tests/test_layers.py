@@ -8,7 +8,7 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).parent.parent / "src" / "vaekit"
-BASICS = {"config", "errors", "files", "outputs", "layout", "devices", "images", "progress"}
+BASICS = {"config", "config_files", "errors", "files", "outputs", "layout", "devices", "images", "progress"}
 LAYERS = {**dict.fromkeys(BASICS, 0), "models": 1, "data": 1, "training": 2, "evaluation": 3, "jobs": 4, "report": 5,
           "web": 5, "cli": 6, "__main__": 7}
 

@@ -148,3 +148,39 @@ def test_bits_per_dim_convention():
     assert abs(m["nelbo"] - (m["recon"] + m["kl"])) < 1e-6 and abs(m["loss"] - m["nelbo"]) < 1e-4
     ae = mean_loss(AE(ModelConfig(image_shape=(1, 8, 8))), Batches(images, 16))
     assert "nelbo" not in ae and ae["kl"] == 0 and ae["loss"] == ae["recon"]  # an AE has no ELBO
+
+
+@pytest.mark.parametrize("kind,extra", [("vae", {}), ("ae", {"attention": True}), ("vqvae", {"latent_channels": 4}),
+                                        ("vae", {"conditional": True, "classes": 3})])
+def test_the_residual_net_is_a_network_of_any_preset(kind, extra, tmp_path):
+    """--arch resnet: blocks at each resolution (each starting as the identity), attention at the lowest where asked,
+    flat or spatial codes, conditional or not; gradients reach every parameter, it saves and loads, and it exports to
+    ONNX with PyTorch's numbers."""
+    from vaekit import load
+    from vaekit.models.export import export_graphs, parity
+    from vaekit.models.networks import Attention, ResBlock
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(kind=kind, image_shape=(3, 16, 16), arch="resnet", channels=(8, 16), res_blocks=1,
+                                    latent_dim=0 if "latent_channels" in extra else 6, **extra))
+    blocks = [m for m in model.modules() if isinstance(m, ResBlock)]
+    assert len(blocks) == 6  # each net: one a resolution (2) and one in the middle
+    assert any(isinstance(m, Attention) for m in model.modules()) == bool(extra.get("attention"))
+    x = torch.rand(3, 3, 16, 16)
+    y = torch.tensor([0, 1, 2]) if model.classes else None
+    block_in = torch.randn(2, 8, 4, 4)
+    assert torch.equal(blocks[0](block_in), block_in)  # a fresh block is the identity
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for _ in range(2):  # the first step moves the blocks' zero convolutions, the second reaches what lies behind them
+        optimizer.zero_grad()
+        model(x, y=y).objective.backward()
+        optimizer.step()
+    silent = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not silent, silent
+    model.eval()
+    assert model.generate(model.embed(x, y), y).shape == x.shape
+    model.save_pretrained(tmp_path / "m")
+    torch.testing.assert_close(load(tmp_path / "m").eval().embed(x, y), model.embed(x, y), rtol=0, atol=0)
+    if kind == "vae" and not extra:
+        differences = parity(model, export_graphs(model, tmp_path), x)
+        assert max(v for k, v in differences.items() if isinstance(v, float)) < 1e-4, differences

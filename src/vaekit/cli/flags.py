@@ -12,7 +12,8 @@ import typing
 from collections.abc import Callable
 from typing import Any
 
-from vaekit.config import Bounds, RunConfig, check_range, read_config_file, short
+from vaekit.config import Bounds, RunConfig, check_range, short
+from vaekit.config_files import read_config_file
 from vaekit.errors import VaekitError
 
 # Flag name for each config field where it is not simply the field name with dashes.

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from vaekit.cli.flags import resume_conflicts, run_config_from_args
 from vaekit.cli.models import checkpoint_inputs, data_inputs, dataset_for, load_model
-from vaekit.config import DataConfig, ModelConfig, RunConfig, short, to_dict
+from vaekit.config import DataConfig, RunConfig, short, to_dict
 from vaekit.errors import VaekitError, printable
 from vaekit.files import read_json, write_json
 from vaekit.layout import RunFolder
@@ -199,10 +199,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def network_words(c: ModelConfig) -> str:
-    return f"hidden {','.join(map(str, c.hidden))}" if c.arch == "mlp" else f"channels {','.join(map(str, c.channels))}"
-
-
 def objective_words(model) -> str:
     """The settings that weigh the preset's objective and prior (its words say what they are)."""
     used = [f"{name.replace('_', ' ')} {getattr(model.config, name):g}" for name in model.preset.uses]
@@ -228,6 +224,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def info_lines(model, info: dict, progress) -> list[str]:
     """`vaekit info` in words."""
+    from vaekit.models.networks import network_words
     from vaekit.training.log import loss_words
 
     c = model.config

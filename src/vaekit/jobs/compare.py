@@ -190,7 +190,7 @@ def training_seconds(history: list[dict]) -> float | None:
 
 def same_networks(models: Sequence[Autoencoder]) -> bool:
     """Whether all models have the same architecture, layer sizes and latent dimension."""
-    shapes = {(c.arch, c.hidden, c.channels, c.latent_dim, c.latent_channels, c.classes)
+    shapes = {(c.arch, c.hidden, c.channels, c.res_blocks, c.attention, c.latent_dim, c.latent_channels, c.classes)
               for c in (m.config for m in models)}
     return len(shapes) == 1
 

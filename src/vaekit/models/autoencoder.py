@@ -23,7 +23,7 @@ from vaekit.config import ModelConfig
 from vaekit.errors import VaekitError
 from vaekit.models.conditioning import conditioning
 from vaekit.models.likelihoods import LIKELIHOODS
-from vaekit.models.networks import ARCHS, with_defaults
+from vaekit.models.networks import ARCHS, SPATIAL, with_defaults
 from vaekit.models.objectives import Loss
 from vaekit.models.posterior import DiagonalGaussian, PointMass
 from vaekit.models.presets import PRESETS
@@ -173,7 +173,7 @@ def validate(config: ModelConfig) -> None:
             raise VaekitError(f"unknown {name} {value!r} (choose from {', '.join(known)})")
     if config.latent_dim < 1:
         raise VaekitError(f"latent_dim must be at least 1, got {config.latent_dim}")
-    if config.arch == "conv" and min(h, w) < 2 ** len(config.channels):
+    if config.arch in SPATIAL and min(h, w) < 2 ** len(config.channels):
         raise VaekitError(f"a {h}x{w} image is too small for {len(config.channels)} stride-2 convolutions")
     if config.latent_channels and config.latent_dim % config.latent_channels:
         raise VaekitError(f"latent_dim {config.latent_dim} is not a whole number of tokens of latent_channels "

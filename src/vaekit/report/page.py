@@ -16,6 +16,7 @@ from vaekit.evaluation.results import Comparison, ModelEvaluation
 from vaekit.jobs.compare import Compared
 from vaekit.models import Autoencoder
 from vaekit.models.likelihoods import bits_note
+from vaekit.models.networks import network_words
 from vaekit.models.presets import PLAIN, PRESETS, VARIATIONAL
 from vaekit.models.samplers import OWN, caption_of
 from vaekit.report import figures
@@ -52,8 +53,7 @@ def render(compared: Compared) -> str:
 def header(m: Comparison, first: Autoencoder, data: Dataset, settings: EvalSettings) -> str:
     """Title and the two meta paragraphs: networks, run settings, where the labels come from."""
     c = first.config
-    net = f"{c.arch} " + (f"hidden {','.join(map(str, c.hidden))}" if c.arch == "mlp" else
-                          f"channels {','.join(map(str, c.channels))}")
+    net = f"{c.arch} {network_words(c)}"
     same = "Same networks" if m.same_networks else "Networks differ! First model's"
     notes = m.data_notes
     title = " vs ".join(label(n) for n in m.models)
