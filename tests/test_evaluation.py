@@ -92,3 +92,33 @@ def test_importance_sampled_nll_is_independent_of_chunking(trained_digits_vae):
     torch.manual_seed(3)
     small = importance_sampled_nll(model, x, k=64, rows=20 * 8)  # 8 samples per decode
     torch.testing.assert_close(big, small, rtol=1e-5, atol=1e-4)
+
+
+def test_psnr_is_ten_log_ten_of_one_over_the_mse():
+    from vaekit.evaluation.metrics import psnr
+
+    images, references = torch.full((2, 3, 8, 8), 0.5), torch.full((2, 3, 8, 8), 0.6)
+    references[1] = 0.5  # an exact copy: the MSE's floor, 100 dB
+    torch.testing.assert_close(psnr(images, references), torch.tensor([20.0, 100.0], dtype=torch.float64))
+
+
+def test_ssim_is_wang_et_al_computed_by_hand():
+    """The structural similarity map (Wang et al., 2004: C1 = 0.01^2, C2 = 0.03^2, an 11x11 Gaussian window of sigma
+    1.5, borders reflected), averaged over each image: by hand here, by torchmetrics in vaekit."""
+    import torch.nn.functional as F
+
+    from vaekit.evaluation.metrics import ssim
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 3, 20, 17, generator=g, dtype=torch.float64)
+    y = (x + 0.2 * torch.randn(x.shape, generator=g, dtype=torch.float64)).clamp(0, 1)
+    taps = torch.exp(-(torch.arange(11, dtype=torch.float64) - 5) ** 2 / (2 * 1.5 ** 2))
+    window = (taps[:, None] * taps[None, :] / taps.sum() ** 2).expand(3, 1, 11, 11)
+    mean = lambda t: F.conv2d(F.pad(t, (5, 5, 5, 5), mode="reflect"), window, groups=3)  # noqa: E731
+    mx, my = mean(x), mean(y)
+    vx, vy, cov = mean(x * x) - mx ** 2, mean(y * y) - my ** 2, mean(x * y) - mx * my
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    by_hand = ((2 * mx * my + c1) * (2 * cov + c2) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2))).mean((1, 2, 3))
+    torch.testing.assert_close(ssim(y, x), by_hand)
+    torch.testing.assert_close(ssim(x, x), torch.ones(3, dtype=torch.float64))
+    assert ssim(torch.rand(2, 1, 5, 5), torch.rand(2, 1, 5, 5)) is None  # too small for the window

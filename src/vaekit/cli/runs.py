@@ -125,6 +125,10 @@ def evaluation_lines(model, data, result) -> list[str]:
         i = result.is_nll
         lines.append(f"  IS-NLL, K={i.k:<5}           {i.nll:.2f} +- {i.stderr:.2f} nats/image on "
                      f"{i.images} images ({i.bpd:.4f} bits/dim; -ELBO on them {i.nelbo_same_images:.2f})")
+    if result.reconstruction:
+        r = result.reconstruction
+        similar = f", SSIM {r.ssim:.3f}" if r.ssim is not None else " (no SSIM under 6 pixels a side)"
+        lines.append(f"  reconstructions             PSNR {r.psnr:.2f} dB{similar} against the {r.images} test images")
     la = result.latent
     inside = f"; {100 * la.inside_prior_99:.1f}% of codes inside N(0, I)'s 99% ball" \
         if la.inside_prior_99 is not None else ""

@@ -30,6 +30,8 @@ from vaekit.evaluation.metrics import (
     importance_sampled_nll,
     kernel_distance,
     precision_recall_density_coverage,
+    psnr,
+    ssim,
 )
 from vaekit.evaluation.results import (
     ClassQuality,
@@ -39,6 +41,7 @@ from vaekit.evaluation.results import (
     ImportanceSampled,
     LatentStatistics,
     ModelEvaluation,
+    ReconstructionQuality,
     SampleQuality,
     TestLoss,
 )
@@ -235,14 +238,18 @@ def likelihood_metrics(model: Autoencoder, data: Dataset,
 
 
 @torch.no_grad()
-def latent_metrics(model: Autoencoder, data: Dataset, s: EvalSettings) -> tuple[LatentStatistics, Tensor]:
+def latent_metrics(model: Autoencoder, data: Dataset,
+                   s: EvalSettings) -> tuple[LatentStatistics, ReconstructionQuality, Tensor]:
     """Active units, code statistics, a discrete latent's codebook usage, the KL per dimension (against a prior with a
-    closed form) and, against N(0, I), the share of codes inside its 99% ball. Returns the metrics and the test codes
-    (posterior means)."""
-    codes, kl, indices = [], [], []
+    closed form) and, against N(0, I), the share of codes inside its 99% ball; the reconstructions' PSNR and SSIM.
+    Returns those and the test codes (posterior means)."""
+    codes, kl, indices, psnr_, ssim_ = [], [], [], [], []
     for xb, yb in Batches(data.test, s.batch_size, model.device):
         q = model.encode(xb, yb)
         codes.append(q.mean.cpu())
+        recon = model.generate(q.mean, yb).clamp(0, 1)
+        psnr_.append(psnr(recon, xb).cpu())
+        ssim_ += [] if (similar := ssim(recon, xb)) is None else [similar.cpu()]
         indices += [q.indices.cpu()] if model.latent.discrete else []
         per_dim = model.prior.closed_form_kl(q) if model.has_density else None  # None against a learned prior
         kl += [per_dim.cpu()] if per_dim is not None else []
@@ -256,7 +263,9 @@ def latent_metrics(model: Autoencoder, data: Dataset, s: EvalSettings) -> tuple[
                                    code_nats=model.latent.tokens * math.log(model.latent.codebook_size))
     if model.prior.is_standard_normal:
         latent.inside_prior_99 = (codes.norm(dim=1) <= radius_99(model.latent_dim)).float().mean().item()
-    return latent, codes
+    reconstruction = ReconstructionQuality(psnr=torch.cat(psnr_).mean().item(), images=len(codes),
+                                           ssim=torch.cat(ssim_).mean().item() if ssim_ else None)
+    return latent, reconstruction, codes
 
 
 def evaluate_model(model: Autoencoder, data: Dataset, settings: EvalSettings, reference: Reference | None = None,
@@ -270,13 +279,13 @@ def evaluate_model(model: Autoencoder, data: Dataset, settings: EvalSettings, re
     torch.manual_seed(s.seed)
     test, is_nll = likelihood_metrics(model, data, s)
     steps.update()
-    latent, codes = latent_metrics(model, data, s)
+    latent, reconstruction, codes = latent_metrics(model, data, s)
     if latent.codebook is not None:  # -log p(x) <= recon + the code's length under uniformly random codes
         latent.codebook.uniform_bound = test.recon + latent.codebook.code_nats
     steps.update()
     priors = samplers(model, data, s)
     result = ModelEvaluation(model=model.kind, latent_dim=model.latent_dim, test=test, is_nll=is_nll, latent=latent,
-                             priors={name: prior.words for name, prior in priors.items()})
+                             reconstruction=reconstruction, priors={n: prior.words for n, prior in priors.items()})
     labels = model.conditioning.spread(s.n_samples, torch.device("cpu"))  # the classes in turn; None: unconditional
     samples = draw_samples(model, priors, s, labels)
     steps.update()

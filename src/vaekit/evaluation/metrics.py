@@ -105,3 +105,25 @@ def codebook_usage(indices: Tensor, size: int) -> dict[str, float]:
 def code_statistics(codes: Tensor) -> dict[str, list[float]]:
     """Per-dimension mean and std of the codes, to hold against the prior's 0 and 1."""
     return {"mean": codes.mean(0).tolist(), "std": codes.std(0).tolist()}
+
+
+SSIM_SIDE = 6  # the least image side SSIM's 11x11 Gaussian window (sigma 1.5) can be reflected around
+
+
+def psnr(images: Tensor, references: Tensor) -> Tensor:
+    """Peak signal-to-noise ratio per image, in dB, for values in [0, 1]: 10 log10(1 / MSE); an exact copy gets
+    100 dB (its MSE floored at 1e-10)."""
+    mse = (images.double() - references.double()).pow(2).flatten(1).mean(1)
+    return 10 * torch.log10(1 / mse.clamp(min=1e-10))
+
+
+def ssim(images: Tensor, references: Tensor) -> Tensor | None:
+    """Structural similarity per image (Wang et al., 2004) by torchmetrics: an 11x11 Gaussian window of sigma 1.5,
+    values in [0, 1], the map averaged over the whole image (reflected at the borders) and over the channels. None
+    for images with a side under SSIM_SIDE pixels."""
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    if min(images.shape[-2:]) < SSIM_SIDE:
+        return None
+    return structural_similarity_index_measure(images.double(), references.double(), data_range=1.0,
+                                               reduction="none")

@@ -84,6 +84,15 @@ class LatentStatistics(Record):
     codebook: Codebook | None = None
 
 
+class ReconstructionQuality(Record):
+    """The test images' reconstructions (the decoded posterior mean's mean image, in [0, 1]) against the images."""
+
+    psnr: float = Field(description="peak signal-to-noise ratio, dB, mean over the images")
+    ssim: float | None = Field(None, description="structural similarity (11x11 Gaussian window), mean over the "
+                                                 "images; absent for images under 6 pixels a side")
+    images: int
+
+
 class SampleQuality(Record):
     """Generated images against the real test images, on the feature classifier's features (and Inception's)."""
 
@@ -140,6 +149,7 @@ class ModelEvaluation(Record):
     test: TestLoss
     is_nll: ImportanceSampled | None = None
     latent: LatentStatistics
+    reconstruction: ReconstructionQuality | None = None
     priors: dict[str, str] = Field(description="each sampler's description, by sampler name")
     samples: dict[str, SampleQuality] = Field(default_factory=dict, description="by sampler name")
     conditional: dict[str, ConditionalQuality] | None = None
