@@ -151,6 +151,26 @@ def test_non_finite_steps_are_skipped_not_applied():
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+def test_a_step_over_the_skip_threshold_is_skipped_and_one_under_it_applied():
+    """--skip-threshold (VDVAE's): a finite step whose gradient norm, before clipping, exceeds the threshold leaves
+    weights and optimizer untouched and counts as bad; the same batch under a higher threshold updates."""
+    from vaekit.training import train_step
+    from vaekit.training.step import make_optimizer
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(image_shape=(1, 8, 8)))
+    optimizer = make_optimizer(model, RunConfig(data=DataConfig(name="digits")))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.rand(4, 1, 8, 8)
+    skipped = train_step(model, optimizer, x, skip_threshold=1e-6, grad_clip=1e-3)
+    norm = float(skipped.grad_norm)
+    assert bool(skipped.bad) and norm > 1e-3  # the norm before clipping is what the threshold reads
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(int(state["step"]) == 0 for state in optimizer.state.values())
+    result = train_step(model, optimizer, x, skip_threshold=10 * norm)
+    assert not bool(result.bad) and any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
 # --- bad input -------------------------------------------------------------------------------------------
 
 

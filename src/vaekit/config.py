@@ -157,6 +157,8 @@ class TrainConfig(Checked):
     kl_warmup_epochs: float = setting(0.0, 0.0, 10**6,
         help="KL weight ramps from 0 to beta over this many epochs (0: off)")
     grad_clip: float = setting(0.0, 0.0, help="clip the global gradient norm to this value (0: off)")
+    skip_threshold: float = setting(0.0, 0.0, help="skip the update of a step whose gradient norm (before clipping) "
+        "is above this, as VDVAE does against rare huge gradients (0: off); counted with the non-finite steps")
     patience: int = setting(0, 0, 10**6, help="early stopping after this many epochs without validation gain (0: off)")
     seed: int = setting(0, 0, 2**32 - 1, help="random seed (weights, batch order, reparameterization noise)")
     device: str = option("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
@@ -166,7 +168,7 @@ class TrainConfig(Checked):
         "(bench/RESULTS.md), on a GPU it may")
     checkpoint_every: int = setting(0, 0, BIG, help="also checkpoint every N steps within an epoch (0: once per epoch)")
     max_bad_steps: int = setting(20, 1, BIG,
-        help="stop after this many consecutive steps with a non-finite loss or gradient")
+        help="stop after this many consecutive steps with a non-finite loss or gradient (or over --skip-threshold)")
     eval_batch_size: int = setting(1000, 1, 2**20, help="batch size for validation and test")
     samples: int = setting(64, 1, 1024,
         help="images drawn from the model's prior (N(0, I)) into samples.png at the end")

@@ -82,19 +82,21 @@ def skip_if(optimizer: torch.optim.Optimizer, bad: Tensor) -> None:
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, *, y: Tensor | None = None,
-               kl_weight: float = 1.0, grad_clip: float = 0.0,
+               kl_weight: float = 1.0, grad_clip: float = 0.0, skip_threshold: float = 0.0,
                autocast: AbstractContextManager = nullcontext()) -> StepResult:
     """One update: forward (the preset's objective), backward, the finiteness guard, the optimizer step.
 
-    A NaN or infinite loss or gradient skips the update (vdvae): one bad batch does not poison the weights. The
-    decision stays on the device, so the step never waits for it; the caller counts bad steps (`StepLog`) and
-    gives up after `max_bad_steps` in a row."""
+    A NaN or infinite loss or gradient skips the update (vdvae), as does a gradient norm above `skip_threshold`
+    (when > 0): one bad batch does not poison the weights. The decision stays on the device, so the step never waits
+    for it; the caller counts bad steps (`StepLog`) and gives up after `max_bad_steps` in a row."""
     with autocast:
         loss = model(x, kl_weight, y)
     optimizer.zero_grad(set_to_none=True)
     loss.objective.backward()
     grad_norm = gradient_norm([p for group in optimizer.param_groups for p in group["params"]], grad_clip)
     bad = ~torch.isfinite(grad_norm)
+    if skip_threshold > 0:
+        bad = bad | (grad_norm > skip_threshold)
     skip_if(optimizer, bad)
     return StepResult(loss, grad_norm, bad)
 

@@ -59,8 +59,8 @@ def diverged(out: Path, first_bad: int, count: int, is_main: bool) -> VaekitErro
     that step on holds them; `latest` goes back to the newest one before it."""
     kept = roll_back(out, before_step=first_bad) if is_main else None
     where = f"the last good checkpoint is {kept}" if kept else "no checkpoint came before it"
-    return VaekitError(f"training diverged: {count} steps in a row with a non-finite loss or gradient (from step "
-                       f"{first_bad}); {where}; try a lower --lr or --grad-clip")
+    return VaekitError(f"training diverged: {count} steps in a row with a non-finite loss or gradient, or one over "
+                       f"--skip-threshold (from step {first_bad}); {where}; try a lower --lr or --grad-clip")
 
 
 def train(run: RunConfig | None, out: str | Path, *, resume: bool = False, epochs: int | None = None,
@@ -250,7 +250,7 @@ def run_epoch(s: Session) -> tuple[float, int]:
                 group["lr"] = lr_at(p.step, total_steps, s.run)
             kl_weight = min(1.0, p.step / kl_warmup_steps) if kl_warmup_steps > 0 else 1.0
             result = train_step(s.step_model, s.optimizer, x, y=y, kl_weight=kl_weight, grad_clip=t.grad_clip,
-                                autocast=autocast)
+                                skip_threshold=t.skip_threshold, autocast=autocast)
             s.steps.add(result, len(x), p.step)
             n_images += len(x)
             p.step, p.batch = p.step + 1, p.batch + 1
