@@ -98,3 +98,33 @@ def test_a_model_far_better_sampled_through_a_fitted_sampler_shows_that_grid_too
     m["vqvae"]["samples"]["code-prior"]["frechet"] = 60.0  # closer, not far closer
     m["vae"]["samples"]["gmm"]["frechet"] = 30.0
     assert shown_grids(typed(m)) == [("vae", "prior"), ("vqvae", "prior")]
+
+
+def test_a_model_that_did_not_learn_is_said_first_and_no_story_is_told_over_it():
+    """A collapsed VAE (no active dimension) or reconstructions no better than the mean image: the page opens with
+    that and what to do, not with the seed's story; the lessons and the reasons are left out. A model that learned
+    gets none of it."""
+    from vaekit.report.answer import learned_words
+    from vaekit.report.page import family_words
+    from vaekit.report.quality import quality_words
+    from vaekit.report.words import unlearned
+
+    good = metrics()
+    for name, psnr in (("ae", 18.0), ("vae", 16.0)):
+        good[name]["reconstruction"] = {"psnr": psnr, "images": 100, "mean_image_psnr": 11.0}
+        good[name]["training_steps"] = 4690
+    assert unlearned(typed(good)) == {}
+    assert lessons_section(typed(good)) is not None
+
+    bad = metrics(active=0)  # the VAE's posterior collapsed
+    bad["vae"]["reconstruction"] = {"psnr": 11.4, "images": 100, "mean_image_psnr": 11.0}
+    bad["vae"]["training_steps"] = bad["ae"]["training_steps"] = 24
+    failed = unlearned(typed(bad))
+    assert list(failed) == ["vae"] and len(failed["vae"]) == 2
+    assert "none of its 20 latent dimensions is active" in failed["vae"][0]
+    assert "no better than the training images' mean image (11.00 dB)" in failed["vae"][1]
+    words = " ".join(learned_words(typed(bad), failed))
+    assert "24 optimisation steps is few" in words and "--kl-warmup-epochs" in words and "--free-bits" in words
+    assert lessons_section(typed(bad)) is None
+    assert not any("codes are not where the prior puts its mass" in w for w in quality_words(typed(bad)))
+    assert not any("Deterministic codes carry more" in w for w in family_words(typed(bad)))

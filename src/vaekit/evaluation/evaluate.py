@@ -17,10 +17,9 @@ from torch import Tensor, nn
 
 from vaekit.config import PRDC_K
 from vaekit.data import Batches, Dataset, ImageSet, map_batches
-from vaekit.devices import free_bytes
-from vaekit.errors import VaekitError
 from vaekit.evaluation import inception
-from vaekit.evaluation.classifier import FEATURES, FeatureClassifier, load_or_train_classifier
+from vaekit.evaluation.checks import check_inputs
+from vaekit.evaluation.classifier import FeatureClassifier, load_or_train_classifier
 from vaekit.evaluation.latent import radius_99
 from vaekit.evaluation.metrics import (
     active_units,
@@ -104,6 +103,14 @@ def samplers(model: Autoencoder, data: Dataset, s: EvalSettings) -> dict[str, nn
     missing = fit_samplers(lambda: training_codes(model, data, s.batch_size, s.gmm_fit_codes), wanted, s.seed,
                            model.latent, model.device)
     return {**priors, **missing}
+
+
+def mean_image(split: ImageSet, batch_size: int, device: torch.device, limit: int = FIT_CODES) -> Tensor:
+    """The mean of the first `limit` images of a split: what a model that learned nothing reconstructs at best."""
+    total, n = None, 0
+    for x, _ in Batches(split.subset(torch.arange(min(limit, len(split)))), batch_size, device):
+        total, n = x.sum(0) if total is None else total + x.sum(0), n + len(x)
+    return total / max(n, 1)
 
 
 def training_codes(model: Autoencoder, data: Dataset, batch_size: int = 1000, limit: int = FIT_CODES) -> Tensor:
@@ -243,12 +250,14 @@ def latent_metrics(model: Autoencoder, data: Dataset,
     """Active units, code statistics, a discrete latent's codebook usage, the KL per dimension (against a prior with a
     closed form) and, against N(0, I), the share of codes inside its 99% ball; the reconstructions' PSNR and SSIM.
     Returns those and the test codes (posterior means)."""
-    codes, kl, indices, psnr_, ssim_ = [], [], [], [], []
+    codes, kl, indices, psnr_, ssim_, baseline = [], [], [], [], [], []
+    average = mean_image(data.train, s.batch_size, model.device)
     for xb, yb in Batches(data.test, s.batch_size, model.device):
         q = model.encode(xb, yb)
         codes.append(q.mean.cpu())
         recon = model.generate(q.mean, yb).clamp(0, 1)
         psnr_.append(psnr(recon, xb).cpu())
+        baseline.append(psnr(average.expand_as(xb), xb).cpu())
         ssim_ += [] if (similar := ssim(recon, xb)) is None else [similar.cpu()]
         indices += [q.indices.cpu()] if model.latent.discrete else []
         per_dim = model.prior.closed_form_kl(q) if model.has_density else None  # None against a learned prior
@@ -264,7 +273,8 @@ def latent_metrics(model: Autoencoder, data: Dataset,
     if model.prior.is_standard_normal:
         latent.inside_prior_99 = (codes.norm(dim=1) <= radius_99(model.latent_dim)).float().mean().item()
     reconstruction = ReconstructionQuality(psnr=torch.cat(psnr_).mean().item(), images=len(codes),
-                                           ssim=torch.cat(ssim_).mean().item() if ssim_ else None)
+                                           ssim=torch.cat(ssim_).mean().item() if ssim_ else None,
+                                           mean_image_psnr=torch.cat(baseline).mean().item())
     return latent, reconstruction, codes
 
 
@@ -348,28 +358,3 @@ def reference(data: Dataset, s: EvalSettings, cache_dir: Path, device: str | tor
         return None
     classifier, accuracy = load_or_train_classifier(data, cache_dir, quiet=quiet) if labelled else (None, None)
     return real_reference(data, s, classifier, accuracy, device, quiet)
-
-
-SAMPLE_SETS = 4  # sets of n_samples images held at once: the model's prior, the two fitted samplers, the real floor
-
-
-def check_sample_memory(shape: tuple[int, ...], s: EvalSettings) -> None:
-    """The samples of every sampler, and their features, fit in the host's free memory (they are held there, as
-    floats, until they are measured), or --samples is refused before any work."""
-    per_image = 4 * (math.prod(shape) + 2 * FEATURES + (inception.FEATURES if s.inception else 0))
-    needed, free = SAMPLE_SETS * s.n_samples * per_image, free_bytes(torch.device("cpu"))
-    if free is not None and needed > free:
-        raise VaekitError(f"--samples {s.n_samples}: {SAMPLE_SETS} sets of that many {'x'.join(map(str, shape))} "
-                          f"images and their features need about {needed / 2**30:.1f} GiB, more than the "
-                          f"{free / 2**30:.1f} GiB free; choose fewer")
-
-
-def check_inputs(data: Dataset, s: EvalSettings) -> None:
-    """What the evaluation needs, checked before any work: memory for the samples; for --inception-fid, the extra's
-    weights, intact, and images in memory."""
-    check_sample_memory(data.shape, s)
-    if s.inception:
-        inception.verified()
-        if not all(x.in_memory for x in (data.train, data.test)):
-            raise VaekitError(f"--inception-fid needs the images in memory; {data.spec} is read from disk in batches "
-                              "(raise --max-in-memory-gb to hold it)")

@@ -91,6 +91,8 @@ class ReconstructionQuality(Record):
     ssim: float | None = Field(None, description="structural similarity (11x11 Gaussian window), mean over the "
                                                  "images; absent for images under 6 pixels a side")
     images: int
+    mean_image_psnr: float | None = Field(None, description="the PSNR of the training images' mean image against "
+                                          "the test images: what a model that learned nothing reaches")
 
 
 class SampleQuality(Record):
@@ -154,6 +156,7 @@ class ModelEvaluation(Record):
     samples: dict[str, SampleQuality] = Field(default_factory=dict, description="by sampler name")
     conditional: dict[str, ConditionalQuality] | None = None
     training_seconds: float | None = None
+    training_steps: int | None = Field(None, description="optimisation steps the model was trained for")
 
 
 class CheckpointEvaluation(ModelEvaluation):

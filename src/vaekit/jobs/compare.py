@@ -7,6 +7,7 @@ draws from everything measured (`Compared`), report.html.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -20,11 +21,11 @@ from vaekit.data import Dataset, data_paths, evaluation_view, load_dataset
 from vaekit.data.sources import data_home
 from vaekit.devices import pick_device
 from vaekit.errors import VaekitError
+from vaekit.evaluation.checks import check_inputs
 from vaekit.evaluation.evaluate import (
     EvalSettings,
     Evaluation,
     can_score_samples,
-    check_inputs,
     evaluate_model,
     feature_notes,
     first_labelled,
@@ -44,6 +45,8 @@ from vaekit.progress import say as show
 from vaekit.training import train
 
 DEFAULT_MODELS = (PLAIN, VARIATIONAL)  # the seed's comparison
+MIN_STEPS = 500  # fewer optimisation steps than this are said when training, and in the report of a model that did
+# not learn
 
 
 @dataclass
@@ -109,7 +112,7 @@ def compare(run: RunConfig, out: Path, page: Page, *, names: Sequence[str] = DEF
     with new_run_folder(out, overwrite, [*inputs, *given, *data_paths(run.data)]):
         for name in names:
             if name not in models:
-                say(f"training the {label(name)} ({run.train.epochs} epochs)")
+                say(f"training the {label(name)} ({training_words(run, len(data.train))})")
                 train(replace(run, model=replace(run.model, kind=name)), out / name, quiet=quiet, dataset=data)
                 models[name] = load_model(out / name, map_location=device)
         models = {name: models[name] for name in names}
@@ -119,6 +122,14 @@ def compare(run: RunConfig, out: Path, page: Page, *, names: Sequence[str] = DEF
         write_text(out / REPORT_FILE, page(compared))
         say(summary_line(compared.metrics) + f"\nreport: {out / REPORT_FILE}")
         return compared.metrics
+
+
+def training_words(run: RunConfig, images: int) -> str:
+    """A training's length in epochs and steps, and a word where the steps are few."""
+    steps = run.train.epochs * math.ceil(images / run.train.batch_size)
+    few = ", few: the report checks whether each model learned (--epochs, or a smaller --batch-size, gives more)" \
+        if steps < MIN_STEPS else ""
+    return f"{run.train.epochs} epochs, {steps} steps{few}"
 
 
 def load_checked(name: str, given: str, device: torch.device) -> Autoencoder:
@@ -161,6 +172,7 @@ def measure(run: RunConfig, out: Path, models: dict[str, Autoencoder], data: Dat
     histories = {name: read_history(Path(checkpoints.get(name, out / name))) for name in models}
     for name, e in evals.items():
         e.result.training_seconds = training_seconds(histories[name])
+        e.result.training_steps = training_steps(histories[name])
     metrics = Comparison(models=list(models), checkpoints=checkpoint_paths(out, models, checkpoints),
                          data=data.spec, labels=data.label_source, data_notes=data.notes, quick=quick,
                          settings=settings.__dict__, classifier_accuracy=ref and ref.accuracy,
@@ -181,6 +193,12 @@ def measure(run: RunConfig, out: Path, models: dict[str, Autoencoder], data: Dat
 def checkpoint_paths(out: Path, models: Mapping[str, Autoencoder], checkpoints: Mapping[str, str]) -> dict[str, str]:
     """Where each model's run folder is, relative to `out` (its own subfolder when it was trained here)."""
     return {name: os.path.relpath(Path(checkpoints.get(name, out / name)).resolve(), out.resolve()) for name in models}
+
+
+def training_steps(history: list[dict]) -> int | None:
+    """The optimisation steps of a run, from its last row (None where the history is not at hand)."""
+    step = history[-1].get("step") if history else None
+    return int(step) if isinstance(step, (int, float)) and 0 <= step < 2**62 else None
 
 
 def training_seconds(history: list[dict]) -> float | None:

@@ -10,10 +10,11 @@ import torch
 from vaekit.data import Dataset
 from vaekit.evaluation.evaluate import Evaluation
 from vaekit.evaluation.results import Comparison, Floor, ModelEvaluation
+from vaekit.jobs.compare import MIN_STEPS
 from vaekit.models.presets import PLAIN, VARIATIONAL
 from vaekit.models.samplers import DENSITY, OWN, caption_of, label_of
 from vaekit.report import figures
-from vaekit.report.words import Section, fmt, img, label, ranked_samplers, seed_pair
+from vaekit.report.words import Section, fmt, img, label, ranked_samplers, seed_pair, unlearned
 
 POOR = 10.0  # best Frechet distance above this many times the real floor (and above 5): call the samples poor
 
@@ -37,16 +38,36 @@ def far_better_sampler(model: ModelEvaluation) -> str | None:
     return best if scored[best] < 0.5 * scored[OWN] else None
 
 
+def learned_words(m: Comparison, failed: dict[str, list[str]]) -> list[str]:
+    """The page's first words when a model has not learned: which, why it shows, and what to do."""
+    words = [f"The {label(n)} has not learned: {'; '.join(problems)}." for n, problems in failed.items()]
+    steps = [m[n].training_steps for n in failed if m[n].training_steps is not None]
+    short = f" ({min(steps)} optimisation steps is few: train for more epochs)" if steps and min(steps) < MIN_STEPS \
+        else " (more epochs)"
+    collapse = any("collapsed" in p for problems in failed.values() for p in problems)
+    against = (", or against the collapse with a smaller latent (--latent-dim), KL warm-up (--kl-warmup-epochs) or "
+               "free bits (--free-bits)") if collapse else ""
+    words.append(f"Before reading any comparison below, train longer{short}{against}. The numbers below are as "
+                 "measured; no explanation of why one of these models generates better is given for a model that did "
+                 "not learn.")
+    return words
+
+
 def answer_section(m: Comparison, evals: dict[str, Evaluation], data: Dataset, n_show: int = 32) -> Section:
-    """The answer first: sentences from the numbers, each model's map of test codes, the sample grids."""
+    """The answer first: sentences from the numbers, each model's map of test codes, the sample grids; a model that
+    has not learned is said first, and the seed's story is not told over it."""
     maps = "".join(  # one figure a model: side by side, or stacked on a phone
         f"<figure>{img(figures.latent_maps({label(n): e.test_codes}, data.test.labels, data.classes), f'{n} map')}"
         "</figure>" for n, e in evals.items())
     grids = "".join(f"<figure>{img(figures.image_grid_png(spaced(evals[n].samples[s], n_show), 8), f'{n} {s}')}"
                     f"<figcaption>{label(n)}: {html.escape(grid_caption(m[n], s))}</figcaption></figure>"
                     for n, s in shown_grids(m) if s in evals[n].samples)
-    title = "The answer: why a VAE can generate from N(0, I) and an AE cannot" if vae_wins(m) else "In short"
+    failed = unlearned(m)
+    title = ("First: not every model here has learned" if failed else
+             "The answer: why a VAE can generate from N(0, I) and an AE cannot" if vae_wins(m) else "In short")
     claims = answer_words(m, data)  # the claims, then what the figures are
+    if failed:
+        claims = learned_words(m, failed) + claims[-1:]
     words = "".join(f"<p>{html.escape(w)}</p>" for w in claims[:-1] + poor_words(m) + claims[-1:])
     return title, f"{words}<div class=maps>{maps}</div><div class=samplers>{grids}</div>", []  # the words first
 
@@ -126,7 +147,7 @@ def poor_words(m: Comparison) -> list[str]:
 
 def lessons_section(m: Comparison) -> Section | None:
     """The results that contradict the simple story, each explained from the numbers; None when none shows."""
-    if not seed_pair(m) or m.real_floor is None:
+    if not seed_pair(m) or m.real_floor is None or unlearned(m):
         return None
     words = [w for w in (mixture_wins(m), prior_gap(m), interpolation_twist(m)) if w]
     return ("What the simple story misses", "", words) if words else None

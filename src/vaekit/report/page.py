@@ -23,7 +23,7 @@ from vaekit.report import figures
 from vaekit.report.answer import answer_section, lessons_section, spaced
 from vaekit.report.conditional import conditional_section
 from vaekit.report.quality import quality_section
-from vaekit.report.words import Section, fmt, img, label, names_words, seed_pair
+from vaekit.report.words import Section, fmt, img, label, names_words, seed_pair, unlearned
 
 
 def render(compared: Compared) -> str:
@@ -109,14 +109,15 @@ def family_words(m: Comparison) -> list[str]:
     words = []
     recon = ranked(m, lambda r: r.test.recon)
     deterministic = [n for n in m.models if not m[n].test.has_bound]
+    learned = not unlearned(m)  # a reason is given only for models that learned
     why = (" Deterministic codes carry more about x than noisy ones, whose KL trades reconstruction for a usable "
-           "prior." if recon[0][1] in deterministic and len(deterministic) < len(m.models) else "")
+           "prior." if learned and recon[0][1] in deterministic and len(deterministic) < len(m.models) else "")
     words.append(f"Reconstruction: {label(recon[0][1])} is best ({fmt(recon[0][0])} nats), "
                  f"{label(recon[-1][1])} worst ({fmt(recon[-1][0])}).{why}")
     nll = ranked(m, lambda r: r.is_nll and r.is_nll.nll)
     if nll:
         listed = ", ".join(f"{label(n)} {fmt(v)}" for v, n in nll)
-        why = PRESETS[nll[0][1]].likelier if len(nll) > 1 and nll[0][1] in PRESETS else ""
+        why = PRESETS[nll[0][1]].likelier if learned and len(nll) > 1 and nll[0][1] in PRESETS else ""
         words.append(f"Likelihood (IS-NLL, lower is better): {listed} nats. {why}".strip())
     if deterministic:
         one = len(deterministic) == 1

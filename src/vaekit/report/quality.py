@@ -10,7 +10,7 @@ from vaekit.evaluation.inception import missing_words
 from vaekit.evaluation.results import Comparison, SampleQuality
 from vaekit.models.presets import PLAIN, VARIATIONAL
 from vaekit.models.samplers import DENSITY, OWN, SAMPLERS, label_of
-from vaekit.report.words import Section, fmt, label, names_words, ranked_samplers, seed_pair
+from vaekit.report.words import Section, fmt, label, names_words, ranked_samplers, seed_pair, unlearned
 
 
 def quality_columns(inception: bool) -> tuple[tuple[str, str, int], ...]:
@@ -109,7 +109,7 @@ def quality_words(m: Comparison) -> list[str]:
                      f"{fmt(m.real_floor.frechet)}). From each model's own prior, {label(prior_only[0][1])} is "
                      f"best ({fmt(prior_only[0][0])}).")
         lost = [n for f, n, _ in prior_only if f > 2 * prior_only[0][0]]
-        if lost:
+        if lost and not unlearned(m):  # the reason holds for models that learned codes at all
             one = len(lost) == 1
             words.append(f"{names_words(lost)} sample{'s' if one else ''} poorly from {'its' if one else 'their'} own "
                          "prior (more than twice the best distance): the codes are not where the prior puts its mass.")

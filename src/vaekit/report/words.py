@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import html
 
-from vaekit.evaluation.results import Comparison
+from vaekit.evaluation.results import Comparison, ModelEvaluation
 from vaekit.models.presets import PLAIN, PRESETS, VARIATIONAL
 
 Section = tuple[str, str, list[str]]  # a page section: (title, html body, sentences)
@@ -38,3 +38,23 @@ def ranked_samplers(m: Comparison) -> list[tuple[float, str, str]]:
 def seed_pair(m: Comparison) -> bool:
     """Whether the seed's own comparison, an AE against a VAE, is among the models."""
     return {PLAIN, VARIATIONAL} <= set(m.models)
+
+
+PSNR_MARGIN = 1.0  # dB over the mean image's PSNR that a model's reconstructions must reach to count as learned
+
+
+def learning_problems(r: ModelEvaluation) -> list[str]:
+    """What says a model has not learned, each with its number: a collapsed posterior, reconstructions no better than
+    the training images' mean image. Empty where nothing says so."""
+    problems, rq = [], r.reconstruction
+    if r.test.has_bound and r.latent.active_units == 0:
+        problems.append(f"none of its {r.latent_dim} latent dimensions is active (the posterior collapsed: its codes "
+                        "carry nothing about the image)")
+    if rq and rq.mean_image_psnr is not None and rq.psnr < rq.mean_image_psnr + PSNR_MARGIN:
+        problems.append(f"its reconstructions (PSNR {rq.psnr:.2f} dB) are no better than the training images' mean "
+                        f"image ({rq.mean_image_psnr:.2f} dB)")
+    return problems
+
+
+def unlearned(m: Comparison) -> dict[str, list[str]]:
+    return {n: problems for n in m.models if (problems := learning_problems(m[n]))}
