@@ -104,6 +104,43 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
     assert [r["epoch"] for r in rows] == [1, 2, 3]
 
 
+def test_a_run_with_a_moving_average_of_its_weights_resumes_exactly_and_keeps_the_average(tmp_path):
+    """--ema-decay: the checkpoint's model is the average (what every later command loads), the training weights ride
+    in the training state, and a resumed run ends bitwise where an uninterrupted one does, both of them."""
+    from vaekit.models.saving import read_safetensors
+
+    train(digits_run(3, ema_decay=0.9, two_stage_epochs=0), tmp_path / "straight", quiet=True)
+    train(digits_run(1, ema_decay=0.9, two_stage_epochs=0), tmp_path / "resumed", quiet=True)
+    train(None, tmp_path / "resumed", resume=True, epochs=3, quiet=True)
+    assert_same_weights(tmp_path / "straight", tmp_path / "resumed")
+    latest = lambda run: run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip()  # noqa: E731
+    raw = [read_safetensors(latest(tmp_path / run) / "state.safetensors") for run in ("straight", "resumed")]
+    trained = {k: v for k, v in raw[0].items() if k.startswith("weights.")}
+    assert trained and all(torch.equal(v, raw[1][k]) for k, v in trained.items())
+    average = weights(tmp_path / "straight")
+    assert any(not torch.equal(average[k[len("weights."):]], v) for k, v in trained.items())  # an average, not a copy
+    plain = tmp_path / "plain"
+    train(digits_run(1, two_stage_epochs=0), plain, quiet=True)
+    assert not any(k.startswith("weights.") for k in read_safetensors(latest(plain) / "state.safetensors"))
+
+
+def test_the_moving_average_follows_the_formula_and_skips_what_the_step_skipped():
+    from vaekit.training.step import WeightAverage
+
+    model = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+        model.bias.fill_(0.0)
+    average = WeightAverage(model, 0.75)
+    with torch.no_grad():
+        model.weight.fill_(3.0)
+    average.update(model, torch.tensor(False))
+    torch.testing.assert_close(average.model.weight, torch.full((1, 2), 1.5))  # 1 + 0.25 * (3 - 1)
+    average.update(model, torch.tensor(True))  # a skipped step: the average stays
+    torch.testing.assert_close(average.model.weight, torch.full((1, 2), 1.5))
+    assert not average.model.weight.requires_grad
+
+
 @pytest.mark.parametrize("damage", ["missing", "empty", "a step that is gone", "outside the run", "garbage"])
 def test_a_damaged_latest_pointer_resumes_from_the_newest_checkpoint_never_from_scratch(tmp_path, capsys, damage):
     """The work a run did is never thrown away: with `checkpoints/latest` lost or damaged, --resume continues from

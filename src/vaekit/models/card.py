@@ -97,6 +97,9 @@ def settings_section(config: Mapping[str, Any]) -> str:
              f"{get(train, 'optimizer')} lr {get(train, 'lr')}, seed {get(train, 'seed')}; this checkpoint: epoch "
              f"{get(progress, 'epoch')}, step {get(progress, 'step')}",
              "- every setting: `config.json` (`model`, `data`, `train`)"]
+    decay = train.get("ema_decay")
+    if isinstance(decay, (int, float)) and decay > 0:
+        lines.insert(2, f"- weights: the exponential moving average of the training weights (decay {decay:g})")
     if model.get("conditional") is True:
         lines.insert(1, f"- conditional on the label ({get(model, 'classes')} classes) in encoder and decoder: "
                         "`vaekit sample PATH --label CLASS` draws one class")

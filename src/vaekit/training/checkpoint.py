@@ -26,7 +26,7 @@ from vaekit.config import from_dict
 from vaekit.errors import VaekitError, short
 from vaekit.files import fsync_dir, parse_json, write_json, write_text
 from vaekit.layout import CONFIG_FILE, STATE_JSON, STATE_TENSORS, WEIGHTS_FILE, RunFolder, step_of
-from vaekit.models import Autoencoder
+from vaekit.models import Autoencoder, load_model
 from vaekit.models.saving import read_safetensors, write_safetensors
 
 
@@ -99,8 +99,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(run_dir: Path, model: Autoencoder, optimizer: torch.optim.Optimizer, progress: Progress,
-                    meta: dict[str, Any], is_best: bool, keep: int = 2) -> Path:
-    """Write a complete checkpoint folder, then point `latest` (and `best`) at it."""
+                    meta: dict[str, Any], is_best: bool, keep: int = 2, weights: dict[str, Tensor] | None = None
+                    ) -> Path:
+    """Write a complete checkpoint folder, then point `latest` (and `best`) at it. `weights`: the training weights
+    where `model` holds their moving average (kept in the training state, for an exact resume)."""
     run = RunFolder(run_dir)
     final = run.step_folder(progress.step)
     folder, name = final.parent, final.name
@@ -109,7 +111,7 @@ def save_checkpoint(run_dir: Path, model: Autoencoder, optimizer: torch.optim.Op
     model.save_pretrained(tmp, meta={**meta, "progress": progress.to_dict()})
     tensors: dict[str, Tensor] = {}
     state = {"optimizer": pack(optimizer.state_dict(), tensors, "optimizer"), "rng": pack(rng_state(), tensors, "rng"),
-             "progress": progress.to_dict()}
+             "progress": progress.to_dict(), **({"weights": pack(weights, tensors, "weights")} if weights else {})}
     write_safetensors(tmp / STATE_TENSORS, tensors)
     write_json(tmp / STATE_JSON, state)
     if final.exists():  # the same step again (a resumed run re-saving): replace it
@@ -162,6 +164,24 @@ def load_checkpoint(folder: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
     if not isinstance(state, dict) or not {"optimizer", "rng", "progress"} <= set(state):
         raise VaekitError(f"{folder / STATE_JSON}: not a vaekit training state (needs optimizer, rng, progress)")
     return state, tensors
+
+
+def restore_weights(folder: Path, state: dict[str, Any], tensors: dict[str, Tensor], model: Autoencoder,
+                    average: Any = None) -> None:
+    """The checkpoint's weights into `model`: its training weights where it kept them beside their moving average
+    (which goes into `average`), else the model it saved; a state that does not fit is refused in one line."""
+    saved = load_model(folder).state_dict()
+    if (average is None) != ("weights" not in state):
+        raise VaekitError(f"{folder}: its training state {'lacks' if average else 'holds'} the training weights "
+                          "kept beside a moving average (--ema-decay), which this run " +
+                          ("keeps" if average else "does not keep") + "; start it again with --overwrite")
+    try:
+        model.load_state_dict(unpack(state["weights"], tensors) if average else saved)
+        if average:
+            average.model.load_state_dict(saved)
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+        raise VaekitError(f"{folder}: its weights do not fit this run ({type(e).__name__}: {str(e)[:200]}); start it "
+                          "again with --overwrite") from None
 
 
 def restore_training_state(folder: Path, state: dict[str, Any], tensors: dict[str, Tensor],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -99,6 +100,28 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, *,
         bad = bad | (grad_norm > skip_threshold)
     skip_if(optimizer, bad)
     return StepResult(loss, grad_norm, bad)
+
+
+class WeightAverage:
+    """An exponential moving average of a model's parameters (each step: average += (1 - decay) (weights - average)),
+    its buffers copied as they are: what validation, checkpoints and sampling use under --ema-decay. The update runs
+    on the device and leaves the average as it was after a skipped step (`bad`), so the step never waits for it."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, bad: Tensor) -> None:
+        average = list(self.model.parameters())
+        rate = (1 - self.decay) * (~bad).to(average[0].dtype)  # 0 after a skipped step
+        moved = torch._foreach_sub([p.detach() for p in model.parameters()], average)
+        torch._foreach_mul_(moved, rate)
+        torch._foreach_add_(average, moved)
+        for mine, theirs in zip(self.model.buffers(), model.buffers()):
+            mine.copy_(theirs)
 
 
 class StepLog:

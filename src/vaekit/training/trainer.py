@@ -42,12 +42,13 @@ from vaekit.training.checkpoint import (
     Progress,
     load_checkpoint,
     restore_training_state,
+    restore_weights,
     resume_point,
     roll_back,
     save_checkpoint,
 )
 from vaekit.training.log import MetricsLog, loss_words
-from vaekit.training.step import StepLog, check_train_config, lr_at, make_optimizer, train_step
+from vaekit.training.step import StepLog, WeightAverage, check_train_config, lr_at, make_optimizer, train_step
 
 CHECK_EVERY = 20  # steps between host reads of the steps' loss sums and finiteness (StepLog's buffer)
 
@@ -141,6 +142,12 @@ class Session:
     val_batches: Batches
     steps_per_epoch: int  # len(train_batches), counted once: it builds an epoch's permutation
     steps: StepLog  # the steps' loss sums and bad-step count, read from the device every CHECK_EVERY steps
+    average: WeightAverage | None = None  # the weights' moving average (--ema-decay), what is validated and kept
+
+    @property
+    def kept(self) -> Autoencoder:
+        """The model validated and saved: the weights' moving average where there is one."""
+        return self.average.model if self.average else self.model
 
     def more_epochs(self) -> bool:
         t, p = self.run.train, self.progress
@@ -157,7 +164,8 @@ class Session:
         if self.info.is_main:
             meta = {"data": to_dict(self.run.data), "train": to_dict(self.run.train), "dataset": self.data.spec,
                     "classes": self.data.classes, "data_split": self.data.split_record(), "metrics": metrics or {}}
-            save_checkpoint(self.out.root, self.model, self.optimizer, self.progress, meta, is_best)
+            save_checkpoint(self.out.root, self.kept, self.optimizer, self.progress, meta, is_best,
+                            weights=self.model.state_dict() if self.average else None)
         self.info.barrier()
 
 
@@ -168,7 +176,8 @@ def start(run: RunConfig, model: Autoencoder, data: Dataset, out: RunFolder, inf
     optimizer = make_optimizer(model, run)
     if info.is_main:
         write_json(out.run_json, run.to_dict())
-    progress = resumed(run, model, optimizer, out, info) if resume else Progress(world=info.world)
+    average = WeightAverage(model, t.ema_decay) if t.ema_decay else None
+    progress = resumed(run, model, optimizer, out, info, average) if resume else Progress(world=info.world)
     step_model = DDP(model) if info.world > 1 else model
     if t.compile:
         step_model = torch.compile(step_model)
@@ -177,7 +186,7 @@ def start(run: RunConfig, model: Autoencoder, data: Dataset, out: RunFolder, inf
     session = Session(run, model, step_model, optimizer, data, out, info, device, quiet, progress,
                       MetricsLog(out, keep_until_step=progress.step) if info.is_main else None, train_batches,
                       Batches(data.val, t.eval_batch_size, device, **shared), len(train_batches),
-                      StepLog(t.max_bad_steps, device, CHECK_EVERY))
+                      StepLog(t.max_bad_steps, device, CHECK_EVERY), average)
     if resume:
         check_progress(session)
     if not quiet:
@@ -198,9 +207,10 @@ def check_progress(s: Session) -> None:
 
 
 def resumed(run: RunConfig, model: Autoencoder, optimizer: torch.optim.Optimizer, out: RunFolder,
-            info: distributed.Dist) -> Progress:
-    """The weights, optimizer and random state of the checkpoint a resumed run continues from (`resume_point`), and
-    where it stood; every change from an uninterrupted run is said in one line (never under --quiet's silence)."""
+            info: distributed.Dist, average: WeightAverage | None = None) -> Progress:
+    """The weights (and their moving average), optimizer and random state of the checkpoint a resumed run continues
+    from (`resume_point`), and where it stood; every change from an uninterrupted run is said in one line (never
+    under --quiet's silence)."""
     folder, why = resume_point(out.root)
     if folder is None:
         if info.is_main:
@@ -211,7 +221,7 @@ def resumed(run: RunConfig, model: Autoencoder, optimizer: torch.optim.Optimizer
         warn(why)
         write_text(out.pointer("latest"), folder.name + "\n")
     state, tensors = load_checkpoint(folder)
-    model.load_state_dict(load_model(folder).state_dict())
+    restore_weights(folder, state, tensors, model, average)
     progress = restore_training_state(folder, state, tensors, optimizer)
     if progress.world and progress.world != info.world and info.is_main:
         b = run.train.batch_size
@@ -251,6 +261,8 @@ def run_epoch(s: Session) -> tuple[float, int]:
             kl_weight = min(1.0, p.step / kl_warmup_steps) if kl_warmup_steps > 0 else 1.0
             result = train_step(s.step_model, s.optimizer, x, y=y, kl_weight=kl_weight, grad_clip=t.grad_clip,
                                 skip_threshold=t.skip_threshold, autocast=autocast)
+            if s.average:
+                s.average.update(s.model, result.bad)
             s.steps.add(result, len(x), p.step)
             n_images += len(x)
             p.step, p.batch = p.step + 1, p.batch + 1
@@ -281,7 +293,7 @@ def end_epoch(s: Session, seconds: float, n_images: int) -> None:
     r, k, b, n, seen = s.info.sum(torch.tensor([log.recon, log.kl, log.total, log.images, n_images],
                                                dtype=torch.float64, device=where)).tolist()
     n = n or math.nan  # no step updated the weights: the epoch's training loss is not a number
-    val = mean_loss(s.model, s.val_batches, s.info.sum)
+    val = mean_loss(s.kept, s.val_batches, s.info.sum)
     row = {"epoch": p.epoch + 1, "step": p.step, "train_loss": b / n, "train_recon": r / n,
            "train_kl": k / n, **{f"val_{key}": v for key, v in val.items()},
            "lr": lr_at(p.step - 1, s.total_steps, s.run), "seconds": seconds,
