@@ -124,6 +124,19 @@ def test_a_run_with_a_moving_average_of_its_weights_resumes_exactly_and_keeps_th
     assert not any(k.startswith("weights.") for k in read_safetensors(latest(plain) / "state.safetensors"))
 
 
+def test_a_run_json_that_names_other_data_than_its_checkpoint_is_refused_before_reading_any(tmp_path):
+    """An edited run.json (another data set, or a path such as the file system's root) cannot make --resume read it:
+    the checkpoint's own data settings are compared first."""
+    run = tmp_path / "run"
+    train(digits_run(1, two_stage_epochs=0), run, quiet=True)
+    stored = json.loads((run / "run.json").read_text())
+    for name in ("fashion-mnist", "/"):
+        stored["data"]["name"] = name
+        (run / "run.json").write_text(json.dumps(stored))
+        with pytest.raises(VaekitError, match=r"data\.name is .*, but its checkpoint step-\d+ was trained with 'dig"):
+            train(None, run, resume=True, epochs=2, quiet=True)
+
+
 def test_the_moving_average_follows_the_formula_and_skips_what_the_step_skipped():
     from vaekit.training.step import WeightAverage
 

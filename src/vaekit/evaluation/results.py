@@ -1,7 +1,7 @@
 """What an evaluation measured, as typed records: the one contract between the evaluation and everything that shows
 it (the CLI's lines, report.html, metrics.json). Each record is a pydantic model: attributes to read, `to_json()` to
-write (absent parts left out), `from_json()` to read back with every field checked, and a JSON Schema
-(`Comparison.model_json_schema()`, written to docs/metrics.schema.json) that documents the file.
+write (absent parts left out), `from_json()` to read back with every field checked, and the JSON Schemas that
+document the files (`schemas()`, written to docs/*.schema.json).
 
 Units: nats per image; bits/dim (bpd) in bits per pixel value.
 """
@@ -31,6 +31,8 @@ class Record(BaseModel):
 
 class TestLoss(Record):
     """A split's mean loss terms per image, and what a discrete latent's codes use of its codebook."""
+
+    __test__ = False  # a record, not a test class for pytest to collect
 
     recon: float = Field(description="reconstruction error -log p(x|z), nats per image")
     kl: float = Field(description="the objective's latent term (the KL for a VAE; 0 where there is none), nats")

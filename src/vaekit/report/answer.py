@@ -14,7 +14,7 @@ from vaekit.jobs.compare import MIN_STEPS
 from vaekit.models.presets import PLAIN, VARIATIONAL
 from vaekit.models.samplers import DENSITY, OWN, caption_of, label_of
 from vaekit.report import figures
-from vaekit.report.words import Section, fmt, img, label, ranked_samplers, seed_pair, unlearned
+from vaekit.report.words import COLLAPSED, Section, fmt, img, label, ranked_samplers, seed_pair, unlearned
 
 POOR = 10.0  # best Frechet distance above this many times the real floor (and above 5): call the samples poor
 
@@ -38,13 +38,13 @@ def far_better_sampler(model: ModelEvaluation) -> str | None:
     return best if scored[best] < 0.5 * scored[OWN] else None
 
 
-def learned_words(m: Comparison, failed: dict[str, list[str]]) -> list[str]:
+def learned_words(m: Comparison, failed: dict[str, dict[str, str]]) -> list[str]:
     """The page's first words when a model has not learned: which, why it shows, and what to do."""
-    words = [f"The {label(n)} has not learned: {'; '.join(problems)}." for n, problems in failed.items()]
+    words = [f"The {label(n)} has not learned: {'; '.join(problems.values())}." for n, problems in failed.items()]
     steps = [m[n].training_steps for n in failed if m[n].training_steps is not None]
     short = f" ({min(steps)} optimisation steps is few: train for more epochs)" if steps and min(steps) < MIN_STEPS \
         else " (more epochs)"
-    collapse = any("collapsed" in p for problems in failed.values() for p in problems)
+    collapse = any(COLLAPSED in problems for problems in failed.values())
     against = (", or against the collapse with a smaller latent (--latent-dim), KL warm-up (--kl-warmup-epochs) or "
                "free bits (--free-bits)") if collapse else ""
     words.append(f"Before reading any comparison below, train longer{short}{against}. The numbers below are as "

@@ -43,18 +43,21 @@ def seed_pair(m: Comparison) -> bool:
 PSNR_MARGIN = 1.0  # dB over the mean image's PSNR that a model's reconstructions must reach to count as learned
 
 
-def learning_problems(r: ModelEvaluation) -> list[str]:
-    """What says a model has not learned, each with its number: a collapsed posterior, reconstructions no better than
-    the training images' mean image. Empty where nothing says so."""
-    problems, rq = [], r.reconstruction
+COLLAPSED, NO_BETTER = "collapsed", "no better than the mean image"  # what can show that a model did not learn
+
+
+def learning_problems(r: ModelEvaluation) -> dict[str, str]:
+    """What says a model has not learned, each kind with its words and numbers: a collapsed posterior,
+    reconstructions no better than the training images' mean image. Empty where nothing says so."""
+    problems, rq = {}, r.reconstruction
     if r.test.has_bound and r.latent.active_units == 0:
-        problems.append(f"none of its {r.latent_dim} latent dimensions is active (the posterior collapsed: its codes "
-                        "carry nothing about the image)")
+        problems[COLLAPSED] = (f"none of its {r.latent_dim} latent dimensions is active (the posterior collapsed: its "
+                               "codes carry nothing about the image)")
     if rq and rq.mean_image_psnr is not None and rq.psnr < rq.mean_image_psnr + PSNR_MARGIN:
-        problems.append(f"its reconstructions (PSNR {rq.psnr:.2f} dB) are no better than the training images' mean "
-                        f"image ({rq.mean_image_psnr:.2f} dB)")
+        problems[NO_BETTER] = (f"its reconstructions (PSNR {rq.psnr:.2f} dB) are no better than the training images' "
+                               f"mean image ({rq.mean_image_psnr:.2f} dB)")
     return problems
 
 
-def unlearned(m: Comparison) -> dict[str, list[str]]:
+def unlearned(m: Comparison) -> dict[str, dict[str, str]]:
     return {n: problems for n in m.models if (problems := learning_problems(m[n]))}

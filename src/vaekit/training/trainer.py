@@ -14,7 +14,7 @@ import math
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from vaekit.config import RunConfig, to_dict
+from vaekit.config import RunConfig, short, to_dict, trained_data_config
 from vaekit.data import Batches, Dataset, data_paths, evaluation_view, load_dataset, map_batches
 from vaekit.errors import VaekitError, warn
 from vaekit.files import read_json, write_json, write_text
@@ -120,7 +120,22 @@ def stored_run(out: Path, epochs: int | None) -> RunConfig:
     if not file.is_file():
         raise VaekitError(f"{out}: nothing to resume (no {file.name})")
     run = RunConfig.from_dict(read_json(file), str(file))
+    check_data_of_checkpoint(out, run, file)
     return replace(run, train=replace(run.train, epochs=epochs or run.train.epochs))
+
+
+def check_data_of_checkpoint(out: Path, run: RunConfig, file: Path) -> None:
+    """The data run.json names is the data its checkpoint was trained on, checked before any data is read (an edited
+    run.json could name a huge folder, or another data set)."""
+    folder, _ = resume_point(out)
+    if folder is None:
+        return  # nothing trained yet: the run starts again from run.json
+    trained = trained_data_config(load_model(folder).meta)
+    differs = next((f.name for f in fields(trained) if getattr(trained, f.name) != getattr(run.data, f.name)), None)
+    if differs is not None:
+        raise VaekitError(f"{file}: data.{differs} is {short(getattr(run.data, differs))}, but its checkpoint "
+                          f"{folder.name} was trained with {short(getattr(trained, differs))}; resume cannot change "
+                          "the data (train a new run for other data)")
 
 
 @dataclass
