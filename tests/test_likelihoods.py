@@ -189,3 +189,20 @@ def test_every_likelihood_is_a_part_of_any_model(name, arch, tmp_path):
     loaded = load(tmp_path / "m").eval()
     torch.testing.assert_close(loaded.generate(z), model.generate(z), rtol=0, atol=0)
     assert ("is a code length" in bits_note(name)) == LIKELIHOODS[name].code_length  # what the pages say of bits/dim
+
+
+def test_the_importance_sampler_decodes_fewer_codes_at_once_for_a_wider_likelihood():
+    """Memory per decode stays at about `rows` numbers a pixel value whatever the likelihood's width: the categorical
+    (256 a value) decodes 256 times fewer codes at once than the Bernoulli."""
+    from vaekit.models.objectives import log_weight_chunks
+
+    x = torch.rand(4, 1, 8, 8)
+    sizes = {}
+    for name in ("bernoulli", "categorical"):
+        model = build_model(ModelConfig(kind="vae", image_shape=(1, 8, 8), latent_dim=2, likelihood=name))
+        decoded, decode = [], model.decode
+        model.decode = lambda z, y=None, decode=decode, decoded=decoded: decoded.append(len(z)) or decode(z, y)
+        terms = [log_p for log_p, _ in log_weight_chunks(model, x, k=512, rows=2048)]
+        assert sum(len(t) for t in terms) == 512  # every draw, in chunks
+        sizes[name] = max(decoded)
+    assert sizes == {"bernoulli": 2048, "categorical": 8}

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from vaekit.evaluation.results import SCHEMA_VERSION, Comparison, ModelEvaluation, SampleQuality, schemas
+from vaekit.evaluation.results import SCHEMA_VERSION, Comparison, ModelEvaluation, OodReport, SampleQuality, schemas
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -39,8 +39,14 @@ def test_a_file_without_a_version_is_the_first_layout_and_a_newer_one_is_refused
     old = comparison()
     del old["schema_version"]
     assert Comparison.from_json(old).schema_version == SCHEMA_VERSION
-    with pytest.raises(ValueError, match="written by a newer vaekit"):
+    with pytest.raises(ValueError, match="a newer vaekit wrote it"):
         Comparison.from_json({**comparison(), "schema_version": SCHEMA_VERSION + 1})
+    ood = {"model": "vae", "scores": ["recon"], "fpr": 0.05, "sets": {}, "described": {}, "sizes": {}, "thresholds": {},
+           "flagged_at_threshold": {}, "best": "recon", "means": {}, "likelihood": "bernoulli", "binarized": False}
+    assert OodReport.from_json(ood).schema_version == SCHEMA_VERSION
+    for version in (SCHEMA_VERSION + 1, -1, "1", True):  # every file's record checks its version
+        with pytest.raises(ValueError, match="schema_version"):
+            OodReport.from_json({**ood, "schema_version": version})
 
 
 @pytest.mark.parametrize("damage", [

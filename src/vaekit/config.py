@@ -158,8 +158,8 @@ class TrainConfig(Checked):
         help="KL weight ramps from 0 to beta over this many epochs (0: off)")
     grad_clip: float = setting(0.0, 0.0, help="clip the global gradient norm to this value (0: off)")
     ema_decay: float = setting(0.0, 0.0, 1.0, open_hi=True, help="keep an exponential moving average of the "
-        "weights with this decay (e.g. 0.999): validation, checkpoints, samples and every later command use it; the "
-        "training weights are kept for an exact resume (0: off)")
+        "weights with this decay (e.g. 0.999): validation, checkpoints, samples and every later command use it "
+        "(buffers, a VQ codebook's too, are copied); the training weights are kept for an exact resume (0: off)")
     skip_threshold: float = setting(0.0, 0.0, help="skip the update of a step whose gradient norm (before clipping) "
         "is above this, as VDVAE does against rare huge gradients (0: off); counted with the non-finite steps")
     patience: int = setting(0, 0, 10**6, help="early stopping after this many epochs without validation gain (0: off)")

@@ -26,7 +26,17 @@ class Record(BaseModel):
 
     @classmethod
     def from_json(cls, data: Any):
+        """A record read back, every field checked; a file's record (one with a schema_version) from a newer vaekit
+        is refused."""
+        if "schema_version" in cls.model_fields and isinstance(data, dict):
+            check_version(data.get("schema_version", 0))
         return cls.model_validate(data)
+
+
+def check_version(version: Any) -> None:
+    if not isinstance(version, int) or isinstance(version, bool) or not 0 <= version <= SCHEMA_VERSION:
+        raise ValueError(f"schema_version {version!r}: not one this vaekit reads (0 to {SCHEMA_VERSION}; a newer "
+                         "vaekit wrote it?)")
 
 
 class TestLoss(Record):
@@ -202,10 +212,7 @@ class Comparison(Record):
         """A metrics.json read back: its version checked, the models' results under their names."""
         if not isinstance(data, dict):
             raise ValueError("a comparison's metrics are a JSON object")
-        version = data.get("schema_version", 0)
-        if not isinstance(version, int) or version > SCHEMA_VERSION:
-            raise ValueError(f"schema_version {version!r}: written by a newer vaekit (this one reads up to "
-                             f"{SCHEMA_VERSION})")
+        check_version(data.get("schema_version", 0))
         names = data.get("models")
         if not isinstance(names, list) or not all(isinstance(n, str) and n in data for n in names):
             raise ValueError("'models' must list the names of the models whose results it holds")

@@ -207,8 +207,10 @@ def training_seconds(history: list[dict]) -> float | None:
 
 
 def same_networks(models: Sequence[Autoencoder]) -> bool:
-    """Whether all models have the same architecture, layer sizes and latent dimension."""
-    shapes = {(c.arch, c.hidden, c.channels, c.res_blocks, c.attention, c.latent_dim, c.latent_channels, c.classes)
+    """Whether all models have the same architecture, layer sizes, latent dimension and likelihood (the numbers of
+    models with other likelihoods are in other units)."""
+    shapes = {(c.arch, c.hidden, c.channels, c.res_blocks, c.attention, c.latent_dim, c.latent_channels, c.classes,
+               c.likelihood, c.mixture_components)
               for c in (m.config for m in models)}
     return len(shapes) == 1
 

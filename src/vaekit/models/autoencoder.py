@@ -85,7 +85,8 @@ class Autoencoder(nn.Module):
         return self.encode(x, y).mean
 
     def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
-        """The decoder's raw output (logits for Bernoulli, means for Gaussian), shaped like images."""
+        """The decoder's raw output: the likelihood's parameters, C * params_per_pixel channels of the image's size
+        (logits for Bernoulli, means for Gaussian, a mixture's weights, means and scales)."""
         return self.decoder(self.conditioning.codes(z, y))
 
     def generate(self, z: Tensor, y: Tensor | None = None) -> Tensor:

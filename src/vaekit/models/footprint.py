@@ -84,16 +84,18 @@ def check_batch(config: ModelConfig, batch: int, flag: str, *, training: bool = 
                           f"{free / 2**30:.1f} GiB free on {device}; choose a smaller {flag}")
 
 
-def check_training_state(config: ModelConfig, device: torch.device | str = "cpu") -> None:
-    """The training state beside the weights (their gradients and Adam's two moments: three more copies) fits in
-    the memory `device` has free, or the run is refused before it starts."""
+def check_training_state(config: ModelConfig, device: torch.device | str = "cpu", average: bool = False) -> None:
+    """The training state beside the weights (their gradients and Adam's two moments: three more copies, four with a
+    moving average of the weights) fits in the memory `device` has free, or the run is refused before it starts."""
     from vaekit.devices import free_bytes
     from vaekit.models.autoencoder import parameter_count
 
     free = free_bytes(torch.device(device))
-    needed = 3 * 4 * parameter_count(config)
+    copies = 4 if average else 3
+    needed = copies * 4 * parameter_count(config)
     if free is not None and needed > free:
-        raise VaekitError(f"training this {config.kind}'s {needed // 12:,} parameters keeps their gradients and the "
-                          f"optimizer's two moments, {needed / 2**30:.1f} GiB more than the weights, and "
+        kept = " and their moving average" if average else ""
+        raise VaekitError(f"training this {config.kind}'s {needed // (4 * copies):,} parameters keeps their gradients, "
+                          f"the optimizer's two moments{kept}, {needed / 2**30:.1f} GiB more than the weights, and "
                           f"{free / 2**30:.1f} GiB are free on {device}; use a smaller --hidden, --conv-channels, "
                           "--latent-dim or --image-size")

@@ -73,6 +73,7 @@ class OptimalGaussianLikelihood(nn.Module):
 
     params_per_pixel = 1
     code_length = False
+    normalised = False  # sigma is chosen from the image itself: no normalised density of x
 
     @classmethod
     def from_config(cls, config: ModelConfig) -> OptimalGaussianLikelihood:
@@ -173,10 +174,19 @@ LIKELIHOODS: dict[str, type[nn.Module]] = {
 }
 
 
+def is_code_length(name: str) -> bool:
+    """Whether -log p(x|z) under the likelihood `name` is a code length for 8-bit pixel values."""
+    return getattr(LIKELIHOODS.get(name), "code_length", False)
+
+
 def bits_note(name: str) -> str:
     """What bits/dim means under the likelihood `name`: a code length for 8-bit pixels (comparable with published
     bits/dim), or a continuous density's, which is not one."""
-    if getattr(LIKELIHOODS.get(name), "code_length", False):
+    if is_code_length(name):
         return f"under the {name} likelihood, bits/dim is a code length for the 8-bit pixel values"
+    if not getattr(LIKELIHOODS.get(name), "normalised", True):
+        return (f"under the {name} likelihood, whose sigma is chosen from each image itself, -log p(x|z) is no "
+                "normalised likelihood and bits/dim no code length (a training objective, comparable between such "
+                "models only)")
     return (f"under the {name} likelihood, a density on grey levels in [0, 1], bits/dim is not a code length for 8-bit "
             "pixels (not comparable with published bits/dim; --likelihood logistic-mixture gives one)")

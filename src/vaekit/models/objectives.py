@@ -92,7 +92,8 @@ def log_weight_chunks(model: Any, x: Tensor, k: int, rows: int | None = None, q:
     image: each decode takes about `rows` codes, so memory stays at one chunk for any K. Needs a posterior with a
     density (a point mass has none)."""
     q = model.encode(x, y) if q is None else q  # once per image, not once per sample
-    per_decode = max(1, (rows or default_rows(x.device)) // len(x))
+    width = model.likelihood.params_per_pixel  # each code decodes to this many numbers a pixel value
+    per_decode = max(1, (rows or default_rows(x.device)) // (len(x) * width))
     for start in range(0, k, per_decode):
         n = min(per_decode, k - start)
         z = q.sample(n)  # (n, B, D)

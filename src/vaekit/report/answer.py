@@ -31,7 +31,7 @@ def shown_grids(m: Comparison) -> list[tuple[str, str]]:
 def far_better_sampler(model: ModelEvaluation) -> str | None:
     """The fitted sampler whose samples are closest to real images, where its Frechet distance is under half that of
     the model's own prior (None otherwise, or where samples were not measured)."""
-    scored = {name: s.frechet for name, s in model.samples.items()}
+    scored = {name: s.frechet for name, s in model.samples.items() if s.frechet is not None}
     if OWN not in scored or len(scored) < 2:
         return None
     best = min((name for name in scored if name != OWN), key=scored.get)

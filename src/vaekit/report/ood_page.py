@@ -12,6 +12,7 @@ from vaekit.evaluation.ood import OodResult, ranked_scores
 from vaekit.evaluation.results import OneClassReport, OodReport
 from vaekit.evaluation.scores import SCORES
 from vaekit.images import png_bytes
+from vaekit.models.likelihoods import is_code_length
 from vaekit.report import figures
 from vaekit.report.page import PAGE
 from vaekit.report.words import fmt, img
@@ -72,7 +73,7 @@ def failure_words(m: OodReport, spec: str) -> list[str]:
 def units_words(m: OodReport) -> list[str]:
     """Why the complexity correction can turn a ranking round, where it did: its two terms are not both code lengths."""
     inverted = [spec for spec, by_score in m.sets.items() if by_score["complexity"].auroc < 0.5 - MARGIN]
-    if not inverted or m.binarized:
+    if not inverted or m.binarized or is_code_length(m.likelihood):
         return []
     return [f"The complexity-corrected score ranks {', '.join(inverted)} below the test images. Its correction assumes "
             "-log p(x) is a code length for the 8-bit pixels, like the PNG's; a continuous decoder (Bernoulli or "

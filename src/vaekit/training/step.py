@@ -67,7 +67,8 @@ def lr_at(step: int, total_steps: int, run: RunConfig) -> float:
 class StepResult:
     loss: Loss
     grad_norm: Tensor
-    bad: Tensor  # on the device, True where the loss or a gradient was not finite and the weights were kept
+    bad: Tensor  # on the device, True where the loss or a gradient was not finite (or the gradient norm over
+    # --skip-threshold) and the weights were kept
 
 
 def skip_if(optimizer: torch.optim.Optimizer, bad: Tensor) -> None:

@@ -14,7 +14,7 @@ import math
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +108,7 @@ def check_batches(run: RunConfig, data: Dataset, device: torch.device) -> None:
     """A training step and an evaluation batch fit in the memory the device has free, or the run is refused before
     it starts."""
     t = run.train
-    check_training_state(run.model, device)
+    check_training_state(run.model, device, average=t.ema_decay > 0)
     check_batch(run.model, max(1, min(t.batch_size, len(data.train))), "--batch-size", training=True, device=device)
     check_batch(run.model, max(1, min(t.eval_batch_size, max(len(data.val), len(data.test)))), "--eval-batch-size",
                 device=device)
@@ -124,14 +124,21 @@ def stored_run(out: Path, epochs: int | None) -> RunConfig:
     return replace(run, train=replace(run.train, epochs=epochs or run.train.epochs))
 
 
+IMAGES_READ = ("name", "image_size", "channels", "resize", "background", "labels", "classes", "val_fraction",
+               "test_fraction", "binarize")  # the data settings that decide which images a run sees, and how
+
+
 def check_data_of_checkpoint(out: Path, run: RunConfig, file: Path) -> None:
     """The data run.json names is the data its checkpoint was trained on, checked before any data is read (an edited
     run.json could name a huge folder, or another data set)."""
     folder, _ = resume_point(out)
     if folder is None:
         return  # nothing trained yet: the run starts again from run.json
-    trained = trained_data_config(load_model(folder).meta)
-    differs = next((f.name for f in fields(trained) if getattr(trained, f.name) != getattr(run.data, f.name)), None)
+    meta = load_model(folder).meta
+    if not meta.get("data"):
+        return  # a checkpoint from before the data settings were kept
+    trained = trained_data_config(meta)
+    differs = next((k for k in IMAGES_READ if getattr(trained, k) != getattr(run.data, k)), None)
     if differs is not None:
         raise VaekitError(f"{file}: data.{differs} is {short(getattr(run.data, differs))}, but its checkpoint "
                           f"{folder.name} was trained with {short(getattr(trained, differs))}; resume cannot change "
@@ -193,7 +200,9 @@ def start(run: RunConfig, model: Autoencoder, data: Dataset, out: RunFolder, inf
         write_json(out.run_json, run.to_dict())
     average = WeightAverage(model, t.ema_decay) if t.ema_decay else None
     progress = resumed(run, model, optimizer, out, info, average) if resume else Progress(world=info.world)
-    step_model = DDP(model) if info.world > 1 else model
+    step_model = DDP(model) if info.world > 1 else model  # DDP gives every rank rank 0's weights
+    if average and not resume:
+        average.model.load_state_dict(model.state_dict())  # so the average starts from them too
     if t.compile:
         step_model = torch.compile(step_model)
     shared = {"binarize": run.data.binarize, "workers": run.data.workers, "rank": info.rank, "world": info.world}
