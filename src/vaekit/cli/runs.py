@@ -23,7 +23,7 @@ def default_out(run: RunConfig) -> Path:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from vaekit.training import train
-    from vaekit.training.trainer import stored_run
+    from vaekit.training.checkpoint import stored_run
 
     if args.resume:
         if args.out is None:

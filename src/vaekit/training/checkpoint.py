@@ -15,16 +15,16 @@ import math
 import os
 import re
 import shutil
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from vaekit.config import from_dict
+from vaekit.config import RunConfig, from_dict, trained_data_config
 from vaekit.errors import VaekitError, short
-from vaekit.files import fsync_dir, parse_json, write_json, write_text
+from vaekit.files import fsync_dir, parse_json, read_json, write_json, write_text
 from vaekit.layout import CONFIG_FILE, STATE_JSON, STATE_TENSORS, WEIGHTS_FILE, RunFolder, step_of
 from vaekit.models import Autoencoder, load_model
 from vaekit.models.saving import read_safetensors, write_safetensors
@@ -245,3 +245,34 @@ def _prune(run: RunFolder, keep: int) -> None:
             shutil.rmtree(folder, ignore_errors=True)
     for stale in run.checkpoints.glob(".step-*.tmp"):  # left by a crash mid-write
         shutil.rmtree(stale, ignore_errors=True)
+
+
+def stored_run(out: Path, epochs: int | None) -> RunConfig:
+    """The settings of the run in `out` (its run.json), with the total epochs raised to `epochs` if given."""
+    file = RunFolder(out).run_json
+    if not file.is_file():
+        raise VaekitError(f"{out}: nothing to resume (no {file.name})")
+    run = RunConfig.from_dict(read_json(file), str(file))
+    check_data_of_checkpoint(out, run, file)
+    return replace(run, train=replace(run.train, epochs=epochs or run.train.epochs))
+
+
+IMAGES_READ = ("name", "image_size", "channels", "resize", "background", "labels", "classes", "val_fraction",
+               "test_fraction", "binarize")  # the data settings that decide which images a run sees, and how
+
+
+def check_data_of_checkpoint(out: Path, run: RunConfig, file: Path) -> None:
+    """The data run.json names is the data its checkpoint was trained on, checked before any data is read (an edited
+    run.json could name a huge folder, or another data set)."""
+    folder, _ = resume_point(out)
+    if folder is None:
+        return  # nothing trained yet: the run starts again from run.json
+    meta = load_model(folder).meta
+    if not meta.get("data"):
+        return  # a checkpoint from before the data settings were kept
+    trained = trained_data_config(meta)
+    differs = next((k for k in IMAGES_READ if getattr(trained, k) != getattr(run.data, k)), None)
+    if differs is not None:
+        raise VaekitError(f"{file}: data.{differs} is {short(getattr(run.data, differs))}, but its checkpoint "
+                          f"{folder.name} was trained with {short(getattr(trained, differs))}; resume cannot change "
+                          "the data (train a new run for other data)")

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from vaekit.config import RunConfig, short, to_dict, trained_data_config
+from vaekit.config import RunConfig, to_dict
 from vaekit.data import Batches, Dataset, data_paths, evaluation_view, load_dataset, map_batches
 from vaekit.errors import VaekitError, warn
 from vaekit.files import read_json, write_json, write_text
@@ -46,6 +46,7 @@ from vaekit.training.checkpoint import (
     resume_point,
     roll_back,
     save_checkpoint,
+    stored_run,
 )
 from vaekit.training.log import MetricsLog, loss_words
 from vaekit.training.step import StepLog, WeightAverage, check_train_config, lr_at, make_optimizer, train_step
@@ -112,37 +113,6 @@ def check_batches(run: RunConfig, data: Dataset, device: torch.device) -> None:
     check_batch(run.model, max(1, min(t.batch_size, len(data.train))), "--batch-size", training=True, device=device)
     check_batch(run.model, max(1, min(t.eval_batch_size, max(len(data.val), len(data.test)))), "--eval-batch-size",
                 device=device)
-
-
-def stored_run(out: Path, epochs: int | None) -> RunConfig:
-    """The settings of the run in `out` (its run.json), with the total epochs raised to `epochs` if given."""
-    file = RunFolder(out).run_json
-    if not file.is_file():
-        raise VaekitError(f"{out}: nothing to resume (no {file.name})")
-    run = RunConfig.from_dict(read_json(file), str(file))
-    check_data_of_checkpoint(out, run, file)
-    return replace(run, train=replace(run.train, epochs=epochs or run.train.epochs))
-
-
-IMAGES_READ = ("name", "image_size", "channels", "resize", "background", "labels", "classes", "val_fraction",
-               "test_fraction", "binarize")  # the data settings that decide which images a run sees, and how
-
-
-def check_data_of_checkpoint(out: Path, run: RunConfig, file: Path) -> None:
-    """The data run.json names is the data its checkpoint was trained on, checked before any data is read (an edited
-    run.json could name a huge folder, or another data set)."""
-    folder, _ = resume_point(out)
-    if folder is None:
-        return  # nothing trained yet: the run starts again from run.json
-    meta = load_model(folder).meta
-    if not meta.get("data"):
-        return  # a checkpoint from before the data settings were kept
-    trained = trained_data_config(meta)
-    differs = next((k for k in IMAGES_READ if getattr(trained, k) != getattr(run.data, k)), None)
-    if differs is not None:
-        raise VaekitError(f"{file}: data.{differs} is {short(getattr(run.data, differs))}, but its checkpoint "
-                          f"{folder.name} was trained with {short(getattr(trained, differs))}; resume cannot change "
-                          "the data (train a new run for other data)")
 
 
 @dataclass
