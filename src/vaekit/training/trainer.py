@@ -171,7 +171,7 @@ def start(run: RunConfig, model: Autoencoder, data: Dataset, out: RunFolder, inf
     average = WeightAverage(model, t.ema_decay) if t.ema_decay else None
     progress = resumed(run, model, optimizer, out, info, average) if resume else Progress(world=info.world)
     step_model = DDP(model) if info.world > 1 else model  # DDP gives every rank rank 0's weights
-    if average and not resume:
+    if average and progress.step == 0:  # a run from its start (a resume without a checkpoint too)
         average.model.load_state_dict(model.state_dict())  # so the average starts from them too
     if t.compile:
         step_model = torch.compile(step_model)
