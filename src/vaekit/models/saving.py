@@ -92,8 +92,15 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Au
         raise VaekitError(f"{folder}: weights do not match the config ({first})") from None
     if (folder / PRIORS_FILE).is_file():
         load_priors(model, folder / PRIORS_FILE)
-    model.meta = checked_meta({k: v for k, v in config.items() if k not in MODEL_KEYS}, folder / CONFIG_FILE)
+    model.meta = checkpoint_meta(folder, config)
     return model.to(map_location)
+
+
+def checkpoint_meta(folder: Path, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A checkpoint's run metadata (config.json beside its model), checked, without building the model or reading
+    its weights; `config`: config.json where already read."""
+    config = read_model_config(folder) if config is None else config
+    return checked_meta({k: v for k, v in config.items() if k not in MODEL_KEYS}, folder / CONFIG_FILE)
 
 
 COUNTS = ("epoch", "step", "batch", "bad_epochs", "world")  # the progress a checkpoint records

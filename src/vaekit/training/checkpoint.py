@@ -27,7 +27,7 @@ from vaekit.errors import VaekitError, short
 from vaekit.files import fsync_dir, parse_json, read_json, write_json, write_text
 from vaekit.layout import CONFIG_FILE, STATE_JSON, STATE_TENSORS, WEIGHTS_FILE, RunFolder, step_of
 from vaekit.models import Autoencoder, load_model
-from vaekit.models.saving import read_safetensors, write_safetensors
+from vaekit.models.saving import checkpoint_meta, read_safetensors, write_safetensors
 
 
 @dataclass
@@ -267,7 +267,7 @@ def check_data_of_checkpoint(out: Path, run: RunConfig, file: Path) -> None:
     folder, _ = resume_point(out)
     if folder is None:
         return  # nothing trained yet: the run starts again from run.json
-    meta = load_model(folder).meta
+    meta = checkpoint_meta(folder)  # its config.json alone: the weights are read once, by the resume itself
     if not meta.get("data"):
         return  # a checkpoint from before the data settings were kept
     trained = trained_data_config(meta)
