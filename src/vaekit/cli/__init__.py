@@ -1,4 +1,5 @@
-"""The `vaekit` command line: train, compare, evaluate, sample, reconstruct, encode, decode, serve, info, cache.
+"""The `vaekit` command line: train, compare, evaluate, sample, reconstruct, encode, decode, serve, info, cache,
+score, ood, oneclass, defects, inspect.
 
 A user error prints one line and exits with status 2 (`main` is the one boundary). Commands are thin: they
 parse, call the library, and print.
@@ -14,6 +15,7 @@ from collections.abc import Callable, Sequence
 
 from vaekit.cli import models, runs, scoring
 from vaekit.cli.flags import HelpFormatter, Parser, add_config_flags, model_names, named_path, number
+from vaekit.cli.inspection import add_inspection_commands
 from vaekit.cli.models import MAX_GRID
 from vaekit.config import MAX_K, MIN_SAMPLES, PRDC_K
 from vaekit.errors import VaekitError, escaping, path_text
@@ -69,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_commands(command, common, data_flags)
     add_checkpoint_commands(command, common, reading)
     add_scoring_commands(command, common, run_flags, reading)
+    add_inspection_commands(command, common, reading)
     p = command("cache", runs.cmd_cache, "list or remove the decoded copies of large image folders",
                 "Image folders larger than --max-in-memory-gb are decoded once into a uint8 file under the data "
                 "directory, then read from there by every run. 'list' shows those copies (source folder, images, "

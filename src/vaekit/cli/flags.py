@@ -109,9 +109,10 @@ def named_path(text: str) -> tuple[str, str]:
     return name, path
 
 
-def add_config_flags(parser: argparse.ArgumentParser, skip: set[tuple[str, str]] = frozenset()) -> None:
-    """One flag per config field, defaulting to 'not given' so that config files can fill them."""
-    for section, cls in SECTIONS.items():
+def add_config_flags(parser: argparse.ArgumentParser, skip: set[tuple[str, str]] = frozenset(),
+                     sections: tuple[str, ...] = tuple(SECTIONS)) -> None:
+    """One flag per config field of `sections`, defaulting to 'not given' so that config files can fill them."""
+    for section, cls in ((name, SECTIONS[name]) for name in sections):
         group = parser.add_argument_group(f"{section} settings ([{section}] in a config file)")
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):

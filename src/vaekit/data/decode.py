@@ -87,18 +87,20 @@ def flatten_alpha(img, background: tuple[int, int, int]):
     return img.convert("L" if img.mode in GREY else "RGB")
 
 
-def fit(img, size: tuple[int, int], policy: str, background: tuple[int, int, int]):
-    """Bring an image to (w, h): centre crop or pad keep the aspect ratio, stretch does not."""
+def fit(img, size: tuple[int, int], policy: str, background: tuple[int, int, int], nearest: bool = False):
+    """Bring an image to (w, h): centre crop or pad keep the aspect ratio, stretch does not. Bilinear, or the
+    nearest pixel (`nearest`: a mask stays binary and lands where its image's pixels land)."""
     from PIL import Image, ImageOps
 
     if img.size == size:
         return img
+    how = Image.Resampling.NEAREST if nearest else Image.Resampling.BILINEAR
     if policy == "crop":
-        return ImageOps.fit(img, size, Image.Resampling.BILINEAR)
+        return ImageOps.fit(img, size, how)
     if policy == "pad":
         colour = background if img.mode == "RGB" else round(sum(background) / 3)
-        return ImageOps.pad(img, size, Image.Resampling.BILINEAR, color=colour)
-    return img.resize(size, Image.Resampling.BILINEAR)
+        return ImageOps.pad(img, size, how, color=colour)
+    return img.resize(size, how)
 
 
 def load_image(source: Path | IO[bytes], shape: tuple[int, int, int], resize: str = "crop",

@@ -35,6 +35,7 @@ class ImageSet:
     shape: tuple[int, int, int]
     labels: Tensor | None
     names: np.ndarray | None = None  # where each image came from (a folder's files), where known
+    masks: Tensor | None = None  # bool (N, H, W): each image's defective pixels, where known (inspection data)
     in_memory: bool = False  # every image one index away (the feature classifier needs that)
 
     def __len__(self) -> int:
@@ -58,22 +59,26 @@ class TensorImages(ImageSet):
 
     in_memory = True
 
-    def __init__(self, images: Tensor, labels: Tensor | None = None, names: np.ndarray | None = None):
+    def __init__(self, images: Tensor, labels: Tensor | None = None, names: np.ndarray | None = None,
+                 masks: Tensor | None = None):
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError("TensorImages wants a uint8 tensor shaped (N, C, H, W)")
+        if masks is not None and (masks.dtype != torch.bool or masks.shape != (len(images), *images.shape[2:])):
+            raise ValueError("TensorImages' masks are bool, shaped (N, H, W) as its images")
         self.images = images
-        self.labels, self.names = labels, names
+        self.labels, self.names, self.masks = labels, names, masks
         self.shape = tuple(images.shape[1:])
 
     def __len__(self) -> int:
         return len(self.images)
 
     def subset(self, indices: Tensor) -> TensorImages:
-        return TensorImages(self.images[indices], pick(self.labels, indices), pick(self.names, indices))
+        return TensorImages(self.images[indices], pick(self.labels, indices), pick(self.names, indices),
+                            pick(self.masks, indices))
 
     def to(self, device: torch.device | str) -> TensorImages:
         return TensorImages(self.images.to(device), None if self.labels is None else self.labels.to(device),
-                            self.names)
+                            self.names, self.masks)
 
     def placed(self, device: torch.device) -> TensorImages:
         """On the training device when it fits there (batches are then sliced on it, no copy per step); on a GPU
@@ -291,7 +296,7 @@ def evaluation_view(data: Dataset, config: DataConfig) -> Dataset:
 def binarize_once(images: TensorImages, seed: int) -> TensorImages:
     g = torch.Generator().manual_seed(seed)
     binary = torch.bernoulli(images.images.float() / 255.0, generator=g).to(torch.uint8) * 255
-    return TensorImages(binary, images.labels, images.names)
+    return TensorImages(binary, images.labels, images.names, images.masks)
 
 
 def split_indices(n: int, fractions: tuple[float, ...], seed: int = 0) -> list[Tensor]:

@@ -24,6 +24,7 @@ from vaekit.data.classes import keep_classes
 from vaekit.data.decode import decode_files
 from vaekit.data.folder import Scan, scan_folder
 from vaekit.data.idx import read_idx
+from vaekit.data.inspection import load_inspection
 from vaekit.data.sets import Dataset, FileImages, ImageSet, TensorImages, from_arrays, split_indices
 from vaekit.errors import VaekitError, path_text, printable
 from vaekit.progress import bar
@@ -261,7 +262,7 @@ def decode_in_memory(root: Path, scan: Scan, config: DataConfig) -> TensorImages
     return TensorImages(torch.from_numpy(images[:filled]), labels, scan.names(keep))
 
 
-PATH_SOURCES = ("folder", "npz", "npy")
+PATH_SOURCES = ("folder", "npz", "npy", "mvtec")
 SOURCES: dict[str, Callable[[str, DataConfig], Dataset]] = {
     "fashion-mnist": lambda _, c: load_idx_set("fashion-mnist", c),
     "mnist": lambda _, c: load_idx_set("mnist", c),
@@ -269,11 +270,13 @@ SOURCES: dict[str, Callable[[str, DataConfig], Dataset]] = {
     "folder": load_folder,
     "npz": load_array_file,
     "npy": load_array_file,
+    "mvtec": load_inspection,
 }
 
 
 def parse_name(name: str) -> tuple[str, str]:
-    """(source, argument) for a data set name: a known name, `folder:PATH`, `npz:PATH`, `npy:PATH`, or a bare
+    """(source, argument) for a data set name: a known name, `folder:PATH`, `npz:PATH`, `npy:PATH`, `mvtec:PATH`
+    (inspection data with masks: data/inspection.py), or a bare
     path to a folder or an array file; `~` in paths is expanded."""
     kind, _, arg = name.partition(":")
     if kind in PATH_SOURCES and arg:
@@ -285,8 +288,8 @@ def parse_name(name: str) -> tuple[str, str]:
         return path.suffix[1:], str(path)
     if path.is_dir():
         return "folder", str(path)
-    raise VaekitError(f"unknown data set {short(name)}: use fashion-mnist, mnist, digits, folder:PATH, npz:PATH "
-                      "or npy:PATH")
+    raise VaekitError(f"unknown data set {short(name)}: use fashion-mnist, mnist, digits, folder:PATH, npz:PATH, "
+                      "npy:PATH or mvtec:PATH")
 
 
 def data_paths(config: DataConfig) -> list[Path]:

@@ -6,7 +6,9 @@ The out-of-distribution images are the positives and a higher score means "more 
   AUPRC      average precision, OOD as the positive class (depends on the ratio of the two sets' sizes)
   FPR@95TPR  the share of in-distribution images flagged when the threshold catches 95% of the OOD ones
 A threshold is chosen on held-out in-distribution images only (the validation split), so that a chosen share of
-them, the false-positive rate, lies above it; no OOD image is needed to choose it.
+them, the false-positive rate, lies above it; no OOD image is needed to choose it. For a batch, conformal p-values
+from the same held-out images, and Benjamini-Hochberg on them, bound the share of false alarms among the flagged
+images instead (the false-discovery rate).
 """
 
 from __future__ import annotations
@@ -60,3 +62,28 @@ def threshold_for(held_out: np.ndarray, fpr: float) -> float:
 def flagged(scores: np.ndarray, threshold: float) -> np.ndarray:
     """Which images a threshold flags: score strictly above it."""
     return finite(scores) > threshold
+
+
+def conformal_p_values(calibration: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Split-conformal p-values: for each score, (1 + the held-out normal scores at or above it) / (n + 1). For a
+    normal image exchangeable with the n held-out ones, P(p <= a) <= a for every a (Vovk et al., 2005; Bates et al.,
+    2023): a valid test of "this image is normal", with no assumption on the scores' distribution."""
+    if len(calibration) == 0:
+        raise VaekitError("no held-out normal images to calibrate p-values on")
+    held = np.sort(finite(calibration))
+    at_or_above = len(held) - np.searchsorted(held, finite(scores), side="left")
+    return (1.0 + at_or_above) / (len(held) + 1.0)
+
+
+def benjamini_hochberg(p_values: np.ndarray, fdr: float) -> np.ndarray:
+    """Which images to flag so that the expected share of normal images among the flagged stays at most `fdr`
+    (Benjamini & Hochberg, 1995): the k smallest p-values, k the largest with p_(k) <= k fdr / m. Valid for
+    conformal p-values, which are positively dependent (Bates et al., 2023)."""
+    p = np.asarray(p_values, dtype=np.float64)
+    m = len(p)
+    order = np.argsort(p, kind="stable")
+    passing = np.nonzero(p[order] <= fdr * np.arange(1, m + 1) / m)[0]
+    flags = np.zeros(m, dtype=bool)
+    if len(passing):
+        flags[order[:passing[-1] + 1]] = True
+    return flags

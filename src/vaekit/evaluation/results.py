@@ -287,11 +287,63 @@ class OneClassReport(Record):
     seconds: float
 
 
+class Localization(Record):
+    """How one anomaly map finds the defects of a set of test images (evaluation/localization.py)."""
+
+    pixel_auroc: float
+    aupro: float = Field(description="per-region overlap integrated to a false-positive rate of 0.3, normalised")
+    f1_max: float
+    image_auroc: dict[str, float] = Field(description="by image score from the map (max, top)")
+    images: int
+    defective: int = Field(description="images with a defect in their mask")
+
+
+class Decisions(Record):
+    """The calibrated decisions of one image score: a threshold for a false-positive rate, and conformal p-values
+    with Benjamini-Hochberg at a false-discovery rate, both from held-out normal images; and what they achieved."""
+
+    score: str = Field(description="the image score decided on, MAP_SCORE")
+    held_out: int = Field(description="normal validation images the threshold and the p-values come from")
+    fpr: float = Field(description="the target false-positive rate of the threshold")
+    threshold: float
+    test_fpr: float = Field(description="the share of the test's normal images above the threshold")
+    test_tpr: float = Field(description="the share of the test's defective images above the threshold")
+    fdr: float = Field(description="the target false-discovery rate of Benjamini-Hochberg")
+    flagged: int = Field(description="test images flagged by Benjamini-Hochberg over the whole test set")
+    false_discoveries: int
+    batches: int = Field(description="random batches of test images drawn to measure the achieved rates")
+    batch_size: int
+    mean_fdr: float = Field(description="the mean false-discovery proportion over the mixed batches")
+    normal_batches_flagged: float = Field(description="the share of all-normal batches with any image flagged (the "
+                                                      "false-discovery rate there; at most fdr)")
+
+
+class InspectionReport(Record):
+    """`vaekit inspect`'s metrics.json: every map against the masks, overall and by defect type."""
+
+    schema_version: int = SCHEMA_VERSION
+    model: str
+    checkpoint: str = ""
+    data: str = ""
+    notes: list[str] = Field(default_factory=list)
+    maps: list[str] = Field(description="the maps measured, in order")
+    smooth: float = Field(description="sigma of the Gaussian blur of every map, pixels (0: none)")
+    top: float = Field(description="the share of a map's pixels whose mean is the `top` image score")
+    overall: dict[str, Localization] = Field(description="by map: every test image")
+    types: dict[str, dict[str, Localization]] = Field(description="by defect type (with the normal test images), "
+                                                                  "then by map")
+    best: str = Field(description="the map with the best AUPRO overall")
+    decisions: Decisions
+    likelihood: str
+    seconds_per_image: float = Field(description="time to compute every map of one image")
+
+
 def schemas() -> dict[str, dict[str, Any]]:
     """The JSON Schemas of the files these records are written to, by their file name under docs/ (kept in step with
     the records by tests/test_results.py)."""
     files = {"compare-metrics": ("vaekit compare: OUT/metrics.json", Comparison.json_schema()),
              "evaluate": ("vaekit evaluate --json FILE", CheckpointEvaluation.model_json_schema(by_alias=True)),
              "ood-metrics": ("vaekit ood: OUT/metrics.json", OodReport.model_json_schema(by_alias=True)),
-             "oneclass-metrics": ("vaekit oneclass: OUT/metrics.json", OneClassReport.model_json_schema(by_alias=True))}
+             "oneclass-metrics": ("vaekit oneclass: OUT/metrics.json", OneClassReport.model_json_schema(by_alias=True)),
+             "inspect-metrics": ("vaekit inspect: OUT/metrics.json", InspectionReport.model_json_schema(by_alias=True))}
     return {f"{name}.schema.json": {**schema, "title": title} for name, (title, schema) in files.items()}

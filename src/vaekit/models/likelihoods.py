@@ -19,7 +19,21 @@ from vaekit.config import ModelConfig
 IMAGE_DIMS = (-3, -2, -1)
 
 
-class BernoulliLikelihood(nn.Module):
+class Likelihood(nn.Module):
+    """The protocol: `params_per_pixel`, `code_length`, `nll_pixels` (-log p of each pixel value, (..., C, H, W)),
+    `mean`; -log p(x|z) of an image is the sum of its pixel values' (the anomaly maps read them one by one)."""
+
+    params_per_pixel = 1
+    code_length = False
+
+    def nll_pixels(self, x: Tensor, out: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def nll(self, x: Tensor, out: Tensor) -> Tensor:
+        return self.nll_pixels(x, out).sum(IMAGE_DIMS)
+
+
+class BernoulliLikelihood(Likelihood):
     """p(x|z) = Bernoulli(sigmoid(logits)) per pixel, for grey levels in [0, 1].
 
     Uses BCE-with-logits, which is stable where sigmoid + log would give log(0)."""
@@ -31,14 +45,14 @@ class BernoulliLikelihood(nn.Module):
     def from_config(cls, config: ModelConfig) -> BernoulliLikelihood:
         return cls()
 
-    def nll(self, x: Tensor, logits: Tensor) -> Tensor:
-        return F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(IMAGE_DIMS)
+    def nll_pixels(self, x: Tensor, logits: Tensor) -> Tensor:
+        return F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none")
 
     def mean(self, logits: Tensor) -> Tensor:
         return torch.sigmoid(logits)
 
 
-class GaussianLikelihood(nn.Module):
+class GaussianLikelihood(Likelihood):
     """p(x|z) = N(decoder output, sigma^2) per pixel, sigma fixed or learned (one shared scale).
 
     A learned shared sigma balances reconstruction against the KL by itself (Rybkin et al., 2021)."""
@@ -57,16 +71,16 @@ class GaussianLikelihood(nn.Module):
     def from_config(cls, config: ModelConfig) -> GaussianLikelihood:
         return cls(config.gaussian_scale)
 
-    def nll(self, x: Tensor, mean: Tensor) -> Tensor:
+    def nll_pixels(self, x: Tensor, mean: Tensor) -> Tensor:
         log_scale = self.log_scale.clamp(min=-7.0)  # sigma >= 1e-3: no infinite density on flat pixels
         z = (x - mean) * torch.exp(-log_scale)
-        return (0.5 * z.pow(2) + log_scale + 0.5 * math.log(2 * math.pi)).sum(IMAGE_DIMS)
+        return 0.5 * z.pow(2) + log_scale + 0.5 * math.log(2 * math.pi)
 
     def mean(self, mean: Tensor) -> Tensor:
         return mean
 
 
-class OptimalGaussianLikelihood(nn.Module):
+class OptimalGaussianLikelihood(Likelihood):
     """p(x|z) = N(decoder output, sigma^2) per pixel with each image's own optimal sigma: sigma^2 = its mean squared
     error, so -log p(x|z) = D/2 (1 + log(2 pi MSE)) (the sigma-VAE's analytic scale, Rybkin et al., 2021). Nothing to
     tune or learn, and the reconstruction is weighed against the KL as a learned sigma would."""
@@ -79,10 +93,12 @@ class OptimalGaussianLikelihood(nn.Module):
     def from_config(cls, config: ModelConfig) -> OptimalGaussianLikelihood:
         return cls()
 
-    def nll(self, x: Tensor, mean: Tensor) -> Tensor:
-        dims = math.prod(x.shape[-3:])
-        mse = (x - mean).pow(2).mean(IMAGE_DIMS).clamp(min=1e-6)  # sigma >= 1e-3, as the Gaussian's
-        return 0.5 * dims * (1 + torch.log(2 * math.pi * mse))
+    def nll_pixels(self, x: Tensor, mean: Tensor) -> Tensor:
+        """Each pixel value's share: (log(2 pi sigma^2) + (x - mean)^2 / sigma^2) / 2, which sums to
+        D/2 (1 + log(2 pi MSE))."""
+        squared = (x - mean).pow(2)
+        mse = squared.mean(IMAGE_DIMS, keepdim=True).clamp(min=1e-6)  # sigma >= 1e-3, as the Gaussian's
+        return 0.5 * (torch.log(2 * math.pi * mse) + squared / mse)
 
     def mean(self, mean: Tensor) -> Tensor:
         return mean
@@ -91,7 +107,7 @@ class OptimalGaussianLikelihood(nn.Module):
 LEVELS = 256  # the values of an 8-bit pixel
 
 
-class CategoricalLikelihood(nn.Module):
+class CategoricalLikelihood(Likelihood):
     """p(x|z) = a 256-way categorical per pixel value (its logits from the decoder): exact for 8-bit images, and the
     most flexible per-pixel law, at 256 decoder outputs per pixel value (for small grey images)."""
 
@@ -107,18 +123,18 @@ class CategoricalLikelihood(nn.Module):
         *lead, _, h, w = out.shape
         return out.reshape(*lead, -1, LEVELS, h, w).log_softmax(-3)
 
-    def nll(self, x: Tensor, out: Tensor) -> Tensor:
+    def nll_pixels(self, x: Tensor, out: Tensor) -> Tensor:
         log_p = self.log_probs(out)
         value = (x * (LEVELS - 1)).round().long().unsqueeze(-3)  # (..., C, 1, H, W)
         picked = log_p.gather(-3, value.expand(*log_p.shape[:-3], 1, *log_p.shape[-2:]))
-        return -picked.squeeze(-3).sum(IMAGE_DIMS)
+        return -picked.squeeze(-3)
 
     def mean(self, out: Tensor) -> Tensor:
         levels = torch.linspace(0, 1, LEVELS, device=out.device, dtype=out.dtype).reshape(LEVELS, 1, 1)
         return (self.log_probs(out).exp() * levels).sum(-3)
 
 
-class LogisticMixtureLikelihood(nn.Module):
+class LogisticMixtureLikelihood(Likelihood):
     """p(x|z) = a discretized mixture of logistics per pixel value (PixelCNN++, Salimans et al., 2017; VDVAE), the
     channels of a pixel independent given z: each 8-bit value owns the mass of its bin of width 2/255 on [-1, 1], the
     two end bins the tails. Exact for 8-bit images: -log p(x|z) in bits is a code length."""
@@ -155,17 +171,17 @@ class LogisticMixtureLikelihood(nn.Module):
         interior = torch.where(gap > 1e-5, torch.log(gap.clamp(min=1e-12)), density)
         return torch.where(v < -0.999, below_top, torch.where(v > 0.999, above_bottom, interior))
 
-    def nll(self, x: Tensor, out: Tensor) -> Tensor:
+    def nll_pixels(self, x: Tensor, out: Tensor) -> Tensor:
         logits, means, log_scales = self.parts(out)
         log_bins = self.log_prob_bins(x.unsqueeze(-4), means, log_scales)
-        return -torch.logsumexp(log_bins + logits.log_softmax(-4), dim=-4).sum(IMAGE_DIMS)
+        return -torch.logsumexp(log_bins + logits.log_softmax(-4), dim=-4)
 
     def mean(self, out: Tensor) -> Tensor:
         logits, means, _ = self.parts(out)
         return ((logits.softmax(-4) * means).sum(-4).clamp(-1, 1) + 1) / 2
 
 
-LIKELIHOODS: dict[str, type[nn.Module]] = {
+LIKELIHOODS: dict[str, type[Likelihood]] = {
     "bernoulli": BernoulliLikelihood,
     "gaussian": GaussianLikelihood,
     "optimal-gaussian": OptimalGaussianLikelihood,

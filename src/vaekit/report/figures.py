@@ -153,3 +153,24 @@ def score_histograms(scores: dict[str, dict[str, np.ndarray]], names: list[str],
         ax.legend(fontsize=9)
     fig.tight_layout()
     return figure_png(fig)
+
+
+def heatmaps(rows: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]], top: float) -> bytes:
+    """Each row a few (image (H, W, C) in [0, 1], map (H, W), mask (H, W)) triples: the image with its mask's outline
+    in cyan, and beside it the map over the grey image (one colour scale for every map: 0 to `top`)."""
+    plt = _plt()
+    cols = 2 * max(len(r) for r in rows.values())
+    fig, axes = plt.subplots(len(rows), cols, figsize=(1.3 * cols, 1.45 * len(rows)), squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for r, (name, examples) in enumerate(rows.items()):
+        axes[r][0].set_title(name, fontsize=9, loc="left")
+        for i, (image, heat, mask) in enumerate(examples):
+            shown = image[..., 0] if image.shape[-1] == 1 else image
+            axes[r][2 * i].imshow(shown, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            if mask.any():
+                axes[r][2 * i].contour(mask, levels=[0.5], colors="cyan", linewidths=1)
+            axes[r][2 * i + 1].imshow(image.mean(-1), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            axes[r][2 * i + 1].imshow(heat, cmap="inferno", vmin=0, vmax=top, alpha=0.6, interpolation="nearest")
+    fig.tight_layout(pad=0.2)
+    return figure_png(fig)
