@@ -315,3 +315,33 @@ def test_an_ae_refuses_the_gradient_map_as_its_decision_score(bench, tmp_path, c
     cli("train", "--data", f"mvtec:{root}", "--model", "ae", "--epochs", "1", "--out", tmp_path / "ae", "--quiet")
     refused = cli("inspect", tmp_path / "ae", "--by", "gradient_top", "--out", tmp_path / "y", check=False)
     assert refused.returncode == 2 and "no gradient map" in refused.stderr and not (tmp_path / "y").exists()
+
+
+def test_the_scoring_graph_carries_the_decision_and_matches_pytorch(bench, tmp_path, cli):
+    import onnxruntime as ort
+
+    root, _ = bench
+    cli("train", "--data", f"mvtec:{root}", "--model", "vae", "--epochs", "1", "--out", tmp_path / "run", "--quiet")
+    cli("inspect", tmp_path / "run", "--out", tmp_path / "insp", "--smooth", "1", "--by", "error_top", "--quiet")
+    calibration = tmp_path / "insp" / "calibration.json"
+    made = cli("export", tmp_path / "run", "--scoring", calibration, "--out", tmp_path / "exp")
+    assert "scoring ONNX" in made.stdout and "0 flags differ" in made.stdout
+    assert "## Scoring graph" in (tmp_path / "exp" / "README.md").read_text()
+    data = load_dataset(DataConfig(name=f"mvtec:{root}"))
+    x = data.test.images[:20].float().numpy() / 255
+    heat, score, p_value, flag = ort.InferenceSession(str(tmp_path / "exp" / "scoring.onnx")).run(None, {"image": x})
+    chosen = json.loads(calibration.read_text())
+    held = np.array(chosen["held_out"]["error_top"])
+    assert heat.shape == (20, 8, 8) and np.array_equal(flag, score > chosen["threshold"])
+    assert np.allclose(p_value, conformal_p_values(held, score), atol=1e-6)  # the p-value is the library's
+    rows = (tmp_path / "insp" / "images.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    csv_scores = np.array([float(r.split(",")[header.index("error_top")]) for r in rows[1:21]])
+    assert np.allclose(score, csv_scores, rtol=1e-4, atol=1e-6)  # the same maps, smoothing and score as inspect's
+    other = tmp_path / "other.json"
+    other.write_text(calibration.read_text().replace(chosen["model_sha1"], "0" * 40))
+    refused = cli("export", tmp_path / "run", "--scoring", other, "--out", tmp_path / "exp2", check=False)
+    assert refused.returncode == 2 and "calibrated for another model" in refused.stderr
+    other.write_text(calibration.read_text().replace('"fdr": 0.1', '"fdr": "x"'))
+    refused = cli("export", tmp_path / "run", "--scoring", other, "--out", tmp_path / "exp2", check=False)
+    assert refused.returncode == 2 and "fdr" in refused.stderr and not (tmp_path / "exp2").exists()

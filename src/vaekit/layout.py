@@ -31,12 +31,16 @@ CARD_FILE = "README.md"
 STATE_TENSORS = "state.safetensors"
 STATE_JSON = "state.json"
 METRICS_FILE, REPORT_FILE, THRESHOLDS_FILE = "metrics.json", "report.html", "thresholds.json"  # compare, ood, oneclass
-GRAPHS = ("encoder.onnx", "decoder.onnx")  # an export's (a large one's weights beside them: encoder.onnx.data)
+CALIBRATION_FILE, IMAGES_FILE = "calibration.json", "images.csv"  # inspect
+SCORING_FILE = "scoring.onnx"  # export --scoring
+GRAPHS = ("encoder.onnx", "decoder.onnx", SCORING_FILE)  # an export's (a large one's weights beside them: .onnx.data)
+BENCHMARK = ("train", "test", "ground_truth")  # what `vaekit defects` writes: the MVTec AD layout
 
 # Every name vaekit writes at the top of one of its output folders (a run, a comparison, an ood or one-class folder,
 # an export); folders of runs inside them (compare's ae/, vae/, oneclass's class-N/) carry their own marker.
 WRITTEN = {MARKER, RUN_FILE, "metrics.jsonl", "metrics.csv", "summary.json", "samples.png", CARD_FILE, "checkpoints",
-           "tensorboard", METRICS_FILE, REPORT_FILE, THRESHOLDS_FILE, "scores", CONFIG_FILE, WEIGHTS_FILE, PRIORS_FILE}
+           "tensorboard", METRICS_FILE, REPORT_FILE, THRESHOLDS_FILE, "scores", CONFIG_FILE, WEIGHTS_FILE, PRIORS_FILE,
+           CALIBRATION_FILE, IMAGES_FILE, *BENCHMARK}
 
 
 def foreign(folder: Path) -> list[Path]:

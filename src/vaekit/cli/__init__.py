@@ -213,6 +213,9 @@ def add_checkpoint_commands(command: Command, common: argparse.ArgumentParser,
                    help="onnx: the graphs too (needs onnx, onnxscript and onnxruntime: the extra vaekit[export]); "
                    "safetensors: the Hugging Face layout and the card only")
     p.add_argument("--out", required=True, help="folder to write (a new one, or a vaekit folder with --overwrite)")
+    p.add_argument("--scoring", metavar="CALIBRATION", help="also scoring.onnx: image -> (map, score, p-value, flag) "
+                   "with the calibration.json `vaekit inspect` wrote for this model inside (its threshold and held-out "
+                   "scores), checked against PyTorch like the other graphs")
     p.add_argument("--data", help=argparse.SUPPRESS)  # the parity images come from the model's own test split
 
     p = command("info", runs.cmd_info, "what a checkpoint is",

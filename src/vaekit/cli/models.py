@@ -300,10 +300,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     from vaekit.models.card import model_card
     from vaekit.outputs import check_run_folder, new_run_folder
 
-    if args.format == "onnx":
+    if args.format == "onnx" or args.scoring:
         export.require_extra()
     model, _ = load_model(args.checkpoint, "cpu")
-    sources = checkpoint_inputs(args.checkpoint)
+    sources = [*checkpoint_inputs(args.checkpoint), *([Path(args.scoring)] if args.scoring else [])]
     check_run_folder(args.out, args.overwrite, sources)  # before the graphs are built
     test = measured_test(Path(args.checkpoint), model.meta)
     with tempfile.TemporaryDirectory(prefix="vaekit-export-") as tmp:
@@ -315,14 +315,28 @@ def cmd_export(args: argparse.Namespace) -> int:
             words = f"{export.parity_words(diff)} ({what} and their codes, with as many draws from N(0, I))"
             extra = [export.usage(model) + f"\nChecked at export with onnxruntime (CPU): {words}.\n"]
             print(f"ONNX: {words}")
+        if args.scoring:
+            graphs["scoring"], section = scoring_export(model, args, Path(tmp))
+            extra.append(section)
         with new_run_folder(args.out, args.overwrite, sources, keep_failed=False) as out:
             model.save_pretrained(out, {**model.meta, **({"test": test} if test else {})})
-            for file in graphs.values():
+            for file in Path(tmp).iterdir():  # the graphs, and the weights beside a large one's
                 shutil.move(file, out / file.name)
             write_text(out / CARD_FILE, model_card(read_json(out / CONFIG_FILE), test, priors=list(model.priors),
                                                    extra=extra))
     print(f"exported {model.preset.label} to {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
     return 0
+
+
+def scoring_export(model, args: argparse.Namespace, folder: Path) -> tuple[Path, str]:
+    """scoring.onnx from `vaekit inspect`'s calibration.json (--scoring), checked against PyTorch; its card section."""
+    from vaekit.jobs.inspection import export_scoring, read_calibration, scoring_usage
+
+    chosen = read_calibration(args.scoring, model)
+    images, _, what = parity_images(model, args)
+    file, words = export_scoring(model, chosen, folder, images)
+    print(f"scoring ONNX: {words}")
+    return file, scoring_usage(model, chosen) + f"\nChecked at export with onnxruntime (CPU) on {what}: {words}.\n"
 
 
 def measured_test(path: Path, meta: dict) -> dict | None:

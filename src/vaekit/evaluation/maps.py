@@ -21,8 +21,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
+from vaekit.errors import VaekitError
 from vaekit.models import Autoencoder
 from vaekit.models.objectives import elbo
 
@@ -68,13 +69,18 @@ def gradient_map(model: Autoencoder, x: Tensor, y: Tensor | None) -> Tensor:
     return grad.abs()
 
 
+def decoded_maps(model: Autoencoder, x: Tensor, y: Tensor | None) -> dict[str, Tensor]:
+    """The maps read off the reconstruction (error, nll) per pixel value, (B, C, H, W)."""
+    out = model.decode(model.encode(x, y).mean, y)
+    return {"error": (x - model.likelihood.mean(out)).pow(2), "nll": model.likelihood.nll_pixels(x, out)}
+
+
 @torch.no_grad()
 def anomaly_maps(model: Autoencoder, x: Tensor, s: MapSettings = MapSettings()) -> dict[str, Tensor]:
     """Every map of `maps_available` for a batch of images (floats in [0, 1] on the model's device), each (B, H, W)
     float32 on the CPU, smoothed by `s.smooth`."""
     y = best_labels(model, x)
-    out = model.decode(model.encode(x, y).mean, y)
-    maps = {"error": (x - model.likelihood.mean(out)).pow(2), "nll": model.likelihood.nll_pixels(x, out)}
+    maps = decoded_maps(model, x, y)
     if model.has_density:
         maps["gradient"] = gradient_map(model, x, y)
     return {name: blur(m.sum(1).float(), s.smooth).cpu() for name, m in maps.items()}
@@ -109,3 +115,27 @@ def image_scores(maps: Tensor, top: float) -> dict[str, Tensor]:
     flat = maps.flatten(1)
     k = max(1, round(top * flat.shape[1]))
     return {"max": flat.max(1).values, "top": flat.topk(k, dim=1).values.mean(1), "mean": flat.mean(1)}
+
+
+class Scoring(nn.Module):
+    """image (N, C, H, W) in [0, 1] -> map (N, H, W), score (N,), p_value (N,), flag (N,): one map read off the
+    reconstruction (error or nll), smoothed, one image score of it, its split-conformal p-value against the held-out
+    normal images' scores, and whether it lies above the threshold. Everything a decision needs is inside (what
+    `vaekit export --scoring` writes as an ONNX graph); the gradient map, which needs a backward pass, is not."""
+
+    def __init__(self, model: Autoencoder, score: str, s: MapSettings, held_out: Tensor, threshold: float):
+        super().__init__()
+        self.model, self.settings = model, s
+        self.map, self.kind = score.rsplit("_", 1)
+        if self.map not in ("error", "nll") or self.kind not in IMAGE_SCORES:
+            raise VaekitError(f"{score}: a scoring graph takes the error or nll map (the gradient map needs a "
+                              "backward pass) and one of the image scores " + ", ".join(IMAGE_SCORES))
+        self.register_buffer("held_out", held_out.float().reshape(1, -1))
+        self.register_buffer("threshold", torch.tensor(float(threshold)))
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        m = blur(decoded_maps(self.model, x, best_labels(self.model, x))[self.map].sum(1), self.settings.smooth)
+        score = image_scores(m, self.settings.top)[self.kind]
+        at_or_above = (self.held_out >= score[:, None]).float().sum(1)
+        p_value = (1.0 + at_or_above) / (self.held_out.shape[1] + 1.0)
+        return m, score, p_value, (score > self.threshold) | torch.isnan(score)  # NaN: most anomalous

@@ -4,27 +4,31 @@ the caller hands in (report/inspect_page.py)."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
+import numpy as np
+import torch
 from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor
 
-from vaekit.config import DataConfig
+from vaekit.config import DataConfig, short
 from vaekit.data import Dataset, load_dataset
 from vaekit.data.defects import write_benchmark
 from vaekit.data.sources import data_paths
+from vaekit.errors import VaekitError
 from vaekit.evaluation.inspection import Inspection, InspectSettings, check_inspectable, inspect
-from vaekit.evaluation.maps import MAPS
+from vaekit.evaluation.maps import MAPS, MapSettings, Scoring
 from vaekit.evaluation.scores import fingerprint
-from vaekit.files import csv_writer, write_json, write_text
-from vaekit.layout import METRICS_FILE, REPORT_FILE
+from vaekit.files import csv_writer, read_record, write_json, write_text
+from vaekit.layout import CALIBRATION_FILE, IMAGES_FILE, METRICS_FILE, REPORT_FILE, SCORING_FILE
 from vaekit.models import Autoencoder
+from vaekit.models.export import OPSET, TOLERANCE, quiet_logger, weights_apart
 from vaekit.models.saving import resolve_checkpoint
 from vaekit.outputs import new_run_folder
 
-CALIBRATION_FILE = "calibration.json"
-IMAGES_FILE = "images.csv"
 InspectPage = Callable[[Inspection, str, list[str], list[str]], str]  # (result, title, meta paragraphs, types)
 
 
@@ -102,3 +106,69 @@ def score_names() -> list[str]:
 
     return [f"{m}_{k}" for m in MAPS for k in IMAGE_SCORES]
 
+
+
+def read_calibration(path: str, model: Autoencoder) -> Calibration:
+    """A calibration.json that `vaekit inspect` wrote for this very model (its weights' SHA-1), every field checked."""
+    chosen = read_record(path, Calibration, "calibration file written by `vaekit inspect`")
+    if chosen.model_sha1 != fingerprint(model):
+        raise VaekitError(f"{path}: it was calibrated for another model ({short(chosen.checkpoint)}); run "
+                          "`vaekit inspect` on this one")
+    if chosen.score not in chosen.held_out or not chosen.held_out[chosen.score]:
+        raise VaekitError(f"{path}: holds no held-out scores of its score {chosen.score}")
+    return chosen
+
+
+def scoring_graph(model: Autoencoder, chosen: Calibration) -> Scoring:
+    held = torch.tensor(chosen.held_out[chosen.score])
+    return Scoring(model.cpu().eval(), chosen.score, MapSettings(chosen.smooth, chosen.top), held, chosen.threshold)
+
+
+def export_scoring(model: Autoencoder, chosen: Calibration, folder: Path, images: Tensor) -> tuple[Path, str]:
+    """scoring.onnx in `folder`, checked against PyTorch on `images` with onnxruntime; the file and the check in
+    words (refused in one line past the export's tolerance)."""
+    import onnxruntime as ort
+
+    graph, file = scoring_graph(model, chosen), folder / SCORING_FILE
+    with torch.no_grad(), warnings.catch_warnings(), quiet_logger("torch.onnx"):
+        warnings.simplefilter("ignore", (FutureWarning, DeprecationWarning, UserWarning))
+        torch.onnx.export(graph, (images[:2].float(),), str(file), input_names=["image"],
+                          output_names=["map", "score", "p_value", "flag"], opset_version=OPSET, dynamo=True,
+                          external_data=weights_apart(graph),
+                          dynamic_shapes=({0: torch.export.Dim("batch", min=1)},), verbose=False)
+        expected = graph(images.float())
+    session = ort.InferenceSession(str(file), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"image": images.float().numpy()})
+    diffs = [float(np.abs(g - e.numpy()).max()) for g, e in zip(got[:3], expected[:3])]
+    score = expected[1].numpy()
+    near = np.abs(score - chosen.threshold) <= TOLERANCE * max(1.0, abs(chosen.threshold))
+    flips = int(((got[3] != expected[3].numpy()) & ~near).sum())
+    words = (f"the largest absolute difference from PyTorch on {len(images)} images is {diffs[0]:.2e} for the map, "
+             f"{diffs[1]:.2e} for the score and {diffs[2]:.2e} for the p-value; {flips} flags differ")
+    if not all(np.isfinite(diffs)) or max(diffs[:2]) > TOLERANCE * max(1.0, float(np.abs(score).max())) or flips:
+        raise VaekitError(f"the scoring graph disagrees with PyTorch ({words}): nothing exported")
+    return file, words
+
+
+def scoring_usage(model: Autoencoder, chosen: Calibration) -> str:
+    """A card section: what scoring.onnx computes, and how to run it."""
+    c, h, w = model.config.image_shape
+    name, kind = chosen.score.rsplit("_", 1)
+    blurred = f", blurred by a Gaussian of sigma {chosen.smooth:g} px" if chosen.smooth else ""
+    return f"""## Scoring graph
+
+`scoring.onnx`: `image` (N, {c}, {h}, {w}) floats in [0, 1] -> `map` (N, {h}, {w}), `score` (N,), `p_value` (N,),
+`flag` (N,) bool. The map is `{name}`{blurred}; the score its `{kind}` (top share {chosen.top:g}); the p-value is
+split-conformal against {len(chosen.held_out[chosen.score])} held-out normal images; `flag` is the score above
+{chosen.threshold:.6g}, the threshold for {100 * chosen.fpr:g}% false positives on them. For a batch,
+Benjamini-Hochberg on the p-values bounds the false-discovery rate instead (target {chosen.fdr:g} when calibrated).
+
+```python
+import numpy as np
+import onnxruntime as ort
+
+scoring = ort.InferenceSession("scoring.onnx", providers=["CPUExecutionProvider"])
+x = np.random.default_rng(0).random((4, {c}, {h}, {w}), dtype=np.float32)  # your images, in [0, 1]
+heat, score, p_value, flag = scoring.run(None, {{"image": x}})
+```
+"""

@@ -29,7 +29,7 @@ from vaekit.errors import VaekitError
 from vaekit.layout import GRAPHS
 from vaekit.models.autoencoder import Autoencoder
 
-ENCODER, DECODER = GRAPHS
+ENCODER, DECODER, _ = GRAPHS
 OPSET = 18
 TOLERANCE = 1e-3  # the largest difference from PyTorch an export may show (float32 rounding is far below it)
 EXTRA = "pip install onnx onnxscript onnxruntime (the extra vaekit[export])"
@@ -90,6 +90,12 @@ def require_extra() -> None:
         raise VaekitError(f"ONNX export needs {', '.join(missing)}: {EXTRA}")
 
 
+def weights_apart(model: nn.Module) -> bool:
+    """Whether a graph's weights go into a file beside it (GRAPH.onnx.data): past 1 GiB, well before protobuf's 2 GB
+    limit on one file."""
+    return sum(p.numel() * p.element_size() for p in model.parameters()) > 1 << 30
+
+
 def export_graphs(model: Autoencoder, folder: Path) -> dict[str, Path]:
     """Write encoder.onnx and decoder.onnx into `folder` (the model in eval mode, on the CPU)."""
     model = model.cpu().eval()
@@ -97,8 +103,7 @@ def export_graphs(model: Autoencoder, folder: Path) -> dict[str, Path]:
     z = with_labels(model, torch.randn(2, model.latent_dim), None)
     batch = torch.export.Dim("batch", min=1)
     files = {"encoder": folder / ENCODER, "decoder": folder / DECODER}
-    big = sum(p.numel() * p.element_size() for p in model.parameters()) > 1 << 30  # weights beside the graph
-    # well before protobuf's 2 GB limit on one file
+    big = weights_apart(model)
     labels = ["label"] if model.classes else []
     graphs = {"encoder": (EncoderGraph(model), x, ["image", *labels], output_names(model)),
               "decoder": (DecoderGraph(model), z, ["z", *labels], ["image"])}

@@ -34,9 +34,8 @@ class Likelihood(nn.Module):
 
 
 class BernoulliLikelihood(Likelihood):
-    """p(x|z) = Bernoulli(sigmoid(logits)) per pixel, for grey levels in [0, 1].
-
-    Uses BCE-with-logits, which is stable where sigmoid + log would give log(0)."""
+    """p(x|z) = Bernoulli(sigmoid(logits)) per pixel, for grey levels in [0, 1], in the stable form of BCE-with-logits
+    (sigmoid + log would give log(0))."""
 
     params_per_pixel = 1  # the logit
     code_length = False  # a density of grey levels in [0, 1], not a code length for 8-bit values
@@ -46,7 +45,9 @@ class BernoulliLikelihood(Likelihood):
         return cls()
 
     def nll_pixels(self, x: Tensor, logits: Tensor) -> Tensor:
-        return F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none")
+        """softplus(l) - x l, binary cross-entropy with logits: stable at any logit, and so in an ONNX graph too
+        (the exporter's own BCE-with-logits gives inf below a logit of about -88)."""
+        return F.softplus(logits) - x * logits
 
     def mean(self, logits: Tensor) -> Tensor:
         return torch.sigmoid(logits)
