@@ -111,6 +111,24 @@ def test_upload_reconstruct_and_encode(client):
     assert client.post("/api/reconstruct").status_code == 422  # no file at all
 
 
+def test_an_upload_shows_where_each_model_finds_it_unlikely(client):
+    """Each model's anomaly map of the upload, and how its score stands against the test images': a test digit sits
+    among them, a digit with a white bar drawn across it above nearly all, and the bar is where the map is hot."""
+    digits = load_dataset(DataConfig(name="digits"))
+    digit = digits.test.images[0, 0].numpy()
+    damaged = digit.copy()
+    damaged[3:5, :] = 255
+    plain = client.post("/api/reconstruct", files={"file": ("d.png", png_bytes(digit), "image/png")}).json()
+    broken = client.post("/api/reconstruct", files={"file": ("b.png", png_bytes(damaged), "image/png")}).json()
+    for name in ("ae", "vae"):
+        assert plain["maps"][name]["above"] < 0.95 and broken["maps"][name]["above"] > 0.95
+        assert broken["maps"][name]["score"] > plain["maps"][name]["score"]
+        heat = np.asarray(Image.open(io.BytesIO(base64.b64decode(broken["maps"][name]["png"]))).convert("L"),
+                          dtype=float)
+        rows = heat.reshape(8, heat.shape[0] // 8, -1).mean((1, 2))  # the map enlarged: back to 8 rows
+        assert rows[3:5].mean() > rows[[0, 1, 6, 7]].mean()
+
+
 def test_an_upload_is_brought_to_the_data_s_polarity_and_16_bit_images_keep_their_greys(client):
     """The digits are light on dark: a dark mark on white paper is inverted (and says so), a light one on black is
     not; a 16-bit photo is read as the greys it holds, not as white."""

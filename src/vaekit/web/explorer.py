@@ -19,6 +19,7 @@ from vaekit.data.decode import load_image
 from vaekit.errors import VaekitError
 from vaekit.evaluation.evaluate import training_codes
 from vaekit.evaluation.latent import Projection, interpolate, radius_99
+from vaekit.evaluation.maps import MapSettings, best_labels, decoded_maps, image_scores
 from vaekit.images import png_bytes
 from vaekit.models import Autoencoder
 from vaekit.models.conditioning import line_labels
@@ -38,6 +39,7 @@ class Explorer:
     maps: dict[str, dict]
     data_config: DataConfig = field(default_factory=DataConfig)  # how the models' training images were read
     dark_background: bool = False  # the data's images are light on dark (Fashion-MNIST, MNIST): uploads follow
+    normal: dict[str, "Normal"] = field(default_factory=dict)  # each model's anomaly map on the test images
 
     @classmethod
     def build(cls, models: dict[str, Autoencoder], data: Dataset, n_map: int = 2000, seed: int = 0) -> "Explorer":
@@ -58,8 +60,54 @@ class Explorer:
                 raise VaekitError(f"{name}: no sampler fitted to its codes to draw from, and no Gaussian mixture "
                                   "could be fitted here")
         data_config = trained_data_config(next(iter(models.values())).meta)
+        normal = {name: Normal.of(model, x[:NORMAL_IMAGES]) for name, model in models.items()}
         return cls(models, data, x, None if images.labels is None else images.labels.clone(), maps, data_config,
-                   bool(border(x).mean() < 0.5))
+                   bool(border(x).mean() < 0.5), normal)
+
+
+NORMAL_IMAGES = 500  # test images an upload's anomaly map and score are compared with
+
+
+@dataclass
+class Normal:
+    """A model's nll anomaly map on test images: the value its colour scale tops out at, and their image scores."""
+
+    scale: float
+    scores: np.ndarray  # sorted
+
+    @classmethod
+    def of(cls, model: Autoencoder, x: torch.Tensor) -> "Normal":
+        heat = torch.cat([nll_map(model, xb) for xb in x.split(100)])
+        return cls(float(heat.quantile(0.995)) or 1.0, np.sort(image_scores(heat, TOP)["top"].numpy()))
+
+
+TOP = MapSettings().top
+
+
+@torch.no_grad()
+def nll_map(model: Autoencoder, x: torch.Tensor) -> torch.Tensor:
+    """-log p(x|z) per pixel at the code, under the class that explains the image best for a conditional model."""
+    x = x.to(model.device)
+    return decoded_maps(model, x, best_labels(model, x))["nll"].sum(1).float().cpu()
+
+
+def heat_png(x: torch.Tensor, heat: torch.Tensor, scale: float) -> str:
+    """The map in the inferno colours (black: 0, yellow: `scale` and above) over the grey image, as base64 PNG."""
+    from matplotlib import colormaps
+
+    colours = torch.from_numpy(colormaps["inferno"]((heat[0] / scale).clamp(0, 1).numpy())[..., :3]).float()
+    grey = x[0].mean(0)[..., None].cpu()
+    return png_b64((0.35 * grey + 0.65 * colours).permute(2, 0, 1)[None])
+
+
+def upload_map(ex: Explorer, name: str, x: torch.Tensor) -> dict:
+    """Where a model finds the upload unlikely, and how unusual it is against the test images (the share of them
+    whose score is lower)."""
+    heat = nll_map(ex.models[name], x)
+    score = float(image_scores(heat, TOP)["top"][0])
+    normal = ex.normal[name]
+    return {"png": heat_png(x, heat, normal.scale), "score": score,
+            "above": float(np.searchsorted(normal.scores, score, side="left") / len(normal.scores))}
 
 
 def latent_map(p: Projection, codes: torch.Tensor, labels: list[int], labelled: bool, dim: int) -> dict:
@@ -208,12 +256,13 @@ def read_upload(data: bytes, shape: tuple[int, int, int], resize: str, backgroun
 
 
 def reconstruct_upload(ex: Explorer, data: bytes, label: int | None = None) -> dict:
-    """The uploaded image as the models see it, what was done to it, and each model's reconstruction (as class
-    `label` for a conditional model)."""
+    """The uploaded image as the models see it, what was done to it, each model's reconstruction (as class `label`
+    for a conditional model) and its anomaly map (`upload_map`)."""
     x, notes = decode_upload(ex, data)
     with torch.no_grad():
         return {"input": png_b64(x), "notes": notes,
-                **{n: png_b64(m.reconstruct(x, labels_for(m, label, 1, required=True))) for n, m in ex.models.items()}}
+                **{n: png_b64(m.reconstruct(x, labels_for(m, label, 1, required=True))) for n, m in ex.models.items()},
+                "maps": {n: upload_map(ex, n, x) for n in ex.models}}
 
 
 def encode_upload(ex: Explorer, data: bytes, samples: int, label: int | None = None) -> dict:

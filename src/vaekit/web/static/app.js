@@ -239,7 +239,15 @@ async function upload(file) {
   notes.className = "hint";
   notes.textContent = recon.notes.join("; ");
   box.append(notes);
-  for (const m of state.models) box.append(row(`${m.name.toUpperCase()} reconstruction`, [img(recon[m.name], `${m.name} reconstruction`)], { id: `recon-${m.name}` }));
+  for (const m of state.models) {
+    const where = recon.maps[m.name];
+    box.append(row(`${m.name.toUpperCase()} reconstruction, and where it finds your image unlikely`, [img(recon[m.name], `${m.name} reconstruction`), img(where.png, `${m.name} anomaly map`)], { id: `recon-${m.name}` }));
+    const said = document.createElement("p");
+    said.className = "hint";
+    said.textContent = `${m.name.toUpperCase()}: -log p(x|z) per pixel (black: 0; yellow: as high as the top 0.5% of test-image pixels). ` +
+      `Its score (the mean of the top 1% of the map) is above ${(100 * where.above).toFixed(0)}% of the test images'.`;
+    box.append(said);
+  }
   const enc = await (await api(withLabel("/api/encode"), { method: "POST", body: form() })).json();
   const post = $("#posterior");
   post.replaceChildren();
