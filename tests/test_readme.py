@@ -1,7 +1,7 @@
 """README.md runs as written: its command lines top to bottom, its config file, its Python snippet.
 
 The only changes, all here: every run uses the shipped 8x8 digits unless the line names its own data, one
-epoch, and `--quick` evaluation, so the whole README runs in about a minute; `~` is a temporary home holding a
+epoch, `--quick` evaluation, and a benchmark of defects a few images large, so the whole README runs in about a minute; `~` is a temporary home holding a
 `photos/` folder, made "larger than memory" by a tiny `--max-in-memory-gb`; the server is started on a free port,
 asked for its models, and stopped.
 """
@@ -25,7 +25,8 @@ from vaekit.cli import main
 README = (Path(__file__).parent.parent / "README.md").read_text()
 
 QUICK = {"train": ["--epochs", "1", "--samples", "4"], "compare": ["--epochs", "1", "--quick"],
-         "evaluate": ["--quick"], "ood": ["-k", "10"], "oneclass": ["--epochs", "1", "-k", "10"]}
+         "evaluate": ["--quick"], "ood": ["-k", "10"], "oneclass": ["--epochs", "1", "-k", "10"],
+         "defects": ["--train-images", "200", "--test-images", "5"]}
 QUICK_RESUME = ["--epochs", "2"]  # a resumed run must go past the one epoch trained
 DEFAULT_DATA = ["--data", "digits"]  # Fashion-MNIST takes minutes; the digits ship inside vaekit
 PYTHON_CHANGES = {'summary = train(RunConfig(data=DataConfig(name="digits")), "runs/api-digits")':
@@ -49,7 +50,7 @@ def adapted(argv: list[str]) -> list[str]:
     command = argv[1]
     extra = QUICK_RESUME if "--resume" in argv else QUICK.get(command, [])
     fresh = "--resume" not in argv and "--ae" not in argv
-    if command in ("train", "compare", "oneclass") and "--data" not in argv and fresh:
+    if command in ("train", "compare", "oneclass", "defects") and "--data" not in argv and fresh:
         extra = [*extra, *DEFAULT_DATA]
     if "--config" in argv:
         extra = [*extra, *DEFAULT_DATA]  # the config file names Fashion-MNIST too

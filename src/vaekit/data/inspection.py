@@ -38,6 +38,8 @@ MASK_SUFFIX = "_mask"
 
 def layout(root: Path) -> tuple[Path, Path, Path]:
     """(normal images, defective test images, masks) of a root in either layout."""
+    if not root.is_dir():
+        raise VaekitError(f"{root}: no such folder")
     if (root / "train" / GOOD).is_dir() and (root / "test").is_dir():
         return root / "train" / GOOD, root / "test", root / "ground_truth"
     if (root / "normal").is_dir() and (root / "abnormal").is_dir():
