@@ -217,7 +217,7 @@ def nll_model_worker(arch: str, seed: int, folder: str, images: str) -> dict:
     model = load_model(folder / "run")
     np.savez(folder / "w.npz", **{k: v.numpy() for k, v in model.state_dict().items()})
     test = load_dataset(DataConfig(name="fashion-mnist")).test
-    np.save(folder / "x.npy", next(iter(Batches(test.subset(torch.arange(n)), n))).numpy())
+    np.save(folder / "x.npy", next(iter(Batches(test.subset(torch.arange(n)), n)))[0].numpy())  # (x, y) batches
     return {}
 
 

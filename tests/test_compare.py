@@ -45,6 +45,9 @@ def test_the_seed_claim_holds_on_real_data(quick_report):
     assert ae["prior"]["frechet"] > vae["prior"]["frechet"], "AE from N(0, I) should be worse than the VAE"
     assert floor["frechet"] < min(ae["gmm"]["frechet"], vae["gmm"]["frechet"], vae["prior"]["frechet"])
     assert m["vae"]["latent"]["inside_prior_99"] > m["ae"]["latent"]["inside_prior_99"]
+    for kind in ("ae", "vae"):  # reconstructions lie between real held-out images and the model's own samples
+        recon = m[kind]["reconstruction"]["frechet"]
+        assert floor["frechet"] < recon < m[kind]["samples"]["prior"]["frechet"]
     i = m["vae"]["is_nll"]
     assert i["nll"] <= i["nelbo_same_images"] + 3 * i["stderr"] / 10  # IS-NLL below the -ELBO on the same images
 

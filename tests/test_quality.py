@@ -129,6 +129,8 @@ def test_evaluate_reports_the_inception_fid_beside_the_classifier_measures(cli, 
     assert notes["samples"] == 8 and notes["features"] == 2048 and "Inception FID" in out
     assert all(np.isfinite(s["inception_fid"]) and s["inception_fid"] > 0 for s in m["samples"].values())
     assert len(m["samples"]) == 3 and np.isfinite(m["real_floor"]["inception_fid"])
+    rq = m["reconstruction"]  # the rFID: the reconstructions of the first test images against the test images
+    assert rq["measured_on"] == 8 and rq["inception_fid"] > 0 and np.isfinite(rq["frechet"]) and "rFID" in out
 
 
 def test_a_tiny_labelled_set_is_scored_with_what_its_size_allows(cli, tmp_path):

@@ -16,6 +16,10 @@ from vaekit.layout import RunFolder
 from vaekit.outputs import claim
 
 
+def fmt_or_na(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.2f}"
+
+
 def default_out(run: RunConfig) -> Path:
     data = run.data.name.split(":")[0].replace("/", "-")
     return Path("runs") / f"{run.model.kind}-{data}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -129,6 +133,10 @@ def evaluation_lines(model, data, result) -> list[str]:
         r = result.reconstruction
         similar = f", SSIM {r.ssim:.3f}" if r.ssim is not None else " (no SSIM under 6 pixels a side)"
         lines.append(f"  reconstructions             PSNR {r.psnr:.2f} dB{similar} against the {r.images} test images")
+        if r.frechet is not None or r.inception_fid is not None:
+            rfid = f", rFID (Inception) {r.inception_fid:.2f}" if r.inception_fid is not None else ""
+            lines.append(f"  reconstructions' distance   Frechet {fmt_or_na(r.frechet)} (classifier features){rfid}, "
+                         f"{r.measured_on} reconstructions against the test images")
     la = result.latent
     inside = f"; {100 * la.inside_prior_99:.1f}% of codes inside N(0, I)'s 99% ball" \
         if la.inside_prior_99 is not None else ""

@@ -301,9 +301,27 @@ def evaluate_model(model: Autoencoder, data: Dataset, settings: EvalSettings, re
     steps.update()
     if reference is not None:
         result.samples, result.conditional = measure_samples(samples, labels, reference, s, model.device)
+        result.reconstruction = reconstruction_distances(model, data, reference, s, reconstruction)
     steps.update()
     steps.close()
     return Evaluation(result, codes, samples, labels)
+
+
+@torch.no_grad()
+def reconstruction_distances(model: Autoencoder, data: Dataset, ref: Reference, s: EvalSettings,
+                             measured: ReconstructionQuality) -> ReconstructionQuality:
+    """`measured` with the Frechet distances of the first `n_samples` test images' reconstructions from the test
+    images: on the feature classifier's features, and Inception's (rFID) where the reference has them."""
+    first = data.test.subset(torch.arange(min(s.n_samples, len(data.test))))
+    recon = torch.cat([model.generate(model.encode(xb, yb).mean, yb).clamp(0, 1).cpu()
+                       for xb, yb in Batches(first, s.batch_size, model.device)])
+    update: dict[str, Any] = {"measured_on": len(recon)}
+    if ref.classifier is not None and ref.features is not None:
+        update["frechet"] = frechet_distance(ref.features, ref.classifier.features_and_probabilities(recon)[0])
+    if ref.inception is not None:
+        update["inception_fid"] = frechet_distance(ref.inception, inception.inception_features(
+            recon, model.device, desc="Inception: reconstructions"))
+    return measured.model_copy(update=update)
 
 
 def measure_samples(samples: dict[str, Tensor], labels: Tensor | None, ref: Reference, s: EvalSettings,

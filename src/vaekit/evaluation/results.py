@@ -105,6 +105,10 @@ class ReconstructionQuality(Record):
     images: int
     mean_image_psnr: float | None = Field(None, description="the PSNR of the training images' mean image against "
                                           "the test images: what a model that learned nothing reaches")
+    frechet: float | None = Field(None, description="Frechet distance of the reconstructions of the first test "
+                                  "images from the test images, on the feature classifier's features (0: as real)")
+    inception_fid: float | None = Field(None, description="rFID: the same on Inception's features (--inception-fid)")
+    measured_on: int | None = Field(None, description="the reconstructions the two distances are computed from")
 
 
 class SampleQuality(Record):

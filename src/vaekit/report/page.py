@@ -75,6 +75,13 @@ def metrics_section(m: Comparison, settings: EvalSettings) -> Section:
     return "Metrics", metrics_table(m, settings), family_words(m)
 
 
+def rfid_words(m: Comparison) -> str:
+    """The rFID (the reconstructions' Inception FID) of each model that has one, as a sentence."""
+    measured = [f"{label(n)} {m[n].reconstruction.inception_fid:.2f}" for n in m.models
+                if m[n].reconstruction and m[n].reconstruction.inception_fid is not None]
+    return f" rFID, the same on Inception's features: {', '.join(measured)}." if measured else ""
+
+
 def metrics_table(m: Comparison, settings: EvalSettings) -> str:
     """One row per model: the numbers that belong to the model, not to a sampler."""
     rows = []
@@ -83,20 +90,21 @@ def metrics_table(m: Comparison, settings: EvalSettings) -> str:
         t, is_nll, seconds = r.test, r.is_nll, r.training_seconds
         bound = t.loss if t.has_bound else None  # the -ELBO, or IWAE's k-draw bound; no bound without a density
         rq = r.reconstruction
-        cells = [fmt(t.recon), fmt(rq and rq.psnr), fmt(rq and rq.ssim, 3), fmt(bound),
+        cells = [fmt(t.recon), fmt(rq and rq.psnr), fmt(rq and rq.ssim, 3), fmt(rq and rq.frechet), fmt(bound),
                  fmt(is_nll.nll if is_nll else None), f"{r.latent.active_units} / {r.latent_dim}",
                  "n/a" if seconds is None else f"{seconds:.0f}"]
         rows.append(f"<tr><th>{label(name)}</th>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     images = next((m[n].is_nll.images for n in m.models if m[n].is_nll), settings.is_images)
     tested = m[m.models[0]].test.images
     return (f"<table><tr><th>model</th><th>reconstruction<br>-log p(x|z), nats<br>{tested} test images</th>"
-            "<th>PSNR<br>dB</th><th>SSIM</th>"
+            "<th>PSNR<br>dB</th><th>SSIM</th><th>Frechet of<br>reconstructions</th>"
             f"<th>training bound<br>nats, {tested} test images</th><th>IS-NLL (K={settings.k})<br>nats, {images} "
             "test images</th>"
             "<th>active<br>units</th><th>training<br>seconds</th></tr>" + "".join(rows) + "</table>"
             "<p class=meta>Reconstruction, PSNR and SSIM (of the decoded posterior mean, 11x11 Gaussian window; "
             "higher is better), and the training bound: means over the whole test split; the IS-NLL over its first "
-            "images, as stated.</p>")
+            "images, as stated. The Frechet distance of the reconstructions of the first test images from the test "
+            f"images, on the feature classifier's features (lower is better).{rfid_words(m)}</p>")
 
 
 def ranked(m: Comparison, value: Callable[[ModelEvaluation], float | None]) -> list[tuple[float, str]]:
