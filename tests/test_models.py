@@ -39,7 +39,9 @@ def test_defaults_follow_the_image_size():
     fmnist = VAE(ModelConfig(image_shape=(1, 28, 28))).config
     assert (fmnist.arch, fmnist.hidden, fmnist.latent_dim) == ("mlp", (400,), 20)  # pytorch/examples' 784-400-20
     rgb = VAE(ModelConfig(image_shape=(3, 32, 32))).config
-    assert rgb.arch == "conv" and rgb.channels == (32, 64, 128)
+    assert rgb.arch == "resnet" and rgb.channels == (32, 64, 128)  # real colour images: the residual net
+    grey = VAE(ModelConfig(image_shape=(1, 64, 64))).config
+    assert grey.arch == "conv" and grey.channels == (32, 64, 128, 256)
     assert VAE(ModelConfig(image_shape=(1, 8, 8))).config.latent_dim == 8
 
 

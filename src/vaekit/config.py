@@ -60,7 +60,8 @@ class ModelConfig(Checked):
         "AE), vqvae (a codebook of discrete codes), fsq (finite scalar quantization)")
     image_shape: tuple[int, int, int] = setting((1, 28, 28), 1, 4096, help="set from the data; not a flag")
     arch: str = option("auto", "network family: mlp, conv, resnet (residual blocks with GroupNorm and SiLU, "
-        "channels per resolution as conv's), or auto (MLP for small grey images, conv otherwise)")
+        "channels per resolution as conv's), or auto (MLP for small grey images, resnet for colour ones, conv "
+        "otherwise)")
     latent_dim: int = setting(0, 0, MAX_LATENT, help="size of z (0: 8 for 8x8 images, 20 up to 32x32 grey, else 64)")
     hidden: tuple[int, ...] = setting((), 1, 65536,
         help="MLP hidden widths, comma-separated, e.g. 400 or 512,256; auto: chosen from the image size")

@@ -213,14 +213,14 @@ def code_grid(config: ModelConfig) -> Shape:
 def with_defaults(config: ModelConfig) -> ModelConfig:
     """Fill the "auto"/empty fields with sensible choices for the image size.
 
-    Small grey images get the classic MLP (784-400-20 on 28x28); colour or larger images, and codes of tokens, a
-    conv net that halves the resolution until it is about 4x4 (7x7 on 28x28)."""
+    Small grey images get the classic MLP (784-400-20 on 28x28); colour images the residual net, and larger grey
+    images and codes of tokens a conv net, each halving the resolution until it is about 4x4 (7x7 on 28x28)."""
     c, h, w = config.image_shape
     dims = c * h * w
     tokens = config.latent_channels or 0
     arch = config.arch
-    if arch == "auto":  # a code of tokens takes the conv net, which keeps it spatial
-        arch = "mlp" if c == 1 and h * w <= 32 * 32 and not tokens else "conv"
+    if arch == "auto":  # colour: the residual net; a code of tokens: a net that keeps it spatial
+        arch = "resnet" if c == 3 else "mlp" if h * w <= 32 * 32 and not tokens else "conv"
     latent = config.latent_dim or (8 if dims <= 256 else 20 if dims <= 1024 else 64)
     hidden = config.hidden or ((128,) if dims <= 256 else (400,) if dims <= 1024 else (1024, 512))
     channels = config.channels
