@@ -208,3 +208,59 @@ def test_batches_are_floats_and_binarization_is_dynamic():
     b = Batches(images, 10, binarize=True)
     (first, _), (second, _) = next(iter(b)), next(iter(b))
     assert set(first.unique().tolist()) == {0.0, 1.0} and not torch.equal(first, second)
+
+
+def cifar_archive(path, batches: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    """An archive in the official CIFAR-10 binary layout: per record a label byte, then the R, G and B planes."""
+    import io
+    import tarfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w:gz") as tar:
+        for name, (images, labels) in batches.items():
+            data = np.concatenate([labels[:, None].astype(np.uint8), images.reshape(len(images), -1)], 1).tobytes()
+            info = tarfile.TarInfo(f"cifar-10-batches-bin/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def test_cifar10_reads_the_official_binary_archive_without_unpacking(tmp_path, monkeypatch):
+    from vaekit.data import cifar
+
+    rng = np.random.default_rng(0)
+    batches = {name: (rng.integers(0, 256, (12, 3, 32, 32), dtype=np.uint8), rng.integers(0, 10, 12))
+               for name in [*cifar.TRAIN, *cifar.TEST]}
+    batches["test_batch.bin"][0][0] = np.stack([np.full((32, 32), v, np.uint8) for v in (255, 0, 128)])
+    archive = tmp_path / "cache" / "cifar10" / cifar.ARCHIVE
+    cifar_archive(archive, batches)
+    data = load_dataset(DataConfig(name="cifar10", data_dir=str(tmp_path / "cache"), val_fraction=0.1))
+    assert data.shape == (3, 32, 32) and (len(data.train), len(data.val), len(data.test)) == (54, 6, 12)
+    assert data.test.images[0, :, 5, 7].tolist() == [255, 0, 128]  # the planes are red, green, blue
+    assert torch.equal(data.test.labels, torch.from_numpy(batches["test_batch.bin"][1]))
+    assert data.classes[0] == "airplane" and data.classes[9] == "truck"
+    assert not (archive.parent / "cifar-10-batches-bin").exists()  # read from the tar, nothing unpacked
+
+    broken = dict(batches)
+    broken["data_batch_3.bin"] = (batches["data_batch_3.bin"][0], np.full(12, 12))
+    cifar_archive(tmp_path / "bad" / "cifar10" / cifar.ARCHIVE, broken)
+    with pytest.raises(VaekitError, match="a label 12"):
+        load_dataset(DataConfig(name="cifar10", data_dir=str(tmp_path / "bad")))
+    broken = {name: v for name, v in batches.items() if name != "test_batch.bin"}
+    cifar_archive(tmp_path / "bad" / "cifar10" / cifar.ARCHIVE, broken)
+    with pytest.raises(VaekitError, match="has no cifar-10-batches-bin/test_batch.bin"):
+        load_dataset(DataConfig(name="cifar10", data_dir=str(tmp_path / "bad")))
+    (tmp_path / "bad" / "cifar10" / cifar.ARCHIVE).write_bytes(b"\x1f\x8b not a gzip")
+    with pytest.raises(VaekitError, match="not a readable .tar.gz"):
+        load_dataset(DataConfig(name="cifar10", data_dir=str(tmp_path / "bad")))
+    with pytest.raises(VaekitError, match="downloads are off"):
+        load_dataset(DataConfig(name="cifar10", data_dir=str(tmp_path / "none"), download=False))
+
+    server = tmp_path / "server" / cifar.ARCHIVE  # the download: checked against its MD5, kept only when right
+    cifar_archive(server, batches)
+    monkeypatch.setattr(cifar, "URL", server.as_uri())
+    monkeypatch.setattr(cifar, "MD5", hashlib.md5(server.read_bytes()).hexdigest())
+    assert len(load_dataset(DataConfig(name="cifar10", data_dir=str(tmp_path / "fetched"))).test) == 12
+    monkeypatch.setattr(cifar, "MD5", "0" * 32)
+    with pytest.raises(VaekitError, match="checksum mismatch"):
+        load_dataset(DataConfig(name="cifar10", data_dir=str(tmp_path / "fetched2")))
+    assert not (tmp_path / "fetched2" / "cifar10" / cifar.ARCHIVE).exists()

@@ -1,9 +1,9 @@
 """README.md runs as written: its command lines top to bottom, its config file, its Python snippet.
 
 The only changes, all here: every run uses the shipped 8x8 digits unless the line names its own data, one
-epoch, `--quick` evaluation, and a benchmark of defects a few images large, so the whole README runs in about a minute; `~` is a temporary home holding a
-`photos/` folder, made "larger than memory" by a tiny `--max-in-memory-gb`; the server is started on a free port,
-asked for its models, and stopped.
+epoch, `--quick` evaluation, and a benchmark of defects a few images large, so the whole README runs in about a
+minute; `~` is a temporary home holding a `photos/` folder, made "larger than memory" by a tiny
+`--max-in-memory-gb`; the server is started on a free port, asked for its models, and stopped.
 """
 
 import os

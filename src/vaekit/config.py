@@ -108,7 +108,8 @@ class DataConfig(Checked):
     """Where images come from and how they are read and split."""
 
     name: str = option("fashion-mnist",
-        "fashion-mnist (default), mnist, digits (8x8, shipped), folder:PATH, npz:PATH or npy:PATH")
+        "fashion-mnist (default), mnist, digits (8x8, shipped), cifar10 (the official binary archive), folder:PATH, "
+        "npz:PATH, npy:PATH, or mvtec:PATH (images with defect masks: the MVTec AD or a normal/abnormal/masks layout)")
     data_dir: str = option("", "where data sets are cached (default $VAEKIT_DATA or ~/.cache/vaekit)")
     image_size: int = setting(0, 0, 4096, help="resize folder images to N x N (needed when their sizes differ)")
     channels: int = setting(0, 0, 3, help="1 (grey) or 3 (RGB) for folder images; 0 decides from the images")

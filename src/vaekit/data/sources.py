@@ -1,4 +1,5 @@
-"""Where images come from: Fashion-MNIST (the default), MNIST, the 8x8 digits, image folders, arrays.
+"""Where images come from: Fashion-MNIST (the default), MNIST, the 8x8 digits, CIFAR-10, image folders, arrays, and
+inspection data with defect masks.
 
 `load_dataset(DataConfig)` is the one entry point. Names map to loader functions in `SOURCES`.
 Offline first: a local copy is always preferred; downloads are verified against known checksums.
@@ -20,6 +21,7 @@ import torch
 from vaekit.config import MAX_CLASSES, DataConfig, short
 from vaekit.data.arrays import read_array_file
 from vaekit.data.cache import cached_images
+from vaekit.data.cifar import load_cifar10
 from vaekit.data.classes import keep_classes
 from vaekit.data.decode import decode_files
 from vaekit.data.folder import Scan, scan_folder
@@ -267,6 +269,7 @@ SOURCES: dict[str, Callable[[str, DataConfig], Dataset]] = {
     "fashion-mnist": lambda _, c: load_idx_set("fashion-mnist", c),
     "mnist": lambda _, c: load_idx_set("mnist", c),
     "digits": lambda _, c: load_digits(c),
+    "cifar10": lambda _, c: load_cifar10(c),
     "folder": load_folder,
     "npz": load_array_file,
     "npy": load_array_file,
@@ -288,8 +291,8 @@ def parse_name(name: str) -> tuple[str, str]:
         return path.suffix[1:], str(path)
     if path.is_dir():
         return "folder", str(path)
-    raise VaekitError(f"unknown data set {short(name)}: use fashion-mnist, mnist, digits, folder:PATH, npz:PATH, "
-                      "npy:PATH or mvtec:PATH")
+    raise VaekitError(f"unknown data set {short(name)}: use fashion-mnist, mnist, digits, cifar10, folder:PATH, "
+                      "npz:PATH, npy:PATH or mvtec:PATH")
 
 
 def data_paths(config: DataConfig) -> list[Path]:
