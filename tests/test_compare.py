@@ -71,3 +71,22 @@ def test_report_opens_in_headless_chromium_and_shows_every_image(quick_report, t
     assert {"Metrics", "Generation from scratch", "The latent space", "Interpolation"} <= set(headings)
     shot = np.asarray(Image.open(tmp_path / "report.png").convert("L"))
     assert shot.shape[0] > 2000 and shot.std() > 20  # a long page with pictures, not a blank
+
+
+def test_a_comparison_sizes_its_training_to_the_data_unless_told():
+    """--quick trains 2 epochs on a large set; a small set gets the epochs it needs for MIN_STEPS (capped, and said);
+    given epochs are kept as given."""
+    from dataclasses import replace
+
+    from vaekit import RunConfig
+    from vaekit.jobs.compare import MAX_SIZED_EPOCHS, MIN_STEPS, sized
+
+    run = RunConfig()
+    assert sized(run, 60_000, quick=True, epochs_given=False) == (replace(run, train=replace(run.train, epochs=2)),
+                                                                   None)
+    small, said = sized(run, 1437, quick=True, epochs_given=False)
+    assert small.train.epochs == 42 and 42 * 12 >= MIN_STEPS and "42 epochs instead of 2" in said
+    tiny, said = sized(run, 10, quick=False, epochs_given=False)
+    assert tiny.train.epochs == MAX_SIZED_EPOCHS and f"at most {MAX_SIZED_EPOCHS}" in said
+    mine = replace(run, train=replace(run.train, epochs=3))
+    assert sized(mine, 10, quick=True, epochs_given=True) == (mine, None)

@@ -110,9 +110,10 @@ def add_run_commands(command: Command, run_flags: argparse.ArgumentParser) -> No
                    help="presets to train and compare, comma-separated: ae, vae, beta-vae, iwae, vamp, wae, rae, "
                    "vqvae, fsq (default: ae,vae, or none beside the checkpoints given; e.g. ae,vae,iwae,vamp,wae,rae "
                    "or vae,vqvae,fsq)")
-    p.add_argument("--quick", action="store_true", help="2 epochs, K=100, 2000 samples, the samplers fitted to "
-                   "5000 codes for the report only (not saved with the checkpoints): about 40 s on 2 CPU cores for "
-                   "two models")
+    p.add_argument("--quick", action="store_true", help="2 epochs (unless --epochs is given), K=100, 2000 samples, the "
+                   "samplers fitted to 5000 codes for the report only (not saved with the checkpoints): about 1.5 "
+                   "minutes on 2 CPU cores for two models on Fashion-MNIST. Without --epochs, a small set trains "
+                   "enough epochs for 500 steps, quick or not")
     p.add_argument("--use", type=named_path, action="append", default=[], metavar="MODEL=PATH",
                    help="a checkpoint or run folder to use instead of training that model (repeatable), e.g. "
                    "--use iwae=runs/iwae")

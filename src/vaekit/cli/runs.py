@@ -7,7 +7,7 @@ import json
 import time
 from pathlib import Path
 
-from vaekit.cli.flags import resume_conflicts, run_config_from_args
+from vaekit.cli.flags import given_settings, resume_conflicts, run_config_from_args
 from vaekit.cli.models import checkpoint_inputs, data_inputs, dataset_for, load_model
 from vaekit.config import DataConfig, RunConfig, short, to_dict
 from vaekit.errors import VaekitError, printable
@@ -68,7 +68,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     names = args.models if args.models is not None else [] if checkpoints else list(DEFAULT_MODELS)
     metrics = compare(run, out, render, names=names, quick=args.quick, checkpoints=checkpoints,
                       inception=args.inception_fid, data_name=vars(args).get("data.name"), overwrite=args.overwrite,
-                      quiet=args.quiet, inputs=[Path(args.config)] if args.config else [])
+                      quiet=args.quiet, inputs=[Path(args.config)] if args.config else [],
+                      epochs_given="epochs" in given_settings(args).get("train", {}))
     if args.quiet:
         print(json.dumps({"run": str(out), "seconds": metrics.seconds}))
     else:

@@ -46,7 +46,9 @@ from vaekit.training import train
 
 DEFAULT_MODELS = (PLAIN, VARIATIONAL)  # the seed's comparison
 MIN_STEPS = 500  # fewer optimisation steps than this are said when training, and in the report of a model that did
-# not learn
+# not learn; a comparison without --epochs trains at least this many
+QUICK_EPOCHS = 2  # --quick's training, where the set is large enough
+MAX_SIZED_EPOCHS = 200
 
 
 @dataclass
@@ -73,13 +75,14 @@ def label(name: str) -> str:
 
 def compare(run: RunConfig, out: Path, page: Page, *, names: Sequence[str] = DEFAULT_MODELS, quick: bool = False,
             checkpoints: Mapping[str, str] | None = None, data_name: str | None = None, overwrite: bool = False,
-            quiet: bool = False, inputs: Sequence[Path] = (), inception: bool = False) -> Comparison:
+            quiet: bool = False, inputs: Sequence[Path] = (), inception: bool = False,
+            epochs_given: bool = False) -> Comparison:
     """Train the presets `names` (or load them: `checkpoints` maps a preset name to a run or checkpoint folder),
     evaluate every one, write metrics.json and the `page` drawn from everything measured (report.html) into `out`.
 
     Checkpoints are evaluated on the data they were trained on (which must be the same for all), or on `data_name`
-    when given; models trained here use that data. Every input is checked before `out` is touched; see
-    `files.new_run_folder`."""
+    when given; models trained here use that data, for `sized` epochs unless `epochs_given`. Every input is checked
+    before `out` is touched; see `files.new_run_folder`."""
     started = time.perf_counter()
     say = (lambda msg: None) if quiet else show
     settings = EvalSettings.chosen(quick, inception)
@@ -105,9 +108,11 @@ def compare(run: RunConfig, out: Path, page: Page, *, names: Sequence[str] = DEF
                               f"{data.spec} has {data.shape}")
         if not data_name:
             data.check_unchanged(model.meta.get("data_split"), checkpoints[name])
-    if quick:  # seconds per model: 2 epochs; the samplers are fitted by the evaluation, smaller, and not saved
-        run = replace(run, train=replace(run.train, epochs=min(run.train.epochs, 2), gmm_components=0,
-                                         two_stage_epochs=0, code_prior_epochs=0))
+    if quick:  # the samplers are fitted by the evaluation, smaller, and not saved
+        run = replace(run, train=replace(run.train, gmm_components=0, two_stage_epochs=0, code_prior_epochs=0))
+    if len(models) < len(names):
+        run, sizing = sized(run, len(data.train), quick, epochs_given)
+        data.notes = [*data.notes, *([sizing] if sizing else [])]  # said by the training, and on the page
     given = [file for path in checkpoints.values() for file in checkpoint_files(path)]
     with new_run_folder(out, overwrite, [*inputs, *given, *data_paths(run.data)]):
         for name in names:
@@ -122,6 +127,26 @@ def compare(run: RunConfig, out: Path, page: Page, *, names: Sequence[str] = DEF
         write_text(out / REPORT_FILE, page(compared))
         say(summary_line(compared.metrics) + f"\nreport: {out / REPORT_FILE}")
         return compared.metrics
+
+
+def sized(run: RunConfig, images: int, quick: bool, epochs_given: bool) -> tuple[RunConfig, str | None]:
+    """The training's epochs for `images` training images: as given; else --quick's QUICK_EPOCHS (or the default),
+    raised on a small set to reach MIN_STEPS (at most MAX_SIZED_EPOCHS). Returns the run and what was done, in words
+    (None: nothing)."""
+    if epochs_given:
+        return run, None
+    per_epoch = math.ceil(images / run.train.batch_size)
+    epochs = min(run.train.epochs, QUICK_EPOCHS) if quick else run.train.epochs
+    note = None
+    if epochs * per_epoch < MIN_STEPS:
+        needed = min(MAX_SIZED_EPOCHS, math.ceil(MIN_STEPS / per_epoch))
+        steps = needed * per_epoch
+        short_of = f" (at most {MAX_SIZED_EPOCHS}: {steps} steps)" if steps < MIN_STEPS else ""
+        note = (f"trained {needed} epochs instead of {epochs}{short_of}: {images} training images make {per_epoch} "
+                f"steps an epoch at batch {run.train.batch_size}, and a model needs about {MIN_STEPS} steps to learn "
+                "anything (--epochs sets the number)")
+        epochs = needed
+    return replace(run, train=replace(run.train, epochs=epochs)), note
 
 
 def training_words(run: RunConfig, images: int) -> str:
