@@ -129,3 +129,27 @@ def test_a_model_that_did_not_learn_is_said_first_and_no_story_is_told_over_it()
     assert lessons_section(typed(bad)) is None
     assert not any("codes are not where the prior puts its mass" in w for w in quality_words(typed(bad)))
     assert not any("Deterministic codes carry more" in w for w in family_words(typed(bad)))
+
+
+def test_near_identical_samples_are_said_beside_their_precision():
+    """Precision 1.000 on a set of one blob is no sign of realism: the spread says so, and only where it is low."""
+    from vaekit.report.quality import alike_words
+
+    blob = metrics()
+    blob["vae"]["samples"]["prior"].update(spread=0.08, precision=1.0, recall=0.02, coverage=0.05)
+    words = " ".join(alike_words(typed(blob)))
+    assert "VAE's samples from its own prior are nearly alike" in words and "0.08" in words
+    assert "precision of 1.000 says they lie where real images are, not that they are varied" in words
+    varied = metrics()
+    varied["vae"]["samples"]["prior"].update(spread=0.95, precision=1.0, recall=0.6, coverage=0.7)
+    assert alike_words(typed(varied)) == [] and alike_words(typed(metrics())) == []  # unmeasured: nothing said
+
+
+def test_spread_is_zero_for_identical_samples_and_about_one_for_real_ones():
+    from vaekit.evaluation.metrics import spread
+
+    rng = torch.Generator().manual_seed(0)
+    real, other = torch.randn(400, 16, generator=rng), torch.randn(400, 16, generator=rng)
+    assert abs(spread(real, other) - 1.0) < 0.05
+    assert spread(real, real[:1].repeat(50, 1)) == 0.0
+    assert spread(real, 0.1 * other) < 0.15  # samples gathered in a small region

@@ -30,6 +30,7 @@ from vaekit.evaluation.metrics import (
     kernel_distance,
     precision_recall_density_coverage,
     psnr,
+    spread,
     ssim,
 )
 from vaekit.evaluation.results import (
@@ -154,7 +155,8 @@ def conditional_quality(classified: tuple[Tensor, Tensor], labels: Tensor, ref: 
 # What sample_quality measures, as (key, name, digits shown): lower is better for the distances, higher for the rest
 QUALITY_MEASURES = (("frechet", "Frechet distance", 2), ("kid", "KID", 3), ("precision", "precision", 3),
                     ("recall", "recall", 3), ("density", "density", 3), ("coverage", "coverage", 3),
-                    ("confidence", "classifier confidence", 3), ("inception_fid", "Inception FID", 2))
+                    ("confidence", "classifier confidence", 3), ("spread", "spread", 2),
+                    ("inception_fid", "Inception FID", 2))
 
 
 @dataclass
@@ -183,6 +185,7 @@ def sample_quality(images: Tensor, ref: Reference, s: EvalSettings, device: str 
                    "confidence": probabilities.max(-1).values.mean().item()}
         smaller = min(len(ref.features), len(features))
         if smaller >= 2:
+            quality["spread"] = spread(ref.features, features)
             quality.update(kernel_distance(ref.features, features, s.kid_subsets, s.kid_subset_size, s.seed))
         if smaller >= s.prdc_k + 2:  # each row's k-th neighbour other than itself
             quality.update(precision_recall_density_coverage(ref.features, features, s.prdc_k, s.prdc_images))

@@ -89,6 +89,16 @@ def precision_recall_density_coverage(real: np.ndarray | Tensor, fake: np.ndarra
     return {**{key: float(value) for key, value in scores.items()}, "prdc_k": k, "prdc_images": len(fake)}
 
 
+def spread(real: Tensor, fake: Tensor, n: int = 1000) -> float:
+    """How varied samples are against real images: the median distance between two samples' features over the
+    median distance between two real images' (on the first n of each). About 1 for a set as varied as the real
+    images, near 0 for near-identical samples, which precision alone cannot tell (a set of one realistic image has
+    precision 1)."""
+    within = torch.pdist(torch.as_tensor(fake[:n], dtype=torch.float64)).median()
+    real_within = torch.pdist(torch.as_tensor(real[:n], dtype=torch.float64)).median()
+    return float(within / real_within) if real_within > 0 else float("nan")
+
+
 def active_units(means: Tensor, threshold: float = 0.01) -> tuple[int, Tensor]:
     """Burda et al.'s activity A_u = Cov_x(E_q[z_u]) of each latent dimension over the data; active if > threshold."""
     activity = means.double().var(0)

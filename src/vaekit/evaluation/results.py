@@ -122,6 +122,8 @@ class SampleQuality(Record):
     density: float | None = None
     coverage: float | None = None
     confidence: float | None = Field(None, description="the feature classifier's mean top probability")
+    spread: float | None = Field(None, description="the median feature distance between two samples over that between "
+                                 "two real test images: about 1 as varied as real images, near 0 near-identical")
     inception_fid: float | None = None
     kid_subsets: int | None = Field(None, description="KID: random subsets it is averaged over")
     kid_size: int | None = Field(None, description="KID: rows of each subset")

@@ -98,6 +98,24 @@ def seed_words(m: Comparison) -> list[str]:
     return words
 
 
+ALIKE = 0.5  # samples whose features spread less than this share of real images' are called nearly alike
+
+
+def alike_words(m: Comparison) -> list[str]:
+    """Each model whose own prior's samples are nearly alike, with what that does to precision and recall."""
+    words = []
+    for name in m.models:
+        s = m[name].samples.get(OWN)
+        if s is None or s.spread is None or s.spread >= ALIKE:
+            continue
+        measures = (f": its precision of {fmt(s.precision, 3)} says they lie where real images are, not that they "
+                    f"are varied, and its recall of {fmt(s.recall, 3)} and coverage of {fmt(s.coverage, 3)} say how "
+                    "little of the data they reach") if s.precision is not None else ""
+        words.append(f"{label(name)}'s samples from its own prior are nearly alike (their features spread "
+                     f"{fmt(s.spread)} of what real images' do){measures}.")
+    return words
+
+
 def quality_words(m: Comparison) -> list[str]:
     """Which model and sampler generate best, from the Frechet distances."""
     words: list[str] = []
@@ -119,6 +137,7 @@ def quality_words(m: Comparison) -> list[str]:
             counts = ", ".join(f"{label_of(f)} for {best_fitted.count(f)}" for f in SAMPLERS if f in best_fitted)
             words.append(f"Ex-post samplers, the closest to real images per model: {counts} of {len(best_fitted)} "
                          "models.")
+        words += alike_words(m)
         own = ", ".join(f"{label(n)} {fmt(s.precision, 3)} / {fmt(s.recall, 3)}" for n in m.models
                         if (s := m[n].samples.get(OWN)) and s.precision is not None)
         floor = m.real_floor
