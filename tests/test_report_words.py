@@ -153,3 +153,19 @@ def test_spread_is_zero_for_identical_samples_and_about_one_for_real_ones():
     assert abs(spread(real, other) - 1.0) < 0.05
     assert spread(real, real[:1].repeat(50, 1)) == 0.0
     assert spread(real, 0.1 * other) < 0.15  # samples gathered in a small region
+
+
+def test_a_model_sampling_poorly_gets_only_the_reason_its_numbers_show():
+    from vaekit.report.quality import quality_words
+
+    outside = " ".join(quality_words(typed(metrics())))  # the AE: 180 against 48, 2.2% of codes inside the ball
+    assert "AE samples poorly from its own prior" in outside and "not where the prior puts its mass" in outside
+    assert "AE 2.2%" in outside
+    inside = metrics(ae_prior=40.0, vae_prior=180.0, vae_gmm=5.0)  # the VAE's codes: 99.9% inside, its mixture better
+    words = " ".join(quality_words(typed(inside)))
+    assert "VAE samples poorly" in words and "though the codes lie inside N(0, I)'s 99% ball (VAE 99.9%)" in words
+    assert "not where the prior puts its mass" not in words
+    neither = metrics(ae_prior=40.0, vae_prior=180.0, vae_gmm=200.0)  # inside the ball, and no mixture does better
+    plain = " ".join(quality_words(typed(neither)))
+    assert "VAE samples poorly from its own prior (more than twice the best distance)." in plain
+    assert "puts its mass" not in plain and "though" not in plain

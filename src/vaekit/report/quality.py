@@ -116,6 +116,37 @@ def alike_words(m: Comparison) -> list[str]:
     return words
 
 
+INSIDE = 0.9  # a share of codes inside N(0, I)'s 99% ball above which the codes are where the prior's mass is
+
+
+def lost_words(m: Comparison, lost: list[str]) -> list[str]:
+    """Why each model that samples poorly from its own prior does, where its numbers say: codes outside N(0, I)'s
+    99% ball; codes inside it while a mixture fitted to them does better (the prior's mass between the codes); or,
+    for a prior the ball does not describe, no reason."""
+    def sentence(names: list[str], reason: str) -> str:
+        one = len(names) == 1
+        return (f"{names_words(names)} sample{'s' if one else ''} poorly from {'its' if one else 'their'} own prior "
+                f"(more than twice the best distance){reason}.")
+
+    inside = {n: m[n].latent.inside_prior_99 for n in lost}
+    outside = [n for n in lost if inside[n] is not None and inside[n] < INSIDE]
+    between = [n for n in lost if inside[n] is not None and inside[n] >= INSIDE and DENSITY in m[n].samples
+               and m[n].samples[DENSITY].frechet < m[n].samples[OWN].frechet]
+    rest = [n for n in lost if n not in outside and n not in between]
+    shares = lambda names: ", ".join(f"{label(n)} {100 * inside[n]:.1f}%" for n in names)  # noqa: E731
+    words = []
+    if outside:
+        words.append(sentence(outside, ": the codes are not where the prior puts its mass (inside N(0, I)'s 99% "
+                                       f"ball: {shares(outside)})"))
+    if between:
+        words.append(sentence(between, f", though the codes lie inside N(0, I)'s 99% ball ({shares(between)}): the "
+                                       "prior also puts mass between the codes, where the decoder learned nothing, "
+                                       "which a mixture fitted to the codes avoids (it samples better)"))
+    if rest:
+        words.append(sentence(rest, ""))
+    return words
+
+
 def quality_words(m: Comparison) -> list[str]:
     """Which model and sampler generate best, from the Frechet distances."""
     words: list[str] = []
@@ -127,10 +158,8 @@ def quality_words(m: Comparison) -> list[str]:
                      f"{fmt(m.real_floor.frechet)}). From each model's own prior, {label(prior_only[0][1])} is "
                      f"best ({fmt(prior_only[0][0])}).")
         lost = [n for f, n, _ in prior_only if f > 2 * prior_only[0][0]]
-        if lost and not unlearned(m):  # the reason holds for models that learned codes at all
-            one = len(lost) == 1
-            words.append(f"{names_words(lost)} sample{'s' if one else ''} poorly from {'its' if one else 'their'} own "
-                         "prior (more than twice the best distance): the codes are not where the prior puts its mass.")
+        if lost and not unlearned(m):  # a reason holds only for models that learned codes at all
+            words += lost_words(m, lost)
         best_fitted = [min((m[n].samples[f].frechet, f) for f in fitted)[1] for n in m.models
                        if len(fitted := [f for f in SAMPLERS if f in m[n].samples]) > 1]
         if best_fitted:
