@@ -64,10 +64,14 @@ def latent_maps(codes: dict[str, Tensor], labels: Tensor | None, classes: list[s
         ax.yaxis.label.set_size(11)
         ax.tick_params(labelsize=11)
         ax.set_aspect("equal", adjustable="datalim")
-    if labels is not None and classes:
-        handles = [plt.Line2D([], [], marker="o", ls="", color=COLOURS[i % 10], label=c) for i, c in enumerate(classes)]
-        fig.legend(handles=handles, loc="upper center", ncol=min(5, len(classes)), fontsize=11, frameon=False,
-                   bbox_to_anchor=(0.5, 0.0))
+    if labels is not None and len(labels):  # integer labels without names are named by their number
+        names = classes or [str(i) for i in range(int(labels.max()) + 1)]
+        handles = [plt.Line2D([], [], marker="o", ls="", color=COLOURS[i % 10], label=c)
+                   for i, c in enumerate(names[:len(COLOURS)])]
+        many = len(names) > len(COLOURS)
+        title = f"colours repeat every {len(COLOURS)} of the {len(names)} classes" if many else None
+        fig.legend(handles=handles, loc="upper center", ncol=min(5, len(handles)), fontsize=11, frameon=False,
+                   bbox_to_anchor=(0.5, 0.0), title=title)
         fig.tight_layout()
     return figure_png(fig)
 
@@ -118,39 +122,40 @@ def training_curves(histories: dict[str, list[dict]]) -> bytes:
     return figure_png(fig)
 
 
-def roc_curves(curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]],
-               aurocs: dict[str, dict[str, float]]) -> bytes:
-    """One panel per out-of-distribution set: the ROC curve of each score, with its AUROC in the legend."""
-    fig, axes = panels(len(curves), 4.6, 4.4)
-    for ax, (name, by_score) in zip(axes, curves.items()):
-        for i, (score, (fpr, tpr)) in enumerate(by_score.items()):
-            ax.plot(fpr, tpr, color=COLOURS[i % 10], lw=1.6, label=f"{score} ({aurocs[name][score]:.3f})")
-        ax.plot([0, 1], [0, 1], color="#999", lw=1, ls=":", label="chance (0.500)")
-        ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false-positive rate (test images flagged)",
-               ylabel="true-positive rate (OOD images flagged)", title=f"test vs {name}")
-        ax.set_aspect("equal")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=9, title="score (AUROC)", title_fontsize=9, loc="lower right")
+def roc_curve(name: str, by_score: dict[str, tuple[np.ndarray, np.ndarray]], aurocs: dict[str, float]) -> bytes:
+    """One out-of-distribution set: the ROC curve of each score, with its AUROC in the legend (one figure per set,
+    so a page can lay them out for its width)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.6, 4.4))
+    for i, (score, (fpr, tpr)) in enumerate(by_score.items()):
+        ax.plot(fpr, tpr, color=COLOURS[i % 10], lw=1.6, label=f"{score} ({aurocs[score]:.3f})")
+    ax.plot([0, 1], [0, 1], color="#999", lw=1, ls=":", label="chance (0.500)")
+    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false-positive rate (test images flagged)",
+           ylabel="true-positive rate (OOD images flagged)", title=f"test vs {name}")
+    ax.set_aspect("equal")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=9, title="score (AUROC)", title_fontsize=9, loc="lower right")
     fig.tight_layout()
     return figure_png(fig)
 
 
-def score_histograms(scores: dict[str, dict[str, np.ndarray]], names: list[str], thresholds: dict[str, float]) -> bytes:
-    """One panel per score: its distribution on each set (test first), and the chosen threshold."""
-    fig, axes = panels(len(names), 4.8, 3.4)
-    for ax, score in zip(axes, names):
-        values = {s: v[score][np.isfinite(v[score])] for s, v in scores.items()}
-        everything = np.concatenate(list(values.values()))
-        lo, hi = np.quantile(everything, [0.005, 0.995]) if len(everything) else (0.0, 1.0)
-        bins = np.linspace(lo, hi if hi > lo else lo + 1, 60)
-        for i, (s, v) in enumerate(values.items()):
-            ax.hist(np.clip(v, lo, hi), bins=bins, density=True, histtype="step" if i else "stepfilled", lw=1.6,
-                    color=COLOURS[i % 10], alpha=0.45 if not i else 1.0, label=s)
-        if lo <= thresholds[score] <= hi:  # a threshold beyond the plotted range (non-finite scores) is not drawn
-            ax.axvline(thresholds[score], color="black", ls="--", lw=1.2, label="threshold")
-        ax.set(title=score, xlabel="score (higher: more anomalous)", ylabel="density")
-        ax.tick_params(labelsize=10)
-        ax.legend(fontsize=9)
+def score_histogram(score: str, scores: dict[str, np.ndarray], threshold: float) -> bytes:
+    """One score's distribution on each set (the first filled), and the chosen threshold; the range is the middle
+    99% of every set's finite scores together."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.8, 3.4))
+    values = {s: v[np.isfinite(v)] for s, v in scores.items()}
+    everything = np.concatenate(list(values.values()))
+    lo, hi = np.quantile(everything, [0.005, 0.995]) if len(everything) else (0.0, 1.0)
+    bins = np.linspace(lo, hi if hi > lo else lo + 1, 60)
+    for i, (s, v) in enumerate(values.items()):
+        ax.hist(np.clip(v, lo, hi), bins=bins, density=True, histtype="step" if i else "stepfilled", lw=1.6,
+                color=COLOURS[i % 10], alpha=0.45 if not i else 1.0, label=s)
+    if lo <= threshold <= hi:  # a threshold beyond the plotted range (non-finite scores) is not drawn
+        ax.axvline(threshold, color="black", ls="--", lw=1.2, label="threshold")
+    ax.set(title=score, xlabel="score (higher: more anomalous)", ylabel="density")
+    ax.tick_params(labelsize=10)
+    ax.legend(fontsize=9)
     fig.tight_layout()
     return figure_png(fig)
 

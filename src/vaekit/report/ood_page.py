@@ -134,9 +134,12 @@ def render_ood(result: OodResult, title: str, meta: list[str]) -> str:
             section("Detection: test images (negatives) against each set (positives)", detection_table(m)),
             section(f"Thresholds at {100 * m.fpr:g}% false positives, chosen on the validation images",
                     threshold_table(m)),
-            section("ROC curves", img(figures.roc_curves(curves, aurocs), "ROC curves")),
-            section("Score distributions", img(figures.score_histograms(shown, names, m.thresholds),
-                                               "score histograms")),
+            section("ROC curves", '<div class="maps">' + "".join(
+                img(figures.roc_curve(spec, curves[spec], aurocs[spec]), f"ROC curves against {spec}")
+                for spec in curves) + "</div>"),
+            section("Score distributions", '<div class="maps">' + "".join(
+                img(figures.score_histogram(n, {s: v[n] for s, v in shown.items()}, m.thresholds[n]),
+                    f"{n} histogram") for n in names) + "</div>"),
             section("Images", images_body(result))]
     return PAGE.format(title=html.escape(title), body="\n".join(body))
 
