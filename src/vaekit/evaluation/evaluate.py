@@ -96,13 +96,13 @@ def decode_in_batches(model: Autoencoder, z: Tensor, batch_size: int, y: Tensor 
                       for r in rows])
 
 
-def samplers(model: Autoencoder, data: Dataset, s: EvalSettings) -> dict[str, nn.Module]:
+def samplers(model: Autoencoder, data: Dataset, s: EvalSettings, quiet: bool = True) -> dict[str, nn.Module]:
     """The priors to generate from: the model's own, and the samplers fitted to its codes (fitted here where the
     checkpoint has none)."""
     priors = dict(model.priors.items())
     wanted = {name: size for name, size in sizes(s).items() if name not in priors}
     missing = fit_samplers(lambda: training_codes(model, data, s.batch_size, s.gmm_fit_codes), wanted, s.seed,
-                           model.latent, model.device)
+                           model.latent, model.device, quiet)
     return {**priors, **missing}
 
 
@@ -296,7 +296,7 @@ def evaluate_model(model: Autoencoder, data: Dataset, settings: EvalSettings, re
     if latent.codebook is not None:  # -log p(x) <= recon + the code's length under uniformly random codes
         latent.codebook.uniform_bound = test.recon + latent.codebook.code_nats
     steps.update()
-    priors = samplers(model, data, s)
+    priors = samplers(model, data, s, quiet)
     result = ModelEvaluation(model=model.kind, latent_dim=model.latent_dim, test=test, is_nll=is_nll, latent=latent,
                              reconstruction=reconstruction, priors={n: prior.words for n, prior in priors.items()})
     labels = model.conditioning.spread(s.n_samples, torch.device("cpu"))  # the classes in turn; None: unconditional

@@ -29,6 +29,7 @@ from vaekit.config import ModelConfig
 from vaekit.errors import warn
 from vaekit.models.code_prior import code_prior_from_tensors, fit_code_prior
 from vaekit.models.priors import GaussianMixture, TwoStage, mixture_from_tensors, two_stage_from_tensors
+from vaekit.progress import bar
 
 FIT_CODES = 20_000  # training codes (posterior means) the samplers are fitted to, at most
 OWN = "prior"  # the model's own p(z) among its priors: what the KL pulls towards and plain generation draws from
@@ -86,21 +87,26 @@ def sizes(settings: Any) -> dict[str, int]:
 
 
 def fit_samplers(codes: Callable[[], Tensor], wanted: Mapping[str, int], seed: int, latent: Any,
-                 device: torch.device | str = "cpu") -> dict[str, nn.Module]:
+                 device: torch.device | str = "cpu", quiet: bool = True) -> dict[str, nn.Module]:
     """The samplers `wanted` (name -> size; 0 skips one) that fit the model's `latent` part (discrete ones to
     discrete codes only), fitted to the training codes `codes()` gives (asked for only when one is wanted: the
     posterior means of at most FIT_CODES images) on the model's `device`, and left there; a sampler that cannot be
-    fitted (codes not finite, a fit that diverged, one the memory cannot hold) is left out with a warning saying why."""
+    fitted (codes not finite, a fit that diverged, one the memory cannot hold) is left out with a warning saying why.
+    A bar names the sampler being fitted unless `quiet`."""
     wanted = {name: size for name, size in wanted.items() if size and SAMPLERS[name].fits(latent)}
     if not wanted:
         return {}
     z = codes().to(device)
     fitted = {}
+    shown = bar(total=len(wanted), disable=quiet, unit="sampler")  # a fit can take a minute: say which one runs
     for name, size in wanted.items():
+        shown.set_description(f"fitting the {name} sampler to {len(z):,} codes")
         try:
             fitted[name] = SAMPLERS[name].fit(z, size, seed, latent.grid).to(z.device)
         except ValueError as e:
             warn(f"no {name} sampler: {str(e)[:200]}")
+        shown.update()
+    shown.close()
     return fitted
 
 

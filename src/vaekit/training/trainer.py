@@ -347,7 +347,7 @@ def add_samplers(best: Autoencoder, s: Session) -> None:
     checkpoint folder; a fit that fails (codes that are not finite) costs the run nothing but that sampler."""
     t = s.run.train
     codes = lambda: map_batches(best.embed, s.data.train, t.eval_batch_size, best.device, limit=FIT_CODES)  # noqa: E731
-    for name, prior in fit_samplers(codes, sizes(t), t.seed, best.latent, best.device).items():
+    for name, prior in fit_samplers(codes, sizes(t), t.seed, best.latent, best.device, s.quiet).items():
         best.priors[name] = prior
         if not s.quiet:
             say(f"prior {name!r}: {best.priors[name].words}, saved with the best checkpoint "
