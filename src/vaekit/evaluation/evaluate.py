@@ -153,10 +153,9 @@ def conditional_quality(classified: tuple[Tensor, Tensor], labels: Tensor, ref: 
 
 
 # What sample_quality measures, as (key, name, digits shown): lower is better for the distances, higher for the rest
-QUALITY_MEASURES = (("frechet", "Frechet distance", 2), ("kid", "KID", 3), ("precision", "precision", 3),
-                    ("recall", "recall", 3), ("density", "density", 3), ("coverage", "coverage", 3),
-                    ("confidence", "classifier confidence", 3), ("spread", "spread", 2),
-                    ("inception_fid", "Inception FID", 2))
+QUALITY_MEASURES = (("frechet", "Frechet distance", 2), ("kid", "KID", 3), ("precision", "precision", 3), ("recall",
+                    "recall", 3), ("density", "density", 3), ("coverage", "coverage", 3), ("confidence",
+                    "classifier confidence", 3), ("spread", "spread", 2), ("inception_fid", "Inception FID", 2))
 
 
 @dataclass
@@ -318,13 +317,13 @@ def reconstruction_distances(model: Autoencoder, data: Dataset, ref: Reference, 
     first = data.test.subset(torch.arange(min(s.n_samples, len(data.test))))
     recon = torch.cat([model.generate(model.encode(xb, yb).mean, yb).clamp(0, 1).cpu()
                        for xb, yb in Batches(first, s.batch_size, model.device)])
-    update: dict[str, Any] = {"measured_on": len(recon)}
-    if ref.classifier is not None and ref.features is not None:
-        update["frechet"] = frechet_distance(ref.features, ref.classifier.features_and_probabilities(recon)[0])
+    scored, measured = ref.classifier is not None and ref.features is not None, measured.model_copy()
+    measured.frechet = frechet_distance(ref.features, ref.classifier.features_and_probabilities(recon)[0]) \
+        if scored else None
     if ref.inception is not None:
-        update["inception_fid"] = frechet_distance(ref.inception, inception.inception_features(
-            recon, model.device, desc="Inception: reconstructions"))
-    return measured.model_copy(update=update)
+        measured.inception_fid = frechet_distance(ref.inception, inception.inception_features(recon, model.device))
+    measured.measured_on = len(recon)
+    return measured
 
 
 def measure_samples(samples: dict[str, Tensor], labels: Tensor | None, ref: Reference, s: EvalSettings,
