@@ -39,7 +39,20 @@ def test_train_sample_reconstruct_encode_decode_info_on_digits(run_cli, tmp_path
     info = json.loads(run_cli("info", "run", "--json").stdout)
     assert info["model"] == "vae" and info["progress"]["epoch"] == 4 and info["dataset"] == "digits"
     text = run_cli("info", "run").stdout
-    assert "VAE" in text and "test" in text and "bits/dim" in text
+    assert "VAE" in text and "test" in text and "bits/dim" in text and "4 epochs" in text
+    assert info["trained_epochs"] == 4 and "at this checkpoint" in text and "incomplete" not in text
+
+
+def test_info_says_the_loss_an_earlier_vaekit_stored_and_what_is_missing():
+    """Metrics without the -ELBO or bits/dim (an earlier vaekit kept the terms only) are still said; a missing
+    reconstruction is named."""
+    from vaekit.training.log import loss_words
+
+    old = {"val_recon": 20.0, "val_kl": 2.5, "val_loss": 22.5}
+    assert loss_words(old, True, "val_") == "-ELBO 22.50 nats (recon 20.00 + KL 2.50)"
+    assert loss_words({"recon": 3.0}, False) == "reconstruction 3.00 nats"
+    with pytest.raises(KeyError, match="val_recon"):
+        loss_words({"val_kl": 1.0}, True, "val_")
 
 
 def test_sampling_is_reproducible_by_seed(cli, tmp_path):

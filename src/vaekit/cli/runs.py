@@ -231,8 +231,21 @@ def cmd_info(args: argparse.Namespace) -> int:
             "parameters": sum(p.numel() for p in model.parameters()), "dataset": model.meta.get("dataset"),
             "progress": progress.to_dict() if progress else None, "metrics": model.meta.get("metrics"),
             "summary": read_json(summary_file) if summary_file.is_file() else None}
+    info["trained_epochs"] = trained_epochs(args.checkpoint)
     print(json.dumps(info, indent=2) if args.json else "\n".join(info_lines(model, info, progress)))
     return 0
+
+
+def trained_epochs(path: str) -> int | None:
+    """The epochs a run folder's latest checkpoint has trained (None for a checkpoint folder, or unreadable)."""
+    from vaekit.models.saving import checkpoint_meta
+
+    latest = RunFolder(path).pointed("latest") if Path(path).is_dir() else None
+    try:
+        epoch = checkpoint_meta(latest).get("progress", {}).get("epoch") if latest else None
+    except (VaekitError, AttributeError):
+        return None
+    return epoch if isinstance(epoch, int) else None
 
 
 def info_lines(model, info: dict, progress) -> list[str]:
@@ -253,17 +266,20 @@ def info_lines(model, info: dict, progress) -> list[str]:
 
         names = class_list(model.classes, model.class_names)
         lines.append(f"conditional  on the label, {model.classes} classes: {names} (vaekit sample --label CLASS)")
-    if progress:
-        lines.append(f"trained      {progress.epoch} epochs, {progress.step} steps")
     metrics, summary = info["metrics"], info["summary"]
+    if progress:
+        run = info.get("trained_epochs")
+        whole = f" (the best validation loss; the run trained {run} epochs)" if run not in (None, progress.epoch) \
+            else ""
+        lines.append(f"trained      {progress.epoch} epochs, {progress.step} steps at this checkpoint{whole}")
     try:
         if isinstance(metrics, dict) and "val_recon" in metrics:
             lines.append(f"validation   {loss_words(metrics, model.has_density, 'val_')}")
         if isinstance(summary, dict) and "test" in summary:
             t = summary["test"]
-            lines.append(f"test         {loss_words(t, model.has_density)} on {t['images']} images")
-    except (KeyError, TypeError, ValueError):
-        lines.append("(the stored metrics are incomplete)")
+            lines.append(f"test         {loss_words(t, model.has_density)} on {t.get('images', '?')} images")
+    except (KeyError, TypeError, ValueError) as e:
+        lines.append(f"(the stored metrics lack {e} or hold it in another form: shown as stored with --json)")
     return lines
 
 

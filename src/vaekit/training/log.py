@@ -15,12 +15,16 @@ from vaekit.layout import RunFolder
 def loss_words(m: dict[str, float], has_density: bool, prefix: str = "") -> str:
     """A split's loss in words: -ELBO = recon + KL for a VAE (after the tighter bound it trains on, for IWAE); an AE
     has no ELBO, only its reconstruction."""
-    get = lambda key: m[f"{prefix}{key}"]  # noqa: E731
-    if not has_density:
-        return f"reconstruction {get('recon'):.2f} nats ({get('bpd'):.3f} bits/dim)"
-    words = f"-ELBO {get('nelbo'):.2f} nats (recon {get('recon'):.2f} + KL {get('kl'):.2f})"
-    tighter = f"-bound {get('loss'):.2f} nats, " if tighter_bound(get("loss"), get("nelbo")) else ""
-    return f"{tighter}{words}, {get('bpd'):.3f} bits/dim"
+    get = lambda key: m.get(f"{prefix}{key}")  # noqa: E731
+    recon, kl, bpd, bound = get("recon"), get("kl"), get("bpd"), get("loss")
+    if recon is None:
+        raise KeyError(f"{prefix}recon")
+    if not has_density or kl is None:  # an earlier vaekit kept no KL of a model without a density
+        return f"reconstruction {recon:.2f} nats" + (f" ({bpd:.3f} bits/dim)" if bpd is not None else "")
+    nelbo = get("nelbo") if get("nelbo") is not None else recon + kl  # an earlier vaekit kept the terms only
+    words = f"-ELBO {nelbo:.2f} nats (recon {recon:.2f} + KL {kl:.2f})"
+    tighter = f"-bound {bound:.2f} nats, " if bound is not None and tighter_bound(bound, nelbo) else ""
+    return f"{tighter}{words}" + (f", {bpd:.3f} bits/dim" if bpd is not None else "")
 
 
 def tighter_bound(bound: float, nelbo: float) -> bool:
