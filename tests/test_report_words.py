@@ -169,3 +169,22 @@ def test_a_model_sampling_poorly_gets_only_the_reason_its_numbers_show():
     plain = " ".join(quality_words(typed(neither)))
     assert "VAE samples poorly from its own prior (more than twice the best distance)." in plain
     assert "puts its mass" not in plain and "though" not in plain
+
+
+def test_png_length_is_called_far_from_chance_only_for_the_classes_where_it_is():
+    from vaekit.evaluation.results import OneClassReport
+    from vaekit.report.ood_page import png_words
+
+    def report(png: list[float]) -> OneClassReport:
+        rows = [{"class": i, "name": f"c{i}", "run": f"class-{i}", "sizes": {}, "scores": ["recon", "png_bits"],
+                 "auroc": {"recon": 0.8, "png_bits": v}, "detection": {}} for i, v in enumerate(png)]
+        return OneClassReport.model_validate({"protocol": "one", "protocol_words": "", "settings_words": "",
+                                              "data": "toy", "scores": ["recon", "png_bits"], "classes": rows,
+                                              "mean_auroc": {"recon": 0.8, "png_bits": sum(png) / len(png)},
+                                              "run": {}, "seconds": 1.0})
+
+    both = png_words(report([0.9, 0.1, 0.5]))
+    assert "(mean 0.500)" in both and "Far above 0.5 for c0" in both and "Far below 0.5 for c1" in both
+    assert "both ways" in both and "c2" not in both.split("mean")[1]
+    flat = png_words(report([0.48, 0.51]))
+    assert "Near 0.5 for every class" in flat and "Far" not in flat

@@ -160,6 +160,24 @@ def score_histogram(score: str, scores: dict[str, np.ndarray], threshold: float)
     return figure_png(fig)
 
 
+def class_aurocs(m, names: list[str]) -> bytes:
+    """The one-class table (a OneClassReport) as grouped bars: a group per class, a bar per score of `names`, and
+    chance at 0.5."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(m.classes) + 2), 3.6))
+    width = 0.8 / len(names)
+    for i, score in enumerate(names):
+        ax.bar([c + i * width for c in range(len(m.classes))], [r.auroc[score] for r in m.classes], width,
+               color=COLOURS[i % 10], label=score)
+    ax.axhline(0.5, color="black", ls=":", lw=1, label="chance")
+    ax.set_xticks([c + 0.4 - width / 2 for c in range(len(m.classes))], [r.name for r in m.classes], rotation=30,
+                  ha="right", fontsize=9)
+    ax.set(ylim=(0, 1), ylabel="AUROC")
+    ax.legend(fontsize=8, ncol=min(4, len(names) + 1), loc="lower left")
+    fig.tight_layout()
+    return figure_png(fig)
+
+
 def heatmaps(rows: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]], top: float) -> bytes:
     """Each row a few (image (H, W, C) in [0, 1], map (H, W), mask (H, W)) triples: the image with its mask's outline
     in cyan, and beside it the map over the grey image (one colour scale for every map: 0 to `top`)."""

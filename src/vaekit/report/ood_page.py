@@ -144,9 +144,14 @@ def render_ood(result: OodResult, title: str, meta: list[str]) -> str:
     return PAGE.format(title=html.escape(title), body="\n".join(body))
 
 
+def shown_scores(m: OneClassReport) -> list[str]:
+    """The scores the one-class table shows: each ordering once, and the PNG length."""
+    return ranked_scores(m.scores) + ["png_bits"]
+
+
 def one_class_table(m: OneClassReport) -> str:
     """Rows: the classes; columns: each score's AUROC, the row's best in bold; a mean row."""
-    names = ranked_scores(m.scores) + ["png_bits"]
+    names = shown_scores(m)
     rows = []
     for row in m.classes:
         top = max(row.auroc[n] for n in names)
@@ -170,10 +175,21 @@ def one_class_words(m: OneClassReport) -> list[str]:
 
 
 def png_words(m: OneClassReport) -> str:
-    png = [r.auroc["png_bits"] for r in m.classes]
-    return (f"PNG length alone (no model) gives AUROCs from {min(png):.3f} to {max(png):.3f} across the classes (mean "
-            f"{m.mean_auroc['png_bits']:.3f}): far from 0.5, the anomalies are simply more (above) or less (below) "
-            "complex images than the normal ones.")
+    """What the PNG length alone does per class: its range, and the classes where it is far from chance, each way."""
+    png = {r.name: r.auroc["png_bits"] for r in m.classes}
+    above = [n for n, v in png.items() if v > 0.5 + MARGIN]
+    below = [n for n, v in png.items() if v < 0.5 - MARGIN]
+    words = (f"PNG length alone (no model) gives AUROCs from {min(png.values()):.3f} to {max(png.values()):.3f} "
+             f"across the classes (mean {m.mean_auroc['png_bits']:.3f}).")
+    if above:
+        words += f" Far above 0.5 for {', '.join(above)}: there the anomalies are simply more complex images."
+    if below:
+        words += f" Far below 0.5 for {', '.join(below)}: there they are simpler ones."
+    if above and below:
+        words += " A mean near 0.5 would hide that the classes go both ways."
+    if not above and not below:
+        words += " Near 0.5 for every class: image complexity alone does not tell these anomalies apart."
+    return words
 
 
 def complexity_words(m: OneClassReport) -> list[str]:
@@ -198,6 +214,7 @@ def render_one_class(m: OneClassReport, title: str, meta: list[str]) -> str:
     body = [f"<h1>{html.escape(title)}</h1>", *(f'<p class="meta">{html.escape(w)}</p>' for w in meta),
             section("What the scores say", paragraphs(one_class_words(m))),
             section("AUROC per class and score", one_class_table(m)
-                    + "<p>" + "; ".join(f"<b>{n}</b>: {html.escape(SCORES[n])}" for n in m.scores) + ".</p>")]
+                    + "<p>" + "; ".join(f"<b>{n}</b>: {html.escape(SCORES[n])}" for n in shown_scores(m)) + ".</p>"
+                    + f'<div class="plot">{img(figures.class_aurocs(m, shown_scores(m)), "AUROC per class")}</div>')]
     return PAGE.format(title=html.escape(title), body="\n".join(body))
 
