@@ -353,6 +353,18 @@ def test_only_the_bound_host_and_same_origin_pages_are_served(server, headers, s
     assert raw(server, "POST", "/api/sample", b'{"n": 1, "seed": 0}', same)[0] == 200
 
 
+@pytest.mark.parametrize("method, path, headers, status", [
+    ("GET", "/", {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"}, 200),
+    ("GET", "/docs", {"Sec-Fetch-Site": "same-site", "Sec-Fetch-Mode": "navigate"}, 200),  # a link from another page
+    ("GET", "/", {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors", "Sec-Fetch-Dest": "iframe"}, 403),
+    ("GET", "/api/models", {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"}, 403),  # the API: never
+    ("POST", "/", {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"}, 403),
+])
+def test_a_link_from_another_site_opens_the_page_but_not_the_api(server, method, path, headers, status):
+    got, answer, _ = raw(server, method, path, b"", headers)
+    assert got == status, answer[:300]
+
+
 def test_a_stalled_body_is_cut_off(runs):
     from vaekit.web.guard import Guard
 

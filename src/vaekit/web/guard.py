@@ -30,6 +30,16 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 TOKEN_COOKIE = "vaekit_token"
 
 
+PAGES = ("/", "/docs")  # what a link from another site may open: pages that read nothing and change nothing
+
+
+def page_visit(scope: dict, headers: dict[str, str]) -> bool:
+    """A top-level navigation to one of the PAGES (a link followed from another site): safe to serve, as any page of
+    the web is; the page's own API calls are same-origin, and cross-site API calls stay refused."""
+    return scope.get("method") in ("GET", "HEAD") and scope.get("path") in PAGES and \
+        headers.get("sec-fetch-mode") == "navigate" and headers.get("sec-fetch-dest", "document") == "document"
+
+
 def host_name(value: str) -> str:
     """'[::1]:8000' -> '::1', 'localhost:80' -> 'localhost'; '' for anything malformed."""
     try:
@@ -101,7 +111,8 @@ class Guard:
         origin = headers.get("origin")
         if origin is not None and origin_netloc(origin) != headers.get("host", "").lower():
             return 403, "cross-origin requests are refused"
-        if headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        site = headers.get("sec-fetch-site", "same-origin")
+        if site not in ("same-origin", "none") and not page_visit(scope, headers):
             return 403, "cross-site requests are refused"
         if self.token is not None and not self.authorised(scope, headers):
             return 401, "this server needs its token: open the link it printed, or send 'Authorization: Bearer ...'"
