@@ -205,6 +205,29 @@ def server(runs):
     proc.wait(timeout=10)
 
 
+def test_a_stopped_server_is_said_in_words_on_the_page(runs):
+    """The server killed under an open page: the next action says there is no answer and what to do, not a bare
+    "Failed to fetch"."""
+    port = free_port()
+    env = {**os.environ, "VAEKIT_DATA": str(runs / "cache")}
+    proc = subprocess.Popen([sys.executable, "-m", "vaekit", "serve", str(runs / "ae"), str(runs / "vae"), "--port",
+                             str(port), "--quiet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_for(port, proc)
+    errors: list[str] = []
+    try:
+        with chromium_page(errors, allowed=("data:", "blob:", f"http://127.0.0.1:{port}")) as page:
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+            proc.kill()
+            proc.wait(timeout=10)
+            page.click("#sample-btn")
+            page.wait_for_selector("#sample .status.error", timeout=10_000)
+            said = page.text_content("#sample .status")
+    finally:
+        proc.kill()
+    assert "no answer from the vaekit server" in said and "vaekit serve" in said, said
+
+
 def test_page_in_headless_chromium(server, tmp_path):
     (tmp_path / "mine.png").write_bytes(png_bytes((np.random.default_rng(1).random((32, 32)) * 255).astype(np.uint8)))
     errors: list[str] = []

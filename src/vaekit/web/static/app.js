@@ -15,7 +15,12 @@ function setStatus(section, message, isError = false) {
 }
 
 async function api(path, options) {
-  const response = await fetch(path, options);
+  let response;
+  try {
+    response = await fetch(path, options);
+  } catch (e) {  // no answer at all: the server stopped, or the network is down
+    throw new Error(`${path}: no answer from the vaekit server (${e.message}); is \`vaekit serve\` still running? Start it again and reload this page.`);
+  }
   if (!response.ok) {
     let detail = response.statusText;
     try { detail = (await response.json()).detail; } catch (e) { /* not JSON */ }
