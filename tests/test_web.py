@@ -313,6 +313,15 @@ def map_click_decodes_the_z_the_map_shows(page, decoded: list[list[float]]) -> N
             break
         page.wait_for_timeout(100)
     assert decoded and np.allclose(decoded[-1], m["z"], atol=1e-6)
+    reds = ("(() => { const c = document.querySelector('#map'); const d = c.getContext('2d').getImageData(0, 0, "
+            "c.width, c.height).data; let n = 0; for (let i = 0; i < d.length; i += 4) if (d[i] > 180 && d[i + 1] < 40 "
+            "&& d[i + 2] < 40) n++; return n; })()")  # the red cross's pixels
+    assert page.evaluate(reds) > 10
+    page.evaluate("(() => { const s = document.querySelector('#sliders input'); s.value = 0.5; "
+                  "s.dispatchEvent(new Event('input')); })()")  # a slider moved: the map point is no longer z
+    page.wait_for_function("state.clicked === null")
+    page.wait_for_timeout(300)
+    assert page.evaluate(reds) == 0
     page.select_option("#plane", "mean")
     page.locator("#map").click(position=at)
     page.wait_for_function("state.clicked !== null")

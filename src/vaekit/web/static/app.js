@@ -110,7 +110,10 @@ function buildSliders() {
     input.addEventListener("input", () => {
       state.z[name][i] = Number(input.value);
       value.textContent = state.z[name][i].toFixed(2);
-      state.clicked = null;  // the point on the map no longer is this z
+      if (state.clicked) {  // the point on the map no longer is this z: its cross goes
+        state.clicked = null;
+        drawMap();
+      }
       showZ();
       scheduleDecode();
     });
