@@ -322,6 +322,11 @@ def map_click_decodes_the_z_the_map_shows(page, decoded: list[list[float]]) -> N
     page.wait_for_function("state.clicked === null")
     page.wait_for_timeout(300)
     assert page.evaluate(reds) == 0
+    page.focus("#map")  # the keyboard's way: arrows move the point from where it is
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("Shift+ArrowUp")
+    page.wait_for_function("state.clicked !== null")
+    assert page.evaluate("state.clicked") == pytest.approx([0.1, 0.5], abs=1e-9)
     page.select_option("#plane", "mean")
     page.locator("#map").click(position=at)
     page.wait_for_function("state.clicked !== null")

@@ -217,14 +217,29 @@ function mapClick(event) {
   const rect = canvas.getBoundingClientRect();  // the content box: inside the border, drawn smaller or not
   const px = (event.clientX - rect.left - canvas.clientLeft) * canvas.width / canvas.clientWidth;
   const py = (event.clientY - rect.top - canvas.clientTop) * canvas.height / canvas.clientHeight;
-  const u = (px - canvas.width / 2) / map.scale;
-  const v = -(py - canvas.height / 2) / map.scale;
+  return pickPoint((px - canvas.width / 2) / map.scale, -(py - canvas.height / 2) / map.scale);
+}
+
+function pickPoint(u, v) {  // decode the map's point (u, v): z on the plane, the red cross there
+  const name = $("#explore-model").value;
+  const map = state.maps[name];
   state.clicked = [u, v];
   state.z[name] = planeOffset(map).map((o, d) => o + u * map.basis[0][d] + v * map.basis[1][d]);
   buildSliders();
   showZ();
   scheduleDecode();
   return drawMap();
+}
+
+const ARROWS = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, 1], ArrowDown: [0, -1] };
+
+function mapKey(event) {  // the keyboard's way over the map: arrows move the point (Shift: 5x), from the origin
+  const step = ARROWS[event.key];
+  if (!step) return undefined;
+  event.preventDefault();
+  const size = event.shiftKey ? 0.5 : 0.1;
+  const [u, v] = state.clicked || [0, 0];
+  return pickPoint(u + step[0] * size, v + step[1] * size);
 }
 
 async function switchModel() {
@@ -348,6 +363,8 @@ async function main() {
   $("#plane").addEventListener("change", guard("explore", switchModel));
   $("#sample-btn").addEventListener("click", guard("sample", sample, ["#sample-rows"]));
   $("#map").addEventListener("click", guard("explore", mapClick));
+  const keyed = guard("explore", mapKey);
+  $("#map").addEventListener("keydown", (event) => { if (ARROWS[event.key]) keyed(event); });
   const uploading = (file) => guard("upload", () => upload(file), ["#recon", "#posterior"])();
   $("#upload-input").addEventListener("change", (e) => e.target.files[0] && uploading(e.target.files[0]));
   const drop = $("#drop");
