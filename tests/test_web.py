@@ -472,6 +472,9 @@ def test_head_of_the_page_and_the_offline_api_page(server):
     assert status == 200 and body == b""
     status, body, _ = raw(server, "GET", "/docs")
     assert status == 200 and b"/api/sample" in body and b"<script" not in body  # no Swagger UI from a CDN
+    page = body.decode()
+    assert "application/json: n, seed, label" in page and "a*, b*, steps" in page  # each body's fields, required *
+    assert "multipart/form-data: file*" in page
 
 
 def test_idle_and_slow_connections_cannot_hold_the_server_and_the_log_keeps_no_token(runs):

@@ -110,6 +110,20 @@ def add_page(app: FastAPI) -> None:
         return HTMLResponse((static / "index.html").read_text(encoding="utf-8"))
 
 
+def body_words(schema: dict, op: dict) -> str:
+    """An operation's request body: its media type and fields (required ones marked *), from the schema."""
+    content = op.get("requestBody", {}).get("content", {})
+    if not content:
+        return ""
+    kind, media = next(iter(content.items()))
+    body = media.get("schema", {})
+    if "$ref" in body:
+        body = schema.get("components", {}).get("schemas", {}).get(body["$ref"].rsplit("/", 1)[-1], {})
+    required = set(body.get("required", []))
+    fields = ", ".join(f"{name}{'*' if name in required else ''}" for name in body.get("properties", {}))
+    return f"{kind}: {fields}" if fields else kind
+
+
 def api_page(schema: dict) -> str:
     """The API as one offline HTML page (Swagger UI would load its scripts from a CDN): each operation with its
     summary, parameters and body, and the full schema at /openapi.json."""
@@ -117,7 +131,7 @@ def api_page(schema: dict) -> str:
     for path, ops in schema.get("paths", {}).items():
         for method, op in ops.items():
             params = ", ".join(p["name"] for p in op.get("parameters", []))
-            body = next(iter(op.get("requestBody", {}).get("content", {})), "")
+            body = body_words(schema, op)
             rows.append(f"<tr><td><code>{method.upper()} {html.escape(path)}</code></td>"
                         f"<td>{html.escape(op.get('summary', ''))}</td><td>{html.escape(params)}</td>"
                         f"<td>{html.escape(body)}</td></tr>")
@@ -128,5 +142,5 @@ def api_page(schema: dict) -> str:
             "display:block;overflow-x:auto}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}</style>"
             f"</head><body><h1>{html.escape(schema['info']['title'])}: API</h1><p>Every operation; request and "
             "response schemas in <a href='/openapi.json'>/openapi.json</a>. The page itself: <a href='/'>/</a>.</p>"
-            "<table><tr><th>operation</th><th>what it does</th><th>parameters</th><th>body</th></tr>"
+            "<table><tr><th>operation</th><th>what it does</th><th>parameters</th><th>body (* required)</th></tr>"
             + "".join(rows) + "</table></body></html>")
