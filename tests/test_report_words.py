@@ -188,3 +188,25 @@ def test_png_length_is_called_far_from_chance_only_for_the_classes_where_it_is()
     assert "both ways" in both and "c2" not in both.split("mean")[1]
     flat = png_words(report([0.48, 0.51]))
     assert "Near 0.5 for every class" in flat and "Far" not in flat
+
+
+def test_the_complexity_inversion_is_explained_by_irregular_images_only_where_they_are():
+    from vaekit.evaluation.results import OodReport
+    from vaekit.report.ood_page import units_words
+
+    def report(png_ood: float, complexity: float = 0.2, likelihood: str = "bernoulli") -> OodReport:
+        d = {"auroc": complexity, "auprc": 0.5, "fpr_at_95_tpr": 0.9}
+        return OodReport.model_validate({
+            "model": "vae", "scores": ["recon", "complexity", "png_bits"], "fpr": 0.05,
+            "sets": {"other": {"recon": {**d, "auroc": 0.9}, "complexity": d, "png_bits": {**d, "auroc": 0.5}}},
+            "described": {"other": "another set"}, "sizes": {"test": 10, "val": 10, "other": 10},
+            "thresholds": {"recon": 1.0}, "flagged_at_threshold": {"recon": {"test": 0.05, "other": 0.5}},
+            "best": "recon", "means": {"test": {"png_bits": 1000.0}, "other": {"png_bits": png_ood}},
+            "likelihood": likelihood, "binarized": False})
+
+    noisy = " ".join(units_words(report(png_ood=5000.0)))
+    assert "mixes two units" in noisy and "compresses worse than the test images as PNG (5000 bits" in noisy
+    simpler = " ".join(units_words(report(png_ood=400.0)))
+    assert "mixes two units" in simpler and "compress" not in simpler.split("mixes two units")[1]
+    assert units_words(report(png_ood=5000.0, complexity=0.8)) == []  # no inversion: nothing to explain
+    assert units_words(report(png_ood=5000.0, likelihood="logistic-mixture")) == []  # a code length: the units agree

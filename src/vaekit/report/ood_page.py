@@ -71,16 +71,23 @@ def failure_words(m: OodReport, spec: str) -> list[str]:
 
 
 def units_words(m: OodReport) -> list[str]:
-    """Why the complexity correction can turn a ranking round, where it did: its two terms are not both code lengths."""
+    """Why the complexity correction can turn a ranking round, where it did: its two terms are not both code lengths;
+    and, for sets whose images compress worse than the test images, how that turns it."""
     inverted = [spec for spec, by_score in m.sets.items() if by_score["complexity"].auroc < 0.5 - MARGIN]
     if not inverted or m.binarized or is_code_length(m.likelihood):
         return []
-    return [f"The complexity-corrected score ranks {', '.join(inverted)} below the test images. Its correction assumes "
-            "-log p(x) is a code length for the 8-bit pixels, like the PNG's; a continuous decoder (Bernoulli or "
-            "Gaussian) on grey levels gives no such length (a Bernoulli's stays bounded however random the pixels), so "
-            "for images that no compressor can shrink, noise above all, the PNG length outgrows it. Serra et al. used "
-            "discrete likelihoods; here, "
-            "trust complexity only where the sets differ in structure rather than in noise."]
+    png = lambda spec: m.means[spec].get("png_bits")  # noqa: E731
+    complex_ = [s for s in inverted if None not in (png(s), png("test")) and png(s) > png("test")]
+    words = [f"The complexity-corrected score ranks {', '.join(inverted)} below the test images. Its correction "
+             "assumes -log p(x) is a code length for the 8-bit pixels, like the PNG's; a continuous decoder (Bernoulli "
+             "or Gaussian) on grey levels gives no such length, so the difference mixes two units."]
+    if complex_:
+        words.append(f"{', '.join(complex_)} compress{'es' if len(complex_) == 1 else ''} worse than the test images "
+                     f"as PNG ({', '.join(f'{png(s):.0f}' for s in complex_)} bits against {png('test'):.0f}), and a "
+                     "Bernoulli's -log p stays bounded however irregular the pixels, so the PNG length outgrows it "
+                     "there. Serra et al. used discrete likelihoods; here, trust complexity only where the sets differ "
+                     "in structure rather than in irregularity.")
+    return words
 
 
 def detection_table(m: OodReport) -> str:
