@@ -154,6 +154,8 @@ def test_score_ood_and_thresholds_on_digits_end_to_end(cli, tmp_path):
     assert OodReport.from_json(m).to_json() == m  # the file is the typed report, whole
     page = (tmp_path / "ood" / "report.html").read_text()
     assert page.count("<img") >= 5 and "What the scores say" in page and 'name="viewport"' in page
+    best = m["best"]  # a gallery per set of its most anomalous images, each with its score under it
+    assert f"invert: the 8 most anomalous by {best}" in page and page.count('class="thumb"') >= 8 * 2 * 3
     held = read_csv(tmp_path / "ood" / "scores" / "held-out.csv")
     assert len(held) == m["sizes"]["held-out"] and {r["label"] for r in held} == {"5", "6", "7", "8", "9"}
 

@@ -115,18 +115,31 @@ def threshold_table(m: OodReport) -> str:
     return f"<table><tr><th>score</th><th>threshold</th><th>test flagged</th>{head}</tr>{rows}</table>"
 
 
+THUMBS = 8  # images per gallery row
+
+
+def gallery(images, scores: np.ndarray, title: str, order: np.ndarray) -> str:
+    """A row of images (uint8 (N, C, H, W)) at `order`, each about 72 px tall with its score under it."""
+    cells = "".join(f'<figure class="thumb">{img(png_bytes(images[i:i + 1].float() / 255, 1, pad=0, height=72), title)}'
+                    f"<figcaption>{scores[i]:.4g}</figcaption></figure>" for i in order)
+    return f'<h3>{html.escape(title)}</h3><div class="thumbs">{cells}</div>'
+
+
 def images_body(result: OodResult) -> str:
-    """A few images of every set, and the test images the best score finds most anomalous."""
+    """For the test images and each set: a few as they come, and the most anomalous by the best score, each image
+    with its score."""
     m = result.report
-    parts = []
+    parts = [f"<p>Each image with its {m.best} score (higher: more anomalous; the threshold is "
+             f"{m.thresholds[m.best]:.4g}).</p>"]
     for name, images in result.images.items():
-        if name != "val":
-            parts.append(f"<figure>{img(png_bytes(images.images[:16].float() / 255, 8, height=48), name)}"
-                         f"<figcaption>{html.escape(name)}</figcaption></figure>")
-    worst = np.argsort(-finite(result.scores["test"][m.best]), kind="stable")[:16]
-    parts.append(f"<figure>{img(png_bytes(result.images['test'].images[worst].float() / 255, 8, height=48), 'most')}"
-                 f"<figcaption>the 16 test images {m.best} finds most anomalous</figcaption></figure>")
-    return f'<div class="samplers">{"".join(parts)}</div>'
+        if name == "val":
+            continue
+        scores = result.scores[name][m.best]
+        n = min(THUMBS, len(scores))
+        parts.append(gallery(images.images, scores, f"{name}: the first {n}", np.arange(n)))
+        parts.append(gallery(images.images, scores, f"{name}: the {n} most anomalous by {m.best}",
+                             np.argsort(-finite(scores), kind="stable")[:n]))
+    return "".join(parts)
 
 
 def render_ood(result: OodResult, title: str, meta: list[str]) -> str:

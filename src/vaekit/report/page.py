@@ -280,6 +280,7 @@ td.sampler {{ text-align: left; }}
 figure {{ margin: 0; }} figcaption {{ text-align: center; font-weight: 600; }}
 .plot {{ overflow-x: auto; }} h1 {{ overflow-wrap: anywhere; }}
 .maps {{ display: grid; grid-template-columns: repeat(auto-fit, minmax(300px, 1fr)); gap: 1em; }}
+.thumbs {{ display: flex; flex-wrap: wrap; gap: 6px; }} .thumb figcaption {{ font-weight: 400; font-size: 12px; }}
 @media (max-width: 700px) {{ .plot img {{ max-width: none; width: 680px; }} td, th {{ padding: 3px 6px; }} }}
 </style></head>
 <body>
