@@ -91,6 +91,8 @@ def test_the_cli_draws_a_class_by_name_and_a_grid_by_class(cli, tmp_path):
     out = cli("sample", str(run), "-n", "25", "--out", str(tmp_path / "grid.png"))
     assert "20 samples" in out.stdout and "one row per class (2 of each)" in out.stdout  # -n rounded down to rows
     assert Image.open(tmp_path / "grid.png").size[1] > 3 * Image.open(tmp_path / "grid.png").size[0]  # 10 rows of 2
+    margin = np.asarray(Image.open(tmp_path / "grid.png").convert("L"))[:, :12]  # each row's class name, on white
+    assert all((row < 100).any() for row in np.array_split(margin, 10)) and margin.mean() > 200
     out = cli("evaluate", str(run), "--quick", "--samples", "200", "--json", str(tmp_path / "eval.json")).stdout
     m = json.loads((tmp_path / "eval.json").read_text())
     assert "conditional accuracy" in out and len(m["conditional"]["prior"]["classes"]) == 10

@@ -30,7 +30,8 @@ BASES = {"train": ["--data", "npz:missing.npz", "--out", "o"], "compare": ["--da
          "sample": ["missing-run"], "reconstruct": ["missing-run"], "encode": ["missing-run"],
          "decode": ["missing-run", "z.npy"], "evaluate": ["missing-run"], "serve": ["missing-run"],
          "info": ["missing-run"], "cache": ["list"], "score": ["missing-run"], "ood": ["missing-run", "--ood", "noise"],
-         "oneclass": ["--data", "npz:missing.npz", "--out", "o"], "export": ["missing-run", "--out", "o"]}
+         "oneclass": ["--data", "npz:missing.npz", "--out", "o"], "export": ["missing-run", "--out", "o"],
+         "defects": ["--data", "npz:missing.npz", "--out", "o"], "inspect": ["missing-run"]}
 VALUES = ["nan", "inf", "-inf", "0", "-1", "1e400", "99999999999999999999999", "", "\x00", "x" * 5000]
 
 

@@ -61,9 +61,30 @@ def save_png(array: np.ndarray, path: str | Path, scale: int = 1) -> Path:
     return Path(path)
 
 
-def save_grid(images: Tensor, path: str | Path, nrow: int | None = None) -> Path:
-    """A PNG grid of images, enlarged so that small (8x8, 28x28) images are visible."""
-    return save_png(grid(images, nrow), path, scale=scale_for(images, 64))
+def save_grid(images: Tensor, path: str | Path, nrow: int | None = None, row_labels: list[str] | None = None) -> Path:
+    """A PNG grid of images, enlarged so that small (8x8, 28x28) images are visible; `row_labels` written left of
+    the rows (a class per row)."""
+    img = to_image(grid(images, nrow), scale_for(images, 64))
+    if row_labels:
+        img = labelled_rows(img, row_labels)
+    with atomic_write(path) as tmp:
+        img.save(tmp, format="PNG")
+    return Path(path)
+
+
+def labelled_rows(img, labels: list[str]):
+    """A grid image with a white margin on its left holding one label per row, centred on the row."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=14)
+    width = 10 + max(int(ImageDraw.Draw(img).textlength(label, font=font)) for label in labels)
+    white, black = (255, 0) if img.mode == "L" else ((255, 255, 255), (0, 0, 0))
+    out = Image.new(img.mode, (img.width + width, img.height), white)
+    out.paste(img, (width, 0))
+    draw, row = ImageDraw.Draw(out), img.height / len(labels)
+    for i, label in enumerate(labels):
+        draw.text((4, (i + 0.5) * row), label, fill=black, font=font, anchor="lm")
+    return out
 
 
 def save_files(images: Tensor, folder: str | Path, start: int = 0) -> None:

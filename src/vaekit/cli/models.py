@@ -11,7 +11,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from vaekit.config import short
+from vaekit.config import class_word, short
 from vaekit.errors import VaekitError
 from vaekit.files import atomic_write, npy_writer
 from vaekit.outputs import claim
@@ -41,7 +41,7 @@ MAX_GRID = 1024  # images in one PNG grid; more go to --files
 
 
 def write_images(args: argparse.Namespace, model, n: int, what: str, make: Callable[[int, int], Any],
-                 nrow: int | None = None) -> None:
+                 nrow: int | None = None, rows: list[str] | None = None) -> None:
     """Shared by `sample` and `decode`: images made batch by batch by `make(start, stop)`, so memory stays
     bounded for any N, written to a PNG grid (--out), one PNG each (--files) and/or a uint8 array (--npy)."""
     import numpy as np
@@ -71,7 +71,7 @@ def write_images(args: argparse.Namespace, model, n: int, what: str, make: Calla
             if write_npy is not None:
                 write_npy(to_uint8(images).transpose(0, 3, 1, 2))
     if args.out:
-        save_grid(torch.cat(kept), args.out, nrow=nrow)
+        save_grid(torch.cat(kept), args.out, nrow=nrow, row_labels=rows)
         print(f"{n} {what} -> {args.out}")
     if args.files:
         print(f"{n} PNG files -> {args.files}")
@@ -109,7 +109,8 @@ def sample(model, device, args: argparse.Namespace) -> int:
     generator = torch.Generator(device).manual_seed(args.seed)
     write_images(args, model, n, f"samples from {model.priors[args.prior].words}{what}",
                  lambda start, stop: model.sample(stop - start, generator=generator, prior=args.prior,
-                                                  y=None if labels is None else labels[start:stop]), nrow)
+                                                  y=None if labels is None else labels[start:stop]), nrow,
+                 rows=[class_word(c, model.class_names) for c in range(model.classes)] if nrow else None)
     return 0
 
 
@@ -117,8 +118,6 @@ def chosen_labels(model, args: argparse.Namespace, device):
     """What `sample` draws: (count, labels or None, grid row length, words). --label NAME draws one class; a
     conditional model given none draws a grid with one row per class (-n rounded down to whole rows), or, into
     --files or --npy alone, -n images with the classes in turn."""
-    from vaekit.config import class_word
-
     n = args.n
     if args.label is not None:
         index = model.label(args.label)
