@@ -264,3 +264,19 @@ def test_cifar10_reads_the_official_binary_archive_without_unpacking(tmp_path, m
     with pytest.raises(VaekitError, match="checksum mismatch"):
         load_dataset(DataConfig(name="cifar10", data_dir=str(tmp_path / "fetched2")))
     assert not (tmp_path / "fetched2" / "cifar10" / cifar.ARCHIVE).exists()
+
+
+def test_a_damaged_cifar10_archive_is_refused_not_read_as_pixels(tmp_path):
+    from vaekit.data import cifar
+
+    rng = np.random.default_rng(1)
+    batches = {name: (rng.integers(0, 256, (40, 3, 32, 32), dtype=np.uint8), rng.integers(0, 10, 40))
+               for name in [*cifar.TRAIN, *cifar.TEST]}
+    archive = tmp_path / "cifar10" / cifar.ARCHIVE
+    cifar_archive(archive, batches)
+    data = bytearray(archive.read_bytes())
+    middle = slice(len(data) // 2, len(data) // 2 + 2000)
+    data[middle] = bytes(b ^ 0x5A for b in data[middle])  # bytes flipped inside the compressed stream
+    archive.write_bytes(bytes(data))
+    with pytest.raises(VaekitError, match="not a readable .tar.gz"):
+        load_dataset(DataConfig(name="cifar10", data_dir=str(tmp_path)))

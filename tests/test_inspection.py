@@ -258,6 +258,9 @@ def test_broken_masks_are_refused_in_one_line(bench, tmp_path):
     Image.fromarray(np.zeros((9, 8), np.uint8)).save(mask)
     with pytest.raises(VaekitError, match="a mask has its image's size"):
         load_dataset(DataConfig(name=f"mvtec:{root}"))
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(mask)
+    with pytest.raises(VaekitError, match="marks no pixel"):
+        load_dataset(DataConfig(name=f"mvtec:{root}"))
     mask.unlink()
     with pytest.raises(VaekitError, match="without a mask"):
         load_dataset(DataConfig(name=f"mvtec:{root}"))
@@ -345,3 +348,31 @@ def test_the_scoring_graph_carries_the_decision_and_matches_pytorch(bench, tmp_p
     other.write_text(calibration.read_text().replace('"fdr": 0.1', '"fdr": "x"'))
     refused = cli("export", tmp_path / "run", "--scoring", other, "--out", tmp_path / "exp2", check=False)
     assert refused.returncode == 2 and "fdr" in refused.stderr and not (tmp_path / "exp2").exists()
+
+
+def test_a_small_defect_survives_a_smaller_image_size(tmp_path):
+    """A 2x2 defect on a 64x64 image read at 16x16 keeps a defective pixel (nearest-neighbour shrinking would drop
+    it, and the image would be scored as normal)."""
+    rng = np.random.default_rng(0)
+    for folder in ("normal", "abnormal/dent", "masks/dent"):
+        (tmp_path / folder).mkdir(parents=True)
+    for i in range(20):
+        Image.fromarray(rng.integers(0, 256, (64, 64), dtype=np.uint8)).save(tmp_path / "normal" / f"{i}.png")
+    for i, (y, x) in enumerate([(31, 33), (5, 58)]):
+        Image.fromarray(rng.integers(0, 256, (64, 64), dtype=np.uint8)).save(tmp_path / "abnormal/dent" / f"{i}.png")
+        mask = np.zeros((64, 64), np.uint8)
+        mask[y:y + 2, x:x + 2] = 255
+        Image.fromarray(mask).save(tmp_path / "masks/dent" / f"{i}_mask.png")
+    data = load_dataset(DataConfig(name=f"mvtec:{tmp_path}", image_size=16, resize="stretch"))
+    shrunk = data.test.masks[data.test.labels == 1]
+    assert len(shrunk) == 2 and all(0 < m.sum() <= 4 for m in shrunk)
+
+
+def test_too_few_held_out_images_for_benjamini_hochberg_are_said():
+    from types import SimpleNamespace
+
+    from vaekit.report.inspect_page import too_few_words
+
+    said = " ".join(too_few_words(SimpleNamespace(held_out=6, fdr=0.1)))
+    assert "cannot flag any image" in said and "1/7 = 0.143" in said and "at least 10" in said
+    assert too_few_words(SimpleNamespace(held_out=9, fdr=0.1)) == []  # 1/10: the smallest p-value can pass

@@ -3,14 +3,16 @@
 The archive (cifar-10-binary.tar.gz, 162 MB, Krizhevsky 2009) holds five training batches and a test batch, each
 record one label byte and 3,072 pixel bytes (the red, green and blue planes of a 32x32 image). It is read from
 the data directory (`$VAEKIT_DATA/cifar10/`, else ~/.cache/vaekit/cifar10/) straight out of the tar, without
-unpacking, each member's size checked before it is read; a download, where allowed, is checked against the
-published MD5 and appears only once complete. The 50,000 training images are split into train and validation
-(`val_fraction`); the 10,000 test images are the test split, as published.
+unpacking (the gzip stream's checksum verified first), each member's size checked before it is read; a download,
+where allowed, is checked against the published MD5 and appears only once complete. The 50,000 training images
+are split into train and validation (`val_fraction`); the 10,000 test images are the test split, as published.
 """
 
 from __future__ import annotations
 
+import gzip
 import tarfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -73,10 +75,13 @@ def load_cifar10(config: DataConfig) -> Dataset:
 
     file = archive_path(config)
     try:
+        with gzip.open(file) as whole:  # read to its end once, so the gzip CRC checks every byte (tar stops early)
+            while whole.read(1 << 24):
+                pass
         with tarfile.open(file, "r:gz") as tar:
             train_x, train_y = read_batches(tar, TRAIN, file)
             test_x, test_y = read_batches(tar, TEST, file)
-    except (tarfile.TarError, OSError, EOFError) as e:
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
         raise VaekitError(f"{file}: not a readable .tar.gz ({e}); a damaged download? remove it to fetch it again") \
             from None
     full = from_arrays(train_x, train_y)

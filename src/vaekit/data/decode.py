@@ -87,14 +87,14 @@ def flatten_alpha(img, background: tuple[int, int, int]):
     return img.convert("L" if img.mode in GREY else "RGB")
 
 
-def fit(img, size: tuple[int, int], policy: str, background: tuple[int, int, int], nearest: bool = False):
-    """Bring an image to (w, h): centre crop or pad keep the aspect ratio, stretch does not. Bilinear, or the
-    nearest pixel (`nearest`: a mask stays binary and lands where its image's pixels land)."""
+def fit(img, size: tuple[int, int], policy: str, background: tuple[int, int, int], area: bool = False):
+    """Bring an image to (w, h): centre crop or pad keep the aspect ratio, stretch does not. Bilinear, or each
+    pixel the mean of the area it covers (`area`: a mask, where any part of a defect must leave a trace)."""
     from PIL import Image, ImageOps
 
     if img.size == size:
         return img
-    how = Image.Resampling.NEAREST if nearest else Image.Resampling.BILINEAR
+    how = Image.Resampling.BOX if area else Image.Resampling.BILINEAR
     if policy == "crop":
         return ImageOps.fit(img, size, how)
     if policy == "pad":

@@ -11,8 +11,9 @@ Two layouts, read as published:
 
 A mask is an image of the same size as its image, holding two values: 0 for normal pixels and one other value for
 defective ones (MVTec's 0 and 255; 0 and 1; a two-colour palette). Anything else is refused in one line: a grey
-level between, another size, a defective image without its mask. Masks are fitted to the image size as their images
-are (--resize), by the nearest pixel, so they stay binary. The test split's labels are the defect types, `good`
+level between, another size, a defective image without its mask or with an empty one. Masks are fitted to the image
+size as their images are (--resize); shrunk, a pixel any part of a defect covers is defective, so no small defect
+vanishes. The test split's labels are the defect types, `good`
 first (label 0).
 """
 
@@ -77,9 +78,13 @@ def read_mask(file: Path, image: Path, shape: tuple[int, int, int], config: Data
         shown = ", ".join(str(v) for v in levels[:5]) + (", ..." if len(levels) > 5 else "")
         raise VaekitError(f"{file}: not a binary mask (grey levels {shown}); a mask holds 0 for normal pixels and "
                           "one other value for defective ones")
+    if levels.max() == 0:
+        raise VaekitError(f"{file}: the mask of a defective image marks no pixel (all 0); mark the defect, or move "
+                          f"{image.name} to the normal images")
     binary = Image.fromarray(np.where(values > 0, 255, 0).astype(np.uint8))
-    fitted = fit(binary, (shape[2], shape[1]), config.resize, (0, 0, 0), nearest=True)
-    return torch.from_numpy(np.asarray(fitted) > 127)
+    fitted = np.asarray(fit(binary, (shape[2], shape[1]), config.resize, (0, 0, 0), area=True))
+    shrunk = shape[1] * shape[2] < values.size  # smaller: a pixel any part of a defect covers is defective, so no
+    return torch.from_numpy(fitted > (0 if shrunk else 127))  # small defect vanishes; larger: the nearest side
 
 
 def typed(scan: Scan, single: str) -> tuple[list[str], Tensor]:

@@ -33,6 +33,7 @@ from vaekit.models.footprint import check_batch
 from vaekit.progress import bar
 
 BATCHES = 200  # random batches drawn to measure the achieved false-discovery rate
+MAX_PIXELS = 60_000_000  # test and validation pixels of maps at most: the pixel metrics take about 100 bytes each
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,7 @@ def check_inspectable(model: Autoencoder, data: Dataset, s: InspectSettings) -> 
     if masks is None:
         raise VaekitError(f"{data.spec}: no masks of its test images; inspection needs data with masks "
                           "(--data mvtec:ROOT; `vaekit defects` writes a benchmark)")
-    defective = masks.flatten(1).any(1)
+    defective = data.test.labels != 0  # an image's type says whether it is defective; its mask says where
     if defective.all() or not defective.any() or len(data.val) == 0:
         raise VaekitError(f"{data.spec}: inspection needs normal and defective test images and normal validation "
                           f"images (has {int(defective.sum())} defective of {len(masks)} test, {len(data.val)} "
@@ -132,6 +133,10 @@ def check_inspectable(model: Autoencoder, data: Dataset, s: InspectSettings) -> 
     if s.by.rsplit("_", 1)[0] not in maps_available(model):
         raise VaekitError(f"--by {s.by}: this model has no {s.by.rsplit('_', 1)[0]} map (it has "
                           f"{', '.join(maps_available(model))})")
+    pixels = masks.numel() + len(data.val) * masks[0].numel()
+    if pixels > MAX_PIXELS:
+        raise VaekitError(f"{data.spec}: {pixels:,} pixels of maps to measure, more than {MAX_PIXELS:,} (about "
+                          f"{MAX_PIXELS * 120 // 2**30} GB at work); choose a smaller --image-size or fewer images")
     check_batch(model.config, min(s.batch_size, len(data.test)), "--batch-size", device=model.device)
 
 
@@ -146,7 +151,7 @@ def inspect(model: Autoencoder, data: Dataset, s: InspectSettings, quiet: bool =
     maps, images = map_set(model, data.test, s.maps, s.batch_size, "maps of the test images", quiet)
     seconds = (time.perf_counter() - started) / max(1, len(data.test))
     masks, labels = masks.numpy(), data.test.labels.numpy()
-    defective = masks.reshape(len(masks), -1).any(1)
+    defective = labels != 0
     scores, held_out = scores_of(maps, s.maps.top), scores_of(held, s.maps.top)
     overall = located(maps, scores, masks, defective)
     types = {}

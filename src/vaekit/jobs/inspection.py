@@ -93,7 +93,7 @@ def write_image_rows(path: Path, result: Inspection, data: Dataset) -> None:
     whether Benjamini-Hochberg flags it."""
     names = list(result.scores)
     files = data.test.names
-    defective = result.masks.reshape(len(result.masks), -1).any(1)
+    defective = result.labels != 0
     with csv_writer(path, ["index", "type", "file", "defective", *names, "p_value", "flagged"]) as write:
         write([[i, data.classes[int(result.labels[i])], "" if files is None else files[i], int(defective[i]),
                 *(f"{result.scores[n][i]:.8g}" for n in names), f"{result.p_values[i]:.6g}", int(result.flags[i])]

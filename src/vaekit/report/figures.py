@@ -178,9 +178,9 @@ def class_aurocs(m, names: list[str]) -> bytes:
     return figure_png(fig)
 
 
-def heatmaps(rows: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]], top: float) -> bytes:
+def heatmaps(rows: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]], low: float, top: float) -> bytes:
     """Each row a few (image (H, W, C) in [0, 1], map (H, W), mask (H, W)) triples: the image with its mask's outline
-    in cyan, and beside it the map over the grey image (one colour scale for every map: 0 to `top`)."""
+    in cyan, and beside it the map over the grey image (one colour scale for every map: `low` to `top`)."""
     plt = _plt()
     cols = 2 * max(len(r) for r in rows.values())
     fig, axes = plt.subplots(len(rows), cols, figsize=(1.3 * cols, 1.45 * len(rows)), squeeze=False)
@@ -194,6 +194,7 @@ def heatmaps(rows: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]], t
             if mask.any():
                 axes[r][2 * i].contour(mask, levels=[0.5], colors="cyan", linewidths=1)
             axes[r][2 * i + 1].imshow(image.mean(-1), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-            axes[r][2 * i + 1].imshow(heat, cmap="inferno", vmin=0, vmax=top, alpha=0.6, interpolation="nearest")
+            axes[r][2 * i + 1].imshow(heat, cmap="inferno", vmin=low, vmax=max(top, low + 1e-12), alpha=0.6,
+                                      interpolation="nearest")
     fig.tight_layout(pad=0.2)
     return figure_png(fig)

@@ -75,7 +75,16 @@ def decisions_words(m: InspectionReport) -> list[str]:
             f"{d.flagged} test images, {d.false_discoveries} of them normal. Over {d.batches} random batches of "
             f"{d.batch_size} test images the false-discovery proportion averaged {100 * d.mean_fdr:.1f}%, and "
             f"{100 * d.normal_batches_flagged:.1f}% of all-normal batches had any image flagged (target: at most "
-            f"{100 * d.fdr:g}% for both)."]
+            f"{100 * d.fdr:g}% for both).", *too_few_words(d)]
+
+
+def too_few_words(d) -> list[str]:
+    """Where Benjamini-Hochberg cannot flag anything: the smallest conformal p-value, 1 / (n + 1), above the rate."""
+    if 1 / (d.held_out + 1) <= d.fdr:
+        return []
+    return [f"With {d.held_out} held-out normal images no p-value can be below 1/{d.held_out + 1} = "
+            f"{1 / (d.held_out + 1):.3f}, above the target rate {d.fdr:g}: Benjamini-Hochberg cannot flag any image. "
+            f"Hold out at least {round(1 / d.fdr)} normal images (--val-fraction, or more normal images)."]
 
 
 def examples(result: Inspection, picks: np.ndarray, name: str) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -90,7 +99,7 @@ def heatmap_rows(result: Inspection, types: list[str]) -> dict[str, list]:
     name = m.decisions.score.rsplit("_", 1)[0]
     rows = {t: examples(result, np.nonzero(result.labels == i)[0][:EXAMPLES], name)
             for i, t in enumerate(types) if (result.labels == i).any()}
-    defective = np.nonzero(result.masks.reshape(len(result.masks), -1).any(1))[0]
+    defective = np.nonzero(result.labels != 0)[0]
     if len(defective):
         worst = defective[np.argsort(result.scores[m.decisions.score][defective], kind="stable")[:EXAMPLES]]
         rows["worst misses"] = examples(result, worst, name)
@@ -100,15 +109,16 @@ def heatmap_rows(result: Inspection, types: list[str]) -> dict[str, list]:
 def render_inspection(result: Inspection, title: str, meta: list[str], types: list[str]) -> str:
     m = result.report
     name = m.decisions.score.rsplit("_", 1)[0]
-    top = float(np.quantile(result.maps[name], 0.995)) or 1.0
+    low, top = (float(v) for v in np.quantile(result.maps[name], [0.005, 0.995]))
     body = [f"<h1>{html.escape(title)}</h1>", *(f'<p class="meta">{html.escape(w)}</p>' for w in meta),
             section("Where the defects are", paragraphs(answer_words(m))),
             section("Every map, every test image", table({"": m.overall}, "map") + legend(m)),
             section("By defect type (each with the normal test images)", table(m.types, "map")),
             section("Decisions", paragraphs(decisions_words(m))),
             section(f"Heatmaps of the {name} map (left: the image, the mask outlined in cyan; right: the map)",
-                    f'<div class="plot">{img(figures.heatmaps(heatmap_rows(result, types), top), "heatmaps")}</div>'
+                    '<div class="plot">' + img(figures.heatmaps(heatmap_rows(result, types), low, top), "heatmaps")
+                    + "</div>"
                     + f"<p>A row per type: the first {EXAMPLES} test images of each, then the worst misses, the "
                     f"defective images {html.escape(m.decisions.score)} finds least anomalous. One colour scale for "
-                    f"every map: black is 0, yellow {fmt(top, 3)} and above.</p>")]
+                    f"every map: black is {fmt(low, 3)} and below, yellow {fmt(top, 3)} and above.</p>")]
     return PAGE.format(title=html.escape(title), body="\n".join(body))

@@ -72,13 +72,15 @@ NORMAL_IMAGES = 500  # test images an upload's anomaly map and score are compare
 class Normal:
     """A model's nll anomaly map on test images: the value its colour scale tops out at, and their image scores."""
 
-    scale: float
+    low: float  # the colour scale's ends: the test pixels' 0.5% and 99.5% quantiles (-log p may be negative)
+    top: float
     scores: np.ndarray  # sorted
 
     @classmethod
     def of(cls, model: Autoencoder, x: torch.Tensor) -> "Normal":
         heat = torch.cat([nll_map(model, xb) for xb in x.split(100)])
-        return cls(float(heat.quantile(0.995)) or 1.0, np.sort(image_scores(heat, TOP)["top"].numpy()))
+        low, top = np.quantile(heat.numpy(), [0.005, 0.995])
+        return cls(float(low), float(max(top, low + 1e-6)), np.sort(image_scores(heat, TOP)["top"].numpy()))
 
 
 TOP = MapSettings().top
@@ -91,11 +93,13 @@ def nll_map(model: Autoencoder, x: torch.Tensor) -> torch.Tensor:
     return decoded_maps(model, x, best_labels(model, x))["nll"].sum(1).float().cpu()
 
 
-def heat_png(x: torch.Tensor, heat: torch.Tensor, scale: float) -> str:
-    """The map in the inferno colours (black: 0, yellow: `scale` and above) over the grey image, as base64 PNG."""
+def heat_png(x: torch.Tensor, heat: torch.Tensor, normal: Normal) -> str:
+    """The map in the inferno colours (black: the normal low end, yellow: its top and above) over the grey image,
+    as base64 PNG."""
     from matplotlib import colormaps
 
-    colours = torch.from_numpy(colormaps["inferno"]((heat[0] / scale).clamp(0, 1).numpy())[..., :3]).float()
+    shade = ((heat[0] - normal.low) / (normal.top - normal.low)).clamp(0, 1)
+    colours = torch.from_numpy(colormaps["inferno"](shade.numpy())[..., :3]).float()
     grey = x[0].mean(0)[..., None].cpu()
     return png_b64((0.35 * grey + 0.65 * colours).permute(2, 0, 1)[None])
 
@@ -106,7 +110,7 @@ def upload_map(ex: Explorer, name: str, x: torch.Tensor) -> dict:
     heat = nll_map(ex.models[name], x)
     score = float(image_scores(heat, TOP)["top"][0])
     normal = ex.normal[name]
-    return {"png": heat_png(x, heat, normal.scale), "score": score,
+    return {"png": heat_png(x, heat, normal), "score": score,
             "above": float(np.searchsorted(normal.scores, score, side="left") / len(normal.scores))}
 
 

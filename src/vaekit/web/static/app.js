@@ -267,7 +267,7 @@ async function upload(file) {
     box.append(row(`${m.name.toUpperCase()} reconstruction, and where it finds your image unlikely`, [img(recon[m.name], `${m.name} reconstruction`), img(where.png, `${m.name} anomaly map`)], { id: `recon-${m.name}` }));
     const said = document.createElement("p");
     said.className = "hint";
-    said.textContent = `${m.name.toUpperCase()}: -log p(x|z) per pixel (black: 0; yellow: as high as the top 0.5% of test-image pixels). ` +
+    said.textContent = `${m.name.toUpperCase()}: -log p(x|z) per pixel (black: as low as the lowest 0.5% of test-image pixels; yellow: as high as the top 0.5%). ` +
       `Its score (the mean of the top 1% of the map) is above ${(100 * where.above).toFixed(0)}% of the test images'.`;
     box.append(said);
   }
