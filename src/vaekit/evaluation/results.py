@@ -243,14 +243,20 @@ class Detection(Record):
     fpr_at_95_tpr: float
 
 
-class OodReport(Record):
-    """`vaekit ood`'s metrics.json: each score against each OOD set, and the thresholds chosen on validation images."""
+class ModelReport(Record):
+    """What a command's metrics.json about one checkpoint opens with: the layout's version, the model, where it came
+    from, the data and what reading it did."""
 
     schema_version: int = SCHEMA_VERSION
     model: str
     checkpoint: str = ""
     data: str = ""
     notes: list[str] = Field(default_factory=list)
+
+
+class OodReport(ModelReport):
+    """`vaekit ood`'s metrics.json: each score against each OOD set, and the thresholds chosen on validation images."""
+
     scores: list[str] = Field(description="the scores measured, in order")
     k: int | None = Field(None, description="importance samples per image of the IS-NLL score (a density only)")
     fpr: float = Field(description="the share of validation images a threshold may flag")
@@ -324,14 +330,9 @@ class Decisions(Record):
                                                       "false-discovery rate there; at most fdr)")
 
 
-class InspectionReport(Record):
+class InspectionReport(ModelReport):
     """`vaekit inspect`'s metrics.json: every map against the masks, overall and by defect type."""
 
-    schema_version: int = SCHEMA_VERSION
-    model: str
-    checkpoint: str = ""
-    data: str = ""
-    notes: list[str] = Field(default_factory=list)
     maps: list[str] = Field(description="the maps measured, in order")
     smooth: float = Field(description="sigma of the Gaussian blur of every map, pixels (0: none)")
     top: float = Field(description="the share of a map's pixels whose mean is the `top` image score")
